@@ -1,0 +1,72 @@
+#include "actors/http_target_actor.hpp"
+
+#include "policies/delivery_rules.hpp"
+
+namespace botgate {
+namespace {
+
+DeliveryOutcome metric_outcome(const http::ClientResponse& r) {
+  using E = http::ClientResponse::Error;
+  switch (r.error) {
+    case E::timeout: return DeliveryOutcome::timeout;
+    case E::connect: return DeliveryOutcome::connect_error;
+    case E::io: return DeliveryOutcome::connect_error;
+    case E::none: break;
+  }
+  switch (classify_answer(r.status)) {
+    case Verdict::done: return DeliveryOutcome::success;
+    case Verdict::retry: return DeliveryOutcome::server_error;
+    case Verdict::dead_letter: return DeliveryOutcome::rejected;
+  }
+  return DeliveryOutcome::server_error;
+}
+
+}  // namespace
+
+target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,
+                                        std::string name, std::string path,
+                                        std::shared_ptr<http::HttpClient> client,
+                                        TargetMetrics* metrics) {
+  self->state.target_name = std::move(name);
+  self->state.path = std::move(path);
+  self->state.client = std::move(client);
+  self->state.metrics = metrics;
+  return {
+      [self](deliver_atom, const EventPtr& ev, std::uint32_t attempt) {
+        auto& st = self->state;
+        auto rp = self->make_response_promise<Outcome>();
+        const auto job = st.next_job++;
+        st.waiting.emplace(job, rp);
+        st.metrics->in_flight.add(1);
+        http::HeaderList headers{{"Idempotency-Key", ev->id},
+                                 {"X-Botgate-Attempt", std::to_string(attempt)},
+                                 {"X-Botgate-Source", ev->source}};
+        // The callback runs on the client's strand: it only mails the result back.
+        auto me = caf::actor_cast<target_actor>(self);
+        st.client->post(st.path, ev->raw, std::move(headers),
+                        [me, job](http::ClientResponse&& r) {
+                          caf::anon_send(me, done_atom::value, job, std::move(r));
+                        });
+        return rp;
+      },
+      [self](done_atom, std::uint64_t job, http::ClientResponse& r) {
+        auto& st = self->state;
+        auto it = st.waiting.find(job);
+        if (it == st.waiting.end()) return;
+        st.metrics->in_flight.add(-1);
+        st.metrics->count(metric_outcome(r));
+        Outcome out;
+        out.target = st.target_name;
+        out.status = r.status;
+        if (r.error != http::ClientResponse::Error::none) {
+          out.error = std::move(r.message);
+        } else if (classify_answer(r.status) != Verdict::done) {
+          out.error = "HTTP " + std::to_string(r.status);
+        }
+        it->second.deliver(std::move(out));
+        st.waiting.erase(it);
+      },
+  };
+}
+
+}  // namespace botgate

@@ -1,0 +1,30 @@
+// One HTTP backend as an actor: POSTs an event through the transport's keep-alive
+// client and answers with the Outcome. It never blocks; the socket work happens on
+// the Asio side and comes back as a done message.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "actors/messages.hpp"
+#include "core/metrics.hpp"
+
+namespace botgate {
+
+struct HttpTargetState {
+  static inline const char* name = "http-target";
+  std::string target_name;
+  std::string path;
+  std::shared_ptr<http::HttpClient> client;
+  TargetMetrics* metrics = nullptr;
+  std::uint64_t next_job = 0;
+  std::unordered_map<std::uint64_t, caf::typed_response_promise<Outcome>> waiting;
+};
+
+target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,
+                                        std::string name, std::string path,
+                                        std::shared_ptr<http::HttpClient> client,
+                                        TargetMetrics* metrics);
+
+}  // namespace botgate

@@ -1,0 +1,102 @@
+// The gateway's configuration: parsed once from TOML, validated, then immutable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/log.hpp"
+#include "core/units.hpp"
+
+namespace botgate {
+
+struct ServerConfig {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;
+  int io_threads = 1;
+  std::string admin_token;        // empty: admin endpoints always answer 401
+  std::uint64_t max_body = 1 << 20;   // "1MiB"
+  std::uint64_t max_header = 8 << 10; // "8KiB"
+  Duration read_timeout = std::chrono::seconds(15);
+  Duration write_timeout = std::chrono::seconds(15);
+  Duration drain_timeout = std::chrono::seconds(10);
+};
+
+struct LogConfig {
+  log::Level level = log::Level::info;
+  log::Format format = log::Format::logfmt;
+};
+
+struct ActorsConfig {
+  int threads = 1;
+};
+
+struct QueueConfig {
+  int shards = 4;
+  std::uint64_t max_pending = 100000;  // per shard
+  std::uint32_t max_attempts = 8;
+  Duration max_age = std::chrono::hours(48);
+};
+
+struct BackoffConfig {
+  Duration base = std::chrono::milliseconds(100);
+  Duration cap = std::chrono::seconds(30);
+};
+
+struct SourceConfig {
+  std::string name;
+  std::string kind = "generic";  // only "generic" in this release
+  std::string secret;
+  std::string route;  // pool name
+  Duration max_skew = std::chrono::seconds(300);
+};
+
+struct PoolConfig {
+  std::string name;
+  std::string policy = "round-robin";  // only "round-robin" in this release
+  std::vector<std::string> targets;
+};
+
+struct TargetConfig {
+  std::string name;
+  std::string kind = "http";  // only "http" in this release
+  std::string url;            // http://host:port/path
+  // Parsed from url:
+  std::string host;
+  std::uint16_t port = 80;
+  std::string path = "/";
+  std::uint32_t weight = 1;
+  Duration connect_timeout = std::chrono::seconds(1);
+  Duration timeout = std::chrono::seconds(5);  // whole request/response exchange
+  std::uint32_t max_connections = 32;
+};
+
+struct Config {
+  ServerConfig server;
+  LogConfig log;
+  ActorsConfig actors;
+  QueueConfig queue;
+  BackoffConfig backoff;
+  std::vector<SourceConfig> sources;
+  std::vector<PoolConfig> pools;
+  std::vector<TargetConfig> targets;
+};
+
+struct ConfigError {
+  std::uint32_t line = 0;  // 0 when the error has no position (e.g. file not found)
+  std::string key;         // dotted path, e.g. "targets[1].url"
+  std::string message;
+};
+
+using ConfigResult = std::variant<Config, std::vector<ConfigError>>;
+
+// Parses and validates. Collects every error rather than stopping at the first.
+// Applies BOTGATE_ADMIN_TOKEN from the environment when `env_admin_token` is set.
+ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
+                          const char* env_admin_token);
+ConfigResult load_config(const std::string& path);
+
+std::string format_error(const std::string& file, const ConfigError& e);
+
+}  // namespace botgate

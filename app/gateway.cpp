@@ -1,0 +1,197 @@
+#include "app/gateway.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include "actors/http_target_actor.hpp"
+#include "actors/router_actor.hpp"
+#include "actors/shard_actor.hpp"
+#include "actors/shard_set.hpp"
+#include "app/http_api.hpp"
+#include "core/log.hpp"
+
+namespace botgate {
+namespace {
+
+namespace net = boost::asio;
+
+caf::actor_system_config actor_config(const Config& config) {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", static_cast<std::size_t>(config.actors.threads));
+  // Finite, so a busy shard or router cannot starve the other actors.
+  cfg.set("scheduler.max-throughput", static_cast<std::size_t>(100));
+  return cfg;
+}
+
+// Sum of events still held by the shards (queued or in flight).
+std::uint64_t pending_events(caf::actor_system& sys, const ShardSet& shards) {
+  caf::scoped_actor self{sys};
+  std::uint64_t total = 0;
+  for (const auto& s : shards.shards()) {
+    self->request(s, std::chrono::seconds(2), pending_atom::value)
+        .receive([&](std::uint64_t n) { total += n; },
+                 [&](caf::error&) { total += 1; });  // unknown: assume work remains
+  }
+  return total;
+}
+
+template <typename Pred>
+bool wait_until(Clock::time_point deadline, Pred done) {
+  while (!done()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+Duration delivery_deadline(const Config& config) {
+  Duration longest{0};
+  for (const auto& t : config.targets) longest = std::max(longest, t.connect_timeout + t.timeout);
+  // A kept-alive connection may fail and be retried once on a fresh one.
+  return 2 * longest + std::chrono::seconds(1);
+}
+
+}  // namespace
+
+int run_gateway(const Config& config) {
+  log::configure(config.log.level, config.log.format);
+
+  std::vector<std::string> target_names;
+  for (const auto& t : config.targets) target_names.push_back(t.name);
+  Metrics metrics(static_cast<std::size_t>(config.queue.shards), target_names);
+
+  net::io_context ioc(config.server.io_threads);
+  auto work = net::make_work_guard(ioc);
+
+  caf::actor_system_config caf_cfg = actor_config(config);
+  caf::actor_system sys{caf_cfg};
+
+  // Targets, each with its own keep-alive pool on the Asio side.
+  std::unordered_map<std::string, target_actor> targets;
+  std::vector<std::shared_ptr<http::HttpClient>> clients;
+  for (const auto& t : config.targets) {
+    http::ClientOptions opts;
+    opts.host = t.host;
+    opts.port = t.port;
+    opts.connect_timeout = t.connect_timeout;
+    opts.timeout = t.timeout;
+    opts.max_connections = t.max_connections;
+    std::shared_ptr<http::HttpClient> client;
+    try {
+      client = http::HttpClient::create(ioc, opts);
+    } catch (const boost::system::system_error& e) {
+      log::error("cannot resolve target",
+                 {{"target", t.name}, {"host", t.host}, {"error", e.code().message()}});
+      return 1;
+    }
+    clients.push_back(client);
+    targets.emplace(t.name, sys.spawn(http_target, t.name, t.path, client,
+                                      metrics.find_target(t.name)));
+  }
+
+  std::unordered_map<std::string, router_actor> routers;
+  for (const auto& p : config.pools) {
+    std::vector<target_actor> members;
+    for (const auto& name : p.targets) members.push_back(targets.at(name));
+    routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets));
+  }
+
+  std::unordered_map<std::string, router_actor> routes;
+  for (const auto& s : config.sources) routes.emplace(s.name, routers.at(s.route));
+
+  std::vector<shard_actor> shard_actors;
+  for (int i = 0; i < config.queue.shards; ++i) {
+    ShardOptions opts;
+    opts.index = static_cast<std::size_t>(i);
+    opts.max_pending = config.queue.max_pending;
+    opts.max_attempts = config.queue.max_attempts;
+    opts.max_age = config.queue.max_age;
+    opts.backoff = Backoff{config.backoff.base, config.backoff.cap};
+    opts.delivery_timeout = delivery_deadline(config);
+    shard_actors.push_back(sys.spawn(shard, opts, &metrics, routes));
+  }
+  ShardSet shards(std::move(shard_actors));
+
+  std::atomic<bool> ready{false};
+  HttpApi api(config, metrics, shards, ready);
+  http::ServerOptions sopts;
+  sopts.host = config.server.listen_host;
+  sopts.port = config.server.listen_port;
+  sopts.max_body = config.server.max_body;
+  sopts.max_header = static_cast<std::uint32_t>(config.server.max_header);
+  sopts.read_timeout = config.server.read_timeout;
+  sopts.write_timeout = config.server.write_timeout;
+  http::HttpServer server(
+      ioc, sopts, [&api](http::Request&& req, http::Responder r) { api.handle(std::move(req), std::move(r)); },
+      [&api](http::Refusal why, const std::string& peer) { api.on_refusal(why, peer); });
+
+  std::uint16_t port = 0;
+  try {
+    port = server.start();
+  } catch (const boost::system::system_error& e) {
+    log::error("cannot listen", {{"address", config.server.listen_host},
+                                 {"port", config.server.listen_port},
+                                 {"error", e.code().message()}});
+    for (auto& [_, t] : targets) caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
+    for (auto& [_, r] : routers) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+    for (const auto& s : shards.shards()) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  int stop_signal = 0;
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    std::lock_guard lock(stop_mutex);
+    stop_signal = sig;
+    stop_cv.notify_all();
+  });
+
+  std::vector<std::thread> io_threads;
+  for (int i = 0; i < config.server.io_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });
+  ready.store(true);
+  log::info("listening", {{"address", config.server.listen_host}, {"port", port}});
+  log::info("started", {{"version", BOTGATE_VERSION},
+                        {"io_threads", config.server.io_threads},
+                        {"actor_threads", config.actors.threads},
+                        {"shards", config.queue.shards},
+                        {"targets", config.targets.size()}});
+
+  {
+    std::unique_lock lock(stop_mutex);
+    stop_cv.wait(lock, [&] { return stop_signal != 0; });
+  }
+
+  // Graceful drain: stop accepting, let in-flight requests finish, then let the
+  // shards deliver what they acknowledged.
+  log::info("draining", {{"signal", stop_signal}});
+  ready.store(false);
+  server.stop_accepting();
+  server.drain();
+  const auto deadline = Clock::now() + config.server.drain_timeout;
+  const bool connections_closed = wait_until(deadline, [&] { return server.open_connections() == 0; });
+  std::uint64_t left = 0;
+  const bool delivered = wait_until(deadline, [&] { return (left = pending_events(sys, shards)) == 0; });
+  if (!connections_closed) {
+    log::warn("drain timeout with open connections", {{"open", server.open_connections()}});
+  }
+  if (!delivered) log::error("drain timeout: events not delivered", {{"events", left}});
+
+  for (const auto& s : shards.shards()) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  for (auto& [_, r] : routers) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+  for (auto& [_, t] : targets) caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
+  for (auto& c : clients) c->shutdown();
+  work.reset();
+  ioc.stop();
+  for (auto& t : io_threads) t.join();
+  log::info("stopped", {{"undelivered", left}});
+  return delivered ? 0 : 1;
+}
+
+}  // namespace botgate

@@ -1,0 +1,36 @@
+// The HTTP endpoints: maps each request to its handler (health, metrics, signed
+// events) and turns codec and shard answers into status codes. Transport-free
+// logic lives here so transport/ stays about bytes and connections.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <unordered_map>
+
+#include "actors/shard_set.hpp"
+#include "app/config.hpp"
+#include "core/metrics.hpp"
+#include "transport/http_server.hpp"
+
+namespace botgate {
+
+class HttpApi {
+ public:
+  HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
+          const std::atomic<bool>& ready);
+
+  void handle(http::Request&& req, http::Responder respond) const;
+  void on_refusal(http::Refusal why, const std::string& peer) const;
+
+ private:
+  void ingest(http::Request&& req, std::string_view source, http::Responder respond) const;
+  void reject(RejectReason why, unsigned status, std::string_view source,
+              std::string_view detail, const http::Responder& respond) const;
+
+  std::unordered_map<std::string, const SourceConfig*> sources_;
+  Metrics& metrics_;
+  const ShardSet& shards_;
+  const std::atomic<bool>& ready_;
+};
+
+}  // namespace botgate

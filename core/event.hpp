@@ -1,0 +1,28 @@
+// The unit of work that flows from a platform codec through a shard to a target.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace botgate {
+
+using Clock = std::chrono::steady_clock;
+
+struct Event {
+  std::string source;        // name of the [[sources]] entry it arrived on
+  std::string id;            // idempotency key, unique per source
+  std::string conversation;  // ordering key: events of one conversation are delivered in order
+  std::string sender;
+  std::string type;
+  std::string text;
+  std::string raw;  // the body exactly as received; this is what backends get
+  Clock::time_point received_at{};
+  std::chrono::system_clock::time_point received_wall{};
+};
+
+// Events are immutable once parsed and shared between actors without copies.
+using EventPtr = std::shared_ptr<const Event>;
+
+}  // namespace botgate

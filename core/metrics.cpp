@@ -1,0 +1,155 @@
+#include "core/metrics.hpp"
+
+#include <fmt/format.h>
+
+namespace botgate {
+
+void Histogram::observe(Duration d) noexcept {
+  const double s = std::chrono::duration<double>(d).count();
+  std::size_t i = 0;
+  while (i < kBounds.size() && s > kBounds[i]) ++i;
+  buckets_[i].inc();
+  count_.inc();
+  sum_ns_.inc(static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
+}
+
+void Histogram::render(std::string& out, const std::string& name,
+                       const std::string& labels) const {
+  const std::string sep = labels.empty() ? "" : ",";
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    cumulative += buckets_[i].value();
+    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i],
+                       cumulative);
+  }
+  cumulative += buckets_[kBounds.size()].value();
+  out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
+  const std::string braces = labels.empty() ? "" : "{" + labels + "}";
+  out += fmt::format("{}_sum{} {}\n", name, braces, static_cast<double>(sum_ns_.value()) / 1e9);
+  out += fmt::format("{}_count{} {}\n", name, braces, count_.value());
+}
+
+const char* to_string(HttpRoute r) {
+  switch (r) {
+    case HttpRoute::healthz: return "healthz";
+    case HttpRoute::readyz: return "readyz";
+    case HttpRoute::metrics: return "metrics";
+    case HttpRoute::events: return "events";
+    case HttpRoute::admin: return "admin";
+    case HttpRoute::unknown: return "unknown";
+    case HttpRoute::count_: break;
+  }
+  return "unknown";
+}
+
+const char* to_string(RejectReason r) {
+  switch (r) {
+    case RejectReason::bad_signature: return "bad_signature";
+    case RejectReason::stale_timestamp: return "stale_timestamp";
+    case RejectReason::malformed: return "malformed";
+    case RejectReason::missing_field: return "missing_field";
+    case RejectReason::unknown_source: return "unknown_source";
+    case RejectReason::wrong_method: return "wrong_method";
+    case RejectReason::too_large: return "too_large";
+    case RejectReason::shards_full: return "shards_full";
+    case RejectReason::count_: break;
+  }
+  return "unknown";
+}
+
+const char* to_string(DeliveryOutcome o) {
+  switch (o) {
+    case DeliveryOutcome::success: return "success";
+    case DeliveryOutcome::server_error: return "server_error";
+    case DeliveryOutcome::timeout: return "timeout";
+    case DeliveryOutcome::connect_error: return "connect_error";
+    case DeliveryOutcome::rejected: return "rejected";
+    case DeliveryOutcome::count_: break;
+  }
+  return "unknown";
+}
+
+Metrics::Metrics(std::size_t shards, const std::vector<std::string>& targets)
+    : depth_(new Gauge[shards]), shards_(shards) {
+  for (const auto& t : targets) targets_.push_back(std::make_unique<TargetMetrics>(t));
+}
+
+std::size_t Metrics::status_index(unsigned status) noexcept {
+  for (std::size_t i = 0; i + 1 < kStatuses.size(); ++i) {
+    if (kStatuses[i] == status) return i;
+  }
+  return kStatuses.size() - 1;
+}
+
+void Metrics::count_request(HttpRoute route, unsigned status) noexcept {
+  requests_[static_cast<std::size_t>(route)][status_index(status)].inc();
+}
+
+TargetMetrics* Metrics::find_target(const std::string& name) noexcept {
+  for (auto& t : targets_) {
+    if (t->name == name) return t.get();
+  }
+  return nullptr;
+}
+
+std::string Metrics::render() const {
+  std::string out;
+  out.reserve(8192);
+  out += "# HELP botgate_http_requests_total HTTP requests by route and status.\n";
+  out += "# TYPE botgate_http_requests_total counter\n";
+  for (std::size_t r = 0; r < requests_.size(); ++r) {
+    for (std::size_t s = 0; s < kStatuses.size(); ++s) {
+      auto v = requests_[r][s].value();
+      if (v == 0) continue;
+      std::string status = kStatuses[s] == 0 ? "other" : std::to_string(kStatuses[s]);
+      out += fmt::format("botgate_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n",
+                         to_string(static_cast<HttpRoute>(r)), status, v);
+    }
+  }
+  out += "# HELP botgate_events_accepted_total Events acknowledged to the platform.\n";
+  out += "# TYPE botgate_events_accepted_total counter\n";
+  out += fmt::format("botgate_events_accepted_total {}\n", accepted_.value());
+  out += "# HELP botgate_events_rejected_total Events refused, by reason.\n";
+  out += "# TYPE botgate_events_rejected_total counter\n";
+  for (std::size_t r = 0; r < rejected_.size(); ++r) {
+    out += fmt::format("botgate_events_rejected_total{{reason=\"{}\"}} {}\n",
+                       to_string(static_cast<RejectReason>(r)), rejected_[r].value());
+  }
+  out += "# HELP botgate_events_delivered_total Events a backend accepted.\n";
+  out += "# TYPE botgate_events_delivered_total counter\n";
+  out += fmt::format("botgate_events_delivered_total {}\n", delivered_.value());
+  out += "# HELP botgate_events_dead_lettered_total Events given up on.\n";
+  out += "# TYPE botgate_events_dead_lettered_total counter\n";
+  out += fmt::format("botgate_events_dead_lettered_total {}\n", dead_lettered_.value());
+  out += "# HELP botgate_delivery_retries_total Deliveries scheduled again after a failure.\n";
+  out += "# TYPE botgate_delivery_retries_total counter\n";
+  out += fmt::format("botgate_delivery_retries_total {}\n", retries_.value());
+  out += "# HELP botgate_queue_depth Events held by a shard, queued or in flight.\n";
+  out += "# TYPE botgate_queue_depth gauge\n";
+  for (std::size_t i = 0; i < shards_; ++i) {
+    out += fmt::format("botgate_queue_depth{{shard=\"{}\"}} {}\n", i, depth_[i].value());
+  }
+  out += "# HELP botgate_deliveries_total Delivery attempts by target and outcome.\n";
+  out += "# TYPE botgate_deliveries_total counter\n";
+  for (const auto& t : targets_) {
+    for (std::size_t o = 0; o < t->deliveries.size(); ++o) {
+      out += fmt::format("botgate_deliveries_total{{target=\"{}\",outcome=\"{}\"}} {}\n", t->name,
+                         to_string(static_cast<DeliveryOutcome>(o)), t->deliveries[o].value());
+    }
+  }
+  out += "# HELP botgate_target_in_flight Deliveries currently in flight per target.\n";
+  out += "# TYPE botgate_target_in_flight gauge\n";
+  for (const auto& t : targets_) {
+    out += fmt::format("botgate_target_in_flight{{target=\"{}\"}} {}\n", t->name,
+                       t->in_flight.value());
+  }
+  out += "# HELP botgate_ingest_to_ack_seconds From request read to ack written.\n";
+  out += "# TYPE botgate_ingest_to_ack_seconds histogram\n";
+  ingest_to_ack_.render(out, "botgate_ingest_to_ack_seconds", "");
+  out += "# HELP botgate_end_to_end_seconds From request read to backend success.\n";
+  out += "# TYPE botgate_end_to_end_seconds histogram\n";
+  end_to_end_.render(out, "botgate_end_to_end_seconds", "");
+  return out;
+}
+
+}  // namespace botgate

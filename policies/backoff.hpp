@@ -1,0 +1,36 @@
+// Truncated exponential backoff with full jitter: delay = U[0, min(cap, base * 2^n)].
+// Pure: the random source is injected.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <random>
+
+namespace botgate {
+
+class Backoff {
+ public:
+  using Duration = std::chrono::nanoseconds;
+
+  Backoff(Duration base, Duration cap) : base_(base), cap_(std::max(cap, base)) {}
+
+  // The ceiling for the n-th retry (n = 0 for the first retry).
+  Duration ceiling(std::uint32_t n) const noexcept {
+    Duration d = base_;
+    for (std::uint32_t i = 0; i < n && d < cap_; ++i) d *= 2;
+    return std::min(d, cap_);
+  }
+
+  template <typename Rng>
+  Duration delay(std::uint32_t n, Rng& rng) const {
+    std::uniform_int_distribution<std::int64_t> dist(0, ceiling(n).count());
+    return Duration{dist(rng)};
+  }
+
+ private:
+  Duration base_;
+  Duration cap_;
+};
+
+}  // namespace botgate

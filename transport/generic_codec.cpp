@@ -1,0 +1,183 @@
+#include "transport/generic_codec.hpp"
+
+#include <simdjson.h>
+
+#include <charconv>
+
+#include "transport/signature.hpp"
+
+namespace botgate {
+namespace {
+
+namespace od = simdjson::ondemand;
+
+// Walks a value completely so that malformed input anywhere in the document is
+// rejected, not only in the fields botgate reads.
+simdjson::error_code validate(od::value v) {
+  od::json_type t;
+  if (auto e = v.type().get(t)) return e;
+  switch (t) {
+    case od::json_type::object: {
+      od::object o;
+      if (auto e = v.get_object().get(o)) return e;
+      for (auto field : o) {
+        std::string_view key;
+        if (auto e = field.unescaped_key().get(key)) return e;
+        od::value inner;
+        if (auto e = field.value().get(inner)) return e;
+        if (auto e = validate(inner)) return e;
+      }
+      return simdjson::SUCCESS;
+    }
+    case od::json_type::array: {
+      od::array a;
+      if (auto e = v.get_array().get(a)) return e;
+      for (auto element : a) {
+        od::value inner;
+        if (auto e = element.get(inner)) return e;
+        if (auto e = validate(inner)) return e;
+      }
+      return simdjson::SUCCESS;
+    }
+    case od::json_type::string: {
+      std::string_view s;
+      return v.get_string().get(s);
+    }
+    case od::json_type::number: {
+      od::number n;
+      return v.get_number().get(n);
+    }
+    case od::json_type::boolean: {
+      bool b;
+      return v.get_bool().get(b);
+    }
+    case od::json_type::null: {
+      bool is_null = false;
+      if (auto e = v.is_null().get(is_null)) return e;
+      return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+    }
+  }
+  return simdjson::INCORRECT_TYPE;
+}
+
+struct KnownField {
+  std::string_view name;
+  std::string Event::*member;
+};
+
+constexpr KnownField kFields[] = {{"id", &Event::id},
+                                  {"conversation", &Event::conversation},
+                                  {"sender", &Event::sender},
+                                  {"type", &Event::type},
+                                  {"text", &Event::text}};
+
+}  // namespace
+
+const char* to_string(CodecStatus s) {
+  switch (s) {
+    case CodecStatus::ok: return "ok";
+    case CodecStatus::bad_signature: return "bad_signature";
+    case CodecStatus::stale_timestamp: return "stale_timestamp";
+    case CodecStatus::malformed: return "malformed";
+    case CodecStatus::missing_field: return "missing_field";
+  }
+  return "unknown";
+}
+
+CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_header,
+                           std::string_view signature_header, std::string_view body,
+                           std::chrono::system_clock::time_point now, Duration max_skew) {
+  if (timestamp_header.empty() || signature_header.empty() || timestamp_header.size() > 12) {
+    return CodecStatus::bad_signature;
+  }
+  long long ts = 0;
+  auto [end, ec] =
+      std::from_chars(timestamp_header.data(), timestamp_header.data() + timestamp_header.size(), ts);
+  if (ec != std::errc{} || end != timestamp_header.data() + timestamp_header.size() || ts < 0) {
+    return CodecStatus::bad_signature;
+  }
+  const auto sent = std::chrono::system_clock::time_point{std::chrono::seconds{ts}};
+  const auto skew = now > sent ? now - sent : sent - now;
+  if (skew > max_skew) return CodecStatus::stale_timestamp;
+  const std::string expected = generic_signature(secret, timestamp_header, body);
+  if (!constant_time_equal(expected, signature_header)) return CodecStatus::bad_signature;
+  return CodecStatus::ok;
+}
+
+CodecStatus parse_generic_event(std::string body, Event& out, std::string& detail) {
+  // One parser per thread, reused: its buffers grow to the largest body seen.
+  thread_local od::parser parser;
+  const std::size_t len = body.size();
+  body.reserve(len + simdjson::SIMDJSON_PADDING);
+  od::document doc;
+  if (auto e = parser.iterate(simdjson::padded_string_view(body.data(), len, body.capacity()))
+                   .get(doc)) {
+    detail = simdjson::error_message(e);
+    return CodecStatus::malformed;
+  }
+  od::object obj;
+  if (auto e = doc.get_object().get(obj)) {
+    detail = e == simdjson::INCORRECT_TYPE ? "body is not a JSON object" : simdjson::error_message(e);
+    return CodecStatus::malformed;
+  }
+  bool seen[std::size(kFields)] = {};
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto e = field.unescaped_key().get(key)) {
+      detail = simdjson::error_message(e);
+      return CodecStatus::malformed;
+    }
+    od::value value;
+    if (auto e = field.value().get(value)) {
+      detail = simdjson::error_message(e);
+      return CodecStatus::malformed;
+    }
+    const KnownField* known = nullptr;
+    std::size_t index = 0;
+    for (; index < std::size(kFields); ++index) {
+      if (kFields[index].name == key) {
+        known = &kFields[index];
+        break;
+      }
+    }
+    if (known == nullptr) {
+      if (auto e = validate(value)) {
+        detail = simdjson::error_message(e);
+        return CodecStatus::malformed;
+      }
+      continue;
+    }
+    if (seen[index]) {
+      detail = "duplicate field \"" + std::string(known->name) + "\"";
+      return CodecStatus::malformed;
+    }
+    seen[index] = true;
+    std::string_view s;
+    if (value.get_string().get(s) != simdjson::SUCCESS) {
+      detail = "field \"" + std::string(known->name) + "\" must be a string";
+      return CodecStatus::malformed;
+    }
+    out.*(known->member) = std::string(s);  // copy: the view dies at the next parse
+  }
+  // At the end of the input, current_location() reports OUT_OF_BOUNDS.
+  if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
+    detail = "trailing content after the JSON document";
+    return CodecStatus::malformed;
+  }
+  for (std::string Event::*required : {&Event::id, &Event::conversation}) {
+    const std::string& v = out.*required;
+    const char* name = required == &Event::id ? "id" : "conversation";
+    if (v.empty()) {
+      detail = std::string("missing or empty \"") + name + "\"";
+      return CodecStatus::missing_field;
+    }
+    if (v.size() > kMaxKeyLength) {
+      detail = std::string("\"") + name + "\" longer than 256 bytes";
+      return CodecStatus::malformed;
+    }
+  }
+  out.raw = std::move(body);
+  return CodecStatus::ok;
+}
+
+}  // namespace botgate
