@@ -1,0 +1,701 @@
+#include "app/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace botgate {
+namespace {
+
+constexpr std::uint64_t kKiB = 1ull << 10;
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+// ---------------------------------------------------------------------------
+// Small lexical helpers
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+bool is_alnum(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+bool is_name_char(char c) {
+  return is_alnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+bool is_bare_key(std::string_view k) {
+  if (k.empty()) return false;
+  return std::all_of(k.begin(), k.end(),
+                     [](char c) { return is_alnum(c) || c == '_' || c == '-'; });
+}
+
+// Keys that are not TOML bare keys are quoted in paths so "a.b" stays unambiguous.
+std::string key_text(std::string_view k) {
+  if (is_bare_key(k)) return std::string(k);
+  return "\"" + std::string(k) + "\"";
+}
+
+std::string join(std::string_view prefix, std::string_view key) {
+  if (prefix.empty()) return key_text(key);
+  return std::string(prefix) + "." + key_text(key);
+}
+
+std::string indexed(std::string_view prefix, std::size_t i) {
+  return std::string(prefix) + "[" + std::to_string(i) + "]";
+}
+
+std::uint32_t line_of(const toml::node& n) {
+  return n.source().begin.line;
+}
+
+// Decimal digits only, no sign, no leading '+'. Returns nullopt on overflow.
+std::optional<std::uint32_t> parse_port(std::string_view s) {
+  if (s.empty() || s.size() > 5) return std::nullopt;
+  std::uint32_t v = 0;
+  for (char c : s) {
+    if (!is_digit(c)) return std::nullopt;
+    v = v * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (v > 65535) return std::nullopt;
+  return v;
+}
+
+// Dotted quad, each octet 0..255 without leading zeros (like inet_pton).
+bool is_ipv4(std::string_view s) {
+  int parts = 0;
+  while (true) {
+    std::size_t i = 0;
+    unsigned v = 0;
+    while (i < s.size() && is_digit(s[i])) {
+      if (i == 3) return false;
+      v = v * 10 + static_cast<unsigned>(s[i] - '0');
+      ++i;
+    }
+    if (i == 0 || v > 255 || (i > 1 && s[0] == '0')) return false;
+    ++parts;
+    s.remove_prefix(i);
+    if (s.empty()) break;
+    if (s[0] != '.' || parts == 4) return false;
+    s.remove_prefix(1);
+  }
+  return parts == 4;
+}
+
+// RFC 1123 host name: dot-separated labels of letters, digits and '-'.
+bool is_hostname(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  bool all_numeric = true;
+  while (true) {
+    auto dot = s.find('.');
+    auto label = s.substr(0, dot);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!is_alnum(c) && c != '-') return false;
+      if (!is_digit(c)) all_numeric = false;
+    }
+    if (dot == std::string_view::npos) break;
+    s.remove_prefix(dot + 1);
+  }
+  // "999.1.1.1" looks like an address, not a name: the caller reports it as bad.
+  return !all_numeric;
+}
+
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != prefix[i]) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Error collection and typed access to one table
+
+class Errors {
+ public:
+  void add(std::uint32_t line, std::string key, std::string message) {
+    list_.push_back(ConfigError{line, std::move(key), std::move(message)});
+  }
+  void add(const toml::node& n, std::string key, std::string message) {
+    add(line_of(n), std::move(key), std::move(message));
+  }
+  bool empty() const { return list_.empty(); }
+  std::vector<ConfigError> take() {
+    std::stable_sort(list_.begin(), list_.end(),
+                     [](const ConfigError& a, const ConfigError& b) { return a.line < b.line; });
+    return std::move(list_);
+  }
+
+ private:
+  std::vector<ConfigError> list_;
+};
+
+// A view of one TOML table at `path`. Construction reports every key not in
+// `allowed`; the getters leave the output untouched when the key is absent and
+// report (then also leave it untouched) when the value is wrong.
+class Table {
+ public:
+  Table(Errors& errors, const toml::table& table, std::string path,
+        std::initializer_list<std::string_view> allowed)
+      : errors_(errors), table_(table), path_(std::move(path)) {
+    for (auto&& [k, v] : table_) {
+      if (std::find(allowed.begin(), allowed.end(), k.str()) == allowed.end()) {
+        errors_.add(v, join(path_, k.str()), "unknown key");
+      }
+    }
+  }
+
+  std::uint32_t line() const { return std::max<std::uint32_t>(1, line_of(table_)); }
+  std::string path(std::string_view key) const { return join(path_, key); }
+  const toml::node* node(std::string_view key) const { return table_.get(key); }
+
+  // Reports a missing key at the table's own line.
+  const toml::node* required(std::string_view key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) errors_.add(line(), path(key), "missing required key");
+    return n;
+  }
+
+  // Strings. `secret` keeps the value out of every message.
+  const toml::node* string(std::string_view key, std::string& out, bool is_required,
+                           bool non_empty) {
+    const toml::node* n = is_required ? required(key) : node(key);
+    if (n == nullptr) return nullptr;
+    const auto* s = n->as_string();
+    if (s == nullptr) {
+      errors_.add(*n, path(key), "expected a string");
+      return nullptr;
+    }
+    if (non_empty && s->get().empty()) {
+      errors_.add(*n, path(key), "must not be empty");
+      return nullptr;
+    }
+    out = s->get();
+    return n;
+  }
+
+  template <typename T>
+  void integer(std::string_view key, T& out, std::int64_t lo, std::int64_t hi) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return;
+    const auto* i = n->as_integer();
+    if (i == nullptr) {
+      errors_.add(*n, path(key), "expected an integer");
+      return;
+    }
+    const std::int64_t v = i->get();
+    if (v < lo || v > hi) {
+      if (hi == std::numeric_limits<std::int64_t>::max()) {
+        errors_.add(*n, path(key), "must be at least " + std::to_string(lo));
+      } else {
+        errors_.add(*n, path(key),
+                    "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+      }
+      return;
+    }
+    out = static_cast<T>(v);
+  }
+
+  // Returns false when the key is present but invalid.
+  bool duration(std::string_view key, Duration& out) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return true;
+    const auto* s = n->as_string();
+    if (s == nullptr) {
+      errors_.add(*n, path(key),
+                  "expected a string (a duration like \"250ms\", \"2s\" or \"1h30m\")");
+      return false;
+    }
+    auto d = parse_duration(s->get());
+    if (!d) {
+      errors_.add(*n, path(key),
+                  "invalid duration '" + s->get() +
+                      "' (expected <integer><unit>..., unit ns|us|ms|s|m|h|d, e.g. \"250ms\", "
+                      "\"2s\", \"1h30m\")");
+      return false;
+    }
+    if (d->count() <= 0) {
+      errors_.add(*n, path(key), "duration must be greater than zero");
+      return false;
+    }
+    out = *d;
+    return true;
+  }
+
+  // A size is a string like "1MiB" or an integer number of bytes.
+  void size(std::string_view key, std::uint64_t& out, std::uint64_t lo, std::uint64_t hi,
+            std::string_view lo_text, std::string_view hi_text) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return;
+    std::optional<std::uint64_t> v;
+    if (const auto* i = n->as_integer()) {
+      if (i->get() < 0) {
+        errors_.add(*n, path(key), "size must not be negative");
+        return;
+      }
+      v = static_cast<std::uint64_t>(i->get());
+    } else if (const auto* s = n->as_string()) {
+      v = parse_size(s->get());
+      if (!v) {
+        errors_.add(*n, path(key),
+                    "invalid size '" + s->get() +
+                        "' (expected <integer>[B|KiB|MiB|GiB|KB|MB|GB], e.g. \"1MiB\")");
+        return;
+      }
+    } else {
+      errors_.add(*n, path(key), "expected a size (a string like \"1MiB\" or an integer of bytes)");
+      return;
+    }
+    if (*v < lo || *v > hi) {
+      errors_.add(*n, path(key),
+                  "size must be between " + std::string(lo_text) + " and " + std::string(hi_text));
+      return;
+    }
+    out = *v;
+  }
+
+ private:
+  Errors& errors_;
+  const toml::table& table_;
+  std::string path_;
+};
+
+// Looks up a top-level table; reports anything that is not a table.
+const toml::table* section(Errors& errors, const toml::table& root, std::string_view key) {
+  const toml::node* n = root.get(key);
+  if (n == nullptr) return nullptr;
+  if (const auto* t = n->as_table()) return t;
+  errors.add(*n, std::string(key), "expected a table ([" + std::string(key) + "])");
+  return nullptr;
+}
+
+// Returns the tables of an array-of-tables section, reporting bad shapes.
+std::vector<const toml::table*> entries(Errors& errors, const toml::table& root,
+                                        std::string_view key) {
+  std::vector<const toml::table*> out;
+  const toml::node* n = root.get(key);
+  const std::string k(key);
+  if (n == nullptr) {
+    errors.add(std::max<std::uint32_t>(1, line_of(root)), k,
+               "at least one [[" + k + "]] entry is required");
+    return out;
+  }
+  const auto* arr = n->as_array();
+  if (arr == nullptr) {
+    errors.add(*n, k, "expected an array of tables ([[" + k + "]])");
+    return out;
+  }
+  if (arr->empty()) {
+    errors.add(*n, k, "at least one [[" + k + "]] entry is required");
+    return out;
+  }
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const toml::node& e = *arr->get(i);
+    if (const auto* t = e.as_table()) {
+      out.push_back(t);
+    } else {
+      errors.add(e, indexed(k, i), "expected a table");
+      out.push_back(nullptr);
+    }
+  }
+  return out;
+}
+
+// Tracks names within one kind of entry and reports duplicates and bad characters.
+class Names {
+ public:
+  explicit Names(std::string what) : what_(std::move(what)) {}
+
+  // Returns true when the name is valid and new.
+  bool add(Errors& errors, const toml::node& n, const std::string& path, const std::string& name) {
+    if (!std::all_of(name.begin(), name.end(), is_name_char)) {
+      errors.add(
+          n, path,
+          "invalid " + what_ + " name '" + name + "' (allowed characters: A-Z a-z 0-9 _ . -)");
+      return false;
+    }
+    auto [it, inserted] = lines_.emplace(name, line_of(n));
+    if (!inserted) {
+      errors.add(n, path,
+                 "duplicate " + what_ + " name '" + name + "' (first defined on line " +
+                     std::to_string(it->second) + ")");
+      return false;
+    }
+    return true;
+  }
+
+  bool contains(const std::string& name) const { return lines_.count(name) != 0; }
+
+ private:
+  std::string what_;
+  std::map<std::string, std::uint32_t> lines_;
+};
+
+// ---------------------------------------------------------------------------
+// Sections
+
+void parse_listen(Errors& errors, Table& t, ServerConfig& out) {
+  std::string listen;
+  const toml::node* n = t.string("listen", listen, false, false);
+  if (n == nullptr) return;
+  const std::string key = t.path("listen");
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    errors.add(*n, key, "expected \"host:port\", e.g. \"127.0.0.1:8080\"");
+    return;
+  }
+  std::string host = listen.substr(0, colon);
+  auto port = parse_port(std::string_view(listen).substr(colon + 1));
+  bool ok = true;
+  if (host == "localhost") {
+    host = "127.0.0.1";
+  } else if (!is_ipv4(host)) {
+    errors.add(*n, key, "host '" + host + "' must be an IPv4 address or \"localhost\"");
+    ok = false;
+  }
+  if (!port) {
+    errors.add(*n, key, "port must be an integer between 0 and 65535");
+    ok = false;
+  }
+  if (!ok) return;
+  out.listen_host = host;
+  out.listen_port = static_cast<std::uint16_t>(*port);
+}
+
+void parse_server(Errors& errors, const toml::table& root, ServerConfig& out) {
+  const toml::table* tbl = section(errors, root, "server");
+  if (tbl == nullptr) return;
+  Table t(errors, *tbl, "server",
+          {"listen", "io_threads", "admin_token", "max_body", "max_header", "read_timeout",
+           "write_timeout", "drain_timeout"});
+  parse_listen(errors, t, out);
+  t.integer("io_threads", out.io_threads, 1, 64);
+  t.string("admin_token", out.admin_token, false, false);
+  t.size("max_body", out.max_body, 1, 64 * kMiB, "1 byte", "64MiB");
+  t.size("max_header", out.max_header, kKiB, kMiB, "1KiB", "1MiB");
+  t.duration("read_timeout", out.read_timeout);
+  t.duration("write_timeout", out.write_timeout);
+  t.duration("drain_timeout", out.drain_timeout);
+}
+
+void parse_log(Errors& errors, const toml::table& root, LogConfig& out) {
+  const toml::table* tbl = section(errors, root, "log");
+  if (tbl == nullptr) return;
+  Table t(errors, *tbl, "log", {"level", "format"});
+  std::string s;
+  if (const toml::node* n = t.string("level", s, false, false)) {
+    if (auto level = log::parse_level(s)) {
+      out.level = *level;
+    } else {
+      errors.add(*n, t.path("level"),
+                 "unknown log level '" + s + "' (expected debug, info, warn or error)");
+    }
+  }
+  if (const toml::node* n = t.string("format", s, false, false)) {
+    if (auto format = log::parse_format(s)) {
+      out.format = *format;
+    } else {
+      errors.add(*n, t.path("format"), "unknown log format '" + s + "' (expected logfmt or json)");
+    }
+  }
+}
+
+void parse_actors(Errors& errors, const toml::table& root, ActorsConfig& out) {
+  const toml::table* tbl = section(errors, root, "actors");
+  if (tbl == nullptr) return;
+  Table t(errors, *tbl, "actors", {"threads"});
+  t.integer("threads", out.threads, 1, 64);
+}
+
+void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
+  const toml::table* tbl = section(errors, root, "queue");
+  if (tbl == nullptr) return;
+  Table t(errors, *tbl, "queue", {"shards", "max_pending", "max_attempts", "max_age"});
+  constexpr auto int_max = std::numeric_limits<std::int64_t>::max();
+  t.integer("shards", out.shards, 1, 1024);
+  t.integer("max_pending", out.max_pending, 1, int_max);
+  t.integer("max_attempts", out.max_attempts, 1, std::numeric_limits<std::uint32_t>::max());
+  t.duration("max_age", out.max_age);
+}
+
+void parse_backoff(Errors& errors, const toml::table& root, BackoffConfig& out) {
+  const toml::table* tbl = section(errors, root, "backoff");
+  if (tbl == nullptr) return;
+  Table t(errors, *tbl, "backoff", {"base", "cap"});
+  const bool base_ok = t.duration("base", out.base);
+  const bool cap_ok = t.duration("cap", out.cap);
+  if (base_ok && cap_ok && out.cap < out.base) {
+    const toml::node* n = t.node("cap");
+    if (n == nullptr) n = t.node("base");
+    errors.add(n != nullptr ? line_of(*n) : t.line(), t.path("cap"),
+               "must be greater than or equal to backoff.base (" + format_duration(out.base) + ")");
+  }
+}
+
+// A reference from one entry to another by name, checked once all names are known.
+struct Reference {
+  const toml::node* node;
+  std::string path;
+  std::string name;
+};
+
+void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceConfig>& out,
+                   std::vector<Reference>& routes) {
+  Names names("source");
+  auto list = entries(errors, root, "sources");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    if (list[i] == nullptr) continue;
+    const std::string prefix = indexed("sources", i);
+    Table t(errors, *list[i], prefix, {"name", "kind", "secret", "route", "max_skew"});
+    SourceConfig s;
+    if (const toml::node* n = t.string("name", s.name, true, true)) {
+      names.add(errors, *n, t.path("name"), s.name);
+    }
+    if (const toml::node* n = t.string("kind", s.kind, false, false)) {
+      if (s.kind == "wechat" || s.kind == "wecom" || s.kind == "slack") {
+        errors.add(*n, t.path("kind"), "source kind '" + s.kind + "' is not supported yet");
+      } else if (s.kind != "generic") {
+        errors.add(*n, t.path("kind"), "unknown source kind '" + s.kind + "' (expected generic)");
+      }
+    }
+    t.string("secret", s.secret, true, true);  // never echo the value
+    if (const toml::node* n = t.string("route", s.route, true, true)) {
+      routes.push_back(Reference{n, t.path("route"), s.route});
+    }
+    t.duration("max_skew", s.max_skew);
+    out.push_back(std::move(s));
+  }
+}
+
+void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig>& out,
+                 Names& names, std::vector<Reference>& members) {
+  auto list = entries(errors, root, "pools");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    if (list[i] == nullptr) continue;
+    const std::string prefix = indexed("pools", i);
+    Table t(errors, *list[i], prefix, {"name", "policy", "targets"});
+    PoolConfig p;
+    if (const toml::node* n = t.string("name", p.name, true, true)) {
+      names.add(errors, *n, t.path("name"), p.name);
+    }
+    if (const toml::node* n = t.string("policy", p.policy, false, false)) {
+      if (p.policy == "weighted" || p.policy == "least-inflight" || p.policy == "sticky" ||
+          p.policy == "failover") {
+        errors.add(*n, t.path("policy"), "policy '" + p.policy + "' is not supported yet");
+      } else if (p.policy != "round-robin") {
+        errors.add(*n, t.path("policy"),
+                   "unknown policy '" + p.policy + "' (expected round-robin)");
+      }
+    }
+    if (const toml::node* n = t.required("targets")) {
+      const std::string key = t.path("targets");
+      if (const auto* arr = n->as_array()) {
+        if (arr->empty()) errors.add(*n, key, "must name at least one target");
+        std::map<std::string, std::uint32_t> seen;
+        for (std::size_t j = 0; j < arr->size(); ++j) {
+          const toml::node& e = *arr->get(j);
+          const std::string ekey = indexed(key, j);
+          const auto* s = e.as_string();
+          if (s == nullptr) {
+            errors.add(e, ekey, "expected a string");
+            continue;
+          }
+          auto [it, inserted] = seen.emplace(s->get(), line_of(e));
+          if (!inserted) {
+            errors.add(e, ekey, "duplicate target '" + s->get() + "' in pool");
+            continue;
+          }
+          p.targets.push_back(s->get());
+          members.push_back(Reference{&e, ekey, s->get()});
+        }
+      } else {
+        errors.add(*n, key, "expected an array of strings");
+      }
+    }
+    out.push_back(std::move(p));
+  }
+}
+
+// http://host[:port][/path]
+void parse_url(Errors& errors, const toml::node& n, const std::string& key, TargetConfig& t) {
+  std::string_view url = t.url;
+  if (iequals_prefix(url, "https://")) {
+    errors.add(n, key, "https targets are not supported yet");
+    return;
+  }
+  if (!iequals_prefix(url, "http://")) {
+    errors.add(n, key, "invalid url '" + t.url + "' (expected http://host[:port][/path])");
+    return;
+  }
+  url.remove_prefix(7);
+  auto slash = url.find('/');
+  std::string_view authority = url.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? "/" : url.substr(slash);
+  std::string_view host = authority;
+  std::optional<std::uint32_t> port = 80;
+  if (auto colon = authority.find(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = parse_port(authority.substr(colon + 1));
+  }
+  const std::string bad = "invalid url '" + t.url + "': ";
+  if (host.empty()) {
+    errors.add(n, key, bad + "missing host");
+    return;
+  }
+  if (!(host == "localhost" || is_ipv4(host) || is_hostname(host))) {
+    errors.add(n, key, bad + "host must be an IPv4 address, localhost or a host name");
+    return;
+  }
+  if (!port || *port == 0) {
+    errors.add(n, key, bad + "port must be between 1 and 65535");
+    return;
+  }
+  if (std::any_of(path.begin(), path.end(), [](char c) {
+        return c == '#' || static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+      })) {
+    errors.add(n, key, bad + "path must not contain spaces, control characters or a fragment");
+    return;
+  }
+  t.host = std::string(host);
+  t.port = static_cast<std::uint16_t>(*port);
+  t.path = std::string(path);
+}
+
+void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetConfig>& out,
+                   Names& names) {
+  auto list = entries(errors, root, "targets");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    if (list[i] == nullptr) continue;
+    const std::string prefix = indexed("targets", i);
+    Table t(errors, *list[i], prefix,
+            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections"});
+    TargetConfig c;
+    if (const toml::node* n = t.string("name", c.name, true, true)) {
+      names.add(errors, *n, t.path("name"), c.name);
+    }
+    if (const toml::node* n = t.string("kind", c.kind, false, false)) {
+      if (c.kind == "wechat-oa" || c.kind == "wecom-kf" || c.kind == "slack") {
+        errors.add(*n, t.path("kind"), "target kind '" + c.kind + "' is not supported yet");
+      } else if (c.kind != "http") {
+        errors.add(*n, t.path("kind"), "unknown target kind '" + c.kind + "' (expected http)");
+      }
+    }
+    if (const toml::node* n = t.string("url", c.url, true, true)) {
+      parse_url(errors, *n, t.path("url"), c);
+    }
+    t.integer("weight", c.weight, 1, std::numeric_limits<std::uint32_t>::max());
+    t.duration("connect_timeout", c.connect_timeout);
+    t.duration("timeout", c.timeout);
+    t.integer("max_connections", c.max_connections, 1, 1024);
+    out.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
+                          const char* env_admin_token) {
+  toml::table root;
+#if TOML_EXCEPTIONS
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    return std::vector<ConfigError>{
+        ConfigError{e.source().begin.line, "", std::string(e.description())}};
+  }
+#else
+  auto parsed = toml::parse(toml_text, source_name);
+  if (!parsed) {
+    const auto& e = parsed.error();
+    return std::vector<ConfigError>{
+        ConfigError{e.source().begin.line, "", std::string(e.description())}};
+  }
+  root = std::move(parsed).table();
+#endif
+
+  Errors errors;
+  Config cfg;
+  Table top(errors, root, "",
+            {"server", "log", "actors", "queue", "backoff", "sources", "pools", "targets"});
+  parse_server(errors, root, cfg.server);
+  parse_log(errors, root, cfg.log);
+  parse_actors(errors, root, cfg.actors);
+  parse_queue(errors, root, cfg.queue);
+  parse_backoff(errors, root, cfg.backoff);
+
+  std::vector<Reference> routes;
+  std::vector<Reference> members;
+  Names pool_names("pool");
+  Names target_names("target");
+  parse_sources(errors, root, cfg.sources, routes);
+  parse_pools(errors, root, cfg.pools, pool_names, members);
+  parse_targets(errors, root, cfg.targets, target_names);
+
+  for (const auto& r : routes) {
+    if (!pool_names.contains(r.name)) {
+      errors.add(*r.node, r.path, "unknown pool '" + r.name + "'");
+    }
+  }
+  for (const auto& m : members) {
+    if (!target_names.contains(m.name)) {
+      errors.add(*m.node, m.path, "unknown target '" + m.name + "'");
+    }
+  }
+
+  if (!errors.empty()) return errors.take();
+  if (env_admin_token != nullptr && env_admin_token[0] != '\0') {
+    cfg.server.admin_token = env_admin_token;
+  }
+  return cfg;
+}
+
+ConfigResult load_config(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return std::vector<ConfigError>{
+        ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(errno)}};
+  }
+  std::string text;
+  char buf[8192];
+  while (true) {
+    std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    text.append(buf, n);
+    if (n < sizeof buf) break;
+  }
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  std::fclose(f);
+  if (failed) {
+    return std::vector<ConfigError>{
+        ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(err)}};
+  }
+  return parse_config(text, path, std::getenv("BOTGATE_ADMIN_TOKEN"));
+}
+
+std::string format_error(const std::string& file, const ConfigError& e) {
+  std::string out = file;
+  if (e.line != 0) out += ":" + std::to_string(e.line);
+  out += ": ";
+  if (!e.key.empty()) out += e.key + ": ";
+  out += e.message;
+  return out;
+}
+
+}  // namespace botgate
