@@ -1,11 +1,13 @@
-// One router per pool: picks a target with the pool's policy and delegates the
-// attempt to it, so the target's Outcome goes straight back to the asking shard.
+// One router per pool: picks a target with the pool's policy and asks it to try
+// the event, with a deadline. Every Outcome passes back through the router, so a
+// target that never answers is still named in the Outcome and avoided on retry.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "core/units.hpp"
 #include "policies/round_robin.hpp"
 
 namespace botgate {
@@ -15,10 +17,11 @@ struct RouterState {
   std::vector<target_actor> targets;
   std::vector<std::string> names;
   RoundRobin policy{0};
+  Duration attempt_timeout{std::chrono::seconds(10)};
 };
 
 router_actor::behavior_type router(router_actor::stateful_pointer<RouterState> self,
                                    std::vector<target_actor> targets,
-                                   std::vector<std::string> names);
+                                   std::vector<std::string> names, Duration attempt_timeout);
 
 }  // namespace botgate

@@ -32,8 +32,9 @@ struct ShardOptions {
   std::uint32_t max_attempts = 8;
   Duration max_age = std::chrono::hours(48);
   Backoff backoff{std::chrono::milliseconds(100), std::chrono::seconds(30)};
-  // Longest a router/target may take to report an outcome before the attempt
-  // counts as failed.
+  // Longest a router may take to report an outcome. Routers give each target
+  // attempt its own, shorter deadline; this one only guards against a router
+  // that is gone.
   Duration delivery_timeout = std::chrono::seconds(10);
 };
 

@@ -48,10 +48,11 @@ bool wait_until(Clock::time_point deadline, Pred done) {
   return true;
 }
 
-Duration delivery_deadline(const Config& config) {
+// How long a router waits for a target's answer: the longest exchange, twice (a
+// kept-alive connection may fail and be retried once on a fresh one), plus slack.
+Duration attempt_deadline(const Config& config) {
   Duration longest{0};
   for (const auto& t : config.targets) longest = std::max(longest, t.connect_timeout + t.timeout);
-  // A kept-alive connection may fail and be retried once on a fresh one.
   return 2 * longest + std::chrono::seconds(1);
 }
 
@@ -97,7 +98,8 @@ int run_gateway(const Config& config) {
   for (const auto& p : config.pools) {
     std::vector<target_actor> members;
     for (const auto& name : p.targets) members.push_back(targets.at(name));
-    routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets));
+    routers.emplace(p.name,
+                    sys.spawn(router, std::move(members), p.targets, attempt_deadline(config)));
   }
 
   std::unordered_map<std::string, router_actor> routes;
@@ -111,7 +113,7 @@ int run_gateway(const Config& config) {
     opts.max_attempts = config.queue.max_attempts;
     opts.max_age = config.queue.max_age;
     opts.backoff = Backoff{config.backoff.base, config.backoff.cap};
-    opts.delivery_timeout = delivery_deadline(config);
+    opts.delivery_timeout = attempt_deadline(config) + std::chrono::seconds(5);
     shard_actors.push_back(sys.spawn(shard, opts, &metrics, routes));
   }
   ShardSet shards(std::move(shard_actors));

@@ -18,7 +18,10 @@ class Backoff {
   // The ceiling for the n-th retry (n = 0 for the first retry).
   Duration ceiling(std::uint32_t n) const noexcept {
     Duration d = base_;
-    for (std::uint32_t i = 0; i < n && d < cap_; ++i) d *= 2;
+    for (std::uint32_t i = 0; i < n && d < cap_; ++i) {
+      if (d > cap_ / 2) return cap_;  // doubling would pass the cap (or overflow)
+      d *= 2;
+    }
     return std::min(d, cap_);
   }
 

@@ -11,9 +11,45 @@ namespace {
 
 namespace od = simdjson::ondemand;
 
+// Nesting deeper than this is refused: real events are shallow, and the walk
+// below must stay far from both the stack's and simdjson's depth limits.
+constexpr int kMaxDepth = 128;
+
+// JSON number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? . Checked on
+// the token itself, so valid numbers too large for a double or an int64 pass.
+bool is_json_number(std::string_view t) {
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t' || t.back() == '\n' ||
+                        t.back() == '\r')) {
+    t.remove_suffix(1);
+  }
+  std::size_t i = 0;
+  auto digits = [&] {
+    const std::size_t from = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    return i > from;
+  };
+  if (i < t.size() && t[i] == '-') ++i;
+  if (i < t.size() && t[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == t.size();
+}
+
 // Walks a value completely so that malformed input anywhere in the document is
 // rejected, not only in the fields botgate reads.
-simdjson::error_code validate(od::value v) {
+simdjson::error_code validate(od::value v, int depth) {
+  if (depth > kMaxDepth) return simdjson::DEPTH_ERROR;
   od::json_type t;
   if (auto e = v.type().get(t)) return e;
   switch (t) {
@@ -25,7 +61,7 @@ simdjson::error_code validate(od::value v) {
         if (auto e = field.unescaped_key().get(key)) return e;
         od::value inner;
         if (auto e = field.value().get(inner)) return e;
-        if (auto e = validate(inner)) return e;
+        if (auto e = validate(inner, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -35,7 +71,7 @@ simdjson::error_code validate(od::value v) {
       for (auto element : a) {
         od::value inner;
         if (auto e = element.get(inner)) return e;
-        if (auto e = validate(inner)) return e;
+        if (auto e = validate(inner, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -43,10 +79,8 @@ simdjson::error_code validate(od::value v) {
       std::string_view s;
       return v.get_string().get(s);
     }
-    case od::json_type::number: {
-      od::number n;
-      return v.get_number().get(n);
-    }
+    case od::json_type::number:
+      return is_json_number(v.raw_json_token()) ? simdjson::SUCCESS : simdjson::NUMBER_ERROR;
     case od::json_type::boolean: {
       bool b;
       return v.get_bool().get(b);
@@ -96,9 +130,13 @@ CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_h
   if (ec != std::errc{} || end != timestamp_header.data() + timestamp_header.size() || ts < 0) {
     return CodecStatus::bad_signature;
   }
-  const auto sent = std::chrono::system_clock::time_point{std::chrono::seconds{ts}};
-  const auto skew = now > sent ? now - sent : sent - now;
-  if (skew > max_skew) return CodecStatus::stale_timestamp;
+  // Compare in whole seconds: ts has at most 12 digits, so nothing can overflow.
+  const long long now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  const long long skew = now_s > ts ? now_s - ts : ts - now_s;
+  if (skew > std::chrono::duration_cast<std::chrono::seconds>(max_skew).count()) {
+    return CodecStatus::stale_timestamp;
+  }
   const std::string expected = generic_signature(secret, timestamp_header, body);
   if (!constant_time_equal(expected, signature_header)) return CodecStatus::bad_signature;
   return CodecStatus::ok;
@@ -141,7 +179,7 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
       }
     }
     if (known == nullptr) {
-      if (auto e = validate(value)) {
+      if (auto e = validate(value, 2)) {
         detail = simdjson::error_message(e);
         return CodecStatus::malformed;
       }

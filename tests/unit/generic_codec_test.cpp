@@ -1,0 +1,424 @@
+#include "transport/generic_codec.hpp"
+
+#include <catch2/catch.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "transport/signature.hpp"
+
+using namespace std::chrono_literals;
+using botgate::CodecStatus;
+using botgate::Event;
+using botgate::parse_generic_event;
+using botgate::verify_generic;
+
+namespace {
+
+constexpr long long kNow = 1700000000;  // injected "now", unix seconds
+const std::chrono::system_clock::time_point kNowTp{std::chrono::seconds{kNow}};
+const botgate::Duration kSkew = 300s;
+const std::string kSecret = "s3cret-key";
+const std::string kBody = R"({"id":"evt-1","conversation":"conv-1","text":"hello"})";
+
+// Computed independently of generic_signature(): "v1=" + hex HMAC(secret, ts "." body).
+std::string sign(const std::string& secret, const std::string& ts, const std::string& body) {
+  return "v1=" + botgate::hmac_sha256_hex(secret, ts + "." + body);
+}
+
+CodecStatus verify_at(long long ts_seconds, const std::string& body = kBody) {
+  const std::string ts = std::to_string(ts_seconds);
+  return verify_generic(kSecret, ts, sign(kSecret, ts, body), body, kNowTp, kSkew);
+}
+
+CodecStatus parse(std::string body, Event& ev) {
+  std::string detail;
+  return parse_generic_event(std::move(body), ev, detail);
+}
+
+CodecStatus parse(std::string body) {
+  Event ev;
+  return parse(std::move(body), ev);
+}
+
+// Parses in a forked child so that a crash fails the calling test instead of
+// ending the whole run. Returns the CodecStatus as an int, or -signal.
+int parse_in_child(const std::string& body) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1000;
+  if (pid == 0) {
+    // Catch2's fatal-signal handlers would report from the child too.
+    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) std::signal(sig, SIG_DFL);
+    Event ev;
+    std::string detail;
+    const auto st = parse_generic_event(body, ev, detail);
+    ::_exit(static_cast<int>(st));
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1001;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1002;
+}
+
+std::string describe(int child_result) {
+  if (child_result >= 0) return botgate::to_string(static_cast<CodecStatus>(child_result));
+  return "crashed (signal " + std::to_string(-child_result) + ")";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// verify_generic
+
+TEST_CASE("verify_generic accepts a correctly signed fresh request", "[codec][signature]") {
+  CHECK(verify_at(kNow) == CodecStatus::ok);
+}
+
+TEST_CASE("verify_generic rejects a signature made with another secret", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  CHECK(verify_generic(kSecret, ts, sign("other-secret", ts, kBody), kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic rejects a tampered body", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string sig = sign(kSecret, ts, kBody);
+  std::string tampered = kBody;
+  tampered[tampered.find("hello")] = 'j';
+  CHECK(verify_generic(kSecret, ts, sig, tampered, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, sig, kBody + " ", kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic rejects a tampered timestamp", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string sig = sign(kSecret, ts, kBody);
+  // Still inside the window, so only the HMAC can catch it.
+  CHECK(verify_generic(kSecret, std::to_string(kNow + 1), sig, kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, std::to_string(kNow - 10), sig, kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic rejects missing headers", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string sig = sign(kSecret, ts, kBody);
+  CHECK(verify_generic(kSecret, "", sig, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, "", "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic rejects a non-numeric timestamp", "[codec][signature]") {
+  for (std::string ts : {"abc", "17000000x0", "1700000000 ", " 1700000000", "-1700000000",
+                         "+1700000000", "1.7e9", "0x6553f100"}) {
+    INFO("timestamp header: '" << ts << "'");
+    CHECK(verify_generic(kSecret, ts, sign(kSecret, ts, kBody), kBody, kNowTp, kSkew) ==
+          CodecStatus::bad_signature);
+  }
+}
+
+TEST_CASE("verify_generic rejects a signature without the v1= prefix", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string hex = botgate::hmac_sha256_hex(kSecret, ts + "." + kBody);
+  CHECK(verify_generic(kSecret, ts, hex, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, "v2=" + hex, kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, "V1=" + hex, kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic rejects a truncated or upper-cased signature", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string sig = sign(kSecret, ts, kBody);
+  CHECK(verify_generic(kSecret, ts, sig.substr(0, sig.size() - 1), kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, sig + "0", kBody, kNowTp, kSkew) ==
+        CodecStatus::bad_signature);
+}
+
+TEST_CASE("verify_generic enforces the +-300 s timestamp window", "[codec][signature]") {
+  CHECK(verify_at(kNow - 299) == CodecStatus::ok);
+  CHECK(verify_at(kNow + 299) == CodecStatus::ok);
+  CHECK(verify_at(kNow - 300) == CodecStatus::ok);
+  CHECK(verify_at(kNow + 300) == CodecStatus::ok);
+  CHECK(verify_at(kNow - 301) == CodecStatus::stale_timestamp);
+  CHECK(verify_at(kNow + 301) == CodecStatus::stale_timestamp);
+  CHECK(verify_at(0) == CodecStatus::stale_timestamp);
+}
+
+TEST_CASE("verify_generic reports a stale timestamp far in the future", "[codec][signature]") {
+  // 18446744074 s is 2^64 ns rounded up to a second: converting this timestamp to
+  // system_clock nanoseconds overflows and, if it wraps, lands 0.29 s from `now`.
+  // It is ~585 years ahead and must be refused as stale.
+  const long long far_future = kNow + 18446744074LL;
+  CHECK(verify_at(far_future) == CodecStatus::stale_timestamp);
+  CHECK(verify_at(99999999999LL) == CodecStatus::stale_timestamp);
+}
+
+TEST_CASE("verify_generic checks the window against the injected clock", "[codec][signature]") {
+  const std::string ts = std::to_string(kNow);
+  const std::string sig = sign(kSecret, ts, kBody);
+  const auto later = kNowTp + 301s;
+  CHECK(verify_generic(kSecret, ts, sig, kBody, later, kSkew) == CodecStatus::stale_timestamp);
+  CHECK(verify_generic(kSecret, ts, sig, kBody, later, 302s) == CodecStatus::ok);
+}
+
+// ---------------------------------------------------------------------------
+// parse_generic_event
+
+TEST_CASE("parse_generic_event fills every known field and keeps the raw body", "[codec][parse]") {
+  const std::string body =
+      R"({"id":"evt-42","conversation":"room-7","sender":"alice","type":"text","text":"hi there"})";
+  Event ev;
+  std::string detail;
+  REQUIRE(parse_generic_event(body, ev, detail) == CodecStatus::ok);
+  CHECK(ev.id == "evt-42");
+  CHECK(ev.conversation == "room-7");
+  CHECK(ev.sender == "alice");
+  CHECK(ev.type == "text");
+  CHECK(ev.text == "hi there");
+  CHECK(ev.raw == body);
+}
+
+TEST_CASE("parse_generic_event accepts a body with only id and conversation", "[codec][parse]") {
+  Event ev;
+  REQUIRE(parse(R"({"conversation":"c","id":"a"})", ev) == CodecStatus::ok);
+  CHECK(ev.id == "a");
+  CHECK(ev.conversation == "c");
+  CHECK(ev.sender.empty());
+  CHECK(ev.text.empty());
+}
+
+TEST_CASE("parse_generic_event accepts whitespace around the document", "[codec][parse]") {
+  const std::string body = " \n\t{ \"id\" : \"a\" ,\r\n \"conversation\" : \"c\" }\n ";
+  Event ev;
+  REQUIRE(parse(body, ev) == CodecStatus::ok);
+  CHECK(ev.id == "a");
+  CHECK(ev.conversation == "c");
+  CHECK(ev.raw == body);
+}
+
+TEST_CASE("parse_generic_event reports a missing or empty id or conversation",
+          "[codec][parse]") {
+  CHECK(parse(R"({"conversation":"c"})") == CodecStatus::missing_field);
+  CHECK(parse(R"({"id":"","conversation":"c"})") == CodecStatus::missing_field);
+  CHECK(parse(R"({"id":"a"})") == CodecStatus::missing_field);
+  CHECK(parse(R"({"id":"a","conversation":""})") == CodecStatus::missing_field);
+  CHECK(parse(R"({})") == CodecStatus::missing_field);
+  CHECK(parse(R"({"sender":"s","text":"t"})") == CodecStatus::missing_field);
+}
+
+TEST_CASE("parse_generic_event rejects known fields that are not strings", "[codec][parse]") {
+  CHECK(parse(R"({"id":42,"conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":null,"conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":["a"],"conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":{"v":"a"},"conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":true})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","text":1})") == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event rejects malformed JSON", "[codec][parse]") {
+  for (std::string body : {"", " ", "{", "}", "{\"id\"}", "{\"id\":}", "{\"id\":\"a\",}",
+                           "{\"id\":\"a\" \"conversation\":\"c\"}", "{id:\"a\"}",
+                           "{'id':'a','conversation':'c'}", "{\"id\":\"a\",\"conversation\":\"c\"",
+                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":01}",
+                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":tru}",
+                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":nul}",
+                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":1.}",
+                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":-}"}) {
+    INFO("body: " << body);
+    CHECK(parse(body) == CodecStatus::malformed);
+  }
+}
+
+TEST_CASE("parse_generic_event rejects every truncation of a valid body", "[codec][parse]") {
+  const std::string body =
+      R"({"id":"evt-1","conversation":"conv-1","sender":"u1","type":"text",)"
+      R"("text":"say \"hi\" \u00e9\n","extra":{"a":[1,-2.5,3e2,true,false,null,{"b":"c"}],)"
+      R"("e":{},"f":[]},"n":0})";
+  REQUIRE(parse(body) == CodecStatus::ok);
+  for (std::size_t len = 0; len < body.size(); ++len) {
+    INFO("prefix length " << len << ": " << body.substr(0, len));
+    CHECK(parse(body.substr(0, len)) == CodecStatus::malformed);
+  }
+}
+
+TEST_CASE("parse_generic_event rejects trailing content after the object", "[codec][parse]") {
+  const std::string valid = R"({"id":"a","conversation":"c"})";
+  for (std::string tail : {"x", " x", "{}", "]", "}", ",", ",1", "\"s\"", "0", "null", "[1]",
+                           R"({"id":"b","conversation":"c"})"}) {
+    INFO("tail: " << tail);
+    CHECK(parse(valid + tail) == CodecStatus::malformed);
+  }
+}
+
+TEST_CASE("parse_generic_event rejects a top-level value that is not an object",
+          "[codec][parse]") {
+  for (std::string body : {R"([{"id":"a","conversation":"c"}])", R"("id")", "42", "-1.5",
+                           "true", "null", "[]"}) {
+    INFO("body: " << body);
+    CHECK(parse(body) == CodecStatus::malformed);
+  }
+}
+
+TEST_CASE("parse_generic_event rejects invalid UTF-8 anywhere in the document",
+          "[codec][parse]") {
+  // Inside a known field's value.
+  CHECK(parse(R"({"id":"a","conversation":"c","text":")" "\xff" R"("})") ==
+        CodecStatus::malformed);
+  // Inside an unknown field's value, which botgate never reads.
+  CHECK(parse(R"({"id":"a","conversation":"c","x":")" "\xff" R"("})") ==
+        CodecStatus::malformed);
+  // Nested deep in an unknown field.
+  CHECK(parse(R"({"id":"a","conversation":"c","x":{"y":["ok",")" "\xc3\x28" R"("]}})") ==
+        CodecStatus::malformed);
+  // In an unknown key.
+  CHECK(parse(R"({"id":"a","conversation":"c",")" "\xfe" R"(":1})") == CodecStatus::malformed);
+  // Overlong encoding of '/'.
+  CHECK(parse(R"({"id":"a","conversation":"c","x":")" "\xc0\xaf" R"("})") ==
+        CodecStatus::malformed);
+  // Valid multi-byte UTF-8 is fine.
+  Event ev;
+  REQUIRE(parse(R"({"id":"a","conversation":"c","text":"h\u00e9 )" "\xe4\xbd\xa0\xe5\xa5\xbd" R"("})",
+                ev) == CodecStatus::ok);
+  CHECK(ev.text == "h\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd");
+}
+
+TEST_CASE("parse_generic_event rejects bad escapes", "[codec][parse]") {
+  CHECK(parse(R"({"id":"a","conversation":"c","text":"\x"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a\x","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","other":"\x"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","other":["\q"]})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","other":"\u12"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","\x":1})") == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event rejects raw control characters inside strings",
+          "[codec][parse]") {
+  CHECK(parse("{\"id\":\"a\nb\",\"conversation\":\"c\"}") == CodecStatus::malformed);
+  CHECK(parse("{\"id\":\"a\",\"conversation\":\"c\",\"x\":\"\t\"}") == CodecStatus::malformed);
+  std::string with_nul = R"({"id":"a","conversation":"c","x":"?"})";
+  with_nul[with_nul.find('?')] = '\0';
+  CHECK(parse(with_nul) == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event rejects deep nesting without crashing", "[codec][parse]") {
+  constexpr std::size_t depth = 100000;
+  const std::string open(depth, '['), close(depth, ']');
+  const std::string head = R"({"id":"a","conversation":"c","x":)";
+  const int malformed = static_cast<int>(CodecStatus::malformed);
+  // Unbalanced and balanced, inside an unknown field.
+  CHECK(describe(parse_in_child(head + open + "}")) == describe(malformed));
+  CHECK(describe(parse_in_child(head + open + close + "}")) == describe(malformed));
+  // As the whole body.
+  CHECK(describe(parse_in_child(open)) == describe(malformed));
+  CHECK(describe(parse_in_child(open + close)) == describe(malformed));
+  // Deep objects too.
+  std::string objs;
+  for (std::size_t i = 0; i < depth; ++i) objs += R"({"k":)";
+  CHECK(describe(parse_in_child(head + objs + "1" + std::string(depth, '}') + "}")) ==
+        describe(malformed));
+  // 400000 levels still fit in a 1 MiB body (the default server.max_body).
+  const std::size_t big = 400000;
+  CHECK(describe(parse_in_child(head + std::string(big, '[') + std::string(big, ']') + "}")) ==
+        describe(malformed));
+}
+
+TEST_CASE("parse_generic_event accepts modest nesting in unknown fields", "[codec][parse]") {
+  const std::string head = R"({"id":"a","conversation":"c","x":)";
+  CHECK(parse(head + std::string(100, '[') + std::string(100, ']') + "}") == CodecStatus::ok);
+}
+
+TEST_CASE("parse_generic_event parses a 5 MB text field", "[codec][parse]") {
+  const std::string text(5 * 1024 * 1024, 'a');
+  const std::string body = R"({"id":"big","conversation":"c","text":")" + text + R"("})";
+  Event ev;
+  REQUIRE(parse(body, ev) == CodecStatus::ok);
+  CHECK(ev.text.size() == text.size());
+  CHECK(ev.text == text);
+  CHECK(ev.raw == body);
+  // The reused per-thread parser still handles a small body afterwards.
+  Event small;
+  REQUIRE(parse(R"({"id":"s","conversation":"c"})", small) == CodecStatus::ok);
+  CHECK(small.id == "s");
+}
+
+TEST_CASE("parse_generic_event accepts unknown fields of every JSON type", "[codec][parse]") {
+  const std::string body =
+      R"({"meta":{"n":[1,-2.5e3,0.1,{"d":null}],"t":true,"f":false,"s":"x","e":{},"a":[]},)"
+      R"("id":"a","z":null,"arr":[[],[[1]],{"k":[{}]}],"num":-0,"exp":1E+2,)"
+      R"("conversation":"c","b":true,"u":"\u00e9\ud83d\ude00"})";
+  Event ev;
+  REQUIRE(parse(body, ev) == CodecStatus::ok);
+  CHECK(ev.id == "a");
+  CHECK(ev.conversation == "c");
+}
+
+TEST_CASE("parse_generic_event accepts an unknown integer beyond 64 bits", "[codec][parse]") {
+  // Valid JSON; botgate never reads the field, so it must not refuse the event.
+  CHECK(parse(R"({"id":"a","conversation":"c","big":123456789012345678901234567890})") ==
+        CodecStatus::ok);
+}
+
+TEST_CASE("parse_generic_event rejects a malformed value inside an unknown field",
+          "[codec][parse]") {
+  CHECK(parse(R"({"id":"a","conversation":"c","x":[1,2,}})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":[1,2,]})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":{"k":}})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":{"k" 1}})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":[1 2]})") == CodecStatus::malformed);
+  CHECK(parse(R"({"x":[1,2,],"id":"a","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":truex})") == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event rejects duplicate known fields", "[codec][parse]") {
+  CHECK(parse(R"({"id":"a","conversation":"c","id":"b"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","id":"a","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","conversation":"d"})") == CodecStatus::malformed);
+  // An escaped spelling of the same key is the same key.
+  CHECK(parse(R"({"id":"a","conversation":"c","\u0069d":"b"})") == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event limits id and conversation to 256 bytes", "[codec][parse]") {
+  const std::string k256(256, 'k'), k257(257, 'k');
+  Event ev;
+  CHECK(parse(R"({"id":")" + k256 + R"(","conversation":"c"})", ev) == CodecStatus::ok);
+  CHECK(ev.id == k256);
+  CHECK(parse(R"({"id":")" + k257 + R"(","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":")" + k256 + R"("})") == CodecStatus::ok);
+  CHECK(parse(R"({"id":"a","conversation":")" + k257 + R"("})") == CodecStatus::malformed);
+}
+
+TEST_CASE("parse_generic_event unescapes string values", "[codec][parse]") {
+  Event ev;
+  REQUIRE(parse(R"({"id":"a\"b","conversation":"c\\d\/e","text":"l1\nl2\tt\u00e9\ud83d\ude00"})",
+                ev) == CodecStatus::ok);
+  CHECK(ev.id == "a\"b");
+  CHECK(ev.conversation == "c\\d/e");
+  CHECK(ev.text == "l1\nl2\tt\xc3\xa9\xf0\x9f\x98\x80");
+}
+
+TEST_CASE("parse_generic_event explains a failure in its detail", "[codec][parse]") {
+  Event ev;
+  std::string detail;
+  CHECK(parse_generic_event(R"({"id":"a"})", ev, detail) == CodecStatus::missing_field);
+  CHECK_FALSE(detail.empty());
+  detail.clear();
+  CHECK(parse_generic_event(R"({"id":"a","conversation":"c"} x)", ev, detail) ==
+        CodecStatus::malformed);
+  CHECK_FALSE(detail.empty());
+}
+
+TEST_CASE("CodecStatus has a readable name for every value", "[codec]") {
+  CHECK(std::string(botgate::to_string(CodecStatus::ok)) == "ok");
+  CHECK(std::string(botgate::to_string(CodecStatus::bad_signature)) == "bad_signature");
+  CHECK(std::string(botgate::to_string(CodecStatus::stale_timestamp)) == "stale_timestamp");
+  CHECK(std::string(botgate::to_string(CodecStatus::malformed)) == "malformed");
+  CHECK(std::string(botgate::to_string(CodecStatus::missing_field)) == "missing_field");
+}

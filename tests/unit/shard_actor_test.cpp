@@ -1,0 +1,479 @@
+// The shard and router actors against scripted fake targets: ordering per
+// conversation, retries on another target, dead letters, back-pressure, timeouts.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "actors/router_actor.hpp"
+#include "actors/shard_actor.hpp"
+#include "core/metrics.hpp"
+#include "policies/delivery_rules.hpp"
+
+using namespace std::chrono_literals;
+using botgate::AckFn;
+using botgate::Event;
+using botgate::EventPtr;
+using botgate::IngestStatus;
+using botgate::Outcome;
+using botgate::router_actor;
+using botgate::shard_actor;
+using botgate::ShardOptions;
+using botgate::target_actor;
+
+namespace {
+
+struct Attempt {
+  std::string target;
+  std::string id;
+  std::uint32_t attempt = 0;
+  bool operator==(const Attempt&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const Attempt& a) {
+  return os << a.id << "#" << a.attempt << "@" << a.target;
+}
+
+// What the fakes saw and what the shard acknowledged, in the order it happened.
+struct Recorder {
+  std::mutex mu;
+  std::vector<Attempt> attempts;
+  std::vector<std::pair<std::string, IngestStatus>> acks;
+
+  void attempted(const std::string& target, const std::string& id, std::uint32_t n) {
+    std::lock_guard lock(mu);
+    attempts.push_back({target, id, n});
+  }
+  void acked(const std::string& id, IngestStatus s) {
+    std::lock_guard lock(mu);
+    acks.emplace_back(id, s);
+  }
+  std::vector<Attempt> seen() {
+    std::lock_guard lock(mu);
+    return attempts;
+  }
+  std::vector<Attempt> seen_for(const std::string& id) {
+    std::lock_guard lock(mu);
+    std::vector<Attempt> out;
+    for (const auto& a : attempts) {
+      if (a.id == id) out.push_back(a);
+    }
+    return out;
+  }
+  std::vector<std::pair<std::string, IngestStatus>> all_acks() {
+    std::lock_guard lock(mu);
+    return acks;
+  }
+};
+
+// A fake target's answer to one attempt: an HTTP status, or nullopt for "never answer".
+using Script = std::function<std::optional<unsigned>(const Event&, std::uint32_t attempt)>;
+
+struct FakeTargetState {
+  static inline const char* name = "fake-target";
+  std::vector<caf::typed_response_promise<Outcome>> held;  // never delivered
+};
+
+target_actor::behavior_type fake_target(target_actor::stateful_pointer<FakeTargetState> self,
+                                        std::string name, std::shared_ptr<Recorder> rec,
+                                        Script script) {
+  return {
+      [self, name, rec, script](botgate::deliver_atom, const EventPtr& ev,
+                                std::uint32_t attempt) -> caf::result<Outcome> {
+        rec->attempted(name, ev->id, attempt);
+        const auto status = script(*ev, attempt);
+        if (!status) {
+          auto rp = self->make_response_promise<Outcome>();
+          self->state.held.push_back(rp);
+          return rp;
+        }
+        Outcome out;
+        out.target = name;
+        out.status = *status;
+        if (botgate::classify_answer(*status) != botgate::Verdict::done) {
+          out.error = "HTTP " + std::to_string(*status);
+        }
+        return out;
+      },
+      [](botgate::done_atom, std::uint64_t, botgate::http::ClientResponse&) {},
+  };
+}
+
+Script always(unsigned status) {
+  return [status](const Event&, std::uint32_t) -> std::optional<unsigned> { return status; };
+}
+
+Script never_answers() {
+  return [](const Event&, std::uint32_t) -> std::optional<unsigned> { return std::nullopt; };
+}
+
+// 200 unless (id, attempt) is listed as failing with the given status.
+Script fail_on(std::vector<std::pair<std::string, std::uint32_t>> failing, unsigned status) {
+  return [failing, status](const Event& ev, std::uint32_t attempt) -> std::optional<unsigned> {
+    for (const auto& [id, n] : failing) {
+      if (ev.id == id && attempt == n) return status;
+    }
+    return 200u;
+  };
+}
+
+ShardOptions fast_options() {
+  ShardOptions o;
+  o.index = 0;
+  o.max_pending = 1000;
+  o.max_attempts = 5;
+  o.max_age = 1h;
+  o.backoff = botgate::Backoff{1ms, 5ms};
+  o.delivery_timeout = 200ms;
+  return o;
+}
+
+template <typename Pred>
+bool wait_for(Pred done, std::chrono::milliseconds limit = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// One actor system with two fake targets t1, t2 behind a round-robin router and
+// one shard routing source "src" to it.
+struct Harness {
+  botgate::Metrics metrics{1, {"t1", "t2"}};
+  std::shared_ptr<Recorder> rec = std::make_shared<Recorder>();
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  target_actor t1, t2;
+  router_actor router;
+  shard_actor shard;
+
+  Harness(Script s1, Script s2, ShardOptions opts) {
+    cfg.set("scheduler.max-threads", std::size_t{2});
+    sys = std::make_unique<caf::actor_system>(cfg);
+    t1 = sys->spawn(fake_target, std::string("t1"), rec, std::move(s1));
+    t2 = sys->spawn(fake_target, std::string("t2"), rec, std::move(s2));
+    // The router times out a silent target; the shard's own deadline is a
+    // backstop and must be the longer one, as in app/gateway.cpp.
+    router = sys->spawn(botgate::router, std::vector<target_actor>{t1, t2},
+                        std::vector<std::string>{"t1", "t2"}, opts.delivery_timeout);
+    opts.delivery_timeout *= 4;
+    std::unordered_map<std::string, router_actor> routes{{"src", router}};
+    shard = sys->spawn(botgate::shard, std::move(opts), &metrics, routes);
+  }
+
+  Harness(const Harness&) = delete;
+  Harness& operator=(const Harness&) = delete;
+
+  ~Harness() {
+    caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(t1, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(t2, caf::exit_reason::user_shutdown);
+    sys.reset();  // waits for every actor before `metrics` goes away
+  }
+
+  void ingest(const std::string& id, const std::string& conversation,
+              const std::string& source = "src") {
+    auto ev = std::make_shared<Event>();
+    ev->source = source;
+    ev->id = id;
+    ev->conversation = conversation;
+    ev->raw = R"({"id":")" + id + R"(","conversation":")" + conversation + R"("})";
+    ev->received_at = botgate::Clock::now();
+    ev->received_wall = std::chrono::system_clock::now();
+    auto r = rec;
+    AckFn ack = [r, id](IngestStatus s) { r->acked(id, s); };
+    caf::anon_send(shard, botgate::ingest_atom::value, EventPtr(std::move(ev)), std::move(ack));
+  }
+
+  std::optional<std::uint64_t> pending() {
+    std::optional<std::uint64_t> n;
+    caf::scoped_actor self{*sys};
+    self->request(shard, std::chrono::seconds(2), botgate::pending_atom::value)
+        .receive([&](std::uint64_t v) { n = v; }, [&](caf::error&) {});
+    return n;
+  }
+
+  std::uint64_t delivered() { return metrics.events_delivered().value(); }
+  std::uint64_t dead_lettered() { return metrics.events_dead_lettered().value(); }
+  std::uint64_t retries() { return metrics.delivery_retries().value(); }
+};
+
+// (id, attempt) pairs in the order the fakes saw them.
+std::vector<std::pair<std::string, std::uint32_t>> sequence(const std::vector<Attempt>& seen) {
+  std::vector<std::pair<std::string, std::uint32_t>> out;
+  for (const auto& a : seen) out.emplace_back(a.id, a.attempt);
+  return out;
+}
+
+using Seq = std::vector<std::pair<std::string, std::uint32_t>>;
+
+}  // namespace
+
+TEST_CASE("shard delivers one conversation strictly in order across retries", "[actors][shard]") {
+  // A1 fails twice, A4 once; everything else succeeds first time.
+  Script s = fail_on({{"A1", 1}, {"A1", 2}, {"A4", 1}}, 500);
+  Harness h(s, s, fast_options());
+  for (int i = 1; i <= 6; ++i) h.ingest("A" + std::to_string(i), "conv-A");
+
+  REQUIRE(wait_for([&] { return h.delivered() == 6; }));
+  const Seq expected{{"A1", 1}, {"A1", 2}, {"A1", 3}, {"A2", 1}, {"A3", 1},
+                     {"A4", 1}, {"A4", 2}, {"A5", 1}, {"A6", 1}};
+  CHECK(sequence(h.rec->seen()) == expected);
+  CHECK(h.retries() == 3);
+  CHECK(h.dead_lettered() == 0);
+  const auto acks = h.rec->all_acks();
+  REQUIRE(acks.size() == 6);
+  for (const auto& [id, status] : acks) {
+    INFO(id);
+    CHECK(status == IngestStatus::accepted);
+  }
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  CHECK(h.metrics.queue_depth(0).value() == 0);
+}
+
+TEST_CASE("shard keeps each of several interleaved conversations in order", "[actors][shard]") {
+  Script s = fail_on({{"A1", 1}, {"B2", 1}, {"C1", 1}, {"C1", 2}}, 503);
+  Harness h(s, s, fast_options());
+  for (int i = 1; i <= 5; ++i) {
+    for (const char* c : {"A", "B", "C"}) h.ingest(std::string(c) + std::to_string(i), c);
+  }
+  REQUIRE(wait_for([&] { return h.delivered() == 15; }));
+  for (const char* c : {"A", "B", "C"}) {
+    // The successful attempt of each event comes after that of its predecessor,
+    // and no later event is tried before an earlier one succeeded.
+    std::vector<std::string> order;
+    for (const auto& a : h.rec->seen()) {
+      if (a.id[0] != c[0]) continue;
+      if (order.empty() || order.back() != a.id) order.push_back(a.id);
+    }
+    INFO("conversation " << c);
+    CHECK(order == std::vector<std::string>{std::string(c) + "1", std::string(c) + "2",
+                                            std::string(c) + "3", std::string(c) + "4",
+                                            std::string(c) + "5"});
+  }
+  CHECK(h.dead_lettered() == 0);
+}
+
+TEST_CASE("shard retries a failed event on the other target, not the one that failed",
+          "[actors][shard][router]") {
+  // A1 goes to t1 and fails; B1 then takes t2, so plain rotation would bring
+  // A1's retry back to t1. The router must skip the target that just failed.
+  Script s = fail_on({{"A1", 1}}, 500);
+  Harness h(s, s, fast_options());
+  h.ingest("A1", "conv-A");
+  h.ingest("B1", "conv-B");
+
+  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  const auto a1 = h.rec->seen_for("A1");
+  REQUIRE(a1.size() == 2);
+  CHECK(a1[0].attempt == 1);
+  CHECK(a1[1].attempt == 2);
+  CHECK(a1[0].target == "t1");
+  CHECK(a1[1].target != a1[0].target);
+  CHECK(h.retries() == 1);
+}
+
+TEST_CASE("shard never sends a retry back to the target that just failed",
+          "[actors][shard][router]") {
+  // t1 always fails; every retry must land on t2, whatever else is in flight.
+  Harness h(always(500), always(200), fast_options());
+  for (int i = 1; i <= 8; ++i) {
+    h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i));
+  }
+  REQUIRE(wait_for([&] { return h.delivered() == 8; }));
+  CHECK(h.dead_lettered() == 0);
+  for (int i = 1; i <= 8; ++i) {
+    const auto seen = h.rec->seen_for("E" + std::to_string(i));
+    INFO("E" << i);
+    REQUIRE_FALSE(seen.empty());
+    CHECK(seen.back().target == "t2");
+    CHECK(seen.size() <= 2);  // a failure on t1 is followed directly by t2
+  }
+}
+
+TEST_CASE("shard dead-letters a 4xx answer without retrying and moves on",
+          "[actors][shard]") {
+  Script s = [](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    return ev.id == "A1" ? 400u : 200u;
+  };
+  Harness h(s, s, fast_options());
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+  h.ingest("A3", "conv-A");
+
+  REQUIRE(wait_for([&] { return h.delivered() == 2 && h.dead_lettered() == 1; }));
+  CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A2", 1}, {"A3", 1}});
+  CHECK(h.retries() == 0);
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+}
+
+TEST_CASE("shard dead-letters other permanent refusals (404, 410) on the first answer",
+          "[actors][shard]") {
+  Script s = [](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    if (ev.id == "A1") return 404u;
+    if (ev.id == "A2") return 410u;
+    return 204u;
+  };
+  Harness h(s, s, fast_options());
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+  h.ingest("A3", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 1 && h.dead_lettered() == 2; }));
+  CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A2", 1}, {"A3", 1}});
+  CHECK(h.retries() == 0);
+}
+
+TEST_CASE("shard dead-letters an event after max_attempts and delivers the next",
+          "[actors][shard]") {
+  auto opts = fast_options();
+  opts.max_attempts = 3;
+  Script s = [](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    return ev.id == "A1" ? 503u : 200u;
+  };
+  Harness h(s, s, opts);
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+
+  REQUIRE(wait_for([&] { return h.dead_lettered() == 1 && h.delivered() == 1; }));
+  CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A1", 2}, {"A1", 3}, {"A2", 1}});
+  CHECK(h.retries() == 2);
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  CHECK(h.metrics.queue_depth(0).value() == 0);
+}
+
+TEST_CASE("shard retries 429 and 408 answers like server errors", "[actors][shard]") {
+  Script s = [](const Event& ev, std::uint32_t attempt) -> std::optional<unsigned> {
+    if (ev.id == "A1" && attempt == 1) return 429u;
+    if (ev.id == "A1" && attempt == 2) return 408u;
+    return 200u;
+  };
+  Harness h(s, s, fast_options());
+  h.ingest("A1", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+  CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A1", 2}, {"A1", 3}});
+  CHECK(h.dead_lettered() == 0);
+}
+
+TEST_CASE("shard answers full once max_pending events are held", "[actors][shard]") {
+  auto opts = fast_options();
+  opts.max_pending = 2;
+  opts.delivery_timeout = 30s;  // nothing completes during the test
+  Harness h(never_answers(), never_answers(), opts);
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+  h.ingest("A3", "conv-A");
+  h.ingest("B1", "conv-B");
+
+  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 4; }));
+  const auto acks = h.rec->all_acks();
+  CHECK(acks[0] == std::make_pair(std::string("A1"), IngestStatus::accepted));
+  CHECK(acks[1] == std::make_pair(std::string("A2"), IngestStatus::accepted));
+  CHECK(acks[2] == std::make_pair(std::string("A3"), IngestStatus::full));
+  CHECK(acks[3] == std::make_pair(std::string("B1"), IngestStatus::full));
+  CHECK(h.pending() == std::optional<std::uint64_t>{2});
+  CHECK(h.metrics.queue_depth(0).value() == 2);
+  // A refused event is never delivered.
+  CHECK(h.rec->seen_for("A3").empty());
+  CHECK(h.rec->seen_for("B1").empty());
+}
+
+TEST_CASE("shard accepts again once a held event completes", "[actors][shard]") {
+  auto opts = fast_options();
+  opts.max_pending = 1;
+  Harness h(always(200), always(200), opts);
+  h.ingest("A1", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  h.ingest("A2", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  const auto acks = h.rec->all_acks();
+  REQUIRE(acks.size() == 2);
+  CHECK(acks[0].second == IngestStatus::accepted);
+  CHECK(acks[1].second == IngestStatus::accepted);
+}
+
+TEST_CASE("shard times out a silent target and retries on the other one",
+          "[actors][shard][router]") {
+  // t1 never answers. A1 goes to t1; B1 then takes t2, so the rotation points at
+  // t1 again when A1 times out: its retry must still avoid t1.
+  Harness h(never_answers(), always(200), fast_options());
+  const auto start = std::chrono::steady_clock::now();
+  h.ingest("A1", "conv-A");
+  h.ingest("B1", "conv-B");
+
+  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  const auto a1 = h.rec->seen_for("A1");
+  REQUIRE(a1.size() >= 2);
+  CHECK(a1[0].target == "t1");
+  CHECK(a1[1].target == "t2");
+  CHECK(a1.size() == 2);
+  CHECK(elapsed >= 200ms);  // the retry waited for delivery_timeout
+  CHECK(h.dead_lettered() == 0);
+}
+
+TEST_CASE("shard retries an attempt that timed out instead of waiting forever",
+          "[actors][shard]") {
+  // Only one conversation: after t1's timeout the retry reaches t2.
+  Harness h(never_answers(), always(200), fast_options());
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  const auto seen = h.rec->seen();
+  REQUIRE(seen.size() >= 3);
+  CHECK(seen[0] == Attempt{"t1", "A1", 1});
+  CHECK(seen[1] == Attempt{"t2", "A1", 2});
+  CHECK(h.retries() >= 1);
+}
+
+TEST_CASE("a conversation waiting on backoff does not hold back another conversation",
+          "[actors][shard]") {
+  auto opts = fast_options();
+  opts.backoff = botgate::Backoff{60s, 60s};  // A1's retry waits up to a minute
+  Script s = fail_on({{"A1", 1}}, 500);
+  Harness h(s, s, opts);
+  h.ingest("A1", "conv-A");
+  // Once the retry is scheduled, conv A is waiting on its backoff.
+  REQUIRE(wait_for([&] { return h.retries() == 1; }));
+  h.ingest("B1", "conv-B");
+  h.ingest("B2", "conv-B");
+
+  REQUIRE(wait_for([&] { return h.delivered() == 2; }, 3000ms));
+  CHECK(h.rec->seen_for("A1").size() == 1);  // A1 is still waiting
+  CHECK(sequence(h.rec->seen_for("B1")) == Seq{{"B1", 1}});
+  CHECK(sequence(h.rec->seen_for("B2")) == Seq{{"B2", 1}});
+  CHECK(h.pending() == std::optional<std::uint64_t>{1});
+}
+
+TEST_CASE("shard dead-letters an event whose source has no route and moves on",
+          "[actors][shard]") {
+  Harness h(always(200), always(200), fast_options());
+  h.ingest("X1", "conv-A", "no-such-source");
+  h.ingest("A2", "conv-A");
+  REQUIRE(wait_for([&] { return h.delivered() == 1 && h.dead_lettered() == 1; }));
+  CHECK(h.rec->seen_for("X1").empty());
+  CHECK(sequence(h.rec->seen()) == Seq{{"A2", 1}});
+}
+
+TEST_CASE("router spreads first attempts round-robin over its targets", "[actors][router]") {
+  Harness h(always(200), always(200), fast_options());
+  for (int i = 1; i <= 10; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i));
+  REQUIRE(wait_for([&] { return h.delivered() == 10; }));
+  int on_t1 = 0, on_t2 = 0;
+  for (const auto& a : h.rec->seen()) {
+    CHECK(a.attempt == 1);
+    (a.target == "t1" ? on_t1 : on_t2)++;
+  }
+  CHECK(on_t1 == 5);
+  CHECK(on_t2 == 5);
+}
