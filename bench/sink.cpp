@@ -1,0 +1,428 @@
+// sink: a fast HTTP/1.1 backend for benchmarks. Answers 200 {} to every request,
+// counts POSTed events, de-duplicates them by Idempotency-Key and measures end-to-end
+// latency as CLOCK_MONOTONIC now - "sent_ns" from the body (set by bench/loadgen).
+//
+// Prints "listening port=N" once bound, and a summary on SIGTERM/SIGINT, after
+// --expect N unique events, or after --idle-exit seconds without an event.
+// See bench/README.md.
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fmt/format.h>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+std::uint64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+struct Options {
+  std::string host = "127.0.0.1";
+  unsigned port = 0;
+  unsigned threads = 1;
+  std::uint64_t expect = 0;
+  double idle_exit_s = 0;
+  std::uint64_t max_body = 1 << 20;
+  bool json = false;
+};
+
+void usage(std::FILE* out) {
+  std::fputs(
+      "usage: sink [options]\n"
+      "  --port P           port to listen on, 0 for an ephemeral one (default 0)\n"
+      "  --host ADDR        address to bind (default 127.0.0.1)\n"
+      "  --threads N        io threads (default 1)\n"
+      "  --expect N         exit after N unique events (default 0: no limit)\n"
+      "  --idle-exit SEC    exit after SEC seconds without an event (default 0: never)\n"
+      "  --max-body BYTES   largest request body accepted (default 1048576)\n"
+      "  --json             print the summary as one JSON line\n",
+      out);
+}
+
+template <class T>
+bool parse_num(std::string_view s, T& out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc{} && p == s.data() + s.size();
+}
+
+std::optional<Options> parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      std::exit(0);
+    }
+    if (a == "--json") {
+      o.json = true;
+      continue;
+    }
+    std::string_view val;
+    if (auto eq = a.find('='); eq != std::string_view::npos) {
+      val = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else if (i + 1 < argc) {
+      val = argv[++i];
+    } else {
+      fmt::print(stderr, "sink: {} needs a value\n", a);
+      return std::nullopt;
+    }
+    bool ok = true;
+    if (a == "--port") ok = parse_num(val, o.port) && o.port < 65536;
+    else if (a == "--host") o.host = val;
+    else if (a == "--threads") ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
+    else if (a == "--expect") ok = parse_num(val, o.expect);
+    else if (a == "--max-body") ok = parse_num(val, o.max_body) && o.max_body > 0;
+    else if (a == "--idle-exit") {
+      try {
+        std::size_t pos = 0;
+        o.idle_exit_s = std::stod(std::string(val), &pos);
+        ok = pos == val.size() && o.idle_exit_s >= 0 && o.idle_exit_s < 1e7;
+      } catch (...) {
+        ok = false;
+      }
+    } else {
+      fmt::print(stderr, "sink: unknown option {}\n", a);
+      usage(stderr);
+      return std::nullopt;
+    }
+    if (!ok) {
+      fmt::print(stderr, "sink: bad value for {}: '{}'\n", a, val);
+      return std::nullopt;
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------- counting
+
+// Per-thread counters, registered once and summed after the io_context has stopped.
+struct ThreadStats {
+  std::uint64_t received = 0;    // POSTs
+  std::uint64_t duplicates = 0;  // POSTs whose Idempotency-Key was seen before
+  std::uint64_t no_key = 0;      // POSTs without Idempotency-Key (keyed by the body "id")
+  std::uint64_t other = 0;       // non-POST requests (probes etc.)
+  std::uint64_t no_sent_ns = 0;  // first deliveries without a usable sent_ns
+  std::vector<std::uint32_t> e2e_us;
+};
+
+std::mutex g_stats_mu;
+std::vector<std::unique_ptr<ThreadStats>> g_all_stats;
+
+ThreadStats& thread_stats() {
+  thread_local ThreadStats* mine = [] {
+    std::lock_guard lock(g_stats_mu);
+    g_all_stats.push_back(std::make_unique<ThreadStats>());
+    g_all_stats.back()->e2e_us.reserve(1 << 16);
+    return g_all_stats.back().get();
+  }();
+  return *mine;
+}
+
+// Idempotency keys, split over shards so that threads rarely meet on one lock.
+class Dedup {
+ public:
+  bool insert(std::string_view key) {
+    const std::size_t h = std::hash<std::string_view>{}(key);
+    Shard& s = shards_[h % shards_.size()];
+    std::lock_guard lock(s.mu);
+    return s.keys.emplace(key).second;
+  }
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::unordered_set<std::string> keys;
+  };
+  std::array<Shard, 64> shards_;
+};
+
+Dedup g_dedup;
+std::atomic<std::uint64_t> g_unique{0};
+std::atomic<std::uint64_t> g_first_event_ns{0};
+std::atomic<std::uint64_t> g_last_event_ns{0};
+std::atomic<bool> g_expect_reached{false};
+
+// Finds "sent_ns":<digits> in the body.
+bool find_sent_ns(std::string_view body, std::uint64_t& out) {
+  static constexpr std::string_view kKey = "\"sent_ns\":";
+  const auto pos = body.find(kKey);
+  if (pos == std::string_view::npos) return false;
+  const char* p = body.data() + pos + kKey.size();
+  const char* end = body.data() + body.size();
+  while (p < end && (*p == ' ' || *p == '\t')) ++p;
+  auto [q, ec] = std::from_chars(p, end, out);
+  return ec == std::errc{} && q != p;
+}
+
+// Finds "id":"<value>" in the body: the key when a request has no Idempotency-Key
+// (loadgen pointed straight at the sink). Empty when absent or escaped.
+std::string_view find_body_id(std::string_view body) {
+  static constexpr std::string_view kKey = "\"id\":\"";
+  const auto pos = body.find(kKey);
+  if (pos == std::string_view::npos) return {};
+  const auto start = pos + kKey.size();
+  const auto end = body.find_first_of("\"\\", start);
+  if (end == std::string_view::npos || body[end] != '"') return {};
+  return body.substr(start, end - start);
+}
+
+// ---------------------------------------------------------------- HTTP
+
+constexpr std::string_view kOk =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+constexpr std::string_view kOkClose =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+constexpr std::string_view kTooLarge =
+    "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+constexpr std::string_view kBad =
+    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket sock, const Options& opt, std::function<void()> on_expect)
+      : sock_(std::move(sock)), opt_(opt), on_expect_(std::move(on_expect)) {}
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(opt_.max_body);
+    parser_->header_limit(64 * 1024);
+    http::async_read(sock_, buf_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted) {
+      return close();
+    }
+    if (ec == http::error::body_limit) return reply(kTooLarge, false);
+    if (ec) return reply(kBad, false);
+
+    const auto& req = parser_->get();
+    bool last = false;
+    ThreadStats& st = thread_stats();
+    if (req.method() == http::verb::post) {
+      const std::uint64_t now = mono_ns();
+      ++st.received;
+      bool first = true;
+      std::string_view key;
+      if (auto h = req.find("Idempotency-Key"); h != req.end()) {
+        key = h->value();
+      } else {
+        ++st.no_key;
+        key = find_body_id(req.body());
+      }
+      if (!key.empty()) {
+        first = g_dedup.insert(key);
+        if (!first) ++st.duplicates;
+      }
+      if (first) {
+        std::uint64_t sent = 0;
+        if (find_sent_ns(req.body(), sent) && sent <= now) {
+          st.e2e_us.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>((now - sent) / 1000, 0xffffffffu)));
+        } else {
+          ++st.no_sent_ns;
+        }
+        const std::uint64_t u = g_unique.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (opt_.expect != 0 && u == opt_.expect) last = true;
+      }
+      if (g_first_event_ns.load(std::memory_order_relaxed) == 0) {
+        std::uint64_t zero = 0;
+        g_first_event_ns.compare_exchange_strong(zero, now, std::memory_order_relaxed);
+      }
+      g_last_event_ns.store(now, std::memory_order_relaxed);
+    } else {
+      ++st.other;
+    }
+    reply(req.keep_alive() ? kOk : kOkClose, req.keep_alive(), last);
+  }
+
+  void reply(std::string_view wire, bool keep_alive, bool last = false) {
+    asio::async_write(sock_, asio::buffer(wire.data(), wire.size()),
+                      [self = shared_from_this(), keep_alive, last](beast::error_code ec, std::size_t) {
+                        // The event that completes --expect is answered before we stop.
+                        if (last) self->on_expect_();
+                        if (ec || !keep_alive) return self->close();
+                        self->read();
+                      });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    sock_.shutdown(tcp::socket::shutdown_send, ignored);
+    sock_.close(ignored);
+  }
+
+  tcp::socket sock_;
+  const Options& opt_;
+  std::function<void()> on_expect_;
+  beast::flat_buffer buf_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  auto rank = static_cast<std::size_t>(q * static_cast<double>(sorted.size()) + 0.999999);
+  rank = std::clamp<std::size_t>(rank, 1, sorted.size());
+  return sorted[rank - 1];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = parse_args(argc, argv);
+  if (!parsed) return 2;
+  const Options& opt = *parsed;
+
+  beast::error_code ec;
+  const auto addr = asio::ip::make_address(opt.host, ec);
+  if (ec) {
+    fmt::print(stderr, "sink: --host must be an IP address literal, got '{}'\n", opt.host);
+    return 2;
+  }
+
+  asio::io_context ioc(static_cast<int>(opt.threads));
+  tcp::acceptor acceptor(ioc);
+  const tcp::endpoint ep(addr, static_cast<unsigned short>(opt.port));
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    fmt::print(stderr, "sink: cannot listen on {}:{}: {}\n", opt.host, opt.port, ec.message());
+    return 1;
+  }
+
+  std::string stop_reason = "signal";
+  std::atomic<bool> stopping{false};
+  auto stop = [&](const char* why) {
+    if (stopping.exchange(true)) return;
+    stop_reason = why;
+    ioc.stop();
+  };
+  auto on_expect = [&] {
+    g_expect_reached = true;
+    asio::post(ioc, [&] { stop("expect"); });
+  };
+
+  std::function<void()> accept;
+  accept = [&] {
+    acceptor.async_accept(asio::make_strand(ioc), [&](beast::error_code aec, tcp::socket sock) {
+      if (!aec) {
+        sock.set_option(tcp::no_delay(true), aec);
+        std::make_shared<Session>(std::move(sock), opt, on_expect)->start();
+      } else if (aec == asio::error::operation_aborted) {
+        return;
+      }
+      accept();
+    });
+  };
+  accept();
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code sec, int) {
+    if (!sec) stop("signal");
+  });
+
+  const std::uint64_t start_ns = mono_ns();
+  asio::steady_timer idle_timer(ioc);
+  std::function<void()> idle_check;
+  if (opt.idle_exit_s > 0) {
+    const auto idle_ns = static_cast<std::uint64_t>(opt.idle_exit_s * 1e9);
+    idle_check = [&, idle_ns] {
+      idle_timer.expires_after(std::chrono::milliseconds(100));
+      idle_timer.async_wait([&, idle_ns](beast::error_code tec) {
+        if (tec) return;
+        const std::uint64_t last = std::max(start_ns, g_last_event_ns.load(std::memory_order_relaxed));
+        if (mono_ns() - last >= idle_ns) return stop("idle");
+        idle_check();
+      });
+    };
+    idle_check();
+  }
+
+  fmt::print("listening port={}\n", acceptor.local_endpoint().port());
+  std::fflush(stdout);
+
+  std::vector<std::thread> workers;
+  for (unsigned i = 1; i < opt.threads; ++i) workers.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : workers) t.join();
+
+  ThreadStats total;
+  std::vector<std::uint32_t> lat;
+  {
+    std::lock_guard lock(g_stats_mu);
+    for (auto& s : g_all_stats) {
+      total.received += s->received;
+      total.duplicates += s->duplicates;
+      total.no_key += s->no_key;
+      total.other += s->other;
+      total.no_sent_ns += s->no_sent_ns;
+      lat.insert(lat.end(), s->e2e_us.begin(), s->e2e_us.end());
+    }
+  }
+  std::sort(lat.begin(), lat.end());
+  const std::uint64_t unique = g_unique.load();
+  const double elapsed = static_cast<double>(mono_ns() - start_ns) / 1e9;
+  // Unique events per second between the first and the last POST received.
+  const std::uint64_t first = g_first_event_ns.load(), last = g_last_event_ns.load();
+  const double window = last > first ? static_cast<double>(last - first) / 1e9 : 0.0;
+  const double rate = window > 0 ? static_cast<double>(unique) / window : 0.0;
+  const std::uint32_t p50 = percentile(lat, 0.50), p99 = percentile(lat, 0.99),
+                      p999 = percentile(lat, 0.999), pmax = lat.empty() ? 0 : lat.back();
+  if (opt.json) {
+    fmt::print(
+        "{{\"received\":{},\"unique\":{},\"duplicates\":{},\"no_key\":{},\"other_requests\":{},"
+        "\"expect\":{},\"expect_reached\":{},\"stop\":\"{}\",\"e2e_samples\":{},\"e2e_p50_us\":{},"
+        "\"e2e_p99_us\":{},\"e2e_p999_us\":{},\"e2e_max_us\":{},\"window_s\":{:.6f},"
+        "\"unique_per_s\":{:.1f},\"uptime_s\":{:.3f}}}\n",
+        total.received, unique, total.duplicates, total.no_key, total.other, opt.expect,
+        g_expect_reached.load() ? "true" : "false", stop_reason, lat.size(), p50, p99, p999, pmax,
+        window, rate, elapsed);
+  } else {
+    fmt::print("sink summary (stop={}{})\n", stop_reason,
+               opt.expect ? fmt::format(", expect={}", opt.expect) : std::string());
+    fmt::print("  received        {}\n", total.received);
+    fmt::print("  unique          {}\n", unique);
+    fmt::print("  duplicates      {}\n", total.duplicates);
+    fmt::print("  unique/s        {:.0f} (first to last event, {:.3f}s)\n", rate, window);
+    if (total.no_key) fmt::print("  without key     {} (de-duplicated by body \"id\" instead)\n", total.no_key);
+    if (total.other) fmt::print("  other requests  {} (not POST)\n", total.other);
+    fmt::print("  e2e latency us  p50={} p99={} p999={} max={} (samples={})\n", p50, p99, p999, pmax,
+               lat.size());
+  }
+  std::fflush(stdout);
+  return 0;
+}

@@ -1,0 +1,193 @@
+// Process lifecycle of the real botgate binary: graceful drain on SIGTERM and the
+// command-line interface (check-config, --version, --help).
+#include <signal.h>
+
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "tests/support/client.hpp"
+#include "tests/support/events.hpp"
+#include "tests/support/gateway.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_backend.hpp"
+
+using namespace botgate::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifecycle]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_slow(300ms);
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.drain_timeout = "10s";
+  o.target_timeout = "5s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  // 4 conversations x 5 events: deliveries of one conversation are serial, so the
+  // slow backend needs at least 5 x 300 ms to take them all.
+  constexpr int kEvents = 20, kConvs = 4;
+  std::set<std::string> acked;
+  {
+    HttpConnection conn(gw.port());
+    for (int i = 0; i < kEvents; ++i) {
+      auto id = "drain-" + std::to_string(i);
+      auto res = send_event(conn, o.source, o.secret,
+                            event_json(id, "drain-conv-" + std::to_string(i % kConvs), i / kConvs));
+      INFO(id << ": " << res.describe());
+      CHECK(res.status == 200);
+      if (res.status == 200) acked.insert(id);
+    }
+  }
+  REQUIRE(acked.size() == static_cast<std::size_t>(kEvents));
+  // The drain has work to do: not everything is delivered yet.
+  auto delivered_before = backend.delivered_count();
+  REQUIRE(delivered_before < static_cast<std::size_t>(kEvents));
+
+  auto t0 = std::chrono::steady_clock::now();
+  gw.process().signal(SIGTERM);
+
+  // New connections are refused (or fail) while the process is still draining.
+  bool refused_while_running = false;
+  std::string last;
+  auto deadline = t0 + 3s;
+  while (std::chrono::steady_clock::now() < deadline && gw.process().running()) {
+    auto res = http_request(gw.port(), "GET", "/healthz", {}, {}, 1s);
+    last = res.describe();
+    if (res.status == 0 || res.status == 503) {
+      refused_while_running = gw.process().running();
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+
+  auto code = gw.process().wait_exit(15s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  INFO("last answer to a new connection after SIGTERM: " << last);
+  INFO("delivered before SIGTERM: " << delivered_before << ", exit after "
+                                    << std::chrono::duration_cast<std::chrono::milliseconds>(took)
+                                           .count()
+                                    << " ms");
+  CHECK(refused_while_running);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(took < 12s);  // drain_timeout (10 s) plus slack
+
+  std::vector<std::string> lost;
+  std::set<std::string> delivered;
+  for (const auto& r : backend.requests()) {
+    if (r.delivered()) delivered.insert(r.idempotency_key());
+  }
+  for (const auto& id : acked) {
+    if (!delivered.count(id)) lost.push_back(id);
+  }
+  std::ostringstream ex;
+  for (const auto& id : lost) ex << id << ' ';
+  INFO("acked but not delivered before exit: " << ex.str());
+  CHECK(lost.empty());
+
+  auto after = http_request(gw.port(), "GET", "/healthz", {}, {}, 1s);
+  CHECK(after.status == 0);
+}
+
+namespace {
+
+// The 1-based line of the first line of `text` containing `needle`.
+int line_of(const std::string& text, const std::string& needle) {
+  std::istringstream in(text);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.find(needle) != std::string::npos) return n;
+  }
+  return 0;
+}
+
+// Whether some line of `text` mentions both `key` and the line number `line`.
+bool reports(const std::string& text, const std::string& key, int line) {
+  std::regex number("(^|[^0-9])" + std::to_string(line) + "([^0-9]|$)");
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) {
+    if (l.find(key) != std::string::npos && std::regex_search(l, number)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("check-config, --version and --help", "[integration][cli]") {
+  TempDir dir;
+  const auto bin = botgate_binary();
+
+  GatewayOptions o;
+  o.backend_ports = {9, 10};
+  auto good = dir.write("good.toml", make_config(o));
+  auto ok = run_command({bin, "check-config", good.string()}, dir.path());
+  INFO("check-config good.toml stdout: " << ok.out << "\nstderr: " << ok.err);
+  CHECK(ok.exit_code == 0);
+
+  const std::string bad_text =
+      "[server]\n"
+      "listen = \"127.0.0.1:0\"\n"
+      "no_such_key = 1\n"
+      "\n"
+      "[[sources]]\n"
+      "name = \"demo\"\n"
+      "kind = \"generic\"\n"
+      "secret = \"s3cret\"\n"
+      "route = \"missing-pool\"\n"
+      "\n"
+      "[[pools]]\n"
+      "name = \"backends\"\n"
+      "policy = \"round-robin\"\n"
+      "targets = [\"b1\"]\n"
+      "\n"
+      "[[targets]]\n"
+      "name = \"b1\"\n"
+      "kind = \"http\"\n"
+      "url = \"http://127.0.0.1:9/events\"\n";
+  auto bad = dir.write("bad.toml", bad_text);
+  auto r = run_command({bin, "check-config", bad.string()}, dir.path());
+  INFO("check-config bad.toml exit " << r.exit_code.value_or(-1) << "\nstdout: " << r.out
+                                     << "\nstderr: " << r.err);
+  REQUIRE(r.exit_code.has_value());
+  CHECK(*r.exit_code != 0);
+  const int unknown_line = line_of(bad_text, "no_such_key");
+  const int route_line = line_of(bad_text, "route =");
+  REQUIRE(unknown_line == 3);
+  REQUIRE(route_line == 9);
+  CHECK(reports(r.err, "no_such_key", unknown_line));
+  CHECK(reports(r.err, "route", route_line));
+  // A secret never shows up in diagnostics.
+  CHECK(r.err.find("s3cret") == std::string::npos);
+
+  auto missing = run_command({bin, "check-config", (dir / "does-not-exist.toml").string()},
+                             dir.path());
+  INFO("check-config missing file stderr: " << missing.err);
+  REQUIRE(missing.exit_code.has_value());
+  CHECK(*missing.exit_code != 0);
+  CHECK_FALSE(missing.err.empty());
+
+  auto version = run_command({bin, "--version"}, dir.path());
+  INFO("--version stdout: " << version.out << " stderr: " << version.err);
+  CHECK(version.exit_code == 0);
+  CHECK(std::regex_search(version.out + version.err, std::regex(R"(\b\d+\.\d+\.\d+\b)")));
+
+  auto help = run_command({bin, "--help"}, dir.path());
+  INFO("--help stdout: " << help.out << " stderr: " << help.err);
+  CHECK(help.exit_code == 0);
+  CHECK((help.out + help.err).find("check-config") != std::string::npos);
+  CHECK((help.out + help.err).find("--config") != std::string::npos);
+
+  // A config that does not validate never starts the gateway.
+  auto run_bad = run_command({bin, "--config", bad.string()}, dir.path(), 10s);
+  REQUIRE(run_bad.exit_code.has_value());
+  CHECK(*run_bad.exit_code != 0);
+}
