@@ -43,7 +43,7 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
                                  {"X-Botgate-Source", ev->source}};
         // The callback runs on the client's strand: it only mails the result back.
         auto me = caf::actor_cast<target_actor>(self);
-        st.client->post(st.path, ev->raw, std::move(headers),
+        st.client->post(st.path, ev->raw, headers,
                         [me, job](http::ClientResponse&& r) {
                           caf::anon_send(me, done_atom::value, job, std::move(r));
                         });

@@ -34,6 +34,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(botgate, caf::first_custom_type_id)
   CAF_ADD_ATOM(botgate, botgate, retry_atom, "retry")
   CAF_ADD_ATOM(botgate, botgate, done_atom, "done")
   CAF_ADD_ATOM(botgate, botgate, pending_atom, "pending")
+  CAF_ADD_ATOM(botgate, botgate, tick_atom, "tick")
   CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
   CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
   CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -55,8 +56,10 @@ using target_actor = caf::typed_actor<
 
 // A pool's router: choose a target by policy and hand the attempt to it. The
 // string names a target to avoid (the one that just failed), or is empty.
+// `tick` is the router's own timer: it answers attempts whose deadline passed.
 using router_actor = caf::typed_actor<
-    caf::replies_to<deliver_atom, EventPtr, std::uint32_t, std::string>::with<Outcome>>;
+    caf::replies_to<deliver_atom, EventPtr, std::uint32_t, std::string>::with<Outcome>,
+    caf::reacts_to<tick_atom>>;
 
 // A queue shard: accept events, keep each conversation in order, retry failures.
 using shard_actor = caf::typed_actor<caf::reacts_to<ingest_atom, EventPtr, AckFn>,

@@ -1,9 +1,36 @@
 #include "actors/router_actor.hpp"
 
-namespace botgate {
+#include <algorithm>
 
-router_actor::behavior_type router(router_actor::stateful_pointer<RouterState> self,
-                                   std::vector<target_actor> targets,
+namespace botgate {
+namespace {
+
+using Self = router_actor::stateful_pointer<RouterState>;
+
+// Answers attempt `id` unless it was already answered (a late reply after its
+// deadline, or a deadline after its reply).
+void answer(Self self, std::uint64_t id, Outcome&& out) {
+  auto& st = self->state;
+  auto it = st.in_flight.find(id);
+  if (it == st.in_flight.end()) return;
+  it->second.promise.deliver(std::move(out));
+  st.in_flight.erase(it);
+}
+
+Duration tick_interval(const RouterState& st) {
+  return std::max<Duration>(st.attempt_timeout / 4, std::chrono::milliseconds(1));
+}
+
+void schedule_tick(Self self) {
+  auto& st = self->state;
+  if (st.ticking || st.in_flight.empty()) return;
+  st.ticking = true;
+  self->delayed_send(self, tick_interval(st), tick_atom::value);
+}
+
+}  // namespace
+
+router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
                                    std::vector<std::string> names, Duration attempt_timeout) {
   self->state.policy = RoundRobin{targets.size()};
   self->state.targets = std::move(targets);
@@ -19,16 +46,39 @@ router_actor::behavior_type router(router_actor::stateful_pointer<RouterState> s
         }
         const std::size_t pick = *st.policy.pick(avoid_index);  // pools are never empty
         auto rp = self->make_response_promise<Outcome>();
-        self->request(st.targets[pick], st.attempt_timeout, deliver_atom::value, std::move(ev),
-                      attempt)
-            .then([rp](Outcome& out) mutable { rp.deliver(std::move(out)); },
-                  [self, rp, pick](caf::error& err) mutable {
+        const auto id = st.next_attempt++;
+        st.in_flight.emplace(id, RouterState::Attempt{rp, pick});
+        st.deadlines.emplace_back(Clock::now() + st.attempt_timeout, id);
+        self->request(st.targets[pick], caf::infinite, deliver_atom::value, std::move(ev), attempt)
+            .then([self, id](Outcome& out) { answer(self, id, std::move(out)); },
+                  [self, id, pick](caf::error& err) {
                     Outcome out;
                     out.target = self->state.names[pick];
                     out.error = "no answer: " + self->system().render(err);
-                    rp.deliver(std::move(out));
+                    answer(self, id, std::move(out));
                   });
+        schedule_tick(self);
         return rp;
+      },
+      [self](tick_atom) {
+        auto& st = self->state;
+        st.ticking = false;
+        const auto now = Clock::now();
+        while (!st.deadlines.empty() && st.deadlines.front().first <= now) {
+          const auto id = st.deadlines.front().second;
+          st.deadlines.pop_front();
+          auto it = st.in_flight.find(id);
+          if (it == st.in_flight.end()) continue;  // answered in time
+          Outcome out;
+          out.target = st.names[it->second.target];
+          out.error = "no answer within " + format_duration(st.attempt_timeout);
+          answer(self, id, std::move(out));
+        }
+        // Answered attempts leave their deadline behind; drop those at the front.
+        while (!st.deadlines.empty() && !st.in_flight.count(st.deadlines.front().second)) {
+          st.deadlines.pop_front();
+        }
+        schedule_tick(self);
       },
   };
 }

@@ -82,7 +82,8 @@ void dispatch(Self self, const std::string& key) {
   }
   conv.busy = true;
   ++conv.attempts;
-  self->request(route->second, st.options.delivery_timeout, deliver_atom::value, ev,
+  // The router always answers: it owns the attempt's deadline.
+  self->request(route->second, caf::infinite, deliver_atom::value, ev,
                 conv.attempts, conv.last_target)
       .then([self, key](Outcome& out) { on_outcome(self, key, out); },
             [self, key](caf::error& err) {

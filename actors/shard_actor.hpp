@@ -32,10 +32,6 @@ struct ShardOptions {
   std::uint32_t max_attempts = 8;
   Duration max_age = std::chrono::hours(48);
   Backoff backoff{std::chrono::milliseconds(100), std::chrono::seconds(30)};
-  // Longest a router may take to report an outcome. Routers give each target
-  // attempt its own, shorter deadline; this one only guards against a router
-  // that is gone.
-  Duration delivery_timeout = std::chrono::seconds(10);
 };
 
 struct ConversationQueue {

@@ -585,7 +585,7 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("targets", i);
     Table t(errors, *list[i], prefix,
-            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections"});
+            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections", "pipeline"});
     TargetConfig c;
     if (const toml::node* n = t.string("name", c.name, true, true)) {
       names.add(errors, *n, t.path("name"), c.name);
@@ -604,6 +604,7 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     t.duration("connect_timeout", c.connect_timeout);
     t.duration("timeout", c.timeout);
     t.integer("max_connections", c.max_connections, 1, 1024);
+    t.integer("pipeline", c.pipeline, 1, 128);
     out.push_back(std::move(c));
   }
 }

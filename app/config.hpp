@@ -70,6 +70,7 @@ struct TargetConfig {
   Duration connect_timeout = std::chrono::seconds(1);
   Duration timeout = std::chrono::seconds(5);  // whole request/response exchange
   std::uint32_t max_connections = 32;
+  std::uint32_t pipeline = 1;  // requests outstanding per connection (HTTP/1.1 pipelining)
 };
 
 struct Config {

@@ -81,6 +81,7 @@ int run_gateway(const Config& config) {
     opts.connect_timeout = t.connect_timeout;
     opts.timeout = t.timeout;
     opts.max_connections = t.max_connections;
+    opts.pipeline = t.pipeline;
     std::shared_ptr<http::HttpClient> client;
     try {
       client = http::HttpClient::create(ioc, opts);
@@ -113,7 +114,6 @@ int run_gateway(const Config& config) {
     opts.max_attempts = config.queue.max_attempts;
     opts.max_age = config.queue.max_age;
     opts.backoff = Backoff{config.backoff.base, config.backoff.cap};
-    opts.delivery_timeout = attempt_deadline(config) + std::chrono::seconds(5);
     shard_actors.push_back(sys.spawn(shard, opts, &metrics, routes));
   }
   ShardSet shards(std::move(shard_actors));

@@ -126,10 +126,10 @@ void HttpApi::ingest(http::Request&& req, std::string_view source,
   ev->received_at = received_at;
   ev->received_wall = std::chrono::system_clock::now();
   std::string id = ev->id;
-  shards_.submit(std::move(ev), [this, respond = std::move(respond), received_at,
+  shards_.submit(std::move(ev), [this, respond = std::move(respond), received_at, src = &cfg,
                                  id = std::move(id)](IngestStatus status) {
     if (status == IngestStatus::full) {
-      return reject(RejectReason::shards_full, 503, "", "shard queue full", respond);
+      return reject(RejectReason::shards_full, 503, src->name, "shard queue full", respond);
     }
     metrics_.events_accepted().inc();
     metrics_.count_request(HttpRoute::events, 200);

@@ -21,6 +21,8 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-15}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}     # SIGTERM -> SIGKILL grace for botgate
 LOG_LEVEL=${LOG_LEVEL:-info}         # only lifecycle lines are logged at info
 SINK_THREADS=${SINK_THREADS:-1}
+TARGET_CONNECTIONS=${TARGET_CONNECTIONS:-64}  # [[targets]] max_connections toward the sink
+PIPELINE=${PIPELINE:-1}              # [[targets]] pipeline toward the sink
 JSON=${JSON:-0}                      # 1: loadgen and sink print one JSON line each
 
 for bin in "$BOTGATE" "$LOADGEN" "$SINK"; do
@@ -126,7 +128,8 @@ targets = ["sink"]
 [[targets]]
 name = "sink"
 url = "http://127.0.0.1:$SINK_PORT/events"
-max_connections = 64
+max_connections = $TARGET_CONNECTIONS
+pipeline = $PIPELINE
 EOF
 
 mkdir -p "$TMP/work"

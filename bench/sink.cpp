@@ -4,7 +4,8 @@
 //
 // Prints "listening port=N" once bound, and a summary on SIGTERM/SIGINT, after
 // --expect N unique events, or after --idle-exit seconds without an event.
-// See bench/README.md.
+// --print adds one line per request (the demo backends of scripts/quickstart.sh);
+// --name labels the lines. See bench/README.md.
 #include <signal.h>
 #include <time.h>
 
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -51,6 +53,8 @@ struct Options {
   double idle_exit_s = 0;
   std::uint64_t max_body = 1 << 20;
   bool json = false;
+  bool print = false;  // one line per request on stdout
+  std::string name;    // label: lines start with "[name] "
 };
 
 void usage(std::FILE* out) {
@@ -62,7 +66,10 @@ void usage(std::FILE* out) {
       "  --expect N         exit after N unique events (default 0: no limit)\n"
       "  --idle-exit SEC    exit after SEC seconds without an event (default 0: never)\n"
       "  --max-body BYTES   largest request body accepted (default 1048576)\n"
-      "  --json             print the summary as one JSON line\n",
+      "  --json             print the summary as one JSON line\n"
+      "  --print            print one line per request: method, target, Idempotency-Key,\n"
+      "                     X-Botgate-Attempt, X-Botgate-Source, body (first 200 bytes)\n"
+      "  --name NAME        start every printed line with [NAME] (not the --json line)\n",
       out);
 }
 
@@ -84,6 +91,10 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.json = true;
       continue;
     }
+    if (a == "--print") {
+      o.print = true;
+      continue;
+    }
     std::string_view val;
     if (auto eq = a.find('='); eq != std::string_view::npos) {
       val = a.substr(eq + 1);
@@ -97,6 +108,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
     bool ok = true;
     if (a == "--port") ok = parse_num(val, o.port) && o.port < 65536;
     else if (a == "--host") o.host = val;
+    else if (a == "--name") o.name = val;
     else if (a == "--threads") ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
     else if (a == "--expect") ok = parse_num(val, o.expect);
     else if (a == "--max-body") ok = parse_num(val, o.max_body) && o.max_body > 0;
@@ -194,6 +206,77 @@ std::string_view find_body_id(std::string_view body) {
   return body.substr(start, end - start);
 }
 
+// ---------------------------------------------------------------- --print
+
+// "[name] " when --name was given, else "".
+std::string g_label;
+
+constexpr std::size_t kPrintBodyMax = 200;
+
+// Appends s with control characters and backslashes escaped (\n, \t, \x01, \\), so
+// that a request always prints as exactly one line. Other bytes, UTF-8 included, pass
+// through. When s is longer than max: its first max bytes (cut back to a UTF-8 character
+// boundary), then "...(N bytes)".
+void append_escaped(std::string& out, std::string_view s, std::size_t max = std::string_view::npos) {
+  std::size_t n = std::min(s.size(), max);
+  if (n < s.size()) {
+    for (int back = 0; back < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80; ++back) --n;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
+    }
+  }
+  if (n < s.size()) fmt::format_to(std::back_inserter(out), "...({} bytes)", s.size());
+}
+
+// Writes one whole line to stdout and flushes it, so that lines from several io threads
+// never interleave and a reader (a terminal, a pipe, a file) sees each request at once.
+void emit_line(const std::string& line) {
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+// Only called with --print, off the fast path.
+[[gnu::noinline, gnu::cold]] void print_request(const http::request<http::string_body>& req,
+                                                std::string_view note) {
+  std::string line = g_label;
+  line.reserve(line.size() + 128 + std::min(req.body().size(), kPrintBodyMax));
+  append_escaped(line, req.method_string());
+  line += ' ';
+  append_escaped(line, req.target());
+  for (std::string_view h : {"Idempotency-Key", "X-Botgate-Attempt", "X-Botgate-Source"}) {
+    if (auto it = req.find(h); it != req.end()) {
+      line += ' ';
+      line += h;
+      line += '=';
+      append_escaped(line, it->value(), kPrintBodyMax);
+    }
+  }
+  if (!note.empty()) {
+    line += ' ';
+    line += note;
+  } else if (!req.body().empty()) {
+    line += " body=";
+    append_escaped(line, req.body(), kPrintBodyMax);
+  }
+  line += '\n';
+  emit_line(line);
+}
+
 // ---------------------------------------------------------------- HTTP
 
 constexpr std::string_view kOk =
@@ -226,10 +309,17 @@ class Session : public std::enable_shared_from_this<Session> {
         ec == asio::error::operation_aborted) {
       return close();
     }
-    if (ec == http::error::body_limit) return reply(kTooLarge, false);
-    if (ec) return reply(kBad, false);
+    if (ec == http::error::body_limit) {
+      if (opt_.print) print_request(parser_->get(), "-> 413 (body larger than --max-body)");
+      return reply(kTooLarge, false);
+    }
+    if (ec) {
+      if (opt_.print) emit_line(fmt::format("{}bad request -> 400 ({})\n", g_label, ec.message()));
+      return reply(kBad, false);
+    }
 
     const auto& req = parser_->get();
+    if (opt_.print) print_request(req, {});
     bool last = false;
     ThreadStats& st = thread_stats();
     if (req.method() == http::verb::post) {
@@ -304,6 +394,7 @@ int main(int argc, char** argv) {
   auto parsed = parse_args(argc, argv);
   if (!parsed) return 2;
   const Options& opt = *parsed;
+  if (!opt.name.empty()) g_label = "[" + opt.name + "] ";
 
   beast::error_code ec;
   const auto addr = asio::ip::make_address(opt.host, ec);
@@ -320,7 +411,7 @@ int main(int argc, char** argv) {
   if (!ec) acceptor.bind(ep, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    fmt::print(stderr, "sink: cannot listen on {}:{}: {}\n", opt.host, opt.port, ec.message());
+    fmt::print(stderr, "sink: {}cannot listen on {}:{}: {}\n", g_label, opt.host, opt.port, ec.message());
     return 1;
   }
 
@@ -372,7 +463,7 @@ int main(int argc, char** argv) {
     idle_check();
   }
 
-  fmt::print("listening port={}\n", acceptor.local_endpoint().port());
+  fmt::print("{}listening port={}\n", g_label, acceptor.local_endpoint().port());
   std::fflush(stdout);
 
   std::vector<std::thread> workers;
@@ -412,15 +503,15 @@ int main(int argc, char** argv) {
         g_expect_reached.load() ? "true" : "false", stop_reason, lat.size(), p50, p99, p999, pmax,
         window, rate, elapsed);
   } else {
-    fmt::print("sink summary (stop={}{})\n", stop_reason,
+    fmt::print("{}sink summary (stop={}{})\n", g_label, stop_reason,
                opt.expect ? fmt::format(", expect={}", opt.expect) : std::string());
-    fmt::print("  received        {}\n", total.received);
-    fmt::print("  unique          {}\n", unique);
-    fmt::print("  duplicates      {}\n", total.duplicates);
-    fmt::print("  unique/s        {:.0f} (first to last event, {:.3f}s)\n", rate, window);
-    if (total.no_key) fmt::print("  without key     {} (de-duplicated by body \"id\" instead)\n", total.no_key);
-    if (total.other) fmt::print("  other requests  {} (not POST)\n", total.other);
-    fmt::print("  e2e latency us  p50={} p99={} p999={} max={} (samples={})\n", p50, p99, p999, pmax,
+    fmt::print("{}  received        {}\n", g_label, total.received);
+    fmt::print("{}  unique          {}\n", g_label, unique);
+    fmt::print("{}  duplicates      {}\n", g_label, total.duplicates);
+    fmt::print("{}  unique/s        {:.0f} (first to last event, {:.3f}s)\n", g_label, rate, window);
+    if (total.no_key) fmt::print("{}  without key     {} (de-duplicated by body \"id\" instead)\n", g_label, total.no_key);
+    if (total.other) fmt::print("{}  other requests  {} (not POST)\n", g_label, total.other);
+    fmt::print("{}  e2e latency us  p50={} p99={} p999={} max={} (samples={})\n", g_label, p50, p99, p999, pmax,
                lat.size());
   }
   std::fflush(stdout);

@@ -213,6 +213,13 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
       detail = std::string("\"") + name + "\" longer than 256 bytes";
       return CodecStatus::malformed;
     }
+    // The id travels as the Idempotency-Key header: no control characters.
+    for (unsigned char c : v) {
+      if (c < 0x20 || c == 0x7f) {
+        detail = std::string("\"") + name + "\" contains a control character";
+        return CodecStatus::malformed;
+      }
+    }
   }
   out.raw = std::move(body);
   return CodecStatus::ok;

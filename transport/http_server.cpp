@@ -6,9 +6,11 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 
 #include "core/log.hpp"
+#include "transport/lazy_timer.hpp"
 
 namespace botgate::http {
 
@@ -25,13 +27,16 @@ struct ServerState {
   std::unordered_set<Session*> sessions;
 };
 
+// One connection. Reads with a Beast parser; writes a response serialized by hand
+// into one buffer (one send, no per-field buffer walking). Read and write
+// deadlines share one timer that is only re-armed when it fires.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, std::shared_ptr<ServerState> state)
-      : stream_(std::move(socket)), state_(std::move(state)) {
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)) {
     state_->open.fetch_add(1, std::memory_order_relaxed);
     beast::error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
+    auto ep = socket_.remote_endpoint(ec);
     if (!ec) peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
@@ -48,12 +53,12 @@ class Session : public std::enable_shared_from_this<Session> {
       std::lock_guard lock(state_->mutex);
       state_->sessions.insert(this);
     }
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+    net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->do_read(); });
   }
 
   // Posted from any thread; runs on the strand.
   void respond(Response&& res) {
-    net::post(stream_.get_executor(), [self = shared_from_this(), r = std::move(res)]() mutable {
+    net::post(socket_.get_executor(), [self = shared_from_this(), r = std::move(res)]() mutable {
       self->do_write(std::move(r));
     });
   }
@@ -61,7 +66,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Posted by the server at drain time. A connection waiting for a request it has
   // not begun to receive is closed; one in the middle of a request finishes it.
   void drain_from_outside(std::weak_ptr<Session> weak) {
-    net::post(stream_.get_executor(), [weak] {
+    net::post(socket_.get_executor(), [weak] {
       if (auto self = weak.lock()) {
         if (self->reading_ && !(self->parser_ && self->parser_->got_some())) self->close();
       }
@@ -74,9 +79,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(state_->options.max_body);
     parser_->header_limit(state_->options.max_header);
-    stream_.expires_after(state_->options.read_timeout);
+    set_deadline(state_->options.read_timeout);
     reading_ = true;
-    bhttp::async_read(stream_, buffer_, *parser_,
+    bhttp::async_read(socket_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
@@ -87,9 +92,9 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec == bhttp::error::header_limit) {
         return refuse(Refusal::header_too_large, 431, "headers too large");
       }
-      if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
-          ec == net::error::operation_aborted || ec == net::error::connection_reset ||
-          ec == net::error::eof || ec == net::error::bad_descriptor) {
+      if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
+          ec == net::error::connection_reset || ec == net::error::eof ||
+          ec == net::error::bad_descriptor) {
         return close();
       }
       if (ec.category() == bhttp::make_error_code(bhttp::error::end_of_stream).category()) {
@@ -99,6 +104,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return close();
     }
     keep_alive_ = parser_->get().keep_alive();
+    head_ = parser_->get().method() == bhttp::verb::head;
+    deadline_.reset();  // the handler has the request; no clock runs until the answer
     state_->handler(parser_->release(), Responder(shared_from_this()));
   }
 
@@ -108,40 +115,74 @@ class Session : public std::enable_shared_from_this<Session> {
     res.set(bhttp::field::content_type, "application/json");
     res.body() = std::string("{\"error\":\"") + text + "\"}";
     keep_alive_ = false;  // the rest of the request was not read
+    head_ = false;
     do_write(std::move(res));
   }
 
   void do_write(Response&& res) {
+    if (!socket_.is_open()) return;
     const bool keep = keep_alive_ && !state_->draining.load(std::memory_order_relaxed);
-    res_.emplace(std::move(res));
-    res_->keep_alive(keep);
-    res_->prepare_payload();
-    stream_.expires_after(state_->options.write_timeout);
-    bhttp::async_write(stream_, *res_,
-                       beast::bind_front_handler(&Session::on_write, shared_from_this(), keep));
+    out_.clear();
+    out_.append("HTTP/1.1 ").append(std::to_string(res.result_int())).append(" ");
+    const auto reason = res.reason();
+    out_.append(reason.data(), reason.size()).append("\r\n");
+    for (const auto& field : res) {
+      if (field.name() == bhttp::field::content_length || field.name() == bhttp::field::connection) {
+        continue;
+      }
+      const auto name = field.name_string();
+      const auto value = field.value();
+      out_.append(name.data(), name.size()).append(": ").append(value.data(), value.size());
+      out_.append("\r\n");
+    }
+    out_.append("Content-Length: ").append(std::to_string(res.body().size())).append("\r\n");
+    if (!keep) out_.append("Connection: close\r\n");
+    out_.append("\r\n");
+    if (!head_) out_.append(res.body());
+    set_deadline(state_->options.write_timeout);
+    net::async_write(socket_, net::buffer(out_),
+                     beast::bind_front_handler(&Session::on_write, shared_from_this(), keep));
   }
 
   void on_write(bool keep, beast::error_code ec, std::size_t) {
-    res_.reset();
-    if (ec) return close();
-    if (!keep) return close();
+    if (ec || !keep) return close();
     do_read();
+  }
+
+  void set_deadline(Duration d) {
+    deadline_ = std::chrono::steady_clock::now() + d;
+    arm();
+  }
+
+  void arm() {
+    timer_.ensure(*deadline_, [self = shared_from_this()] { self->on_timer(); });
+  }
+
+  void on_timer() {
+    if (!socket_.is_open() || !deadline_) return;
+    if (std::chrono::steady_clock::now() >= *deadline_) return close();  // read or write timeout
+    arm();
   }
 
   void close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    socket_.close(ec);
+    timer_.cancel();
+    deadline_.reset();
   }
 
-  beast::tcp_stream stream_;
+  tcp::socket socket_;
+  LazyTimer timer_;
   beast::flat_buffer buffer_;
   std::shared_ptr<ServerState> state_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  std::optional<Response> res_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;  // none while the handler works
+  std::string out_;
   std::string peer_;
   bool keep_alive_ = true;
   bool reading_ = false;
+  bool head_ = false;  // the request was HEAD: the answer has no body
 };
 
 void Responder::operator()(Response&& res) const { session_->respond(std::move(res)); }

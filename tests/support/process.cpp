@@ -157,7 +157,9 @@ bool Process::wait_for_log(const std::string& substring, std::chrono::millisecon
 
 std::uint16_t Process::port(std::chrono::milliseconds timeout) {
   if (port_) return *port_;
-  static const std::regex listening(R"(msg=\"?listening\"?\b.*\bport=(\d+))");
+  // logfmt: `msg=listening ... port=NNNNN`; json: `"msg":"listening",... "port":"NNNNN"`.
+  static const std::regex listening(
+      R"((?:msg=\"?listening\"?\b|"msg":"listening").*(?:\bport=|"port":"?)(\d+))");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     bool alive = running();

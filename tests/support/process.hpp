@@ -55,7 +55,8 @@ class Process {
   bool wait_for_log(const std::regex& re, std::chrono::milliseconds timeout = 10s);
   bool wait_for_log(const std::string& substring, std::chrono::milliseconds timeout = 10s);
 
-  // Port from the line `... msg=listening address=127.0.0.1 port=NNNNN`. Waits
+  // Port from the line `... msg=listening address=127.0.0.1 port=NNNNN` (or its
+  // log.format = "json" form `{... "msg":"listening",... "port":"NNNNN"}`). Waits
   // for it (up to `timeout`) the first time; throws if it never comes.
   std::uint16_t port(std::chrono::milliseconds timeout = 15s);
 

@@ -72,14 +72,18 @@ std::string make_config(const GatewayOptions& o) {
     << "io_threads = " << o.io_threads << "\n"
     << "admin_token = " << quoted(o.admin_token) << "\n"
     << "max_body = " << quoted(o.max_body) << "\n"
-    << "drain_timeout = " << quoted(o.drain_timeout) << "\n"
-    << "\n[log]\n"
+    << "max_header = " << quoted(o.max_header) << "\n"
+    << "drain_timeout = " << quoted(o.drain_timeout) << "\n";
+  if (!o.read_timeout.empty()) t << "read_timeout = " << quoted(o.read_timeout) << "\n";
+  if (!o.write_timeout.empty()) t << "write_timeout = " << quoted(o.write_timeout) << "\n";
+  t << "\n[log]\n"
     << "level = " << quoted(o.log_level) << "\n"
-    << "format = \"logfmt\"\n"
+    << "format = " << quoted(o.log_format) << "\n"
     << "\n[actors]\n"
     << "threads = " << o.actor_threads << "\n"
     << "\n[queue]\n"
     << "shards = " << o.shards << "\n"
+    << "max_pending = " << o.max_pending << "\n"
     << "max_attempts = " << o.max_attempts << "\n"
     << "max_age = " << quoted(o.max_age) << "\n"
     << "\n[backoff]\n"

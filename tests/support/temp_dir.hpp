@@ -39,11 +39,16 @@ struct GatewayOptions {
   std::string backend_path = "/events";
   std::string admin_token = "admin-token";
   std::string max_body = "64KiB";
+  std::string max_header = "8KiB";
   std::string drain_timeout = "10s";
+  std::string read_timeout;   // [server] read_timeout; empty: the gateway default
+  std::string write_timeout;  // [server] write_timeout; empty: the gateway default
   std::string log_level = "info";
+  std::string log_format = "logfmt";  // logfmt | json
   int io_threads = 1;
   int actor_threads = 2;
   int shards = 4;
+  int max_pending = 100000;  // per shard
   int max_attempts = 8;
   std::string max_age = "1h";
   std::string backoff_base = "10ms";

@@ -157,6 +157,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
   CHECK(t.connect_timeout == Duration(1s));
   CHECK(t.timeout == Duration(5s));
   CHECK(t.max_connections == 32u);
+  CHECK(t.pipeline == 1u);
 }
 
 TEST_CASE("full config with every key set", "[config]") {
@@ -217,6 +218,7 @@ weight = 3
 connect_timeout = "500ms"
 timeout = "10s"
 max_connections = 1024
+pipeline = 16
 
 [[targets]]
 name = "t2"
@@ -258,6 +260,7 @@ url = "http://backend.internal:8443/hooks/in?x=1"
   CHECK(c.targets[0].connect_timeout == Duration(500ms));
   CHECK(c.targets[0].timeout == Duration(10s));
   CHECK(c.targets[0].max_connections == 1024u);
+  CHECK(c.targets[0].pipeline == 16u);
   CHECK(c.targets[1].host == "backend.internal");
   CHECK(c.targets[1].port == 8443);
   CHECK(c.targets[1].path == "/hooks/in?x=1");
@@ -487,6 +490,8 @@ TEST_CASE("integer ranges", "[config]") {
              "between 1 and 1024");
   expect_one(kMinimal + "max_connections = 1025\n", "targets[0].max_connections",
              "between 1 and 1024");
+  expect_one(kMinimal + "pipeline = 0\n", "targets[0].pipeline", "between 1 and 128");
+  expect_one(kMinimal + "pipeline = 129\n", "targets[0].pipeline", "between 1 and 128");
 }
 
 TEST_CASE("log level and format", "[config]") {

@@ -395,6 +395,17 @@ TEST_CASE("parse_generic_event limits id and conversation to 256 bytes", "[codec
   CHECK(parse(R"({"id":"a","conversation":")" + k257 + R"("})") == CodecStatus::malformed);
 }
 
+TEST_CASE("parse_generic_event refuses escaped control characters in id and conversation",
+          "[codec][parse]") {
+  // The id becomes the Idempotency-Key header: a CR LF in it would inject headers.
+  CHECK(parse(R"({"id":"a\r\nX-Evil: 1","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a\u0000","conversation":"c"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c\u007f"})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c\td"})") == CodecStatus::malformed);
+  // Other fields may hold them.
+  CHECK(parse(R"({"id":"a","conversation":"c","text":"l1\r\nl2"})") == CodecStatus::ok);
+}
+
 TEST_CASE("parse_generic_event unescapes string values", "[codec][parse]") {
   Event ev;
   REQUIRE(parse(R"({"id":"a\"b","conversation":"c\\d\/e","text":"l1\nl2\tt\u00e9\ud83d\ude00"})",

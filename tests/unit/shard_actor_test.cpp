@@ -131,7 +131,6 @@ ShardOptions fast_options() {
   o.max_attempts = 5;
   o.max_age = 1h;
   o.backoff = botgate::Backoff{1ms, 5ms};
-  o.delivery_timeout = 200ms;
   return o;
 }
 
@@ -156,16 +155,14 @@ struct Harness {
   router_actor router;
   shard_actor shard;
 
-  Harness(Script s1, Script s2, ShardOptions opts) {
+  Harness(Script s1, Script s2, ShardOptions opts, botgate::Duration attempt_timeout = 200ms) {
     cfg.set("scheduler.max-threads", std::size_t{2});
     sys = std::make_unique<caf::actor_system>(cfg);
     t1 = sys->spawn(fake_target, std::string("t1"), rec, std::move(s1));
     t2 = sys->spawn(fake_target, std::string("t2"), rec, std::move(s2));
-    // The router times out a silent target; the shard's own deadline is a
-    // backstop and must be the longer one, as in app/gateway.cpp.
+    // The router times out a silent target.
     router = sys->spawn(botgate::router, std::vector<target_actor>{t1, t2},
-                        std::vector<std::string>{"t1", "t2"}, opts.delivery_timeout);
-    opts.delivery_timeout *= 4;
+                        std::vector<std::string>{"t1", "t2"}, attempt_timeout);
     std::unordered_map<std::string, router_actor> routes{{"src", router}};
     shard = sys->spawn(botgate::shard, std::move(opts), &metrics, routes);
   }
@@ -367,8 +364,7 @@ TEST_CASE("shard retries 429 and 408 answers like server errors", "[actors][shar
 TEST_CASE("shard answers full once max_pending events are held", "[actors][shard]") {
   auto opts = fast_options();
   opts.max_pending = 2;
-  opts.delivery_timeout = 30s;  // nothing completes during the test
-  Harness h(never_answers(), never_answers(), opts);
+  Harness h(never_answers(), never_answers(), opts, 30s);  // nothing completes during the test
   h.ingest("A1", "conv-A");
   h.ingest("A2", "conv-A");
   h.ingest("A3", "conv-A");
@@ -418,7 +414,7 @@ TEST_CASE("shard times out a silent target and retries on the other one",
   CHECK(a1[0].target == "t1");
   CHECK(a1[1].target == "t2");
   CHECK(a1.size() == 2);
-  CHECK(elapsed >= 200ms);  // the retry waited for delivery_timeout
+  CHECK(elapsed >= 200ms);  // the retry waited for the attempt timeout
   CHECK(h.dead_lettered() == 0);
 }
 

@@ -1,0 +1,485 @@
+// transport/http_server through the real botgate binary, on raw sockets: the read
+// (idle) deadline, stalled request heads, and the hand-serialized response framing
+// (Content-Length, Connection: close).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include "tests/support/client.hpp"
+#include "tests/support/events.hpp"
+#include "tests/support/gateway.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_backend.hpp"
+#include "transport/http_client.hpp"
+
+using namespace botgate::test;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long long ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct RawResponse {
+  bool complete = false;  // a whole head and Content-Length body were read
+  int status = 0;
+  std::string head;
+  std::multimap<std::string, std::string> headers;  // lower-case names, every occurrence
+  std::string body;
+
+  std::size_t count(const std::string& name) const { return headers.count(name); }
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+// A blocking client socket with exact control over the bytes on the wire.
+class RawConn {
+ public:
+  explicit RawConn(std::uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    started_ = Clock::now();
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+    connected_ = Clock::now();
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~RawConn() { ::close(fd_); }
+  RawConn(const RawConn&) = delete;
+  RawConn& operator=(const RawConn&) = delete;
+
+  Clock::time_point started() const { return started_; }
+  Clock::time_point connected() const { return connected_; }
+
+  bool send(const std::string& bytes) {
+    std::size_t off = 0;
+    while (off < bytes.size()) {
+      auto n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+
+  // Reads one response framed by its Content-Length; `to_head`: an answer to HEAD,
+  // which has no body whatever its Content-Length says.
+  RawResponse read_response(std::chrono::milliseconds timeout = 3s, bool to_head = false) {
+    RawResponse r;
+    const auto deadline = Clock::now() + timeout;
+    std::size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill(deadline)) return r;
+    }
+    r.head = buf_.substr(0, end + 2);
+    buf_.erase(0, end + 4);
+    if (r.head.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.head.c_str() + 9);
+    std::size_t pos = r.head.find("\r\n") + 2;
+    while (pos < r.head.size()) {
+      auto eol = r.head.find("\r\n", pos);
+      auto line = r.head.substr(pos, eol - pos);
+      pos = eol + 2;
+      auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      auto value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      r.headers.emplace(lower(line.substr(0, colon)), value);
+    }
+    if (to_head) {
+      r.complete = true;
+      return r;
+    }
+    if (r.count("content-length") != 1) return r;
+    const auto cl = std::stoul(r.header("content-length"));
+    while (buf_.size() < cl) {
+      if (!fill(deadline)) return r;
+    }
+    r.body = buf_.substr(0, cl);
+    buf_.erase(0, cl);
+    r.complete = true;
+    return r;
+  }
+
+  // Waits for the peer to close (EOF or reset). The time it was seen, or nothing on
+  // timeout. Bytes received meanwhile land in leftover().
+  std::optional<Clock::time_point> wait_closed(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char tmp[4096];
+      auto n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) return Clock::now();
+      buf_.append(tmp, static_cast<std::size_t>(n));
+    }
+  }
+
+  const std::string& leftover() const { return buf_; }
+
+ private:
+  bool fill(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char tmp[65536];
+    auto n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  int fd_ = -1;
+  std::string buf_;
+  Clock::time_point started_{};
+  Clock::time_point connected_{};
+};
+
+std::string get(const std::string& target, const std::string& extra_headers = {}) {
+  return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n";
+}
+
+std::string describe(const RawResponse& r) {
+  return "complete=" + std::to_string(r.complete) + " head=[" + r.head + "] body=" +
+         r.body.substr(0, 200);
+}
+
+constexpr auto kReadTimeout = 500ms;
+// "closed after >= read_timeout and < read_timeout + 1.5s"
+constexpr auto kSlack = 1500ms;
+
+}  // namespace
+
+TEST_CASE("server closes an idle keep-alive connection after read_timeout, not a busy one",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.read_timeout = "500ms";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  // Never sends a byte.
+  RawConn silent(gw.port());
+  // One request answered, then idle.
+  RawConn after(gw.port());
+  const auto sent = Clock::now();
+  REQUIRE(after.send(get("/healthz")));
+  auto res = after.read_response();
+  const auto answered = Clock::now();
+  INFO(describe(res));
+  REQUIRE(res.complete);
+  REQUIRE(res.status == 200);
+  REQUIRE(res.count("connection") == 0);
+
+  auto silent_closed =
+      std::async(std::launch::async, [&] { return silent.wait_closed(kReadTimeout + 3s); });
+  auto after_closed =
+      std::async(std::launch::async, [&] { return after.wait_closed(kReadTimeout + 3s); });
+
+  // Meanwhile a connection with a request every 150 ms outlives several read
+  // timeouts: the deadline runs from the start of each request, not the connection.
+  RawConn busy(gw.port());
+  int busy_ok = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(150ms);
+    if (!busy.send(get("/healthz"))) break;
+    auto r = busy.read_response(1s);
+    if (!r.complete || r.status != 200) break;
+    ++busy_ok;
+  }
+  CHECK(busy_ok == 8);
+
+  auto s = silent_closed.get();
+  auto a = after_closed.get();
+  REQUIRE(s.has_value());
+  REQUIRE(a.has_value());
+  INFO("silent closed after " << ms_between(silent.started(), *s) << " ms");
+  INFO("idle after answer closed after " << ms_between(sent, *a) << " ms from the request, "
+                                         << ms_between(answered, *a) << " ms from its answer");
+  CHECK(ms_between(silent.started(), *s) >= 500);
+  CHECK(ms_between(silent.connected(), *s) < 500 + 1500);
+  CHECK(ms_between(sent, *a) >= 500);
+  CHECK(ms_between(answered, *a) < 500 + 1500);
+  CHECK(silent.leftover().empty());
+  CHECK(after.leftover().empty());
+}
+
+TEST_CASE("server drops a client that stalls or trickles a request head after read_timeout",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.read_timeout = "500ms";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  const std::string head =
+      "POST /v1/events/demo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: 2\r\nX-Botgate-Timestamp: 1\r\n\r\n{}";
+
+  RawConn stalled(gw.port());
+  REQUIRE(stalled.send(head.substr(0, 40)));  // half a head, then nothing
+  auto stalled_closed =
+      std::async(std::launch::async, [&] { return stalled.wait_closed(kReadTimeout + 3s); });
+
+  // One byte every 100 ms: never idle for long, but never a whole request in time.
+  RawConn trickle(gw.port());
+  std::atomic<bool> stop{false};
+  std::thread trickler([&] {
+    for (std::size_t i = 0; i + 1 < head.size() && !stop; ++i) {
+      if (!trickle.send(head.substr(i, 1))) return;
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  auto trickle_closed =
+      std::async(std::launch::async, [&] { return trickle.wait_closed(kReadTimeout + 3s); });
+
+  // Others are served while those two hang on.
+  std::this_thread::sleep_for(200ms);
+  auto during = http_request(gw.port(), "GET", "/healthz", {}, {}, 2s);
+  CHECK(during.status == 200);
+
+  auto s = stalled_closed.get();
+  auto t = trickle_closed.get();
+  stop = true;
+  trickler.join();
+  REQUIRE(s.has_value());
+  INFO("stalled closed after " << ms_between(stalled.started(), *s) << " ms");
+  CHECK(ms_between(stalled.started(), *s) >= 500);
+  CHECK(ms_between(stalled.connected(), *s) < 500 + 1500);
+  REQUIRE(t.has_value());
+  INFO("trickle closed after " << ms_between(trickle.started(), *t) << " ms");
+  CHECK(ms_between(trickle.started(), *t) >= 500);
+  CHECK(ms_between(trickle.connected(), *t) < 500 + 1500);
+
+  // And after they are gone.
+  CHECK(gw.process().running());
+  auto res = http_request(gw.port(), "GET", "/healthz", {}, {}, 2s);
+  CHECK(res.status == 200);
+  HttpConnection conn(gw.port(), 2s);
+  auto ev = send_event(conn, o.source, o.secret, event_json("after-stall", "conv", 0));
+  INFO(ev.describe());
+  CHECK(ev.status == 200);
+}
+
+TEST_CASE("server frames responses by Content-Length and honours Connection: close",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.read_timeout = "5s";  // so a close below is not the idle timeout
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  SECTION("keep-alive: two pipelined requests, each response exactly Content-Length long") {
+    RawConn c(gw.port());
+    REQUIRE(c.send(get("/healthz") + get("/no-such-route")));
+    auto r1 = c.read_response();
+    auto r2 = c.read_response();
+    INFO(describe(r1));
+    INFO(describe(r2));
+    REQUIRE(r1.complete);
+    REQUIRE(r2.complete);  // starts right where r1's body ended
+    CHECK(r1.status == 200);
+    CHECK(r1.body == "{\"status\":\"ok\"}");
+    CHECK(r1.count("content-length") == 1);
+    CHECK(r1.count("connection") == 0);
+    CHECK(r2.status == 404);
+    CHECK(r2.count("content-length") == 1);
+    CHECK(r2.count("connection") == 0);
+    CHECK(r2.body.find("not_found") != std::string::npos);
+    // A longer body (the metrics page) on the same connection.
+    REQUIRE(c.send(get("/metrics")));
+    auto r3 = c.read_response();
+    INFO(describe(r3));
+    REQUIRE(r3.complete);
+    CHECK(r3.status == 200);
+    CHECK(r3.body.find("botgate_") != std::string::npos);
+    CHECK(r3.body.back() == '\n');
+    CHECK(!c.wait_closed(300ms).has_value());  // still open
+    CHECK(c.leftover().empty());                // and nothing past the last body
+  }
+
+  SECTION("Connection: close on the request") {
+    RawConn c(gw.port());
+    REQUIRE(c.send(get("/healthz", "Connection: close\r\n")));
+    auto r = c.read_response();
+    const auto answered = Clock::now();
+    INFO(describe(r));
+    REQUIRE(r.complete);
+    CHECK(r.status == 200);
+    CHECK(r.count("content-length") == 1);
+    CHECK(r.header("content-length") == std::to_string(r.body.size()));
+    CHECK(r.count("connection") == 1);
+    CHECK(lower(r.header("connection")) == "close");
+    auto closed = c.wait_closed(2s);
+    REQUIRE(closed.has_value());
+    CHECK(ms_between(answered, *closed) < 1000);
+    CHECK(c.leftover().empty());
+  }
+
+  SECTION("Connection: close on an event POST") {
+    RawConn c(gw.port());
+    const std::string body = event_json("close-1", "conv-close", 0);
+    std::string req = "POST /v1/events/" + o.source + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& [name, value] : signed_headers(o.secret, body)) {
+      req += name + ": " + value + "\r\n";
+    }
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    REQUIRE(c.send(req));
+    auto r = c.read_response();
+    INFO(describe(r));
+    REQUIRE(r.complete);
+    CHECK(r.status == 200);
+    CHECK(r.count("content-length") == 1);
+    CHECK(lower(r.header("connection")) == "close");
+    auto closed = c.wait_closed(2s);
+    REQUIRE(closed.has_value());
+    CHECK(c.leftover().empty());
+  }
+
+  SECTION("HTTP/1.0 without keep-alive") {
+    RawConn c(gw.port());
+    REQUIRE(c.send("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"));
+    auto r = c.read_response();
+    INFO(describe(r));
+    REQUIRE(r.complete);
+    CHECK(r.status == 200);
+    CHECK(r.count("content-length") == 1);
+    CHECK(lower(r.header("connection")) == "close");
+    REQUIRE(c.wait_closed(2s).has_value());
+  }
+}
+
+// RFC 9110 9.3.2: a response to HEAD has no content. botgate allows HEAD on
+// /healthz, /readyz and /metrics; body bytes after a HEAD answer would be read by a
+// keep-alive client as the start of the next response.
+TEST_CASE("server answers HEAD without a body, so a kept-alive connection stays in sync",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  RawConn c(gw.port());
+  REQUIRE(c.send("HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + get("/healthz")));
+  auto head = c.read_response(3s, /*to_head=*/true);
+  INFO(describe(head));
+  REQUIRE(head.complete);
+  CHECK(head.status == 200);
+  auto next = c.read_response();
+  INFO(describe(next));
+  CHECK(next.complete);
+  CHECK(next.status == 200);  // fails if the HEAD answer carried a body
+  CHECK(next.body == "{\"status\":\"ok\"}");
+}
+
+// Where the two rewritten halves meet: botgate's server closes an idle kept-alive
+// connection (a FIN, not a reset) that HttpClient still holds; the next post must
+// go through on a new connection without the caller noticing.
+TEST_CASE("HttpClient resends transparently over a connection the server idled out",
+          "[server][client]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.read_timeout = "300ms";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<botgate::http::ClientResponse> got;
+  int calls[2] = {0, 0};
+  auto cb = [&](int i) {
+    return [&, i](botgate::http::ClientResponse&& r) {
+      std::lock_guard lk(mu);
+      calls[i]++;
+      got.push_back(std::move(r));
+      cv.notify_all();
+    };
+  };
+  auto wait_calls = [&](std::size_t n) {
+    std::unique_lock lk(mu);
+    return cv.wait_for(lk, 5s, [&] { return got.size() >= n; });
+  };
+  auto headers_for = [&](const std::string& body) {
+    botgate::http::HeaderList h;
+    for (auto& [name, value] : signed_headers(o.secret, body)) {
+      if (lower(name) != "content-type") h.emplace_back(name, value);
+    }
+    return h;
+  };
+
+  boost::asio::io_context ioc;
+  auto guard = boost::asio::make_work_guard(ioc);
+  botgate::http::ClientOptions co;
+  co.host = "127.0.0.1";
+  co.port = gw.port();
+  co.max_connections = 1;
+  auto client = botgate::http::HttpClient::create(ioc, co);
+  std::thread io([&] { ioc.run(); });
+
+  const auto b1 = event_json("idle-1", "conv-idle", 0);
+  client->post("/v1/events/" + o.source, b1, headers_for(b1), cb(0));
+  bool first = wait_calls(1);
+  std::this_thread::sleep_for(800ms);  // > read_timeout: the server has closed it
+  const auto b2 = event_json("idle-2", "conv-idle", 1);
+  client->post("/v1/events/" + o.source, b2, headers_for(b2), cb(1));
+  bool second = wait_calls(2);
+  std::this_thread::sleep_for(50ms);
+
+  client->shutdown();
+  guard.reset();
+  ioc.stop();
+  io.join();
+
+  REQUIRE(first);
+  REQUIRE(second);
+  std::lock_guard lk(mu);
+  for (auto& r : got) {
+    INFO("error=" << static_cast<int>(r.error) << " status=" << r.status << " message=" << r.message
+                  << " body=" << r.body);
+    CHECK(r.error == botgate::http::ClientResponse::Error::none);
+    CHECK(r.status == 200);
+  }
+  CHECK(calls[0] == 1);
+  CHECK(calls[1] == 1);
+}
