@@ -39,6 +39,8 @@
 
 #include "transport/signature.hpp"
 
+#include "bench/common.hpp"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -46,12 +48,9 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-std::uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using bench::mono_ns;
+using bench::parse_num;
+using bench::percentile;
 
 std::int64_t unix_s() {
   timespec ts{};
@@ -115,12 +114,6 @@ bool plain_text(std::string_view s) {
                      [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
 }
 
-template <class T>
-bool parse_num(std::string_view s, T& out) {
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc{} && p == s.data() + s.size();
-}
-
 bool parse_seconds(std::string_view s, double& out) {
   try {
     std::size_t pos = 0;
@@ -144,12 +137,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
       continue;
     }
     std::string_view val;
-    if (auto eq = a.find('='); eq != std::string_view::npos) {
-      val = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    } else if (i + 1 < argc) {
-      val = argv[++i];
-    } else {
+    if (!bench::flag_value(argc, argv, i, a, val)) {
       fmt::print(stderr, "loadgen: {} needs a value\n", a);
       return std::nullopt;
     }
@@ -540,13 +528,6 @@ class Conn {
 };
 
 // ---------------------------------------------------------------- report
-
-std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  auto rank = static_cast<std::size_t>(q * static_cast<double>(sorted.size()) + 0.999999);
-  rank = std::clamp<std::size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
-}
 
 }  // namespace
 

@@ -21,8 +21,8 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-15}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}     # SIGTERM -> SIGKILL grace for botgate
 LOG_LEVEL=${LOG_LEVEL:-info}         # only lifecycle lines are logged at info
 SINK_THREADS=${SINK_THREADS:-1}
-TARGET_CONNECTIONS=${TARGET_CONNECTIONS:-64}  # [[targets]] max_connections toward the sink
-PIPELINE=${PIPELINE:-1}              # [[targets]] pipeline toward the sink
+TARGET_CONNECTIONS=${TARGET_CONNECTIONS:-16}  # [[targets]] max_connections toward the sink
+PIPELINE=${PIPELINE:-16}             # [[targets]] pipeline toward the sink
 JSON=${JSON:-0}                      # 1: loadgen and sink print one JSON line each
 
 for bin in "$BOTGATE" "$LOADGEN" "$SINK"; do

@@ -31,6 +31,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bench/common.hpp"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -38,12 +40,9 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-std::uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using bench::mono_ns;
+using bench::parse_num;
+using bench::percentile;
 
 struct Options {
   std::string host = "127.0.0.1";
@@ -73,12 +72,6 @@ void usage(std::FILE* out) {
       out);
 }
 
-template <class T>
-bool parse_num(std::string_view s, T& out) {
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc{} && p == s.data() + s.size();
-}
-
 std::optional<Options> parse_args(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -96,12 +89,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
       continue;
     }
     std::string_view val;
-    if (auto eq = a.find('='); eq != std::string_view::npos) {
-      val = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    } else if (i + 1 < argc) {
-      val = argv[++i];
-    } else {
+    if (!bench::flag_value(argc, argv, i, a, val)) {
       fmt::print(stderr, "sink: {} needs a value\n", a);
       return std::nullopt;
     }
@@ -380,13 +368,6 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
-
-std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  auto rank = static_cast<std::size_t>(q * static_cast<double>(sorted.size()) + 0.999999);
-  rank = std::clamp<std::size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
-}
 
 }  // namespace
 

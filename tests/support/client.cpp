@@ -1,4 +1,5 @@
 #include "tests/support/client.hpp"
+#include "tests/support/headers.hpp"
 
 #include <cctype>
 #include <cmath>
@@ -20,19 +21,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
-namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-}  // namespace
-
 std::string Response::header(const std::string& lower_name) const {
-  auto it = headers.find(lower_name);
-  return it == headers.end() ? std::string() : it->second;
+  return header_value(headers, lower_name);
 }
 
 std::string Response::describe() const {

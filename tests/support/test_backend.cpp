@@ -1,4 +1,5 @@
 #include "tests/support/test_backend.hpp"
+#include "tests/support/headers.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -38,17 +39,10 @@ std::atomic<std::uint64_t> g_arrival_order{0};
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 }  // namespace
 
 std::string BackendRequest::header(const std::string& lower_name) const {
-  auto it = headers.find(lower_name);
-  return it == headers.end() ? std::string() : it->second;
+  return header_value(headers, lower_name);
 }
 
 struct TestBackend::Impl {
