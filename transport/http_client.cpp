@@ -312,7 +312,8 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   next_waiting();
 }
 
-void HttpClient::close(const ConnPtr& conn) {
+void HttpClient::close(const ConnPtr& c) {
+  const ConnPtr conn = c;  // `c` may be an element of the vectors erased below
   conn->dead = true;
   boost::system::error_code ignored;
   conn->socket.close(ignored);
