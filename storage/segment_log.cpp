@@ -1,0 +1,435 @@
+#include "storage/segment_log.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include "storage/crc32c.hpp"
+
+namespace botgate::storage {
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void throw_errno(int err, const std::string& what, const fs::path& path) {
+  throw std::system_error(err, std::generic_category(), what + " " + path.string());
+}
+
+void put_u32(char* p, std::uint32_t v) noexcept {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+void put_u64(char* p, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+std::uint32_t get_u32(const unsigned char* p) noexcept {
+  std::uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+std::uint64_t get_u64(const unsigned char* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+std::string segment_name(std::uint64_t base) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020llu.log", static_cast<unsigned long long>(base));
+  return name;
+}
+
+// The first seq encoded in a segment file name, or nothing if it is not one.
+std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
+  if (name.size() != 24 || !name.ends_with(".log")) return std::nullopt;
+  if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  std::uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(name.data(), name.data() + 20, v);
+  if (ec != std::errc{} || ptr != name.data() + 20) return std::nullopt;
+  return v;
+}
+
+void write_all(int fd, const char* p, std::size_t n, const fs::path& path) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "write", path);
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+// Reads up to n bytes at off; returns how many were read (less only at end of file).
+std::size_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off, const fs::path& path) {
+  std::size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, p + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "pread", path);
+    }
+    if (r == 0) break;
+    done += static_cast<std::size_t>(r);
+  }
+  return done;
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) noexcept : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+std::string_view to_string(RecoveryReason r) noexcept {
+  switch (r) {
+    case RecoveryReason::none:
+      return "none";
+    case RecoveryReason::short_read:
+      return "short read (torn record)";
+    case RecoveryReason::bad_length:
+      return "bad length";
+    case RecoveryReason::crc_mismatch:
+      return "crc mismatch";
+    case RecoveryReason::bad_type:
+      return "bad record type";
+    case RecoveryReason::bad_sequence:
+      return "sequence out of order";
+  }
+  return "unknown";
+}
+
+SegmentLog::SegmentLog(fs::path dir, Options o) : dir_(std::move(dir)), opts_(o) {}
+
+SegmentLog::~SegmentLog() {
+  if (!broken_) {
+    try {
+      flush();
+    } catch (...) {
+    }
+  }
+  for (int fd : unsynced_fds_) ::close(fd);
+  if (fd_ >= 0) ::close(fd_);
+  if (dir_fd_ >= 0) ::close(dir_fd_);  // also releases the lock
+}
+
+std::unique_ptr<SegmentLog> SegmentLog::open(fs::path dir, Options o, RecoveryReport& report) {
+  if (o.segment_bytes == 0 || o.max_record_bytes == 0)
+    throw std::invalid_argument("segment log: segment_bytes and max_record_bytes must be > 0");
+  std::unique_ptr<SegmentLog> log(new SegmentLog(std::move(dir), o));
+  report = RecoveryReport{};
+  fs::create_directories(log->dir_);
+  log->dir_fd_ = ::open(log->dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (log->dir_fd_ < 0) throw_errno(errno, "open", log->dir_);
+  if (::flock(log->dir_fd_, LOCK_EX | LOCK_NB) != 0) throw_errno(errno, "lock", log->dir_);
+  log->recover(report);
+  log->open_current();
+  report.events_pending = log->pending_.size();
+  return log;
+}
+
+void SegmentLog::recover(RecoveryReport& report) {
+  std::vector<std::pair<std::uint64_t, fs::path>> files;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    if (!entry.is_regular_file()) continue;
+    if (auto base = parse_segment_name(entry.path().filename().string()))
+      files.emplace_back(*base, entry.path());
+  }
+  std::sort(files.begin(), files.end());
+
+  std::uint64_t last_seq = 0;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const auto& [base, path] = files[i];
+    Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (fd.get() < 0) throw_errno(errno, "open", path);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "stat", path);
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    ++report.segments_scanned;
+    Segment& seg = segments_[base];
+    seg.path = path;
+
+    const unsigned char* p = nullptr;
+    void* map = nullptr;
+    if (size > 0) {
+      map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+      if (map == MAP_FAILED) throw_errno(errno, "mmap", path);
+      p = static_cast<const unsigned char*>(map);
+    }
+    std::uint64_t off = 0;
+    RecoveryReason bad = RecoveryReason::none;
+    while (off < size) {
+      const std::uint64_t left = size - off;
+      if (left < kRecordHeaderBytes) {
+        bad = RecoveryReason::short_read;
+        break;
+      }
+      const unsigned char* r = p + off;
+      const std::uint32_t len = get_u32(r);
+      const std::uint32_t crc = get_u32(r + 4);
+      const std::uint64_t seq = get_u64(r + 8);
+      const auto type = static_cast<RecordType>(r[16]);
+      if (len > opts_.max_record_bytes) {
+        bad = RecoveryReason::bad_length;
+        break;
+      }
+      if (left - kRecordHeaderBytes < len) {
+        bad = RecoveryReason::short_read;
+        break;
+      }
+      // seq, type and payload are contiguous: the CRC covers bytes [8, 17 + len).
+      if (crc32c(r + 8, 9 + std::size_t{len}) != crc) {
+        bad = RecoveryReason::crc_mismatch;
+        break;
+      }
+      if (seq <= last_seq || seq < base) {
+        bad = RecoveryReason::bad_sequence;
+        break;
+      }
+      if (type == RecordType::event) {
+        pending_[seq] = Location{base, off, len};
+        ++seg.live_events;
+      } else if (type == RecordType::completion && len == 8) {
+        // Completions of events in segments already deleted find nothing, as they should.
+        if (auto it = pending_.find(get_u64(r + kRecordHeaderBytes)); it != pending_.end()) {
+          --segments_[it->second.segment].live_events;
+          if (it->second.segment != base) seg.refs.insert(it->second.segment);
+          pending_.erase(it);
+        }
+      } else {
+        bad = RecoveryReason::bad_type;
+        break;
+      }
+      last_seq = seq;
+      ++report.records_scanned;
+      off += kRecordHeaderBytes + len;
+    }
+    if (map) ::munmap(map, size);
+    seg.size = off;
+    if (bad == RecoveryReason::none) continue;
+
+    // Cut the log at the last good record: truncate this segment, drop every later one.
+    if (::ftruncate(fd.get(), static_cast<off_t>(off)) != 0) throw_errno(errno, "truncate", path);
+    if (::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
+    report.reason = bad;
+    report.segment = path;
+    report.truncated_at = off;
+    report.truncated_bytes = size - off;
+    for (std::size_t j = i + 1; j < files.size(); ++j) {
+      std::error_code ec;
+      const auto bytes = fs::file_size(files[j].second, ec);
+      if (::unlink(files[j].second.c_str()) != 0 && errno != ENOENT)
+        throw_errno(errno, "unlink", files[j].second);
+      ++report.segments_deleted;
+      if (!ec) report.deleted_bytes += bytes;
+    }
+    if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+    break;
+  }
+  next_seq_ = last_seq + 1;
+  if (!segments_.empty()) next_seq_ = std::max(next_seq_, segments_.rbegin()->first);
+}
+
+void SegmentLog::open_current() {
+  if (segments_.empty()) {
+    create_segment(next_seq_);
+    return;
+  }
+  current_ = segments_.rbegin()->first;
+  const fs::path& path = segments_.rbegin()->second.path;
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd_ < 0) throw_errno(errno, "open", path);
+}
+
+void SegmentLog::create_segment(std::uint64_t base) {
+  fs::path path = dir_ / segment_name(base);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_errno(errno, "create", path);
+  Segment& seg = segments_[base];
+  seg.path = std::move(path);
+  current_ = base;
+  dir_dirty_ = true;
+}
+
+void SegmentLog::check_usable() const {
+  if (broken_)
+    throw std::system_error(EIO, std::generic_category(),
+                            "segment log " + dir_.string() + " unusable after an I/O error");
+}
+
+void SegmentLog::maybe_rotate(std::size_t record_bytes) {
+  const Segment& cur = segments_.at(current_);
+  if (cur.size == 0 || cur.size + record_bytes <= opts_.segment_bytes) return;
+  flush();
+  try {
+    unsynced_fds_.push_back(fd_);
+    fd_ = -1;
+    create_segment(next_seq_);
+  } catch (...) {
+    broken_ = true;
+    throw;
+  }
+}
+
+std::uint64_t SegmentLog::append_record(RecordType type, std::string_view payload, Location& loc) {
+  check_usable();
+  const std::size_t bytes = kRecordHeaderBytes + payload.size();
+  maybe_rotate(bytes);
+  const std::uint64_t seq = next_seq_;
+  const std::size_t at = buf_.size();
+  buf_.resize(at + bytes);
+  char* r = buf_.data() + at;
+  put_u32(r, static_cast<std::uint32_t>(payload.size()));
+  put_u64(r + 8, seq);
+  r[16] = static_cast<char>(type);
+  if (!payload.empty()) std::memcpy(r + kRecordHeaderBytes, payload.data(), payload.size());
+  put_u32(r + 4, crc32c(r + 8, 9 + payload.size()));
+
+  Segment& cur = segments_.at(current_);
+  loc = Location{current_, cur.size, static_cast<std::uint32_t>(payload.size())};
+  cur.size += bytes;
+  ++next_seq_;
+  if (buf_.size() >= opts_.write_buffer_bytes) flush();
+  return seq;
+}
+
+std::uint64_t SegmentLog::append_event(std::string_view payload) {
+  if (payload.size() > opts_.max_record_bytes)
+    throw std::length_error("segment log: event payload over max_record_bytes");
+  Location loc;
+  const std::uint64_t seq = append_record(RecordType::event, payload, loc);
+  pending_[seq] = loc;
+  ++segments_.at(loc.segment).live_events;
+  return seq;
+}
+
+void SegmentLog::append_completion(std::uint64_t seq) {
+  const auto it = pending_.find(seq);
+  if (it == pending_.end()) return;
+  char body[8];
+  put_u64(body, seq);
+  Location loc;
+  append_record(RecordType::completion, std::string_view(body, sizeof body), loc);
+  const std::uint64_t event_segment = it->second.segment;
+  --segments_.at(event_segment).live_events;
+  if (event_segment != loc.segment) segments_.at(loc.segment).refs.insert(event_segment);
+  pending_.erase(it);
+}
+
+void SegmentLog::flush() {
+  if (buf_.empty()) return;
+  check_usable();
+  try {
+    write_all(fd_, buf_.data(), buf_.size(), segments_.at(current_).path);
+  } catch (...) {
+    broken_ = true;
+    throw;
+  }
+  buf_.clear();
+}
+
+void SegmentLog::sync() {
+  flush();
+  check_usable();
+  // After a failed fdatasync the kernel may have dropped the dirty pages: never retry it.
+  while (!unsynced_fds_.empty()) {
+    const int fd = unsynced_fds_.back();
+    if (::fdatasync(fd) != 0) {
+      broken_ = true;
+      throw_errno(errno, "fdatasync (closed segment) in", dir_);
+    }
+    ::close(fd);
+    unsynced_fds_.pop_back();
+  }
+  if (::fdatasync(fd_) != 0) {
+    broken_ = true;
+    throw_errno(errno, "fdatasync", segments_.at(current_).path);
+  }
+  if (dir_dirty_) {
+    if (::fsync(dir_fd_) != 0) {
+      broken_ = true;
+      throw_errno(errno, "fsync", dir_);
+    }
+    dir_dirty_ = false;
+  }
+}
+
+std::size_t SegmentLog::collect() {
+  // Segments are visited oldest first, so a segment whose completions point at an older one
+  // can go in the same pass, right after it.
+  std::vector<std::uint64_t> doomed;
+  std::set<std::uint64_t> going;
+  for (auto& [base, seg] : segments_) {
+    if (base == current_ || seg.live_events != 0) continue;
+    std::erase_if(seg.refs, [&](std::uint64_t r) { return !segments_.contains(r); });
+    if (!std::all_of(seg.refs.begin(), seg.refs.end(),
+                     [&](std::uint64_t r) { return going.contains(r); }))
+      continue;
+    doomed.push_back(base);
+    going.insert(base);
+  }
+  if (doomed.empty()) return 0;
+  // The completions that justify the deletion must be on disk before anything goes.
+  sync();
+  for (std::uint64_t base : doomed) {
+    const fs::path path = segments_.at(base).path;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(errno, "unlink", path);
+    segments_.erase(base);
+    // Each unlink is made durable before the next, so a crash can never keep an older segment
+    // while losing the newer one that holds its completions.
+    if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+  }
+  return doomed.size();
+}
+
+std::vector<Record> SegmentLog::pending() {
+  flush();
+  std::vector<Record> out;
+  out.reserve(pending_.size());
+  std::map<std::uint64_t, std::unique_ptr<Fd>> fds;
+  std::string buf;
+  for (const auto& [seq, loc] : pending_) {
+    const Segment& seg = segments_.at(loc.segment);
+    auto& fd = fds[loc.segment];
+    if (!fd) {
+      fd = std::make_unique<Fd>(::open(seg.path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd->get() < 0) throw_errno(errno, "open", seg.path);
+    }
+    const std::size_t bytes = kRecordHeaderBytes + loc.length;
+    buf.resize(bytes);
+    const auto* r = reinterpret_cast<const unsigned char*>(buf.data());
+    if (pread_all(fd->get(), buf.data(), bytes, loc.offset, seg.path) != bytes ||
+        get_u32(r) != loc.length || get_u64(r + 8) != seq ||
+        crc32c(r + 8, 9 + std::size_t{loc.length}) != get_u32(r + 4))
+      throw std::system_error(
+          EIO, std::generic_category(),
+          "record " + std::to_string(seq) + " changed on disk in " + seg.path.string());
+    out.push_back(Record{seq, buf.substr(kRecordHeaderBytes)});
+  }
+  return out;
+}
+
+}  // namespace botgate::storage

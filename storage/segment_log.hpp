@@ -1,0 +1,159 @@
+// An append-only, CRC-checked segment log: the storage under one shard's durable queue.
+//
+// Layout: one directory per shard (e.g. <queue dir>/shard-0/) holding segment files named by
+// the sequence number of their first record, zero-padded to 20 digits, plus ".log". A segment is
+// a sequence of records, little-endian:
+//
+//   u32 length   payload bytes
+//   u32 crc      CRC32C over (seq bytes, type byte, payload)
+//   u64 seq      strictly increasing across the whole log and across restarts (only the seq of
+//                a record lost in a torn tail, which was never synced, is used again)
+//   u8  type     1 = event (opaque payload), 2 = completion (payload: u64 seq of the event)
+//   payload
+//
+// Recovery (open): segments are scanned in order. The first record that is torn (short), has a
+// length over Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number
+// that does not increase ends the log: its segment is truncated at the last good record and every
+// later segment is deleted. This is reported, never thrown.
+//
+// Durability: appends are buffered in memory. flush() hands them to the kernel with write(2);
+// sync() also fdatasync(2)s them. Only what sync() covered survives a power loss; what flush()
+// covered survives a crash of the process (kill -9).
+//
+// Not thread-safe: the owner (one shard) serialises every call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace botgate::storage {
+
+enum class RecordType : std::uint8_t { event = 1, completion = 2 };
+
+inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 8 + 1;
+
+struct Options {
+  // A new segment is started once the current one holds at least this many bytes.
+  std::uint64_t segment_bytes = 64ull << 20;
+  // Longest payload accepted by append_event; longer lengths found on disk mean corruption.
+  std::uint32_t max_record_bytes = 16u << 20;
+  // Buffered bytes that trigger a flush() on their own.
+  std::size_t write_buffer_bytes = 256u << 10;
+};
+
+// Why recovery cut the log short.
+enum class RecoveryReason {
+  none,          // the log was clean
+  short_read,    // torn record: the file ends inside a header or payload
+  bad_length,    // the length field is over Options::max_record_bytes
+  crc_mismatch,  // the record's CRC32C does not match
+  bad_type,      // CRC is good but the type is unknown, or a completion's payload is not 8 bytes
+  bad_sequence,  // sequence number does not increase, or is below the segment's first seq
+};
+
+std::string_view to_string(RecoveryReason r) noexcept;
+
+struct RecoveryReport {
+  std::size_t segments_scanned = 0;
+  std::uint64_t records_scanned = 0;  // good records, events and completions
+  std::size_t events_pending = 0;     // events without a completion after recovery
+  // Set when recovery truncated the log:
+  RecoveryReason reason = RecoveryReason::none;
+  std::filesystem::path segment;      // the segment that was truncated
+  std::uint64_t truncated_at = 0;     // its new size: the end of its last good record
+  std::uint64_t truncated_bytes = 0;  // bytes cut from it
+  std::size_t segments_deleted = 0;   // later segments removed with it
+  std::uint64_t deleted_bytes = 0;    // their total size
+
+  bool truncated() const noexcept { return reason != RecoveryReason::none; }
+};
+
+struct Record {
+  std::uint64_t seq = 0;
+  std::string payload;
+
+  friend bool operator==(const Record&, const Record&) = default;
+};
+
+class SegmentLog {
+ public:
+  // Opens (creating if needed) the log in `dir` and recovers it; see the file comment.
+  // Throws std::system_error on I/O errors, including when another SegmentLog holds `dir`.
+  static std::unique_ptr<SegmentLog> open(std::filesystem::path dir, Options o,
+                                          RecoveryReport& report);
+
+  SegmentLog(const SegmentLog&) = delete;
+  SegmentLog& operator=(const SegmentLog&) = delete;
+  // Flushes (write(2), no fdatasync) what is buffered; errors are swallowed.
+  ~SegmentLog();
+
+  // Appends an event record and returns its sequence number. Throws std::length_error if the
+  // payload is over Options::max_record_bytes.
+  std::uint64_t append_event(std::string_view payload);
+
+  // Marks event `seq` completed by appending a completion record. A no-op (nothing written)
+  // when `seq` is not a pending event, so completing twice is harmless.
+  void append_completion(std::uint64_t seq);
+
+  // Writes buffered records to the current segment with write(2).
+  void flush();
+  // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
+  // directory if a segment was created.
+  void sync();
+
+  // Deletes every closed (not current) segment whose events are all completed, and returns how
+  // many were deleted. A segment that holds completions for events of an older segment still on
+  // disk is kept until that one is gone, so a restart never resurrects a completed event.
+  std::size_t collect();
+
+  // Every event not completed, in sequence order, read back from disk (flushes first).
+  std::vector<Record> pending();
+
+  std::size_t pending_count() const noexcept { return pending_.size(); }
+  std::uint64_t next_seq() const noexcept { return next_seq_; }
+  std::size_t segment_count() const noexcept { return segments_.size(); }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+
+ private:
+  struct Segment {
+    std::filesystem::path path;
+    std::uint64_t size = 0;         // bytes written or buffered
+    std::uint64_t live_events = 0;  // events in it not completed yet
+    std::set<std::uint64_t> refs;   // older segments holding events it completes
+  };
+  struct Location {
+    std::uint64_t segment = 0;  // first seq of the segment
+    std::uint64_t offset = 0;   // of the record header
+    std::uint32_t length = 0;   // of the payload
+  };
+
+  SegmentLog(std::filesystem::path dir, Options o);
+  void recover(RecoveryReport& report);
+  void open_current();
+  void create_segment(std::uint64_t base);
+  void maybe_rotate(std::size_t record_bytes);
+  std::uint64_t append_record(RecordType type, std::string_view payload, Location& loc);
+  void check_usable() const;
+
+  std::filesystem::path dir_;
+  Options opts_;
+  int dir_fd_ = -1;
+  int fd_ = -1;                    // current segment, opened for append
+  std::vector<int> unsynced_fds_;  // closed segments written since the last sync
+  bool dir_dirty_ = false;         // a segment was created since the last sync
+  bool broken_ = false;            // an I/O error left the tail in an unknown state
+  std::uint64_t current_ = 0;      // first seq of the current segment
+  std::uint64_t next_seq_ = 1;
+  std::string buf_;
+  std::map<std::uint64_t, Segment> segments_;  // by first seq
+  std::map<std::uint64_t, Location> pending_;  // by event seq
+};
+
+}  // namespace botgate::storage

@@ -1,0 +1,414 @@
+#include "storage/segment_log.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "storage/crc32c.hpp"
+
+namespace fs = std::filesystem;
+using botgate::storage::crc32c;
+using botgate::storage::kRecordHeaderBytes;
+using botgate::storage::Options;
+using botgate::storage::Record;
+using botgate::storage::RecoveryReason;
+using botgate::storage::RecoveryReport;
+using botgate::storage::SegmentLog;
+
+namespace {
+
+// A fresh directory per test, removed at the end.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static std::atomic<int> counter{0};
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("botgate-seglog-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(counter++) + "-" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path shard() const { return path / "shard-0"; }
+};
+
+std::vector<fs::path> segment_files(const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".log") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::unique_ptr<SegmentLog> open_log(const fs::path& dir, RecoveryReport& report, Options o = {}) {
+  return SegmentLog::open(dir, o, report);
+}
+
+std::unique_ptr<SegmentLog> open_clean(const fs::path& dir, Options o = {}) {
+  RecoveryReport report;
+  auto log = SegmentLog::open(dir, o, report);
+  REQUIRE_FALSE(report.truncated());
+  return log;
+}
+
+std::string payload_for(std::uint64_t i, std::size_t n = 100) {
+  std::string s(n, '\0');
+  for (std::size_t k = 0; k < n; ++k) s[k] = static_cast<char>((i * 31 + k * 7) & 0xFF);
+  return s;
+}
+
+std::vector<std::uint64_t> seqs(const std::vector<Record>& rs) {
+  std::vector<std::uint64_t> out;
+  for (const auto& r : rs) out.push_back(r.seq);
+  return out;
+}
+
+std::uint32_t crc32c_bitwise(const std::string& s) {
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+  }
+  return ~c;
+}
+
+}  // namespace
+
+TEST_CASE("crc32c matches the standard test vectors", "[storage]") {
+  CHECK(crc32c("123456789") == 0xE3069283u);
+  CHECK(crc32c(std::string(32, '\0')) == 0x8A9136AAu);    // RFC 3720 B.4
+  CHECK(crc32c(std::string(32, '\xFF')) == 0x62A8AB43u);  // RFC 3720 B.4
+  std::string inc, dec;
+  for (int i = 0; i < 32; ++i) {
+    inc.push_back(static_cast<char>(i));
+    dec.push_back(static_cast<char>(31 - i));
+  }
+  CHECK(crc32c(inc) == 0x46DD794Eu);
+  CHECK(crc32c(dec) == 0x113FDB5Cu);
+  CHECK(crc32c("") == 0u);
+}
+
+TEST_CASE("crc32c agrees with a bitwise reference and extends", "[storage]") {
+  std::mt19937 rng(42);
+  for (std::size_t n = 0; n < 70; ++n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    CHECK(crc32c(s) == crc32c_bitwise(s));
+    for (std::size_t cut = 0; cut <= n; cut += 7)
+      CHECK(crc32c(s.substr(cut), crc32c(s.substr(0, cut))) == crc32c(s));
+  }
+}
+
+TEST_CASE("segment log replays uncompleted events with exact payloads", "[storage]") {
+  TempDir tmp;
+  std::string big(1u << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) ^ (i >> 8));
+  const std::string binary("a\0b\xFF\x00\x01z", 7);
+  const std::vector<std::string> payloads = {"hello", "", big, binary, "done-soon", "tail"};
+
+  std::vector<Record> expected;
+  {
+    auto log = open_clean(tmp.shard());
+    CHECK(fs::is_directory(tmp.shard()));
+    std::vector<std::uint64_t> got;
+    for (const auto& p : payloads) got.push_back(log->append_event(p));
+    CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6});
+    log->append_completion(5);
+    log->append_completion(5);  // a second completion is a no-op
+    log->sync();
+    for (std::size_t i = 0; i < payloads.size(); ++i)
+      if (got[i] != 5) expected.push_back(Record{got[i], payloads[i]});
+    CHECK(log->pending() == expected);
+  }
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report);
+  CHECK_FALSE(report.truncated());
+  CHECK(report.records_scanned == 7);
+  CHECK(report.events_pending == 5);
+  const auto replay = log->pending();
+  REQUIRE(replay.size() == expected.size());
+  for (std::size_t i = 0; i < replay.size(); ++i) {
+    CHECK(replay[i].seq == expected[i].seq);
+    CHECK(replay[i].payload == expected[i].payload);  // includes empty, 1 MiB and NUL bytes
+  }
+}
+
+TEST_CASE("segment log completions hold across reopens", "[storage]") {
+  TempDir tmp;
+  {
+    auto log = open_clean(tmp.shard());
+    for (int i = 1; i <= 10; ++i) CHECK(log->append_event(payload_for(i)) == std::uint64_t(i));
+    for (std::uint64_t s = 2; s <= 10; s += 2) log->append_completion(s);
+    log->sync();
+  }
+  {
+    auto log = open_clean(tmp.shard());
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 3, 5, 7, 9});
+    CHECK(log->pending()[1].payload == payload_for(3));
+    log->append_completion(1);
+    log->append_completion(7);
+    log->sync();
+  }
+  auto log = open_clean(tmp.shard());
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{3, 5, 9});
+  CHECK(log->pending_count() == 3);
+}
+
+TEST_CASE("segment log sequence numbers continue after reopen", "[storage]") {
+  TempDir tmp;
+  {
+    auto log = open_clean(tmp.shard());
+    CHECK(log->append_event("a") == 1);
+    CHECK(log->append_event("b") == 2);
+    log->append_completion(2);  // completion record takes seq 3
+    log->sync();
+  }
+  {
+    auto log = open_clean(tmp.shard());
+    CHECK(log->next_seq() == 4);
+    CHECK(log->append_event("c") == 4);
+    log->flush();  // flushed, not synced: still survives the process
+  }
+  auto log = open_clean(tmp.shard());
+  CHECK(log->append_event("d") == 5);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 4, 5});
+}
+
+TEST_CASE("segment log truncates a torn tail and keeps appending", "[storage]") {
+  const std::size_t last_size = kRecordHeaderBytes + 40;
+  for (std::size_t cut :
+       {std::size_t{1}, std::size_t{2}, std::size_t{8}, std::size_t{16}, kRecordHeaderBytes - 1,
+        kRecordHeaderBytes, kRecordHeaderBytes + 1, last_size - 1}) {
+    CAPTURE(cut);
+    TempDir tmp;
+    {
+      auto log = open_clean(tmp.shard());
+      for (int i = 1; i <= 5; ++i) log->append_event(payload_for(i, 40));
+      log->sync();
+    }
+    const auto files = segment_files(tmp.shard());
+    REQUIRE(files.size() == 1);
+    const auto full = fs::file_size(files[0]);
+    REQUIRE(full == 5 * last_size);
+    fs::resize_file(files[0], full - cut);
+
+    RecoveryReport report;
+    {
+      auto log = open_log(tmp.shard(), report);
+      CHECK(report.truncated());
+      CHECK(report.reason == RecoveryReason::short_read);
+      CHECK(report.segment == files[0]);
+      CHECK(report.truncated_at == 4 * last_size);
+      CHECK(report.truncated_bytes == last_size - cut);
+      CHECK(fs::file_size(files[0]) == 4 * last_size);
+      const auto p = log->pending();
+      REQUIRE(seqs(p) == std::vector<std::uint64_t>{1, 2, 3, 4});
+      CHECK(p[3].payload == payload_for(4, 40));
+      CHECK(log->append_event("after") == 5);
+      log->append_completion(2);
+      log->sync();
+    }
+    auto log = open_log(tmp.shard(), report);
+    CHECK_FALSE(report.truncated());
+    const auto p = log->pending();
+    REQUIRE(seqs(p) == std::vector<std::uint64_t>{1, 3, 4, 5});
+    CHECK(p[3].payload == "after");
+  }
+}
+
+TEST_CASE("segment log drops records from a flipped byte on", "[storage]") {
+  TempDir tmp;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    auto log = open_clean(tmp.shard());
+    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
+    log->sync();
+  }
+  const auto file = segment_files(tmp.shard()).at(0);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50);  // record 5
+    f.seekg(at);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(at);
+    f.write(&c, 1);
+  }
+  RecoveryReport report;
+  {
+    auto log = open_log(tmp.shard(), report);
+    CHECK(report.reason == RecoveryReason::crc_mismatch);
+    CHECK(to_string(report.reason) == "crc mismatch");
+    CHECK(report.truncated_at == 4 * rec);
+    CHECK(report.truncated_bytes == 6 * rec);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4});
+    CHECK(log->append_event("x") == 5);
+    log->sync();
+  }
+  auto log = open_log(tmp.shard(), report);
+  CHECK_FALSE(report.truncated());
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+}
+
+TEST_CASE("segment log corruption in an older segment drops later segments", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    for (int i = 1; i <= 40; ++i) log->append_event(payload_for(i));
+    log->sync();
+  }
+  auto files = segment_files(tmp.shard());
+  REQUIRE(files.size() >= 4);
+  const auto second = files[1];
+  {
+    std::fstream f(second, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(8);  // first record's seq: CRC no longer matches
+    f.put('\x7F');
+  }
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report, o);
+  CHECK(report.reason == RecoveryReason::crc_mismatch);
+  CHECK(report.segment == second);
+  CHECK(report.truncated_at == 0);
+  CHECK(report.segments_deleted == files.size() - 2);
+  CHECK(segment_files(tmp.shard()).size() == 2);
+  const auto per_segment = 1024 / (kRecordHeaderBytes + 100);
+  CHECK(log->pending().size() == per_segment);
+  CHECK(log->append_event("next") == per_segment + 1);
+}
+
+TEST_CASE("segment log rejects a length over the limit", "[storage]") {
+  TempDir tmp;
+  {
+    auto log = open_clean(tmp.shard());
+    log->append_event("ok");
+    log->sync();
+  }
+  const auto file = segment_files(tmp.shard()).at(0);
+  {
+    std::ofstream f(file, std::ios::binary | std::ios::app);
+    const std::string junk = std::string("\xFF\xFF\xFF\x7F", 4) + std::string(13, '\x01');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report);
+  CHECK(report.reason == RecoveryReason::bad_length);
+  CHECK(report.truncated_bytes == kRecordHeaderBytes);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1});
+  Options small;
+  small.max_record_bytes = 4;
+  TempDir tmp2;
+  auto log2 = open_clean(tmp2.shard(), small);
+  CHECK_THROWS_AS(log2->append_event("12345"), std::length_error);
+}
+
+TEST_CASE("segment log rotates into several segment files", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    for (int i = 1; i <= 100; ++i) log->append_event(payload_for(i));
+    log->sync();
+    CHECK(log->segment_count() == segment_files(tmp.shard()).size());
+  }
+  const auto files = segment_files(tmp.shard());
+  const std::size_t per_segment = 1024 / rec;  // 8
+  CHECK(files.size() == (100 + per_segment - 1) / per_segment);
+  CHECK(files.front().filename() == "00000000000000000001.log");
+  CHECK(files[1].filename() == "0000000000000000000" + std::to_string(per_segment + 1) + ".log");
+  for (const auto& f : files) CHECK(fs::file_size(f) <= 1024);
+
+  auto log = open_clean(tmp.shard(), o);
+  const auto p = log->pending();
+  REQUIRE(p.size() == 100);
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    CHECK(p[i].seq == i + 1);
+    CHECK(p[i].payload == payload_for(i + 1));
+  }
+}
+
+TEST_CASE("segment log collect deletes only fully completed closed segments", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = (kRecordHeaderBytes + 120) * 8;  // 8 events, or all 38 completions
+  {
+    auto log = open_clean(tmp.shard(), o);
+    for (int i = 1; i <= 40; ++i) log->append_event(payload_for(i, 120));  // segments 1..5
+    CHECK(segment_files(tmp.shard()).size() == 5);
+    CHECK(log->collect() == 0);  // nothing completed yet
+    for (std::uint64_t s = 1; s <= 40; ++s)
+      if (s != 12 && s != 40) log->append_completion(s);  // completions open segment 6
+    CHECK(log->collect() == 3);  // segments 1, 3 and 4; 2 and 5 hold pending events
+    CHECK(segment_files(tmp.shard()).size() == 3);
+    CHECK(log->segment_count() == 3);
+    CHECK(log->collect() == 0);
+  }
+  {
+    auto log = open_clean(tmp.shard(), o);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{12, 40});
+    const auto before = log->next_seq();
+    CHECK(before > 40);
+    log->append_completion(12);
+    CHECK(log->collect() == 1);  // segment 2
+    const auto files = segment_files(tmp.shard());
+    CHECK(files.size() == 2);
+    CHECK(log->segment_count() == 2);
+    CHECK(files.front().filename() == "00000000000000000033.log");  // segment 5 remains
+    CHECK(log->append_event("z") == before + 1);
+    log->sync();
+  }
+  auto log = open_clean(tmp.shard(), o);
+  CHECK(seqs(log->pending()).front() == 40);
+  CHECK(log->pending().back().payload == "z");
+}
+
+TEST_CASE("segment log keeps a segment whose completions point at a live one", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 300;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    CHECK(log->append_event(payload_for(1)) == 1);       // segment A
+    CHECK(log->append_event(payload_for(2)) == 2);       // segment A
+    CHECK(log->append_event(payload_for(3)) == 3);       // segment B
+    log->append_completion(1);                           // B, completes an event of A
+    log->append_completion(3);                           // B
+    CHECK(log->append_event(payload_for(4, 200)) == 6);  // segment C
+    CHECK(segment_files(tmp.shard()).size() == 3);
+    // B has no pending event, but deleting it would bring event 1 back on restart.
+    CHECK(log->collect() == 0);
+    log->sync();
+  }
+  {
+    auto log = open_clean(tmp.shard(), o);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{2, 6});
+    log->append_completion(2);
+    CHECK(log->collect() == 2);  // A, then B with it
+    CHECK(segment_files(tmp.shard()).size() == 1);
+    log->sync();
+  }
+  auto log = open_clean(tmp.shard(), o);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{6});
+  CHECK(log->next_seq() == 8);
+}
+
+TEST_CASE("segment log refuses a second open of the same directory", "[storage]") {
+  TempDir tmp;
+  auto log = open_clean(tmp.shard());
+  RecoveryReport report;
+  CHECK_THROWS_AS(SegmentLog::open(tmp.shard(), Options{}, report), std::system_error);
+}
