@@ -195,6 +195,7 @@ void HttpClient::flush(const ConnPtr& conn) {
                      if (conn->dead) return;
                      if (ec) return self->broken(conn, ec, "write");
                      self->flush(conn);
+                     self->become_idle(conn);  // answered before its write ended
                    });
   // Read while writing: a server may answer (and close) before taking the whole body.
   read(conn);
@@ -210,6 +211,10 @@ void HttpClient::read(const ConnPtr& conn) {
                       conn->reading = false;
                       if (conn->dead) return;
                       if (ec) return self->broken(conn, ec, "read");
+                      const unsigned status = conn->parser->get().result_int();
+                      if (status >= 100 && status < 200 && status != 101) {
+                        return self->read(conn);  // interim answer: the final one follows
+                      }
                       auto msg = conn->parser->release();
                       conn->parser.reset();
                       self->on_answer(conn, msg.result_int(), std::move(msg.body()),
@@ -227,11 +232,7 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
     // The server closes after this answer: whatever follows goes elsewhere.
     broken(conn, net::error::connection_aborted, "closed by the server");
   } else if (conn->queue.empty()) {
-    if (closed_) {
-      close(conn);
-    } else {
-      idle_.push_back(conn);
-    }
+    become_idle(conn);
   } else {
     read(conn);
     flush(conn);
@@ -241,6 +242,14 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
   res.body = std::move(body);
   job->done(std::move(res));
   next_waiting();
+}
+
+// A connection with nothing outstanding goes back to the pool, but only once its
+// last write ended: a server may answer before it has read the whole request.
+void HttpClient::become_idle(const ConnPtr& conn) {
+  if (conn->dead || !conn->connected || conn->writing || !conn->queue.empty()) return;
+  if (closed_) return close(conn);
+  if (std::find(idle_.begin(), idle_.end(), conn) == idle_.end()) idle_.push_back(conn);
 }
 
 void HttpClient::arm_timer(const ConnPtr& conn) {
@@ -298,7 +307,7 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   }
   conn->queue.clear();
   conn->written = 0;
-  conn->parser.reset();
+  // conn->parser stays: a read completion may already be queued and still use it.
   const auto error = !conn->connected ? (timed_out ? ClientResponse::Error::timeout
                                                    : ClientResponse::Error::connect)
                      : timed_out     ? ClientResponse::Error::timeout

@@ -83,6 +83,7 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   void open(JobPtr first);
   void flush(const ConnPtr& conn);
   void read(const ConnPtr& conn);
+  void become_idle(const ConnPtr& conn);
   void arm_timer(const ConnPtr& conn);
   void on_timer(const ConnPtr& conn);
   void on_answer(const ConnPtr& conn, unsigned status, std::string&& body, bool keep_alive);

@@ -87,6 +87,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     reading_ = false;
+    // Closed (drain, read timeout) while the completion was queued: the client
+    // never gets an answer, so the request must not be acted on.
+    if (!socket_.is_open()) return;
     if (ec) {
       if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too large");
       if (ec == bhttp::error::header_limit) {
@@ -105,6 +108,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     keep_alive_ = parser_->get().keep_alive();
     head_ = parser_->get().method() == bhttp::verb::head;
+    http10_ = parser_->get().version() == 10;
     deadline_.reset();  // the handler has the request; no clock runs until the answer
     state_->handler(parser_->release(), Responder(shared_from_this()));
   }
@@ -136,7 +140,11 @@ class Session : public std::enable_shared_from_this<Session> {
       out_.append("\r\n");
     }
     out_.append("Content-Length: ").append(std::to_string(res.body().size())).append("\r\n");
-    if (!keep) out_.append("Connection: close\r\n");
+    if (!keep) {
+      out_.append("Connection: close\r\n");
+    } else if (http10_) {
+      out_.append("Connection: keep-alive\r\n");  // HTTP/1.0 closes unless told otherwise
+    }
     out_.append("\r\n");
     if (!head_) out_.append(res.body());
     set_deadline(state_->options.write_timeout);
@@ -182,14 +190,18 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   bool keep_alive_ = true;
   bool reading_ = false;
-  bool head_ = false;  // the request was HEAD: the answer has no body
+  bool head_ = false;    // the request was HEAD: the answer has no body
+  bool http10_ = false;  // the request was HTTP/1.0
 };
 
 void Responder::operator()(Response&& res) const { session_->respond(std::move(res)); }
 
 HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler handler,
                        RefusalHook hook)
-    : ioc_(ioc), acceptor_(net::make_strand(ioc)), state_(std::make_shared<ServerState>()) {
+    : ioc_(ioc),
+      acceptor_(net::make_strand(ioc)),
+      accept_retry_(acceptor_.get_executor()),
+      state_(std::make_shared<ServerState>()) {
   state_->options = std::move(options);
   state_->handler = std::move(handler);
   state_->hook = std::move(hook);
@@ -212,7 +224,13 @@ void HttpServer::do_accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-      log::warn("accept failed", {{"error", ec.message()}});
+      // Out of descriptors and the like: retrying at once would spin and flood the log.
+      log::warn("accept failed, retrying in 100ms", {{"error", ec.message()}});
+      accept_retry_.expires_after(std::chrono::milliseconds(100));
+      accept_retry_.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && acceptor_.is_open()) do_accept();
+      });
+      return;
     } else {
       socket.set_option(tcp::no_delay(true), ec);
       std::make_shared<Session>(std::move(socket), state_)->run();
@@ -225,6 +243,7 @@ void HttpServer::stop_accepting() {
   net::post(acceptor_.get_executor(), [this] {
     beast::error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
   });
 }
 

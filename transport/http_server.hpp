@@ -13,6 +13,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http.hpp>
 
 #include "core/units.hpp"
@@ -75,6 +76,7 @@ class HttpServer {
 
   net::io_context& ioc_;
   tcp::acceptor acceptor_;
+  net::steady_timer accept_retry_;  // backs off after a failed accept
   std::shared_ptr<ServerState> state_;
 };
 

@@ -647,3 +647,76 @@ TEST_CASE("client replaces CR and LF in header values: no header injection", "[c
   CHECK(r1.body == "{\"a\":2}");
   CHECK(backend.count() == 2);
 }
+
+TEST_CASE("client skips interim 1xx answers and matches each final answer to its request",
+          "[client]") {
+  // A raw server on one connection: the first request gets 103 Early Hints, then
+  // 200; the second gets 500. Were the 103 taken as the first answer, the 200
+  // would be handed to the second request.
+  int listen_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(listen_fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listen_fd, 4) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::uint16_t port = ntohs(addr.sin_port);
+
+  std::thread server([listen_fd] {
+    int fd = ::accept(listen_fd, nullptr, nullptr);
+    if (fd < 0) return;
+    const char* answers[] = {
+        "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 6\r\n\r\nsecond"};
+    std::string in;
+    char buf[4096];
+    for (const char* answer : answers) {
+      // One whole request: its head, then Content-Length bytes of body.
+      for (;;) {
+        auto head_end = in.find("\r\n\r\n");
+        if (head_end != std::string::npos) {
+          auto cl = in.find("Content-Length: ");
+          std::size_t body = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 16));
+          if (in.size() >= head_end + 4 + body) {
+            in.erase(0, head_end + 4 + body);
+            break;
+          }
+        }
+        auto n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) {
+          ::close(fd);
+          return;
+        }
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      std::string out(answer);
+      if (::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size())) break;
+    }
+    ::sleep(1);  // keep the connection open while the client reads
+    ::close(fd);
+  });
+
+  {
+    auto o = options_for(port);
+    o.max_connections = 1;
+    Collector got(2);
+    ClientRig client(o);
+    client->post("/events", R"({"n":1})", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
+    REQUIRE(got.wait_one(0, 5s));
+    client->post("/events", R"({"n":2})", {{"Idempotency-Key", key_of(1)}}, got.callback(1));
+    REQUIRE(got.wait_all(5s));
+    auto out = got.snapshot();
+    INFO(describe(out[0]) << " / " << describe(out[1]));
+    CHECK(out[0].calls == 1);
+    CHECK(out[0].res.status == 200);
+    CHECK(out[0].res.body == "first");
+    CHECK(out[1].calls == 1);
+    CHECK(out[1].res.status == 500);
+    CHECK(out[1].res.body == "second");
+  }
+  server.join();
+  ::close(listen_fd);
+}
