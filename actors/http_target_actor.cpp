@@ -8,15 +8,22 @@ namespace {
 DeliveryOutcome metric_outcome(const http::ClientResponse& r) {
   using E = http::ClientResponse::Error;
   switch (r.error) {
-    case E::timeout: return DeliveryOutcome::timeout;
-    case E::connect: return DeliveryOutcome::connect_error;
-    case E::io: return DeliveryOutcome::connect_error;
-    case E::none: break;
+    case E::timeout:
+      return DeliveryOutcome::timeout;
+    case E::connect:
+      return DeliveryOutcome::connect_error;
+    case E::io:
+      return DeliveryOutcome::connect_error;
+    case E::none:
+      break;
   }
   switch (classify_answer(r.status)) {
-    case Verdict::done: return DeliveryOutcome::success;
-    case Verdict::retry: return DeliveryOutcome::server_error;
-    case Verdict::dead_letter: return DeliveryOutcome::rejected;
+    case Verdict::done:
+      return DeliveryOutcome::success;
+    case Verdict::retry:
+      return DeliveryOutcome::server_error;
+    case Verdict::dead_letter:
+      return DeliveryOutcome::rejected;
   }
   return DeliveryOutcome::server_error;
 }
@@ -43,10 +50,9 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
                                  {"X-Botgate-Source", ev->source}};
         // The callback runs on the client's strand: it only mails the result back.
         auto me = caf::actor_cast<target_actor>(self);
-        st.client->post(st.path, ev->raw, headers,
-                        [me, job](http::ClientResponse&& r) {
-                          caf::anon_send(me, done_atom::value, job, std::move(r));
-                        });
+        st.client->post(st.path, ev->raw, headers, [me, job](http::ClientResponse&& r) {
+          caf::anon_send(me, done_atom::value, job, std::move(r));
+        });
         return rp;
       },
       [self](done_atom, std::uint64_t job, http::ClientResponse& r) {

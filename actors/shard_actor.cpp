@@ -54,7 +54,8 @@ void on_outcome(Self self, const std::string& key, const Outcome& out) {
     }
     case Verdict::dead_letter:
       return dead_letter(self, key, *ev, conv.attempts, out.target + ": " + out.error);
-    case Verdict::retry: break;
+    case Verdict::retry:
+      break;
   }
   const auto age = Clock::now() - ev->received_at;
   if (!may_retry(conv.attempts, st.options.max_attempts, age, st.options.max_age)) {
@@ -83,8 +84,8 @@ void dispatch(Self self, const std::string& key) {
   conv.busy = true;
   ++conv.attempts;
   // The router always answers: it owns the attempt's deadline.
-  self->request(route->second, caf::infinite, deliver_atom::value, ev,
-                conv.attempts, conv.last_target)
+  self->request(route->second, caf::infinite, deliver_atom::value, ev, conv.attempts,
+                conv.last_target)
       .then([self, key](Outcome& out) { on_outcome(self, key, out); },
             [self, key](caf::error& err) {
               Outcome out;

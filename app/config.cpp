@@ -585,7 +585,8 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("targets", i);
     Table t(errors, *list[i], prefix,
-            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections", "pipeline"});
+            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections",
+             "pipeline"});
     TargetConfig c;
     if (const toml::node* n = t.string("name", c.name, true, true)) {
       names.add(errors, *n, t.path("name"), c.name);

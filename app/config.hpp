@@ -15,9 +15,9 @@ struct ServerConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;
   int io_threads = 1;
-  std::string admin_token;        // empty: admin endpoints always answer 401
-  std::uint64_t max_body = 1 << 20;   // "1MiB"
-  std::uint64_t max_header = 8 << 10; // "8KiB"
+  std::string admin_token;             // empty: admin endpoints always answer 401
+  std::uint64_t max_body = 1 << 20;    // "1MiB"
+  std::uint64_t max_header = 8 << 10;  // "8KiB"
   Duration read_timeout = std::chrono::seconds(15);
   Duration write_timeout = std::chrono::seconds(15);
   Duration drain_timeout = std::chrono::seconds(10);

@@ -1,11 +1,10 @@
 #include "app/gateway.hpp"
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/signal_set.hpp>
 
 #include "actors/http_target_actor.hpp"
 #include "actors/router_actor.hpp"
@@ -91,8 +90,8 @@ int run_gateway(const Config& config) {
       return 1;
     }
     clients.push_back(client);
-    targets.emplace(t.name, sys.spawn(http_target, t.name, t.path, client,
-                                      metrics.find_target(t.name)));
+    targets.emplace(t.name,
+                    sys.spawn(http_target, t.name, t.path, client, metrics.find_target(t.name)));
   }
 
   std::unordered_map<std::string, router_actor> routers;
@@ -128,7 +127,8 @@ int run_gateway(const Config& config) {
   sopts.read_timeout = config.server.read_timeout;
   sopts.write_timeout = config.server.write_timeout;
   http::HttpServer server(
-      ioc, sopts, [&api](http::Request&& req, http::Responder r) { api.handle(std::move(req), std::move(r)); },
+      ioc, sopts,
+      [&api](http::Request&& req, http::Responder r) { api.handle(std::move(req), std::move(r)); },
       [&api](http::Refusal why, const std::string& peer) { api.on_refusal(why, peer); });
 
   std::uint16_t port = 0;
@@ -177,9 +177,11 @@ int run_gateway(const Config& config) {
   server.stop_accepting();
   server.drain();
   const auto deadline = Clock::now() + config.server.drain_timeout;
-  const bool connections_closed = wait_until(deadline, [&] { return server.open_connections() == 0; });
+  const bool connections_closed =
+      wait_until(deadline, [&] { return server.open_connections() == 0; });
   std::uint64_t left = 0;
-  const bool delivered = wait_until(deadline, [&] { return (left = pending_events(sys, shards)) == 0; });
+  const bool delivered =
+      wait_until(deadline, [&] { return (left = pending_events(sys, shards)) == 0; });
   if (!connections_closed) {
     log::warn("drain timeout with open connections", {{"open", server.open_connections()}});
   }

@@ -71,13 +71,15 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     return respond(std::move(res));
   }
   switch (route) {
-    case HttpRoute::healthz: return answer(200, "{\"status\":\"ok\"}");
+    case HttpRoute::healthz:
+      return answer(200, "{\"status\":\"ok\"}");
     case HttpRoute::readyz:
       if (ready_.load(std::memory_order_relaxed)) return answer(200, "{\"status\":\"ready\"}");
       return answer(503, "{\"status\":\"not_ready\"}");
     case HttpRoute::metrics:
       return answer(200, metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
-    default: return answer(404, error_body("not_found"));
+    default:
+      return answer(404, error_body("not_found"));
   }
 }
 
@@ -85,18 +87,16 @@ void HttpApi::reject(RejectReason why, unsigned status, std::string_view source,
                      std::string_view detail, const http::Responder& respond) const {
   metrics_.count_rejected(why);
   metrics_.count_request(HttpRoute::events, status);
-  log::warn("event rejected", {{"reason", to_string(why)},
-                               {"status", status},
-                               {"source", source},
-                               {"detail", detail}});
+  log::warn(
+      "event rejected",
+      {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
   auto res = make_response(status, error_body(to_string(why)));
   if (status == 405) res.set(bhttp::field::allow, "POST");
   if (status == 503) res.set(bhttp::field::retry_after, "1");
   respond(std::move(res));
 }
 
-void HttpApi::ingest(http::Request&& req, std::string_view source,
-                     http::Responder respond) const {
+void HttpApi::ingest(http::Request&& req, std::string_view source, http::Responder respond) const {
   const auto received_at = Clock::now();
   auto it = sources_.find(std::string(source));
   if (it == sources_.end()) {
@@ -104,8 +104,8 @@ void HttpApi::ingest(http::Request&& req, std::string_view source,
   }
   const SourceConfig& cfg = *it->second;
   const auto verdict =
-      verify_generic(cfg.secret, req[ "X-Botgate-Timestamp"], req["X-Botgate-Signature"],
-                     req.body(), std::chrono::system_clock::now(), cfg.max_skew);
+      verify_generic(cfg.secret, req["X-Botgate-Timestamp"], req["X-Botgate-Signature"], req.body(),
+                     std::chrono::system_clock::now(), cfg.max_skew);
   if (verdict == CodecStatus::stale_timestamp) {
     return reject(RejectReason::stale_timestamp, 401, source, "timestamp outside the window",
                   respond);

@@ -24,8 +24,8 @@ class HttpApi {
 
  private:
   void ingest(http::Request&& req, std::string_view source, http::Responder respond) const;
-  void reject(RejectReason why, unsigned status, std::string_view source,
-              std::string_view detail, const http::Responder& respond) const;
+  void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
+              const http::Responder& respond) const;
 
   std::unordered_map<std::string, const SourceConfig*> sources_;
   Metrics& metrics_;

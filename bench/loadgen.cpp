@@ -10,6 +10,7 @@
 // One io_context, --threads threads, --connections keep-alive connections, each with
 // up to --pipeline requests outstanding. Bounded by --events and --duration (+ --drain).
 // See bench/README.md.
+#include <fmt/format.h>
 #include <openssl/sha.h>
 #include <signal.h>
 #include <time.h>
@@ -26,7 +27,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <fmt/format.h>
 #include <functional>
 #include <map>
 #include <memory>
@@ -37,9 +37,8 @@
 #include <thread>
 #include <vector>
 
-#include "transport/signature.hpp"
-
 #include "bench/common.hpp"
+#include "transport/signature.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -102,8 +101,8 @@ void usage(std::FILE* out) {
 bool plain_token(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
   });
 }
 
@@ -142,20 +141,34 @@ std::optional<Options> parse_args(int argc, char** argv) {
       return std::nullopt;
     }
     bool ok = true;
-    if (a == "--host") o.host = val;
-    else if (a == "--port") ok = parse_num(val, o.port) && o.port > 0 && o.port < 65536;
-    else if (a == "--source") o.source = val, ok = plain_token(val);
-    else if (a == "--secret") o.secret = val;
-    else if (a == "--run-id") o.run_id = val, ok = plain_token(val);
-    else if (a == "--ids-file") o.ids_file = val;
-    else if (a == "--text") o.text = val, ok = plain_text(val);
-    else if (a == "--events") ok = parse_num(val, o.events) && o.events > 0 && o.events < (1ULL << 32);
-    else if (a == "--connections") ok = parse_num(val, o.connections) && o.connections > 0 && o.connections <= 10000;
-    else if (a == "--threads") ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
-    else if (a == "--pipeline") ok = parse_num(val, o.pipeline) && o.pipeline > 0 && o.pipeline <= 1024;
-    else if (a == "--conversations") ok = parse_num(val, o.conversations) && o.conversations > 0;
-    else if (a == "--duration") ok = parse_seconds(val, o.duration_s) && o.duration_s > 0;
-    else if (a == "--drain") ok = parse_seconds(val, o.drain_s);
+    if (a == "--host")
+      o.host = val;
+    else if (a == "--port")
+      ok = parse_num(val, o.port) && o.port > 0 && o.port < 65536;
+    else if (a == "--source")
+      o.source = val, ok = plain_token(val);
+    else if (a == "--secret")
+      o.secret = val;
+    else if (a == "--run-id")
+      o.run_id = val, ok = plain_token(val);
+    else if (a == "--ids-file")
+      o.ids_file = val;
+    else if (a == "--text")
+      o.text = val, ok = plain_text(val);
+    else if (a == "--events")
+      ok = parse_num(val, o.events) && o.events > 0 && o.events < (1ULL << 32);
+    else if (a == "--connections")
+      ok = parse_num(val, o.connections) && o.connections > 0 && o.connections <= 10000;
+    else if (a == "--threads")
+      ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
+    else if (a == "--pipeline")
+      ok = parse_num(val, o.pipeline) && o.pipeline > 0 && o.pipeline <= 1024;
+    else if (a == "--conversations")
+      ok = parse_num(val, o.conversations) && o.conversations > 0;
+    else if (a == "--duration")
+      ok = parse_seconds(val, o.duration_s) && o.duration_s > 0;
+    else if (a == "--drain")
+      ok = parse_seconds(val, o.drain_s);
     else {
       fmt::print(stderr, "loadgen: unknown option {}\n", a);
       usage(stderr);
@@ -208,7 +221,9 @@ class Signer {
 
   SHA256_CTX begin() const { return inner_; }
 
-  static void absorb(SHA256_CTX& ctx, std::string_view s) { SHA256_Update(&ctx, s.data(), s.size()); }
+  static void absorb(SHA256_CTX& ctx, std::string_view s) {
+    SHA256_Update(&ctx, s.data(), s.size());
+  }
 
   // Writes 64 lower-case hex characters to out.
   void finish(SHA256_CTX inner, std::string_view tail, char* out) const {
@@ -232,18 +247,20 @@ class Signer {
 // ---------------------------------------------------------------- events
 
 struct Event {
-  SHA256_CTX mid;           // inner HMAC state after key^ipad || ts || "." || body prefix
-  std::int64_t ts;          // X-Botgate-Timestamp it was signed with
-  std::uint32_t body_off;   // body prefix in Events::arena
+  SHA256_CTX mid;          // inner HMAC state after key^ipad || ts || "." || body prefix
+  std::int64_t ts;         // X-Botgate-Timestamp it was signed with
+  std::uint32_t body_off;  // body prefix in Events::arena
   std::uint32_t body_len;
 };
 
 struct Events {
-  std::string arena;        // every body prefix, back to back
+  std::string arena;  // every body prefix, back to back
   std::vector<Event> list;
   std::string run_id;
 
-  std::string_view body_prefix(const Event& e) const { return {arena.data() + e.body_off, e.body_len}; }
+  std::string_view body_prefix(const Event& e) const {
+    return {arena.data() + e.body_off, e.body_len};
+  }
   std::string id(std::uint64_t n) const { return fmt::format("{}-{}", run_id, n); }
 };
 
@@ -268,9 +285,10 @@ Events prepare(const Options& o, const Signer& signer) {
   for (std::uint64_t n = 0; n < o.events; ++n) {
     Event& e = evs.list[n];
     e.body_off = static_cast<std::uint32_t>(evs.arena.size());
-    fmt::format_to(std::back_inserter(evs.arena),
-                   R"({{"id":"{}-{}","conversation":"c{}","sender":"bench","type":"text","text":"{}","sent_ns":)",
-                   o.run_id, n, n % o.conversations, o.text);
+    fmt::format_to(
+        std::back_inserter(evs.arena),
+        R"({{"id":"{}-{}","conversation":"c{}","sender":"bench","type":"text","text":"{}","sent_ns":)",
+        o.run_id, n, n % o.conversations, o.text);
     e.body_len = static_cast<std::uint32_t>(evs.arena.size() - e.body_off);
     if (evs.arena.size() > 0xffffffffULL) throw std::runtime_error("too many events for one arena");
   }
@@ -291,8 +309,8 @@ struct Stats {
   std::uint64_t resigned = 0;        // timestamp refreshed at send time (run longer than ~4 min)
   std::uint64_t last_response_ns = 0;
   std::array<std::uint64_t, 600> status{};
-  std::vector<std::uint32_t> lat_us;      // send -> response complete, every response
-  std::vector<std::uint32_t> ok_events;   // event numbers answered 2xx
+  std::vector<std::uint32_t> lat_us;     // send -> response complete, every response
+  std::vector<std::uint32_t> ok_events;  // event numbers answered 2xx
 };
 
 class Conn;
@@ -332,7 +350,9 @@ class Conn {
     stats.lat_us.reserve(run.evs.list.size() / run.opt.connections + 16);
   }
 
-  void start() { asio::post(strand_, [this] { connect(); }); }
+  void start() {
+    asio::post(strand_, [this] { connect(); });
+  }
 
   // Duration is over: stop waiting for a reconnect; in-flight requests may still finish.
   void stop_sending() {
@@ -462,7 +482,8 @@ class Conn {
     const unsigned code = res.result_int();
     ++stats.responses;
     stats.last_response_ns = now;
-    stats.lat_us.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>((now - f.sent_ns) / 1000, 0xffffffffu)));
+    stats.lat_us.push_back(
+        static_cast<std::uint32_t>(std::min<std::uint64_t>((now - f.sent_ns) / 1000, 0xffffffffu)));
     ++stats.status[code < stats.status.size() ? code : 0];
     if (code >= 200 && code < 300) {
       ++stats.ok;
@@ -563,7 +584,8 @@ int main(int argc, char** argv) {
     signer.finish(e.mid, "123456789}", sig);
     const std::string want = botgate::generic_signature(opt.secret, std::to_string(e.ts), body);
     if (want != "v1=" + std::string(sig, sizeof sig)) {
-      fmt::print(stderr, "loadgen: internal error: midstate signature {} != {}\n", std::string_view(sig, 64), want);
+      fmt::print(stderr, "loadgen: internal error: midstate signature {} != {}\n",
+                 std::string_view(sig, 64), want);
       return 1;
     }
   }
@@ -576,11 +598,13 @@ int main(int argc, char** argv) {
       "Content-Type: application/json\r\nX-Botgate-Timestamp: ",
       opt.source, host_hdr);
 
-  const unsigned nconn = static_cast<unsigned>(std::min<std::uint64_t>(opt.connections, opt.events));
-  fmt::print(stderr,
-             "loadgen: prepared {} events in {:.3f}s; target={} source={} connections={} pipeline={} "
-             "threads={} run_id={}\n",
-             opt.events, prep_s, host_hdr, opt.source, nconn, opt.pipeline, opt.threads, opt.run_id);
+  const unsigned nconn =
+      static_cast<unsigned>(std::min<std::uint64_t>(opt.connections, opt.events));
+  fmt::print(
+      stderr,
+      "loadgen: prepared {} events in {:.3f}s; target={} source={} connections={} pipeline={} "
+      "threads={} run_id={}\n",
+      opt.events, prep_s, host_hdr, opt.source, nconn, opt.pipeline, opt.threads, opt.run_id);
   for (unsigned i = 0; i < nconn; ++i) run.conns.push_back(std::make_unique<Conn>(run, ep));
   run.active = nconn;
 
@@ -691,13 +715,16 @@ int main(int argc, char** argv) {
   if (opt.json) {
     std::string codes;
     for (auto& [code, count] : non2xx) {
-      fmt::format_to(std::back_inserter(codes), "{}\"{}\":{}", codes.empty() ? "" : ",", code, count);
+      fmt::format_to(std::back_inserter(codes), "{}\"{}\":{}", codes.empty() ? "" : ",", code,
+                     count);
     }
     fmt::print(
         "{{\"run_id\":\"{}\",\"events\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},"
         "\"sent\":{},\"responses\":{},\"ok_2xx\":{},\"non_2xx\":{},\"non_2xx_by_status\":{{{}}},"
-        "\"errors\":{},\"connect_errors\":{},\"io_errors\":{},\"server_closes\":{},\"unanswered\":{},"
-        "\"timed_out\":{},\"elapsed_s\":{:.6f},\"accepted_per_s\":{:.1f},\"responses_per_s\":{:.1f},"
+        "\"errors\":{},\"connect_errors\":{},\"io_errors\":{},\"server_closes\":{},\"unanswered\":{"
+        "},"
+        "\"timed_out\":{},\"elapsed_s\":{:.6f},\"accepted_per_s\":{:.1f},\"responses_per_s\":{:.1f}"
+        ","
         "\"ack_p50_us\":{},\"ack_p99_us\":{},\"ack_p999_us\":{},\"ack_max_us\":{}}}\n",
         opt.run_id, opt.events, nconn, opt.pipeline, opt.threads, total.sent, total.responses,
         total.ok, non2xx_total, codes, errors, total.connect_errors, total.io_errors,
@@ -705,16 +732,19 @@ int main(int argc, char** argv) {
         accepted_per_s, responses_per_s, p50, p99, p999, pmax);
   } else {
     std::string codes;
-    for (auto& [code, count] : non2xx) fmt::format_to(std::back_inserter(codes), " {}={}", code, count);
+    for (auto& [code, count] : non2xx)
+      fmt::format_to(std::back_inserter(codes), " {}={}", code, count);
     fmt::print("loadgen summary (run_id={}, connections={}, pipeline={}, threads={})\n", opt.run_id,
                nconn, opt.pipeline, opt.threads);
     fmt::print("  sent            {}\n", total.sent);
     fmt::print("  2xx             {}\n", total.ok);
-    fmt::print("  non-2xx         {}{}\n", non2xx_total, codes.empty() ? "" : " (" + codes.substr(1) + ")");
-    fmt::print("  errors          {} (connect={} io={} server_close={})\n", errors, total.connect_errors,
-               total.io_errors, total.server_closes);
+    fmt::print("  non-2xx         {}{}\n", non2xx_total,
+               codes.empty() ? "" : " (" + codes.substr(1) + ")");
+    fmt::print("  errors          {} (connect={} io={} server_close={})\n", errors,
+               total.connect_errors, total.io_errors, total.server_closes);
     fmt::print("  unanswered      {}\n", total.unanswered);
-    fmt::print("  elapsed_s       {:.3f}{}\n", elapsed, timed_out ? " (stopped by --duration or a signal)" : "");
+    fmt::print("  elapsed_s       {:.3f}{}\n", elapsed,
+               timed_out ? " (stopped by --duration or a signal)" : "");
     fmt::print("  accepted/s      {:.0f}\n", accepted_per_s);
     fmt::print("  ack latency us  p50={} p99={} p999={} max={}\n", p50, p99, p999, pmax);
     if (total.resigned) fmt::print("  re-signed       {} (timestamp refreshed)\n", total.resigned);

@@ -6,6 +6,7 @@
 // --expect N unique events, or after --idle-exit seconds without an event.
 // --print adds one line per request (the demo backends of scripts/quickstart.sh);
 // --name labels the lines. See bench/README.md.
+#include <fmt/format.h>
 #include <signal.h>
 #include <time.h>
 
@@ -19,7 +20,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fmt/format.h>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -94,12 +94,18 @@ std::optional<Options> parse_args(int argc, char** argv) {
       return std::nullopt;
     }
     bool ok = true;
-    if (a == "--port") ok = parse_num(val, o.port) && o.port < 65536;
-    else if (a == "--host") o.host = val;
-    else if (a == "--name") o.name = val;
-    else if (a == "--threads") ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
-    else if (a == "--expect") ok = parse_num(val, o.expect);
-    else if (a == "--max-body") ok = parse_num(val, o.max_body) && o.max_body > 0;
+    if (a == "--port")
+      ok = parse_num(val, o.port) && o.port < 65536;
+    else if (a == "--host")
+      o.host = val;
+    else if (a == "--name")
+      o.name = val;
+    else if (a == "--threads")
+      ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
+    else if (a == "--expect")
+      ok = parse_num(val, o.expect);
+    else if (a == "--max-body")
+      ok = parse_num(val, o.max_body) && o.max_body > 0;
     else if (a == "--idle-exit") {
       try {
         std::size_t pos = 0;
@@ -205,10 +211,13 @@ constexpr std::size_t kPrintBodyMax = 200;
 // that a request always prints as exactly one line. Other bytes, UTF-8 included, pass
 // through. When s is longer than max: its first max bytes (cut back to a UTF-8 character
 // boundary), then "...(N bytes)".
-void append_escaped(std::string& out, std::string_view s, std::size_t max = std::string_view::npos) {
+void append_escaped(std::string& out, std::string_view s,
+                    std::size_t max = std::string_view::npos) {
   std::size_t n = std::min(s.size(), max);
   if (n < s.size()) {
-    for (int back = 0; back < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80; ++back) --n;
+    for (int back = 0; back < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80;
+         ++back)
+      --n;
   }
   for (std::size_t i = 0; i < n; ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
@@ -270,7 +279,8 @@ void emit_line(const std::string& line) {
 constexpr std::string_view kOk =
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 constexpr std::string_view kOkClose =
-    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: "
+    "close\r\n\r\n{}";
 constexpr std::string_view kTooLarge =
     "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 constexpr std::string_view kBad =
@@ -288,13 +298,14 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(opt_.max_body);
     parser_->header_limit(64 * 1024);
-    http::async_read(sock_, buf_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    http::async_read(
+        sock_, buf_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::operation_aborted) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
       return close();
     }
     if (ec == http::error::body_limit) {
@@ -328,7 +339,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (first) {
         std::uint64_t sent = 0;
         if (find_sent_ns(req.body(), sent) && sent <= now) {
-          st.e2e_us.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>((now - sent) / 1000, 0xffffffffu)));
+          st.e2e_us.push_back(static_cast<std::uint32_t>(
+              std::min<std::uint64_t>((now - sent) / 1000, 0xffffffffu)));
         } else {
           ++st.no_sent_ns;
         }
@@ -347,13 +359,14 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void reply(std::string_view wire, bool keep_alive, bool last = false) {
-    asio::async_write(sock_, asio::buffer(wire.data(), wire.size()),
-                      [self = shared_from_this(), keep_alive, last](beast::error_code ec, std::size_t) {
-                        // The event that completes --expect is answered before we stop.
-                        if (last) self->on_expect_();
-                        if (ec || !keep_alive) return self->close();
-                        self->read();
-                      });
+    asio::async_write(
+        sock_, asio::buffer(wire.data(), wire.size()),
+        [self = shared_from_this(), keep_alive, last](beast::error_code ec, std::size_t) {
+          // The event that completes --expect is answered before we stop.
+          if (last) self->on_expect_();
+          if (ec || !keep_alive) return self->close();
+          self->read();
+        });
   }
 
   void close() {
@@ -392,7 +405,8 @@ int main(int argc, char** argv) {
   if (!ec) acceptor.bind(ep, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    fmt::print(stderr, "sink: {}cannot listen on {}:{}: {}\n", g_label, opt.host, opt.port, ec.message());
+    fmt::print(stderr, "sink: {}cannot listen on {}:{}: {}\n", g_label, opt.host, opt.port,
+               ec.message());
     return 1;
   }
 
@@ -436,7 +450,8 @@ int main(int argc, char** argv) {
       idle_timer.expires_after(std::chrono::milliseconds(100));
       idle_timer.async_wait([&, idle_ns](beast::error_code tec) {
         if (tec) return;
-        const std::uint64_t last = std::max(start_ns, g_last_event_ns.load(std::memory_order_relaxed));
+        const std::uint64_t last =
+            std::max(start_ns, g_last_event_ns.load(std::memory_order_relaxed));
         if (mono_ns() - last >= idle_ns) return stop("idle");
         idle_check();
       });
@@ -489,11 +504,14 @@ int main(int argc, char** argv) {
     fmt::print("{}  received        {}\n", g_label, total.received);
     fmt::print("{}  unique          {}\n", g_label, unique);
     fmt::print("{}  duplicates      {}\n", g_label, total.duplicates);
-    fmt::print("{}  unique/s        {:.0f} (first to last event, {:.3f}s)\n", g_label, rate, window);
-    if (total.no_key) fmt::print("{}  without key     {} (de-duplicated by body \"id\" instead)\n", g_label, total.no_key);
+    fmt::print("{}  unique/s        {:.0f} (first to last event, {:.3f}s)\n", g_label, rate,
+               window);
+    if (total.no_key)
+      fmt::print("{}  without key     {} (de-duplicated by body \"id\" instead)\n", g_label,
+                 total.no_key);
     if (total.other) fmt::print("{}  other requests  {} (not POST)\n", g_label, total.other);
-    fmt::print("{}  e2e latency us  p50={} p99={} p999={} max={} (samples={})\n", g_label, p50, p99, p999, pmax,
-               lat.size());
+    fmt::print("{}  e2e latency us  p50={} p99={} p999={} max={} (samples={})\n", g_label, p50, p99,
+               p999, pmax, lat.size());
   }
   std::fflush(stdout);
   return 0;

@@ -1,11 +1,10 @@
 #include "core/log.hpp"
 
+#include <fmt/chrono.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-
-#include <fmt/chrono.h>
 
 #include "core/json.hpp"
 
@@ -17,10 +16,14 @@ std::atomic<int> g_format{static_cast<int>(Format::logfmt)};
 
 constexpr std::string_view level_name(Level l) {
   switch (l) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
@@ -44,8 +47,8 @@ void append_logfmt_value(std::string& out, std::string_view s) {
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
-  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z",
-                     std::chrono::floor<std::chrono::seconds>(now), ms.count());
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", std::chrono::floor<std::chrono::seconds>(now),
+                     ms.count());
 }
 
 }  // namespace
@@ -109,8 +112,8 @@ std::string render(Format format, Level level, std::string_view msg,
 }
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
-  auto line = render(static_cast<Format>(g_format.load(std::memory_order_relaxed)), level, msg,
-                     fields);
+  auto line =
+      render(static_cast<Format>(g_format.load(std::memory_order_relaxed)), level, msg, fields);
   const char* p = line.data();
   std::size_t left = line.size();
   while (left > 0) {

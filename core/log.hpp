@@ -2,13 +2,13 @@
 // pass a secret, a signature or a token as a field value.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <concepts>
 #include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace botgate::log {
 
@@ -28,8 +28,8 @@ struct Field {
   Field(std::string_view k, const char* v) : key(k), value(v) {}
   Field(std::string_view k, const std::string& v) : key(k), value(v) {}
   template <typename T>
-    requires std::integral<T> || std::floating_point<T>
-  Field(std::string_view k, T v) : key(k), value(fmt::to_string(v)) {}
+  requires std::integral<T> || std::floating_point<T> Field(std::string_view k, T v)
+      : key(k), value(fmt::to_string(v)) {}
 };
 
 // Formats the whole line first and emits it with a single write(2), so lines from

@@ -13,14 +13,13 @@ void Histogram::observe(Duration d) noexcept {
   sum_ns_.inc(static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
 }
 
-void Histogram::render(std::string& out, const std::string& name,
-                       const std::string& labels) const {
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
   const std::string sep = labels.empty() ? "" : ",";
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < kBounds.size(); ++i) {
     cumulative += buckets_[i].value();
-    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i],
-                       cumulative);
+    out +=
+        fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i], cumulative);
   }
   cumulative += buckets_[kBounds.size()].value();
   out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
@@ -31,40 +30,62 @@ void Histogram::render(std::string& out, const std::string& name,
 
 const char* to_string(HttpRoute r) {
   switch (r) {
-    case HttpRoute::healthz: return "healthz";
-    case HttpRoute::readyz: return "readyz";
-    case HttpRoute::metrics: return "metrics";
-    case HttpRoute::events: return "events";
-    case HttpRoute::admin: return "admin";
-    case HttpRoute::unknown: return "unknown";
-    case HttpRoute::count_: break;
+    case HttpRoute::healthz:
+      return "healthz";
+    case HttpRoute::readyz:
+      return "readyz";
+    case HttpRoute::metrics:
+      return "metrics";
+    case HttpRoute::events:
+      return "events";
+    case HttpRoute::admin:
+      return "admin";
+    case HttpRoute::unknown:
+      return "unknown";
+    case HttpRoute::count_:
+      break;
   }
   return "unknown";
 }
 
 const char* to_string(RejectReason r) {
   switch (r) {
-    case RejectReason::bad_signature: return "bad_signature";
-    case RejectReason::stale_timestamp: return "stale_timestamp";
-    case RejectReason::malformed: return "malformed";
-    case RejectReason::missing_field: return "missing_field";
-    case RejectReason::unknown_source: return "unknown_source";
-    case RejectReason::wrong_method: return "wrong_method";
-    case RejectReason::too_large: return "too_large";
-    case RejectReason::shards_full: return "shards_full";
-    case RejectReason::count_: break;
+    case RejectReason::bad_signature:
+      return "bad_signature";
+    case RejectReason::stale_timestamp:
+      return "stale_timestamp";
+    case RejectReason::malformed:
+      return "malformed";
+    case RejectReason::missing_field:
+      return "missing_field";
+    case RejectReason::unknown_source:
+      return "unknown_source";
+    case RejectReason::wrong_method:
+      return "wrong_method";
+    case RejectReason::too_large:
+      return "too_large";
+    case RejectReason::shards_full:
+      return "shards_full";
+    case RejectReason::count_:
+      break;
   }
   return "unknown";
 }
 
 const char* to_string(DeliveryOutcome o) {
   switch (o) {
-    case DeliveryOutcome::success: return "success";
-    case DeliveryOutcome::server_error: return "server_error";
-    case DeliveryOutcome::timeout: return "timeout";
-    case DeliveryOutcome::connect_error: return "connect_error";
-    case DeliveryOutcome::rejected: return "rejected";
-    case DeliveryOutcome::count_: break;
+    case DeliveryOutcome::success:
+      return "success";
+    case DeliveryOutcome::server_error:
+      return "server_error";
+    case DeliveryOutcome::timeout:
+      return "timeout";
+    case DeliveryOutcome::connect_error:
+      return "connect_error";
+    case DeliveryOutcome::rejected:
+      return "rejected";
+    case DeliveryOutcome::count_:
+      break;
   }
   return "unknown";
 }

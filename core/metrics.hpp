@@ -36,10 +36,9 @@ class Gauge {
 // Latency histogram with fixed buckets from 50us to 60s.
 class Histogram {
  public:
-  static constexpr std::array<double, 18> kBounds = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
-                                                     0.0025,  0.005,  0.01,    0.025,  0.05,
-                                                     0.1,     0.25,   0.5,     1,      2.5,
-                                                     5,       10,     60};
+  static constexpr std::array<double, 18> kBounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10,   60};
   void observe(Duration d) noexcept;
   std::uint64_t count() const noexcept { return count_.value(); }
   void render(std::string& out, const std::string& name, const std::string& labels) const;
@@ -81,9 +80,7 @@ class Metrics {
   Metrics(std::size_t shards, const std::vector<std::string>& targets);
 
   void count_request(HttpRoute route, unsigned status) noexcept;
-  void count_rejected(RejectReason r) noexcept {
-    rejected_[static_cast<std::size_t>(r)].inc();
-  }
+  void count_rejected(RejectReason r) noexcept { rejected_[static_cast<std::size_t>(r)].inc(); }
   Counter& events_accepted() noexcept { return accepted_; }
   Counter& events_delivered() noexcept { return delivered_; }
   Counter& events_dead_lettered() noexcept { return dead_lettered_; }

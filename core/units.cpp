@@ -64,14 +64,9 @@ std::optional<std::uint64_t> parse_size(std::string_view s) {
     std::string_view name;
     std::uint64_t mul;
   };
-  static constexpr Unit units[] = {{"", 1},
-                                   {"B", 1},
-                                   {"KiB", 1ull << 10},
-                                   {"MiB", 1ull << 20},
-                                   {"GiB", 1ull << 30},
-                                   {"KB", 1000},
-                                   {"MB", 1000000},
-                                   {"GB", 1000000000}};
+  static constexpr Unit units[] = {
+      {"", 1},      {"B", 1},        {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+      {"KB", 1000}, {"MB", 1000000}, {"GB", 1000000000}};
   for (const auto& u : units) {
     if (s == u.name) {
       if (n != 0 && u.mul > std::numeric_limits<std::uint64_t>::max() / n) return std::nullopt;
@@ -87,11 +82,8 @@ std::string format_duration(Duration d) {
     const char* name;
     std::int64_t ns;
   };
-  static constexpr Unit units[] = {{"h", 3600000000000},
-                                   {"m", 60000000000},
-                                   {"s", 1000000000},
-                                   {"ms", 1000000},
-                                   {"us", 1000}};
+  static constexpr Unit units[] = {
+      {"h", 3600000000000}, {"m", 60000000000}, {"s", 1000000000}, {"ms", 1000000}, {"us", 1000}};
   if (ns == 0) return "0s";
   for (const auto& u : units) {
     if (ns % u.ns == 0) return std::to_string(ns / u.ns) + u.name;

@@ -18,8 +18,8 @@ constexpr int kMaxDepth = 128;
 // JSON number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? . Checked on
 // the token itself, so valid numbers too large for a double or an int64 pass.
 bool is_json_number(std::string_view t) {
-  while (!t.empty() && (t.back() == ' ' || t.back() == '\t' || t.back() == '\n' ||
-                        t.back() == '\r')) {
+  while (!t.empty() &&
+         (t.back() == ' ' || t.back() == '\t' || t.back() == '\n' || t.back() == '\r')) {
     t.remove_suffix(1);
   }
   std::size_t i = 0;
@@ -109,11 +109,16 @@ constexpr KnownField kFields[] = {{"id", &Event::id},
 
 const char* to_string(CodecStatus s) {
   switch (s) {
-    case CodecStatus::ok: return "ok";
-    case CodecStatus::bad_signature: return "bad_signature";
-    case CodecStatus::stale_timestamp: return "stale_timestamp";
-    case CodecStatus::malformed: return "malformed";
-    case CodecStatus::missing_field: return "missing_field";
+    case CodecStatus::ok:
+      return "ok";
+    case CodecStatus::bad_signature:
+      return "bad_signature";
+    case CodecStatus::stale_timestamp:
+      return "stale_timestamp";
+    case CodecStatus::malformed:
+      return "malformed";
+    case CodecStatus::missing_field:
+      return "missing_field";
   }
   return "unknown";
 }
@@ -125,8 +130,8 @@ CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_h
     return CodecStatus::bad_signature;
   }
   long long ts = 0;
-  auto [end, ec] =
-      std::from_chars(timestamp_header.data(), timestamp_header.data() + timestamp_header.size(), ts);
+  auto [end, ec] = std::from_chars(timestamp_header.data(),
+                                   timestamp_header.data() + timestamp_header.size(), ts);
   if (ec != std::errc{} || end != timestamp_header.data() + timestamp_header.size() || ts < 0) {
     return CodecStatus::bad_signature;
   }
@@ -155,7 +160,8 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
   }
   od::object obj;
   if (auto e = doc.get_object().get(obj)) {
-    detail = e == simdjson::INCORRECT_TYPE ? "body is not a JSON object" : simdjson::error_message(e);
+    detail =
+        e == simdjson::INCORRECT_TYPE ? "body is not a JSON object" : simdjson::error_message(e);
     return CodecStatus::malformed;
   }
   bool seen[std::size(kFields)] = {};

@@ -1,13 +1,12 @@
 #include "transport/http_client.hpp"
 
 #include <algorithm>
-#include <optional>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <optional>
 
 #include "transport/lazy_timer.hpp"
 
@@ -74,8 +73,8 @@ HttpClient::HttpClient(net::io_context& ioc, ClientOptions options,
   options_.pipeline = std::max<std::size_t>(options_.pipeline, 1);
 }
 
-void HttpClient::post(const std::string& target, const std::string& body,
-                      const HeaderList& headers, ClientCallback done) {
+void HttpClient::post(const std::string& target, const std::string& body, const HeaderList& headers,
+                      ClientCallback done) {
   auto job = std::make_shared<Job>();
   auto& w = job->wire;
   w.reserve(body.size() + 256);
@@ -162,17 +161,17 @@ void HttpClient::open(JobPtr first) {
   conn->queue.push_back(std::move(first));
   conn->connect_deadline = SteadyClock::now() + options_.connect_timeout;
   arm_timer(conn);
-  net::async_connect(conn->socket, endpoints_,
-                     [self = shared_from_this(), conn](boost::system::error_code ec,
-                                                       const tcp::endpoint&) {
-                       if (conn->dead) return;
-                       if (ec) return self->broken(conn, ec, "connect");
-                       conn->connected = true;
-                       boost::system::error_code ignored;
-                       conn->socket.set_option(tcp::no_delay(true), ignored);
-                       self->flush(conn);
-                       self->next_waiting();  // pipeline what queued up while connecting
-                     });
+  net::async_connect(
+      conn->socket, endpoints_,
+      [self = shared_from_this(), conn](boost::system::error_code ec, const tcp::endpoint&) {
+        if (conn->dead) return;
+        if (ec) return self->broken(conn, ec, "connect");
+        conn->connected = true;
+        boost::system::error_code ignored;
+        conn->socket.set_option(tcp::no_delay(true), ignored);
+        self->flush(conn);
+        self->next_waiting();  // pipeline what queued up while connecting
+      });
 }
 
 // Writes every assigned request not yet written, in one write.
@@ -287,8 +286,7 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   if (conn->dead) return;
   close(conn);
   const bool timed_out = ec == net::error::timed_out;
-  const std::string message =
-      std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
+  const std::string message = std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
   const bool front_answering = conn->parser && conn->parser->got_some();
   std::vector<JobPtr> again;
   std::vector<JobPtr> failed;
@@ -310,8 +308,8 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   // conn->parser stays: a read completion may already be queued and still use it.
   const auto error = !conn->connected ? (timed_out ? ClientResponse::Error::timeout
                                                    : ClientResponse::Error::connect)
-                     : timed_out     ? ClientResponse::Error::timeout
-                                     : ClientResponse::Error::io;
+                     : timed_out      ? ClientResponse::Error::timeout
+                                      : ClientResponse::Error::io;
   for (auto& job : again) assign(std::move(job));
   for (auto& job : failed) {
     // Only the front of a timed-out connection timed out; the rest were cut off.

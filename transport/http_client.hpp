@@ -15,6 +15,10 @@
 // twice, which the Idempotency-Key header makes harmless.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/system/error_code.hpp>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -23,11 +27,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/system/error_code.hpp>
 
 #include "core/units.hpp"
 

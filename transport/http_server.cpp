@@ -1,13 +1,12 @@
 #include "transport/http_server.hpp"
 
-#include <optional>
-#include <unordered_set>
-
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <optional>
+#include <unordered_set>
 
 #include "core/log.hpp"
 #include "transport/lazy_timer.hpp"
@@ -131,7 +130,8 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto reason = res.reason();
     out_.append(reason.data(), reason.size()).append("\r\n");
     for (const auto& field : res) {
-      if (field.name() == bhttp::field::content_length || field.name() == bhttp::field::connection) {
+      if (field.name() == bhttp::field::content_length ||
+          field.name() == bhttp::field::connection) {
         continue;
       }
       const auto name = field.name_string();
@@ -194,7 +194,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool http10_ = false;  // the request was HTTP/1.0
 };
 
-void Responder::operator()(Response&& res) const { session_->respond(std::move(res)); }
+void Responder::operator()(Response&& res) const {
+  session_->respond(std::move(res));
+}
 
 HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler handler,
                        RefusalHook hook)

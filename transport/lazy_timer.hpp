@@ -5,12 +5,11 @@
 // owner's callback checks its real deadline and calls ensure() again.
 #pragma once
 
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <utility>
-
-#include <boost/asio/steady_timer.hpp>
 
 namespace botgate::http {
 
@@ -28,12 +27,12 @@ class LazyTimer {
     armed_ = true;
     armed_at_ = at;
     timer_.expires_at(at);  // a pending wait completes as superseded
-    timer_.async_wait([this, generation = ++generation_, fire = std::move(fire)](
-                          boost::system::error_code) {
-      if (generation != generation_) return;  // superseded or cancelled
-      armed_ = false;
-      fire();
-    });
+    timer_.async_wait(
+        [this, generation = ++generation_, fire = std::move(fire)](boost::system::error_code) {
+          if (generation != generation_) return;  // superseded or cancelled
+          armed_ = false;
+          fire();
+        });
   }
 
   void cancel() {

@@ -3,14 +3,13 @@
 // and a backend killed mid-run.
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
@@ -107,9 +106,10 @@ std::string first_failures(const std::vector<Response>& acks, const std::vector<
 
 }  // namespace
 
-TEST_CASE("1000 events over 20 conversations are acked, delivered exactly once, balanced and in "
-          "order",
-          "[integration][delivery]") {
+TEST_CASE(
+    "1000 events over 20 conversations are acked, delivered exactly once, balanced and in "
+    "order",
+    "[integration][delivery]") {
   TempDir dir;
   TestBackend b1, b2;
   GatewayOptions o;
@@ -125,8 +125,8 @@ TEST_CASE("1000 events over 20 conversations are acked, delivered exactly once, 
   INFO("first failed acks:\n" << first_failures(acks, events));
   REQUIRE(acked == kEvents);
 
-  bool all_arrived = eventually(
-      [&] { return b1.delivered_count() + b2.delivered_count() >= kEvents; }, 60s);
+  bool all_arrived =
+      eventually([&] { return b1.delivered_count() + b2.delivered_count() >= kEvents; }, 60s);
   std::this_thread::sleep_for(300ms);  // let any duplicate show up before counting
   INFO("b1 delivered " << b1.delivered_count() << ", b2 delivered " << b2.delivered_count());
   REQUIRE(all_arrived);
@@ -189,8 +189,8 @@ TEST_CASE("1000 events over 20 conversations are acked, delivered exactly once, 
   // Per conversation, arrival order over both backends is the send order.
   for (int c = 0; c < kConvs; ++c) {
     const auto& s = seqs[static_cast<std::size_t>(c)];
-    bool increasing = std::is_sorted(s.begin(), s.end()) &&
-                      std::adjacent_find(s.begin(), s.end()) == s.end();
+    bool increasing =
+        std::is_sorted(s.begin(), s.end()) && std::adjacent_find(s.begin(), s.end()) == s.end();
     std::ostringstream got;
     for (int v : s) got << v << ' ';
     INFO("conversation conv-" << c << " arrival seqs: " << got.str());
@@ -302,7 +302,10 @@ TEST_CASE("events a backend answers with 5xx are retried until it recovers",
   b1.set_ok();
   b2.set_ok();
   bool recovered = eventually(
-      [&] { return delivered_ids({&b1, &b2}).size() == static_cast<std::size_t>(kEvents); }, 30s);
+      [&] {
+        return delivered_ids({&b1, &b2}).size() == static_cast<std::size_t>(kEvents);
+      },
+      30s);
   std::this_thread::sleep_for(300ms);
   REQUIRE(recovered);
 

@@ -2,10 +2,10 @@
 // backends that hang, close mid-response or refuse connections, secrets kept out
 // of the log, SIGINT, and the JSON log format.
 #include <signal.h>
-
 #include <simdjson.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <functional>
 #include <map>
 #include <regex>
@@ -14,8 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
@@ -306,8 +304,7 @@ TEST_CASE("a backend that hangs past the timeout is retried on the other backend
 }
 
 TEST_CASE("a backend that closes mid-response is retried", "[integration][failure]") {
-  check_fault_fails_over([](TestBackend& b) { b.set_close_mid_response(); }, "2s", "midclose",
-                         10s);
+  check_fault_fails_over([](TestBackend& b) { b.set_close_mid_response(); }, "2s", "midclose", 10s);
 }
 
 TEST_CASE("a connection-refused backend is retried on the other", "[integration][failure]") {

@@ -1,14 +1,19 @@
 // transport/http_client driven directly (no botgate process): a keep-alive pool
 // with optional pipelining, deadlines, and the resend-once rule, against the
 // TestBackend (and, for pipelining, a raw-socket probe) on 127.0.0.1.
+#include "transport/http_client.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
@@ -16,17 +21,12 @@
 #include <memory>
 #include <mutex>
 #include <set>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <catch2/catch.hpp>
-
 #include "tests/support/test_backend.hpp"
-#include "transport/http_client.hpp"
 
 using namespace botgate::test;
 using namespace std::chrono_literals;
@@ -38,10 +38,14 @@ namespace {
 
 const char* to_string(Error e) {
   switch (e) {
-    case Error::none: return "none";
-    case Error::connect: return "connect";
-    case Error::timeout: return "timeout";
-    case Error::io: return "io";
+    case Error::none:
+      return "none";
+    case Error::connect:
+      return "connect";
+    case Error::timeout:
+      return "timeout";
+    case Error::io:
+      return "io";
   }
   return "?";
 }
@@ -100,7 +104,8 @@ class Collector {
   explicit Collector(std::size_t n) : out_(n) {}
 
   // The callback for request i; `also` runs first, on the client's strand.
-  bh::ClientCallback callback(std::size_t i, std::function<void(const bh::ClientResponse&)> also = {}) {
+  bh::ClientCallback callback(std::size_t i,
+                              std::function<void(const bh::ClientResponse&)> also = {}) {
     {
       std::lock_guard lk(mu_);
       out_[i].posted = Clock::now();
@@ -140,7 +145,9 @@ class Collector {
   std::vector<Outcome> out_;
 };
 
-std::string key_of(std::size_t i) { return "key-" + std::to_string(i); }
+std::string key_of(std::size_t i) {
+  return "key-" + std::to_string(i);
+}
 
 // Requests recorded by the backend, by Idempotency-Key.
 std::map<std::string, std::vector<BackendRequest>> by_key(const TestBackend& backend) {

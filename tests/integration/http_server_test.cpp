@@ -9,21 +9,20 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <future>
-#include <mutex>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
@@ -176,8 +175,8 @@ std::string get(const std::string& target, const std::string& extra_headers = {}
 }
 
 std::string describe(const RawResponse& r) {
-  return "complete=" + std::to_string(r.complete) + " head=[" + r.head + "] body=" +
-         r.body.substr(0, 200);
+  return "complete=" + std::to_string(r.complete) + " head=[" + r.head +
+         "] body=" + r.body.substr(0, 200);
 }
 
 constexpr auto kReadTimeout = 500ms;
@@ -299,8 +298,7 @@ TEST_CASE("server drops a client that stalls or trickles a request head after re
   CHECK(ev.status == 200);
 }
 
-TEST_CASE("server frames responses by Content-Length and honours Connection: close",
-          "[server]") {
+TEST_CASE("server frames responses by Content-Length and honours Connection: close", "[server]") {
   TempDir dir;
   TestBackend backend;
   GatewayOptions o;
@@ -334,7 +332,7 @@ TEST_CASE("server frames responses by Content-Length and honours Connection: clo
     CHECK(r3.body.find("botgate_") != std::string::npos);
     CHECK(r3.body.back() == '\n');
     CHECK(!c.wait_closed(300ms).has_value());  // still open
-    CHECK(c.leftover().empty());                // and nothing past the last body
+    CHECK(c.leftover().empty());               // and nothing past the last body
   }
 
   SECTION("Connection: close on the request") {
@@ -362,7 +360,8 @@ TEST_CASE("server frames responses by Content-Length and honours Connection: clo
     for (const auto& [name, value] : signed_headers(o.secret, body)) {
       req += name + ": " + value + "\r\n";
     }
-    req += "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    req +=
+        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
     REQUIRE(c.send(req));
     auto r = c.read_response();
     INFO(describe(r));

@@ -1,10 +1,9 @@
 // The HTTP surface of the real botgate binary: status codes for bad input,
 // health/readiness/metrics, and keep-alive.
+#include <catch2/catch.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
@@ -42,8 +41,8 @@ TEST_CASE("bad input gets its status code and nothing is delivered", "[integrati
   auto signed_with = [&](const std::string& b) { return signed_headers(o.secret, b); };
 
   std::vector<BadCase> cases;
-  cases.push_back({"bad signature", "POST", events, signed_headers("not-the-secret", body), body,
-                   401});
+  cases.push_back(
+      {"bad signature", "POST", events, signed_headers("not-the-secret", body), body, 401});
   cases.push_back({"missing signature",
                    "POST",
                    events,
@@ -102,8 +101,8 @@ TEST_CASE("bad input gets its status code and nothing is delivered", "[integrati
     cases.push_back({"10000 nested arrays", "POST", events, signed_with(b), b, 400});
   }
   cases.push_back({"unknown route (GET)", "GET", "/no/such/route", {}, "", 404});
-  cases.push_back({"unknown route (POST)", "POST", "/v1/nothing-here", signed_with(body), body,
-                   404});
+  cases.push_back(
+      {"unknown route (POST)", "POST", "/v1/nothing-here", signed_with(body), body, 404});
 
   for (const auto& c : cases) {
     auto res = http_request(gw.port(), c.method, c.target, c.headers, c.body);
@@ -151,8 +150,8 @@ TEST_CASE("healthz, readyz and metrics answer", "[integration][ingest]") {
   INFO(health.describe());
   CHECK(health.status == 200);
 
-  bool ready = eventually([&] { return http_request(gw.port(), "GET", "/readyz").status == 200; },
-                          5s);
+  bool ready =
+      eventually([&] { return http_request(gw.port(), "GET", "/readyz").status == 200; }, 5s);
   CHECK(ready);
 
   // One event end to end, so the counters and histograms have something in them.

@@ -2,14 +2,13 @@
 // command-line interface (check-config, --version, --help).
 #include <signal.h>
 
+#include <catch2/catch.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
@@ -71,10 +70,9 @@ TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifec
   auto code = gw.process().wait_exit(15s);
   auto took = std::chrono::steady_clock::now() - t0;
   INFO("last answer to a new connection after SIGTERM: " << last);
-  INFO("delivered before SIGTERM: " << delivered_before << ", exit after "
-                                    << std::chrono::duration_cast<std::chrono::milliseconds>(took)
-                                           .count()
-                                    << " ms");
+  INFO("delivered before SIGTERM: "
+       << delivered_before << ", exit after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
   CHECK(refused_while_running);
   REQUIRE(code.has_value());
   CHECK(*code == 0);
@@ -168,8 +166,8 @@ TEST_CASE("check-config, --version and --help", "[integration][cli]") {
   // A secret never shows up in diagnostics.
   CHECK(r.err.find("s3cret") == std::string::npos);
 
-  auto missing = run_command({bin, "check-config", (dir / "does-not-exist.toml").string()},
-                             dir.path());
+  auto missing =
+      run_command({bin, "check-config", (dir / "does-not-exist.toml").string()}, dir.path());
   INFO("check-config missing file stderr: " << missing.err);
   REQUIRE(missing.exit_code.has_value());
   CHECK(*missing.exit_code != 0);

@@ -3,10 +3,9 @@
 // These need no botgate and take well under a second each.
 #include <signal.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
-
-#include <catch2/catch.hpp>
 
 #include "tests/support/client.hpp"
 #include "tests/support/process.hpp"

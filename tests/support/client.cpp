@@ -1,17 +1,16 @@
 #include "tests/support/client.hpp"
-#include "tests/support/headers.hpp"
-
-#include <cctype>
-#include <cmath>
-#include <ctime>
-#include <sstream>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
+#include <cmath>
+#include <ctime>
+#include <sstream>
 
+#include "tests/support/headers.hpp"
 #include "transport/signature.hpp"
 
 namespace botgate::test {
@@ -84,11 +83,17 @@ HttpConnection::HttpConnection(std::uint16_t port, std::chrono::milliseconds tim
   impl_->socket.set_option(tcp::no_delay(true), ec);
 }
 
-HttpConnection::~HttpConnection() { close(); }
+HttpConnection::~HttpConnection() {
+  close();
+}
 
-bool HttpConnection::is_open() const { return impl_->socket.is_open(); }
+bool HttpConnection::is_open() const {
+  return impl_->socket.is_open();
+}
 
-const std::string& HttpConnection::connect_error() const { return impl_->connect_error; }
+const std::string& HttpConnection::connect_error() const {
+  return impl_->connect_error;
+}
 
 std::uint16_t HttpConnection::local_port() const {
   boost::system::error_code ec;
@@ -198,8 +203,7 @@ Response send_event(std::uint16_t port, const std::string& source, const std::st
 
 Response send_event(HttpConnection& conn, const std::string& source, const std::string& secret,
                     const std::string& json_body) {
-  return conn.request("POST", "/v1/events/" + source, signed_headers(secret, json_body),
-                      json_body);
+  return conn.request("POST", "/v1/events/" + source, signed_headers(secret, json_body), json_body);
 }
 
 namespace {

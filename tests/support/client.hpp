@@ -20,8 +20,8 @@ using namespace std::chrono_literals;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Response {
-  int status = 0;     // 0 when no response was read
-  std::string error;  // empty on success
+  int status = 0;                              // 0 when no response was read
+  std::string error;                           // empty on success
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   bool keep_alive = false;

@@ -2,9 +2,8 @@
 #include "tests/support/failure.hpp"
 
 #include <atomic>
-#include <exception>
-
 #include <catch2/catch.hpp>
+#include <exception>
 
 namespace botgate::test {
 namespace {
@@ -29,6 +28,8 @@ struct FailureListener : Catch::TestEventListenerBase {
 
 CATCH_REGISTER_LISTENER(FailureListener)
 
-bool current_test_failed() { return g_failed.load() || std::uncaught_exceptions() > 0; }
+bool current_test_failed() {
+  return g_failed.load() || std::uncaught_exceptions() > 0;
+}
 
 }  // namespace botgate::test

@@ -126,10 +126,16 @@ bool Process::try_reap(bool block) {
   return false;
 }
 
-bool Process::running() { return !try_reap(false); }
+bool Process::running() {
+  return !try_reap(false);
+}
 
-std::string Process::log() const { return read_file(stderr_path_); }
-std::string Process::stdout_text() const { return read_file(stdout_path_); }
+std::string Process::log() const {
+  return read_file(stderr_path_);
+}
+std::string Process::stdout_text() const {
+  return read_file(stdout_path_);
+}
 
 bool Process::wait_for_log(const std::regex& re, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -189,7 +195,9 @@ void Process::signal(int sig) {
   if (pid_ > 0 && !reaped_) ::kill(pid_, sig);
 }
 
-void Process::kill() { signal(SIGKILL); }
+void Process::kill() {
+  signal(SIGKILL);
+}
 
 std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -202,8 +210,8 @@ std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
 
 void Process::dump(const std::string& why) const {
   std::ostringstream os;
-  os << "\n===== " << argv_[0] << " (pid " << pid_ << ", " << why << ") stderr: "
-     << stderr_path_.string() << " =====\n";
+  os << "\n===== " << argv_[0] << " (pid " << pid_ << ", " << why
+     << ") stderr: " << stderr_path_.string() << " =====\n";
   auto text = log();
   constexpr std::size_t kMax = 64 * 1024;
   if (text.size() > kMax) {

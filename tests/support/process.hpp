@@ -5,8 +5,8 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <regex>
@@ -46,7 +46,7 @@ class Process {
   bool running();
 
   // Captured output so far.
-  std::string log() const;         // stderr file (botgate logs to stderr)
+  std::string log() const;          // stderr file (botgate logs to stderr)
   std::string stdout_text() const;  // stdout file
   const std::filesystem::path& log_path() const { return stderr_path_; }
 

@@ -107,8 +107,8 @@ std::string make_config(const GatewayOptions& o) {
     t << "\n[[targets]]\n"
       << "name = " << quoted("b" + std::to_string(i + 1)) << "\n"
       << "kind = \"http\"\n"
-      << "url = " << quoted("http://127.0.0.1:" + std::to_string(o.backend_ports[i]) + o.backend_path)
-      << "\n"
+      << "url = "
+      << quoted("http://127.0.0.1:" + std::to_string(o.backend_ports[i]) + o.backend_path) << "\n"
       << "weight = 1\n"
       << "connect_timeout = " << quoted(o.connect_timeout) << "\n"
       << "timeout = " << quoted(o.target_timeout) << "\n"

@@ -1,17 +1,7 @@
 #include "tests/support/test_backend.hpp"
-#include "tests/support/headers.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
-#include <condition_variable>
-#include <future>
-#include <mutex>
-#include <optional>
-#include <set>
-#include <stdexcept>
-#include <thread>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -25,6 +15,16 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "tests/support/headers.hpp"
 
 namespace botgate::test {
 
@@ -107,8 +107,7 @@ struct TestBackend::Impl {
   }
 
   // Holds on to the acceptor it was started for: a later restart opens a new one.
-  static net::awaitable<void> accept_loop(Impl* self,
-                                          std::shared_ptr<tcp::acceptor> acc) {
+  static net::awaitable<void> accept_loop(Impl* self, std::shared_ptr<tcp::acceptor> acc) {
     for (;;) {
       auto [ec, sock] = co_await acc->async_accept(kTuple);
       if (ec) co_return;  // closed by stop()
@@ -149,7 +148,7 @@ struct TestBackend::Impl {
       {
         std::lock_guard lk(self->mu);
         mode = self->mode;
-        status = mode == FaultMode::status ? self->status
+        status = mode == FaultMode::status                            ? self->status
                  : (mode == FaultMode::ok || mode == FaultMode::slow) ? 200
                                                                       : 0;
         delay = self->delay;
@@ -250,7 +249,9 @@ bool TestBackend::running() const {
   return impl_->running;
 }
 
-std::uint16_t TestBackend::port() const { return impl_->port.load(); }
+std::uint16_t TestBackend::port() const {
+  return impl_->port.load();
+}
 
 std::string TestBackend::url(const std::string& path) const {
   return "http://127.0.0.1:" + std::to_string(port()) + path;

@@ -1,9 +1,9 @@
 #include "transport/generic_codec.hpp"
 
-#include <catch2/catch.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -92,8 +92,7 @@ TEST_CASE("verify_generic rejects a tampered body", "[codec][signature]") {
   std::string tampered = kBody;
   tampered[tampered.find("hello")] = 'j';
   CHECK(verify_generic(kSecret, ts, sig, tampered, kNowTp, kSkew) == CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, sig, kBody + " ", kNowTp, kSkew) ==
-        CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, sig, kBody + " ", kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic rejects a tampered timestamp", "[codec][signature]") {
@@ -138,8 +137,7 @@ TEST_CASE("verify_generic rejects a truncated or upper-cased signature", "[codec
   const std::string sig = sign(kSecret, ts, kBody);
   CHECK(verify_generic(kSecret, ts, sig.substr(0, sig.size() - 1), kBody, kNowTp, kSkew) ==
         CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, sig + "0", kBody, kNowTp, kSkew) ==
-        CodecStatus::bad_signature);
+  CHECK(verify_generic(kSecret, ts, sig + "0", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic enforces the +-300 s timestamp window", "[codec][signature]") {
@@ -204,8 +202,7 @@ TEST_CASE("parse_generic_event accepts whitespace around the document", "[codec]
   CHECK(ev.raw == body);
 }
 
-TEST_CASE("parse_generic_event reports a missing or empty id or conversation",
-          "[codec][parse]") {
+TEST_CASE("parse_generic_event reports a missing or empty id or conversation", "[codec][parse]") {
   CHECK(parse(R"({"conversation":"c"})") == CodecStatus::missing_field);
   CHECK(parse(R"({"id":"","conversation":"c"})") == CodecStatus::missing_field);
   CHECK(parse(R"({"id":"a"})") == CodecStatus::missing_field);
@@ -224,14 +221,14 @@ TEST_CASE("parse_generic_event rejects known fields that are not strings", "[cod
 }
 
 TEST_CASE("parse_generic_event rejects malformed JSON", "[codec][parse]") {
-  for (std::string body : {"", " ", "{", "}", "{\"id\"}", "{\"id\":}", "{\"id\":\"a\",}",
-                           "{\"id\":\"a\" \"conversation\":\"c\"}", "{id:\"a\"}",
-                           "{'id':'a','conversation':'c'}", "{\"id\":\"a\",\"conversation\":\"c\"",
-                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":01}",
-                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":tru}",
-                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":nul}",
-                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":1.}",
-                           "{\"id\":\"a\",\"conversation\":\"c\",\"n\":-}"}) {
+  for (std::string body :
+       {"", " ", "{", "}", "{\"id\"}", "{\"id\":}", "{\"id\":\"a\",}",
+        "{\"id\":\"a\" \"conversation\":\"c\"}", "{id:\"a\"}", "{'id':'a','conversation':'c'}",
+        "{\"id\":\"a\",\"conversation\":\"c\"", "{\"id\":\"a\",\"conversation\":\"c\",\"n\":01}",
+        "{\"id\":\"a\",\"conversation\":\"c\",\"n\":tru}",
+        "{\"id\":\"a\",\"conversation\":\"c\",\"n\":nul}",
+        "{\"id\":\"a\",\"conversation\":\"c\",\"n\":1.}",
+        "{\"id\":\"a\",\"conversation\":\"c\",\"n\":-}"}) {
     INFO("body: " << body);
     CHECK(parse(body) == CodecStatus::malformed);
   }
@@ -258,34 +255,40 @@ TEST_CASE("parse_generic_event rejects trailing content after the object", "[cod
   }
 }
 
-TEST_CASE("parse_generic_event rejects a top-level value that is not an object",
-          "[codec][parse]") {
-  for (std::string body : {R"([{"id":"a","conversation":"c"}])", R"("id")", "42", "-1.5",
-                           "true", "null", "[]"}) {
+TEST_CASE("parse_generic_event rejects a top-level value that is not an object", "[codec][parse]") {
+  for (std::string body :
+       {R"([{"id":"a","conversation":"c"}])", R"("id")", "42", "-1.5", "true", "null", "[]"}) {
     INFO("body: " << body);
     CHECK(parse(body) == CodecStatus::malformed);
   }
 }
 
-TEST_CASE("parse_generic_event rejects invalid UTF-8 anywhere in the document",
-          "[codec][parse]") {
+TEST_CASE("parse_generic_event rejects invalid UTF-8 anywhere in the document", "[codec][parse]") {
   // Inside a known field's value.
-  CHECK(parse(R"({"id":"a","conversation":"c","text":")" "\xff" R"("})") ==
-        CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","text":")"
+              "\xff"
+              R"("})") == CodecStatus::malformed);
   // Inside an unknown field's value, which botgate never reads.
-  CHECK(parse(R"({"id":"a","conversation":"c","x":")" "\xff" R"("})") ==
-        CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":")"
+              "\xff"
+              R"("})") == CodecStatus::malformed);
   // Nested deep in an unknown field.
-  CHECK(parse(R"({"id":"a","conversation":"c","x":{"y":["ok",")" "\xc3\x28" R"("]}})") ==
-        CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":{"y":["ok",")"
+              "\xc3\x28"
+              R"("]}})") == CodecStatus::malformed);
   // In an unknown key.
-  CHECK(parse(R"({"id":"a","conversation":"c",")" "\xfe" R"(":1})") == CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c",")"
+              "\xfe"
+              R"(":1})") == CodecStatus::malformed);
   // Overlong encoding of '/'.
-  CHECK(parse(R"({"id":"a","conversation":"c","x":")" "\xc0\xaf" R"("})") ==
-        CodecStatus::malformed);
+  CHECK(parse(R"({"id":"a","conversation":"c","x":")"
+              "\xc0\xaf"
+              R"("})") == CodecStatus::malformed);
   // Valid multi-byte UTF-8 is fine.
   Event ev;
-  REQUIRE(parse(R"({"id":"a","conversation":"c","text":"h\u00e9 )" "\xe4\xbd\xa0\xe5\xa5\xbd" R"("})",
+  REQUIRE(parse(R"({"id":"a","conversation":"c","text":"h\u00e9 )"
+                "\xe4\xbd\xa0\xe5\xa5\xbd"
+                R"("})",
                 ev) == CodecStatus::ok);
   CHECK(ev.text == "h\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd");
 }
@@ -299,8 +302,7 @@ TEST_CASE("parse_generic_event rejects bad escapes", "[codec][parse]") {
   CHECK(parse(R"({"id":"a","conversation":"c","\x":1})") == CodecStatus::malformed);
 }
 
-TEST_CASE("parse_generic_event rejects raw control characters inside strings",
-          "[codec][parse]") {
+TEST_CASE("parse_generic_event rejects raw control characters inside strings", "[codec][parse]") {
   CHECK(parse("{\"id\":\"a\nb\",\"conversation\":\"c\"}") == CodecStatus::malformed);
   CHECK(parse("{\"id\":\"a\",\"conversation\":\"c\",\"x\":\"\t\"}") == CodecStatus::malformed);
   std::string with_nul = R"({"id":"a","conversation":"c","x":"?"})";

@@ -78,16 +78,20 @@ TEST_CASE("logfmt line has ts, level, msg then fields in order", "[log]") {
 
 TEST_CASE("logfmt renders numbers without quotes", "[log]") {
   const std::string line = blog::render(blog::Format::logfmt, blog::Level::info, "m",
-                                       {{"n", 42}, {"neg", -7}, {"u", std::uint64_t{18}}});
+                                        {{"n", 42}, {"neg", -7}, {"u", std::uint64_t{18}}});
   INFO("line: " << line);
   CHECK(line.find(" n=42 neg=-7 u=18\n") != std::string::npos);
 }
 
 TEST_CASE("logfmt quotes values with spaces, quotes, equals and newlines", "[log]") {
-  const std::string line = blog::render(
-      blog::Format::logfmt, blog::Level::error, "two words",
-      {{"space", "a b"}, {"quote", "say \"hi\""}, {"nl", "l1\nl2"}, {"eq", "k=v"},
-       {"empty", ""}, {"bs", "a\\b"}, {"plain", "ok"}});
+  const std::string line = blog::render(blog::Format::logfmt, blog::Level::error, "two words",
+                                        {{"space", "a b"},
+                                         {"quote", "say \"hi\""},
+                                         {"nl", "l1\nl2"},
+                                         {"eq", "k=v"},
+                                         {"empty", ""},
+                                         {"bs", "a\\b"},
+                                         {"plain", "ok"}});
   INFO("line: " << line);
   CHECK(line.find(" level=error msg=\"two words\" ") != std::string::npos);
   CHECK(line.find(" space=\"a b\"") != std::string::npos);
@@ -101,7 +105,7 @@ TEST_CASE("logfmt quotes values with spaces, quotes, equals and newlines", "[log
 
 TEST_CASE("logfmt line is exactly one line whatever the values hold", "[log]") {
   const std::string line = blog::render(blog::Format::logfmt, blog::Level::info, "m\nx",
-                                       {{"v", "a\r\nb\n\nc"}, {"tab", "a\tb"}, {"ctl", "\x01"}});
+                                        {{"v", "a\r\nb\n\nc"}, {"tab", "a\tb"}, {"ctl", "\x01"}});
   INFO("line: " << line);
   REQUIRE_FALSE(line.empty());
   CHECK(line.back() == '\n');
@@ -125,8 +129,8 @@ TEST_CASE("logfmt level names", "[log]") {
 // blog::render, JSON
 
 TEST_CASE("JSON log line is a valid object with ts, level, msg then fields in order", "[log]") {
-  const std::string line =
-      blog::render(blog::Format::json, blog::Level::info, "started", {{"port", 8080}, {"host", "h"}});
+  const std::string line = blog::render(blog::Format::json, blog::Level::info, "started",
+                                        {{"port", 8080}, {"host", "h"}});
   REQUIRE_FALSE(line.empty());
   CHECK(line.back() == '\n');
   CHECK(line.find('\n') == line.size() - 1);
@@ -144,7 +148,7 @@ TEST_CASE("JSON log line is a valid object with ts, level, msg then fields in or
 TEST_CASE("JSON log line escapes quotes, backslashes and control characters", "[log]") {
   const std::string tricky = std::string("q\"b\\n\nr\rt\tz\x01\x1f") + '\0' + "end";
   const std::string line = blog::render(blog::Format::json, blog::Level::warn, "m \"x\"",
-                                       {{"v", tricky}, {"u", "h\xc3\xa9"}});
+                                        {{"v", tricky}, {"u", "h\xc3\xa9"}});
   INFO("line: " << line);
   CHECK(line.find(R"("v":"q\"b\\n\nr\rt\tz\u0001\u001f\u0000end")") != std::string::npos);
   simdjson::dom::parser parser;
@@ -159,7 +163,7 @@ TEST_CASE("JSON log line escapes quotes, backslashes and control characters", "[
 TEST_CASE("JSON log line stays valid JSON when a value holds invalid UTF-8", "[log]") {
   // Values such as a request path come from the network and may hold any byte.
   const std::string line = blog::render(blog::Format::json, blog::Level::info, "unknown route",
-                                       {{"path", "/x\xff\xfe/y"}, {"after", "ok"}});
+                                        {{"path", "/x\xff\xfe/y"}, {"after", "ok"}});
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   INFO("line: " << line);
@@ -250,15 +254,14 @@ TEST_CASE("metrics counters move after they are counted", "[metrics]") {
   CHECK(sample(text, R"(botgate_target_in_flight{target="t1"})") == "2");
 }
 
-TEST_CASE("metrics histogram buckets are cumulative and _count matches observations",
-          "[metrics]") {
+TEST_CASE("metrics histogram buckets are cumulative and _count matches observations", "[metrics]") {
   Metrics m(1, {});
   auto& h = m.end_to_end();
-  h.observe(30us);    // <= 5e-05
-  h.observe(1ms);     // exactly on the 0.001 bound: le is inclusive
-  h.observe(2ms);     // <= 0.0025
-  h.observe(3s);      // <= 5
-  h.observe(100s);    // only +Inf
+  h.observe(30us);  // <= 5e-05
+  h.observe(1ms);   // exactly on the 0.001 bound: le is inclusive
+  h.observe(2ms);   // <= 0.0025
+  h.observe(3s);    // <= 5
+  h.observe(100s);  // only +Inf
   CHECK(h.count() == 5);
   const std::string text = m.render();
   INFO(text);
@@ -328,8 +331,8 @@ TEST_CASE("metrics render every target and outcome", "[metrics]") {
   const std::string text = m.render();
   for (const char* t : {"alpha", "beta"}) {
     for (const char* o : {"success", "server_error", "timeout", "connect_error", "rejected"}) {
-      const std::string series = std::string("botgate_deliveries_total{target=\"") + t +
-                                 "\",outcome=\"" + o + "\"}";
+      const std::string series =
+          std::string("botgate_deliveries_total{target=\"") + t + "\",outcome=\"" + o + "\"}";
       INFO(series);
       CHECK(sample(text, series) != "<absent>");
     }

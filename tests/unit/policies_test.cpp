@@ -62,8 +62,7 @@ TEST_CASE("RoundRobin skips the avoided index when another exists", "[policies][
   }
 }
 
-TEST_CASE("RoundRobin with two targets sends a retry to the other one",
-          "[policies][round_robin]") {
+TEST_CASE("RoundRobin with two targets sends a retry to the other one", "[policies][round_robin]") {
   RoundRobin rr(2);
   CHECK(*rr.pick() == 0);
   CHECK(*rr.pick() == 1);
@@ -126,15 +125,14 @@ TEST_CASE("Backoff ceiling equals min(cap, base * 2^n) for small n", "[policies]
 
 TEST_CASE("Backoff ceiling never exceeds cap for huge n", "[policies][backoff]") {
   Backoff b(100ms, 30s);
-  for (std::uint32_t n : {30u, 63u, 64u, 65u, 100u, 1000u, 100000u,
-                          std::numeric_limits<std::uint32_t>::max()}) {
+  for (std::uint32_t n :
+       {30u, 63u, 64u, 65u, 100u, 1000u, 100000u, std::numeric_limits<std::uint32_t>::max()}) {
     INFO("n = " << n);
     CHECK(b.ceiling(n) == Backoff::Duration(30s));
   }
 }
 
-TEST_CASE("Backoff ceiling saturates at cap even near the Duration limit",
-          "[policies][backoff]") {
+TEST_CASE("Backoff ceiling saturates at cap even near the Duration limit", "[policies][backoff]") {
   // A cap above 2^62 ns: doubling base past it must not overflow and wrap.
   const auto huge_cap = Backoff::Duration::max();
   Backoff b(1ns, huge_cap);

@@ -1,5 +1,7 @@
 // The shard and router actors against scripted fake targets: ordering per
 // conversation, retries on another target, dead letters, back-pressure, timeouts.
+#include "actors/shard_actor.hpp"
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
@@ -13,7 +15,6 @@
 
 #include "actors/messages.hpp"
 #include "actors/router_actor.hpp"
-#include "actors/shard_actor.hpp"
 #include "core/metrics.hpp"
 #include "policies/delivery_rules.hpp"
 
@@ -298,8 +299,7 @@ TEST_CASE("shard never sends a retry back to the target that just failed",
   }
 }
 
-TEST_CASE("shard dead-letters a 4xx answer without retrying and moves on",
-          "[actors][shard]") {
+TEST_CASE("shard dead-letters a 4xx answer without retrying and moves on", "[actors][shard]") {
   Script s = [](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
     return ev.id == "A1" ? 400u : 200u;
   };
@@ -418,8 +418,7 @@ TEST_CASE("shard times out a silent target and retries on the other one",
   CHECK(h.dead_lettered() == 0);
 }
 
-TEST_CASE("shard retries an attempt that timed out instead of waiting forever",
-          "[actors][shard]") {
+TEST_CASE("shard retries an attempt that timed out instead of waiting forever", "[actors][shard]") {
   // Only one conversation: after t1's timeout the retry reaches t2.
   Harness h(never_answers(), always(200), fast_options());
   h.ingest("A1", "conv-A");
@@ -451,8 +450,7 @@ TEST_CASE("a conversation waiting on backoff does not hold back another conversa
   CHECK(h.pending() == std::optional<std::uint64_t>{1});
 }
 
-TEST_CASE("shard dead-letters an event whose source has no route and moves on",
-          "[actors][shard]") {
+TEST_CASE("shard dead-letters an event whose source has no route and moves on", "[actors][shard]") {
   Harness h(always(200), always(200), fast_options());
   h.ingest("X1", "conv-A", "no-such-source");
   h.ingest("A2", "conv-A");

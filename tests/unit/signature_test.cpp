@@ -66,8 +66,7 @@ TEST_CASE("constant_time_equal is true for equal strings", "[signature]") {
   CHECK(constant_time_equal(std::string("a\0b", 3), std::string("a\0b", 3)));
 }
 
-TEST_CASE("constant_time_equal detects a difference in the first or last byte",
-          "[signature]") {
+TEST_CASE("constant_time_equal detects a difference in the first or last byte", "[signature]") {
   CHECK_FALSE(constant_time_equal("xbcdef", "abcdef"));
   CHECK_FALSE(constant_time_equal("abcdex", "abcdef"));
   CHECK_FALSE(constant_time_equal("abcxef", "abcdef"));
