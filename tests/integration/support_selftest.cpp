@@ -78,6 +78,9 @@ TEST_CASE("support: test backend fault modes", "[support]") {
   CHECK(http_request(backend.port(), "POST", "/events", {}, "{}").status == 200);
 
   REQUIRE(backend.wait_for_count(6, 2s));
+  // The client can read the last answer before the backend's write handler marks
+  // it answered, so wait for both 2xx answers to be recorded as written.
+  REQUIRE(backend.wait_for_delivered(2, 2s));
   auto reqs = backend.requests();
   REQUIRE(reqs.size() == 6);
   CHECK(reqs[0].status == 500);
