@@ -1,5 +1,8 @@
 #include "actors/shard_actor.hpp"
 
+#include <algorithm>
+
+#include "actors/shard_log_actor.hpp"
 #include "core/log.hpp"
 #include "policies/delivery_rules.hpp"
 
@@ -8,36 +11,79 @@ namespace {
 
 using Self = shard_actor::stateful_pointer<ShardState>;
 
-void dispatch(Self self, const std::string& key);
+constexpr auto kHousekeeping = std::chrono::seconds(1);
 
-// The head of `key` is finished (delivered or given up): drop it and go on.
-void advance(Self self, const std::string& key) {
+std::int64_t now_ms() {
+  return storage::to_unix_ms(std::chrono::system_clock::now());
+}
+
+void dispatch(Self self, const std::string& key);
+void maybe_read(Self self);
+
+void update_depth(Self self) {
+  auto& st = self->state;
+  st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
+}
+
+// A stored event enters memory if the window has room and nothing older waits on disk;
+// otherwise it stays on disk until read back. `force` (a replayed dead letter) always enters.
+void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false) {
+  auto& st = self->state;
+  if (!force && (st.on_disk > 0 || st.in_memory >= st.options.memory_window)) {
+    ++st.on_disk;
+    return;
+  }
+  const std::string& key = stored.ev->conversation;
+  auto& conv = st.conversations[key];
+  st.loaded_upto = std::max(st.loaded_upto, stored.seq);
+  ++st.in_memory;
+  conv.events.push_back(QueuedEvent{std::move(stored.ev), stored.seq, id});
+  if (!conv.busy) dispatch(self, conv.events.back().ev->conversation);
+}
+
+// The head of `key` is finished (delivered or given up): record it and go on.
+void finish(Self self, const std::string& key, Completion c) {
   auto& st = self->state;
   auto it = st.conversations.find(key);
   if (it == st.conversations.end()) return;
   auto& conv = it->second;
+  const QueuedEvent head = std::move(conv.events.front());
   conv.events.pop_front();
   conv.attempts = 0;
   conv.last_target.clear();
   conv.busy = false;
   --st.pending;
-  st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
+  --st.in_memory;
+  update_depth(self);
+
+  c.seq = head.seq;
+  c.id = head.id;
+  c.at_ms = now_ms();
+  st.ids[head.id] = c.at_ms;
+  st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
+  self->send(st.log, done_atom::value, std::move(c));
+
   if (conv.events.empty()) {
     st.conversations.erase(it);
   } else {
     dispatch(self, key);
   }
+  maybe_read(self);
 }
 
-void dead_letter(Self self, const std::string& key, const Event& ev, std::uint32_t attempts,
+void dead_letter(Self self, const std::string& key, const EventPtr& ev, std::uint32_t attempts,
                  const std::string& why) {
   self->state.metrics->events_dead_lettered().inc();
-  log::warn("event dead-lettered", {{"source", ev.source},
-                                    {"id", ev.id},
-                                    {"conversation", ev.conversation},
+  log::warn("event dead-lettered", {{"source", ev->source},
+                                    {"id", ev->id},
+                                    {"conversation", ev->conversation},
                                     {"attempts", attempts},
                                     {"error", why}});
-  advance(self, key);
+  Completion c;
+  c.dead = ev;
+  c.attempts = attempts;
+  c.error = why;
+  finish(self, key, std::move(c));
 }
 
 void on_outcome(Self self, const std::string& key, const Outcome& out) {
@@ -45,21 +91,21 @@ void on_outcome(Self self, const std::string& key, const Outcome& out) {
   auto it = st.conversations.find(key);
   if (it == st.conversations.end()) return;
   auto& conv = it->second;
-  const EventPtr ev = conv.events.front();
+  const EventPtr ev = conv.events.front().ev;
   switch (out.error.empty() ? Verdict::done : classify_answer(out.status)) {
     case Verdict::done: {
       st.metrics->events_delivered().inc();
       st.metrics->end_to_end().observe(Clock::now() - ev->received_at);
-      return advance(self, key);
+      return finish(self, key, Completion{});
     }
     case Verdict::dead_letter:
-      return dead_letter(self, key, *ev, conv.attempts, out.target + ": " + out.error);
+      return dead_letter(self, key, ev, conv.attempts, out.target + ": " + out.error);
     case Verdict::retry:
       break;
   }
   const auto age = Clock::now() - ev->received_at;
   if (!may_retry(conv.attempts, st.options.max_attempts, age, st.options.max_age)) {
-    return dead_letter(self, key, *ev, conv.attempts, out.target + ": " + out.error);
+    return dead_letter(self, key, ev, conv.attempts, out.target + ": " + out.error);
   }
   conv.last_target = out.target;
   const auto delay = st.options.backoff.delay(conv.attempts - 1, st.rng);
@@ -76,10 +122,10 @@ void dispatch(Self self, const std::string& key) {
   auto& st = self->state;
   auto& conv = st.conversations[key];
   if (conv.busy || conv.events.empty()) return;
-  const EventPtr ev = conv.events.front();
+  const EventPtr ev = conv.events.front().ev;
   auto route = st.routes.find(ev->source);
   if (route == st.routes.end()) {
-    return dead_letter(self, key, *ev, 0, "no route for source " + ev->source);
+    return dead_letter(self, key, ev, 0, "no route for source " + ev->source);
   }
   conv.busy = true;
   ++conv.attempts;
@@ -94,31 +140,164 @@ void dispatch(Self self, const std::string& key) {
             });
 }
 
+// Reads stored events back from the log once the memory window has drained to half.
+void maybe_read(Self self) {
+  auto& st = self->state;
+  if (st.on_disk == 0 || st.reading || st.in_memory > st.options.memory_window / 2) return;
+  st.reading = true;
+  self->request(st.log, caf::infinite, read_atom::value, st.loaded_upto,
+                st.options.memory_window - st.in_memory)
+      .then(
+          [self](StoredEvents& events) {
+            auto& st = self->state;
+            st.reading = false;
+            // Nothing came back: the log failed, or the count drifted. Try again on the tick.
+            if (events.empty()) return;
+            for (auto& e : events) {
+              --st.on_disk;
+              const auto id = storage::hash_id(e.ev->source, e.ev->id);
+              place(self, std::move(e), id, true);
+            }
+            maybe_read(self);
+          },
+          [self](caf::error&) { self->state.reading = false; });
+}
+
+void on_stored(Self self, Commit& commit) {
+  auto& st = self->state;
+  const bool failed = !commit.error.empty();
+  for (std::uint64_t seq : commit.seqs) {
+    if (st.unstored.empty()) break;  // cannot happen: one entry per append
+    UnstoredEvent u = std::move(st.unstored.front());
+    st.unstored.pop_front();
+    if (failed) {
+      st.ids.erase(u.id);
+      --st.pending;
+      u.ack(IngestStatus::failed);
+      for (auto& d : u.duplicates) d(IngestStatus::failed);
+      continue;
+    }
+    u.ack(IngestStatus::accepted);
+    for (auto& d : u.duplicates) {
+      st.metrics->events_duplicate().inc();
+      d(IngestStatus::duplicate);
+    }
+    place(self, StoredEvent{std::move(u.ev), seq}, u.id);
+  }
+  update_depth(self);
+  maybe_read(self);
+}
+
+void ingest(Self self, EventPtr& ev, AckFn& ack) {
+  auto& st = self->state;
+  const auto id = storage::hash_id(ev->source, ev->id);
+  if (auto known = st.ids.find(id); known != st.ids.end()) {
+    // Still being stored: its ack waits for the store, like the first one.
+    if (known->second == 0) {
+      auto u = std::find_if(st.unstored.begin(), st.unstored.end(),
+                            [&](const UnstoredEvent& x) { return x.id == id; });
+      if (u != st.unstored.end()) return u->duplicates.push_back(std::move(ack));
+    }
+    st.metrics->events_duplicate().inc();
+    return ack(IngestStatus::duplicate);
+  }
+  if (st.pending >= st.options.max_pending) return ack(IngestStatus::full);
+  st.ids.emplace(id, 0);
+  ++st.pending;
+  update_depth(self);
+  self->send(st.log, append_atom::value, ev);
+  st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
+}
+
+// Forgets completed ids older than the dedup window (the journal on disk expires them too).
+void expire_ids(Self self) {
+  auto& st = self->state;
+  const std::int64_t horizon = now_ms() - st.options.dedup_window.count();
+  while (!st.expiry.empty() && st.expiry.front().completed_ms <= horizon) {
+    const auto& e = st.expiry.front();
+    if (auto it = st.ids.find(e.id); it != st.ids.end() && it->second == e.completed_ms) {
+      st.ids.erase(it);
+    }
+    st.expiry.pop_front();
+  }
+}
+
+void replay(Self self, caf::typed_response_promise<std::string> promise, StoredEvent& taken) {
+  auto& st = self->state;
+  if (!taken.ev) {
+    promise.deliver(std::string("not_found"));
+    return;
+  }
+  const auto id = storage::hash_id(taken.ev->source, taken.ev->id);
+  st.ids[id] = 0;
+  ++st.pending;
+  st.metrics->dead_letters_replayed().inc();
+  log::info("dead letter replayed",
+            {{"source", taken.ev->source}, {"id", taken.ev->id}, {"shard", st.options.index}});
+  place(self, std::move(taken), id, true);
+  update_depth(self);
+  promise.deliver(std::string());
+}
+
+void resume(Self self, storage::Recovered& rec) {
+  auto& st = self->state;
+  for (const auto& e : rec.completed) {
+    st.ids[e.id] = e.completed_ms;
+    st.expiry.push_back(e);
+  }
+  for (const auto& id : rec.pending_ids) st.ids[id] = 0;
+  st.pending = rec.pending;
+  st.on_disk = rec.pending - rec.window.size();
+  st.metrics->events_recovered().inc(rec.pending);
+  for (auto& e : rec.window) {
+    const auto id = storage::hash_id(e.ev->source, e.ev->id);
+    place(self, std::move(e), id, true);
+  }
+  update_depth(self);
+  rec = storage::Recovered{};  // free the start-up copy
+}
+
 }  // namespace
 
 shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metrics,
-                                 std::unordered_map<std::string, router_actor> routes) {
-  self->state.options = std::move(options);
-  self->state.metrics = metrics;
-  self->state.routes = std::move(routes);
+                                 std::unordered_map<std::string, router_actor> routes,
+                                 std::shared_ptr<storage::ShardStore> store,
+                                 std::shared_ptr<storage::Recovered> recovered) {
+  auto& st = self->state;
+  st.options = std::move(options);
+  st.metrics = metrics;
+  st.routes = std::move(routes);
+  st.log = self->spawn<caf::linked + caf::detached>(
+      shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
+      std::move(recovered->dead_letters));
+  resume(self, *recovered);
+  self->delayed_send(self, kHousekeeping, tick_atom::value);
   return {
-      [self](ingest_atom, EventPtr& ev, AckFn& ack) {
-        auto& st = self->state;
-        if (st.pending >= st.options.max_pending) return ack(IngestStatus::full);
-        ++st.pending;
-        st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
-        const std::string key = ev->conversation;
-        auto& conv = st.conversations[key];
-        conv.events.push_back(std::move(ev));
-        ack(IngestStatus::accepted);
-        if (!conv.busy) dispatch(self, key);
-      },
+      [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack); },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
       [self](retry_atom, const std::string& key) {
         auto it = self->state.conversations.find(key);
         if (it == self->state.conversations.end()) return;
         it->second.busy = false;
         dispatch(self, key);
+      },
+      [self](stored_atom, Commit& commit) { on_stored(self, commit); },
+      [self](tick_atom) {
+        expire_ids(self);
+        maybe_read(self);
+        self->delayed_send(self, kHousekeeping, tick_atom::value);
+      },
+      [self](list_atom, std::uint64_t limit) {
+        return self->delegate(self->state.log, list_atom::value, limit);
+      },
+      [self](replay_atom, const std::string& source, const std::string& id) {
+        auto promise = self->make_response_promise<std::string>();
+        self->request(self->state.log, caf::infinite, take_atom::value, source, id)
+            .then([self, promise](StoredEvent& taken) mutable { replay(self, promise, taken); },
+                  [promise](caf::error& err) mutable {
+                    promise.deliver(std::string("error: ") + caf::to_string(err));
+                  });
+        return promise;
       },
   };
 }

@@ -4,25 +4,34 @@
 //
 // Per conversation:
 //
-//   empty --ingest--> sending --success--> sending (next event) or empty
+//   empty --stored--> sending --success--> sending (next event) or empty
 //                      |   ^
 //             failure  |   | backoff timer
 //                      v   |
 //                    waiting --attempts or age exhausted--> dead letter, next event
 //
-// This shard keeps its queue in memory, bounded by max_pending; the ack is sent
-// once the event is queued. The durable log replaces the storage behind this same
-// interface.
+// Durability: an ingested event is sent to the shard's log actor (shard_log_actor.hpp) and
+// acknowledged only when the log's group commit reports it stored. A finished event (delivered
+// or dead-lettered) is reported back to the log as a completion.
+//
+// Memory: at most `memory_window` events are held in memory. Stored events beyond that stay
+// on disk only and are read back, in sequence order, once the window has drained to half.
+// Per-conversation order holds because events enter memory in sequence order.
+//
+// Idempotency: the 128-bit hash of every (source, id) queued, or completed within
+// `dedup_window`, is kept; such an event is acknowledged as a duplicate and not queued again.
 #pragma once
 
 #include <deque>
 #include <random>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "actors/messages.hpp"
 #include "core/metrics.hpp"
 #include "policies/backoff.hpp"
+#include "storage/shard_store.hpp"
 
 namespace botgate {
 
@@ -32,13 +41,29 @@ struct ShardOptions {
   std::uint32_t max_attempts = 8;
   Duration max_age = std::chrono::hours(48);
   Backoff backoff{std::chrono::milliseconds(100), std::chrono::seconds(30)};
+  std::uint64_t memory_window = 10000;
+  std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
+};
+
+struct QueuedEvent {
+  EventPtr ev;
+  std::uint64_t seq = 0;
+  storage::IdHash id;
 };
 
 struct ConversationQueue {
-  std::deque<EventPtr> events;  // front() is the head, in flight or waiting
-  std::uint32_t attempts = 0;   // attempts made for the head event
-  std::string last_target;      // where the head last failed, avoided on retry
-  bool busy = false;            // head is in flight or waiting for its backoff
+  std::deque<QueuedEvent> events;  // front() is the head, in flight or waiting
+  std::uint32_t attempts = 0;      // attempts made for the head event
+  std::string last_target;         // where the head last failed, avoided on retry
+  bool busy = false;               // head is in flight or waiting for its backoff
+};
+
+// An event sent to the log and not yet reported stored, with whoever waits for its ack.
+struct UnstoredEvent {
+  EventPtr ev;
+  storage::IdHash id;
+  AckFn ack;
+  std::vector<AckFn> duplicates;  // the same id arrived again meanwhile
 };
 
 struct ShardState {
@@ -46,13 +71,26 @@ struct ShardState {
   ShardOptions options;
   Metrics* metrics = nullptr;
   std::unordered_map<std::string, router_actor> routes;  // source name -> pool router
+  shard_log_actor log;
   std::unordered_map<std::string, ConversationQueue> conversations;
-  std::uint64_t pending = 0;  // queued + in flight
+  std::deque<UnstoredEvent> unstored;
+  // Known ids: 0 while queued, else the unix ms of completion (expires after dedup_window).
+  std::unordered_map<storage::IdHash, std::int64_t, storage::IdHashHasher> ids;
+  std::deque<storage::DedupEntry> expiry;  // completions, oldest first
+  std::uint64_t pending = 0;      // accepted and not completed: unstored + in memory + on disk
+  std::uint64_t in_memory = 0;    // events in `conversations`
+  std::uint64_t on_disk = 0;      // stored events not in memory yet
+  std::uint64_t loaded_upto = 0;  // highest seq taken into memory
+  bool reading = false;           // a read-back from the log is outstanding
   std::mt19937_64 rng{std::random_device{}()};
 };
 
+// `store` and `recovered` come from storage::ShardStore::open; the shard spawns its log
+// actor (linked, detached) on the store and resumes the recovered events.
 shard_actor::behavior_type shard(shard_actor::stateful_pointer<ShardState> self,
                                  ShardOptions options, Metrics* metrics,
-                                 std::unordered_map<std::string, router_actor> routes);
+                                 std::unordered_map<std::string, router_actor> routes,
+                                 std::shared_ptr<storage::ShardStore> store,
+                                 std::shared_ptr<storage::Recovered> recovered);
 
 }  // namespace botgate

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -427,8 +428,27 @@ void parse_actors(Errors& errors, const toml::table& root, ActorsConfig& out) {
 void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
   const toml::table* tbl = section(errors, root, "queue");
   if (tbl == nullptr) return;
-  Table t(errors, *tbl, "queue", {"shards", "max_pending", "max_attempts", "max_age"});
+  Table t(errors, *tbl, "queue",
+          {"dir", "fsync", "dedup_window", "memory_window", "segment_bytes", "shards",
+           "max_pending", "max_attempts", "max_age"});
   constexpr auto int_max = std::numeric_limits<std::int64_t>::max();
+  t.string("dir", out.dir, false, true);
+  std::string mode;
+  if (const toml::node* n = t.string("fsync", mode, false, false)) {
+    if (mode == "batch") {
+      out.fsync = FsyncMode::batch;
+    } else if (mode == "always") {
+      out.fsync = FsyncMode::always;
+    } else if (mode == "none") {
+      out.fsync = FsyncMode::none;
+    } else {
+      errors.add(*n, t.path("fsync"),
+                 "unknown fsync mode '" + mode + "' (expected batch, always or none)");
+    }
+  }
+  t.duration("dedup_window", out.dedup_window);
+  t.integer("memory_window", out.memory_window, 16, int_max);
+  t.size("segment_bytes", out.segment_bytes, kMiB, 4096 * kMiB, "1MiB", "4GiB");
   t.integer("shards", out.shards, 1, 1024);
   t.integer("max_pending", out.max_pending, 1, int_max);
   t.integer("max_attempts", out.max_attempts, 1, std::numeric_limits<std::uint32_t>::max());
@@ -688,7 +708,26 @@ ConfigResult load_config(const std::string& path) {
     return std::vector<ConfigError>{
         ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(err)}};
   }
-  return parse_config(text, path, std::getenv("BOTGATE_ADMIN_TOKEN"));
+  auto result = parse_config(text, path, std::getenv("BOTGATE_ADMIN_TOKEN"));
+  if (auto* cfg = std::get_if<Config>(&result)) {
+    const std::filesystem::path dir(cfg->queue.dir);
+    if (dir.is_relative()) {
+      cfg->queue.dir = (std::filesystem::absolute(path).parent_path() / dir).lexically_normal();
+    }
+  }
+  return result;
+}
+
+std::string_view to_string(FsyncMode m) noexcept {
+  switch (m) {
+    case FsyncMode::batch:
+      return "batch";
+    case FsyncMode::always:
+      return "always";
+    case FsyncMode::none:
+      return "none";
+  }
+  return "batch";
 }
 
 std::string format_error(const std::string& file, const ConfigError& e) {

@@ -32,7 +32,16 @@ struct ActorsConfig {
   int threads = 1;
 };
 
+enum class FsyncMode { batch, always, none };
+
 struct QueueConfig {
+  // Root of the shard logs (shard N in <dir>/shard-N/). A relative path is resolved
+  // against the directory of the config file.
+  std::string dir = "data";
+  FsyncMode fsync = FsyncMode::batch;
+  Duration dedup_window = std::chrono::minutes(10);
+  std::uint64_t memory_window = 10000;     // events per shard held in memory
+  std::uint64_t segment_bytes = 64 << 20;  // "64MiB"
   int shards = 4;
   std::uint64_t max_pending = 100000;  // per shard
   std::uint32_t max_attempts = 8;
@@ -96,7 +105,10 @@ using ConfigResult = std::variant<Config, std::vector<ConfigError>>;
 // Applies BOTGATE_ADMIN_TOKEN from the environment when `env_admin_token` is set.
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
                           const char* env_admin_token);
+// Reads the file and resolves a relative queue.dir against the file's directory.
 ConfigResult load_config(const std::string& path);
+
+std::string_view to_string(FsyncMode m) noexcept;
 
 std::string format_error(const std::string& file, const ConfigError& e);
 

@@ -1,8 +1,11 @@
 #include "app/http_api.hpp"
 
+#include <charconv>
+
 #include "core/json.hpp"
 #include "core/log.hpp"
 #include "transport/generic_codec.hpp"
+#include "transport/signature.hpp"
 
 namespace botgate {
 namespace {
@@ -10,6 +13,10 @@ namespace {
 namespace bhttp = boost::beast::http;
 
 constexpr std::string_view kEventsPrefix = "/v1/events/";
+constexpr std::string_view kDeadLetters = "/v1/dead-letters";
+constexpr std::string_view kReplaySuffix = "/replay";
+constexpr std::uint64_t kDefaultListLimit = 1000;
+constexpr std::uint64_t kMaxListLimit = 100000;
 
 http::Response make_response(unsigned status, std::string body,
                              std::string_view type = "application/json") {
@@ -32,14 +39,76 @@ HttpRoute route_of(std::string_view path) {
   if (path == "/readyz") return HttpRoute::readyz;
   if (path == "/metrics") return HttpRoute::metrics;
   if (path.starts_with(kEventsPrefix)) return HttpRoute::events;
+  if (path == kDeadLetters || path.starts_with(std::string(kDeadLetters) + "/"))
+    return HttpRoute::admin;
   return HttpRoute::unknown;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes %XX escapes (and '+' as space in a query); nullopt when an escape is broken.
+std::optional<std::string> percent_decode(std::string_view in, bool query) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (query && in[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+// The decoded value of query parameter `name` in a request target, if present.
+std::optional<std::string> query_param(std::string_view target, std::string_view name) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) != name) continue;
+    if (eq == std::string_view::npos) return std::string();
+    return percent_decode(pair.substr(eq + 1), true);
+  }
+  return std::nullopt;
+}
+
+void append_dead_letter(std::string& out, const DeadLetterInfo& d) {
+  out += "{\"id\":";
+  append_json_string(out, d.id);
+  out += ",\"source\":";
+  append_json_string(out, d.source);
+  out += ",\"conversation\":";
+  append_json_string(out, d.conversation);
+  out += ",\"attempts\":" + std::to_string(d.attempts);
+  out += ",\"error\":";
+  append_json_string(out, d.error);
+  out += ",\"received_at_ms\":" + std::to_string(d.received_ms);
+  out += ",\"dead_at_ms\":" + std::to_string(d.dead_at_ms);
+  out += ",\"shard\":" + std::to_string(d.shard) + "}";
 }
 
 }  // namespace
 
 HttpApi::HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
                  const std::atomic<bool>& ready)
-    : metrics_(metrics), shards_(shards), ready_(ready) {
+    : admin_token_(config.server.admin_token), metrics_(metrics), shards_(shards), ready_(ready) {
   for (const auto& s : config.sources) sources_.emplace(s.name, &s);
 }
 
@@ -60,6 +129,7 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     }
     return ingest(std::move(req), source, std::move(respond));
   }
+  if (route == HttpRoute::admin) return admin(req, path, std::move(respond));
   if (route == HttpRoute::unknown) {
     log::info("unknown route", {{"path", path}});
     return answer(404, error_body("not_found"));
@@ -131,14 +201,135 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
     if (status == IngestStatus::full) {
       return reject(RejectReason::shards_full, 503, src->name, "shard queue full", respond);
     }
-    metrics_.events_accepted().inc();
+    if (status == IngestStatus::failed) {
+      return reject(RejectReason::storage_error, 503, src->name,
+                    "the shard log cannot store events", respond);
+    }
+    const bool duplicate = status == IngestStatus::duplicate;
+    if (!duplicate) metrics_.events_accepted().inc();
     metrics_.count_request(HttpRoute::events, 200);
-    std::string body = "{\"status\":\"accepted\",\"id\":";
+    std::string body =
+        duplicate ? "{\"status\":\"duplicate\",\"id\":" : "{\"status\":\"accepted\",\"id\":";
     append_json_string(body, id);
     body += "}";
     respond(make_response(200, std::move(body)));
     metrics_.ingest_to_ack().observe(Clock::now() - received_at);
   });
+}
+
+void HttpApi::admin(const http::Request& req, std::string_view path,
+                    http::Responder respond) const {
+  auto answer = [&](unsigned status, std::string body) {
+    metrics_.count_request(HttpRoute::admin, status);
+    auto res = make_response(status, std::move(body));
+    if (status == 401) res.set(bhttp::field::www_authenticate, "Bearer");
+    respond(std::move(res));
+  };
+  const std::string_view auth = req[bhttp::field::authorization];
+  constexpr std::string_view kBearer = "Bearer ";
+  if (admin_token_.empty() || !auth.starts_with(kBearer) ||
+      !constant_time_equal(auth.substr(kBearer.size()), admin_token_)) {
+    log::warn("admin request refused", {{"path", path}, {"reason", "missing or wrong token"}});
+    return answer(401, error_body("unauthorized"));
+  }
+  if (path == kDeadLetters) {
+    if (req.method() != bhttp::verb::get) {
+      metrics_.count_request(HttpRoute::admin, 405);
+      auto res = make_response(405, error_body("method_not_allowed"));
+      res.set(bhttp::field::allow, "GET");
+      return respond(std::move(res));
+    }
+    return list_dead_letters(req, std::move(respond));
+  }
+  std::string_view rest = path.substr(kDeadLetters.size() + 1);
+  if (!rest.ends_with(kReplaySuffix) || rest.size() == kReplaySuffix.size()) {
+    log::info("unknown route", {{"path", path}});
+    return answer(404, error_body("not_found"));
+  }
+  auto id = percent_decode(rest.substr(0, rest.size() - kReplaySuffix.size()), false);
+  if (!id || id->empty() || id->find('/') != std::string::npos) {
+    log::info("bad dead-letter id", {{"path", path}});
+    return answer(400, error_body("bad_id"));
+  }
+  if (req.method() != bhttp::verb::post) {
+    metrics_.count_request(HttpRoute::admin, 405);
+    auto res = make_response(405, error_body("method_not_allowed"));
+    res.set(bhttp::field::allow, "POST");
+    return respond(std::move(res));
+  }
+  replay_dead_letter(req, std::move(*id), std::move(respond));
+}
+
+void HttpApi::list_dead_letters(const http::Request& req, http::Responder respond) const {
+  std::uint64_t limit = kDefaultListLimit;
+  if (auto text = query_param(req.target(), "limit")) {
+    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), limit);
+    if (ec != std::errc{} || ptr != text->data() + text->size() || limit == 0 ||
+        limit > kMaxListLimit) {
+      metrics_.count_request(HttpRoute::admin, 400);
+      log::info("bad dead-letter list limit", {{"limit", *text}});
+      return respond(make_response(400, error_body("bad_limit")));
+    }
+  }
+  shards_.list_dead_letters(
+      limit, [this, respond = std::move(respond)](DeadLetterList list, std::string error) {
+        if (!error.empty()) {
+          log::error("dead-letter list failed", {{"error", error}});
+          metrics_.count_request(HttpRoute::admin, 503);
+          return respond(make_response(503, error_body("unavailable")));
+        }
+        std::string body = "{\"count\":" + std::to_string(list.size()) + ",\"dead_letters\":[";
+        for (std::size_t i = 0; i < list.size(); ++i) {
+          if (i > 0) body += ',';
+          append_dead_letter(body, list[i]);
+        }
+        body += "]}";
+        metrics_.count_request(HttpRoute::admin, 200);
+        respond(make_response(200, std::move(body)));
+      });
+}
+
+void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
+                                 http::Responder respond) const {
+  auto source = query_param(req.target(), "source").value_or("");
+  auto finish = [this, respond](unsigned status, std::string body) {
+    metrics_.count_request(HttpRoute::admin, status);
+    respond(make_response(status, std::move(body)));
+  };
+  // Find which shard holds it (and whether the id is ambiguous across sources).
+  shards_.list_dead_letters(
+      kMaxListLimit, [this, id, source, finish](DeadLetterList list, std::string error) {
+        if (!error.empty()) return finish(503, error_body("unavailable"));
+        std::vector<const DeadLetterInfo*> matches;
+        for (const auto& d : list) {
+          if (d.id == id && (source.empty() || d.source == source)) matches.push_back(&d);
+        }
+        if (matches.empty()) {
+          log::info("dead letter not found", {{"id", id}, {"source", source}});
+          return finish(404, error_body("not_found"));
+        }
+        if (matches.size() > 1) {
+          std::string body = R"({"error":"ambiguous","sources":[)";
+          for (std::size_t i = 0; i < matches.size(); ++i) {
+            if (i > 0) body += ',';
+            append_json_string(body, matches[i]->source);
+          }
+          body += "]}";
+          return finish(409, std::move(body));
+        }
+        const DeadLetterInfo& d = *matches.front();
+        shards_.replay_dead_letter(d.shard, d.source, id, [id, finish](std::string result) {
+          if (result.empty()) {
+            std::string body = R"({"status":"replayed","id":)";
+            append_json_string(body, id);
+            body += "}";
+            return finish(200, std::move(body));
+          }
+          if (result == "not_found") return finish(404, error_body("not_found"));
+          log::error("dead-letter replay failed", {{"id", id}, {"error", result}});
+          finish(503, error_body("unavailable"));
+        });
+      });
 }
 
 void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {

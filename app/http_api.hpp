@@ -24,10 +24,14 @@ class HttpApi {
 
  private:
   void ingest(http::Request&& req, std::string_view source, http::Responder respond) const;
+  void admin(const http::Request& req, std::string_view path, http::Responder respond) const;
+  void list_dead_letters(const http::Request& req, http::Responder respond) const;
+  void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;
   void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
               const http::Responder& respond) const;
 
   std::unordered_map<std::string, const SourceConfig*> sources_;
+  std::string admin_token_;  // empty: every admin request is refused
   Metrics& metrics_;
   const ShardSet& shards_;
   const std::atomic<bool>& ready_;

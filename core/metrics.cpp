@@ -66,6 +66,8 @@ const char* to_string(RejectReason r) {
       return "too_large";
     case RejectReason::shards_full:
       return "shards_full";
+    case RejectReason::storage_error:
+      return "storage_error";
     case RejectReason::count_:
       break;
   }
@@ -113,6 +115,17 @@ TargetMetrics* Metrics::find_target(const std::string& name) noexcept {
   return nullptr;
 }
 
+namespace {
+
+// One unlabelled series with its HELP and TYPE lines.
+template <typename T>
+void scalar(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+            T value) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, value);
+}
+
+}  // namespace
+
 std::string Metrics::render() const {
   std::string out;
   out.reserve(8192);
@@ -127,24 +140,40 @@ std::string Metrics::render() const {
                          to_string(static_cast<HttpRoute>(r)), status, v);
     }
   }
-  out += "# HELP botgate_events_accepted_total Events acknowledged to the platform.\n";
-  out += "# TYPE botgate_events_accepted_total counter\n";
-  out += fmt::format("botgate_events_accepted_total {}\n", accepted_.value());
+  scalar(out, "botgate_events_accepted_total", "counter", "Events acknowledged to the platform.",
+         accepted_.value());
   out += "# HELP botgate_events_rejected_total Events refused, by reason.\n";
   out += "# TYPE botgate_events_rejected_total counter\n";
   for (std::size_t r = 0; r < rejected_.size(); ++r) {
     out += fmt::format("botgate_events_rejected_total{{reason=\"{}\"}} {}\n",
                        to_string(static_cast<RejectReason>(r)), rejected_[r].value());
   }
-  out += "# HELP botgate_events_delivered_total Events a backend accepted.\n";
-  out += "# TYPE botgate_events_delivered_total counter\n";
-  out += fmt::format("botgate_events_delivered_total {}\n", delivered_.value());
-  out += "# HELP botgate_events_dead_lettered_total Events given up on.\n";
-  out += "# TYPE botgate_events_dead_lettered_total counter\n";
-  out += fmt::format("botgate_events_dead_lettered_total {}\n", dead_lettered_.value());
-  out += "# HELP botgate_delivery_retries_total Deliveries scheduled again after a failure.\n";
-  out += "# TYPE botgate_delivery_retries_total counter\n";
-  out += fmt::format("botgate_delivery_retries_total {}\n", retries_.value());
+  scalar(out, "botgate_events_delivered_total", "counter", "Events a backend accepted.",
+         delivered_.value());
+  scalar(out, "botgate_events_dead_lettered_total", "counter", "Events given up on.",
+         dead_lettered_.value());
+  scalar(out, "botgate_delivery_retries_total", "counter",
+         "Deliveries scheduled again after a failure.", retries_.value());
+  scalar(out, "botgate_events_duplicate_total", "counter",
+         "Events acknowledged again but not queued again (id seen within the dedup window).",
+         duplicate_.value());
+  scalar(out, "botgate_events_recovered_total", "counter",
+         "Events found not completed in the log at start-up and resumed.", recovered_.value());
+  scalar(out, "botgate_dead_letters", "gauge", "Dead letters kept on disk.", dead_letters_.value());
+  scalar(out, "botgate_dead_letters_replayed_total", "counter",
+         "Dead letters queued again through the admin API.", replayed_.value());
+  scalar(out, "botgate_log_commits_total", "counter",
+         "Group commits: batches of log appends made durable together.", commits_.value());
+  scalar(out, "botgate_log_syncs_total", "counter", "fdatasync calls made by the shard logs.",
+         syncs_.value());
+  scalar(out, "botgate_log_committed_events_total", "counter",
+         "Events covered by commits (divide by commits for events per commit).",
+         committed_events_.value());
+  scalar(out, "botgate_log_errors_total", "counter",
+         "I/O errors of the shard logs (each makes a shard refuse events).", log_errors_.value());
+  out += "# HELP botgate_log_commit_seconds Time to write (and sync) one commit.\n";
+  out += "# TYPE botgate_log_commit_seconds histogram\n";
+  commit_latency_.render(out, "botgate_log_commit_seconds", "");
   out += "# HELP botgate_queue_depth Events held by a shard, queued or in flight.\n";
   out += "# TYPE botgate_queue_depth gauge\n";
   for (std::size_t i = 0; i < shards_; ++i) {

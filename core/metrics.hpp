@@ -59,6 +59,7 @@ enum class RejectReason {
   wrong_method,
   too_large,
   shards_full,
+  storage_error,
   count_
 };
 enum class DeliveryOutcome { success, server_error, timeout, connect_error, rejected, count_ };
@@ -85,6 +86,16 @@ class Metrics {
   Counter& events_delivered() noexcept { return delivered_; }
   Counter& events_dead_lettered() noexcept { return dead_lettered_; }
   Counter& delivery_retries() noexcept { return retries_; }
+  Counter& events_duplicate() noexcept { return duplicate_; }
+  Counter& events_recovered() noexcept { return recovered_; }
+  Counter& dead_letters_replayed() noexcept { return replayed_; }
+  Gauge& dead_letters() noexcept { return dead_letters_; }
+  // The durable log: one commit makes a batch of appends durable under the fsync mode.
+  Counter& log_commits() noexcept { return commits_; }
+  Counter& log_syncs() noexcept { return syncs_; }
+  Counter& log_committed_events() noexcept { return committed_events_; }
+  Counter& log_errors() noexcept { return log_errors_; }
+  Histogram& log_commit_latency() noexcept { return commit_latency_; }
   Gauge& queue_depth(std::size_t shard) noexcept { return depth_[shard]; }
   TargetMetrics& target(std::size_t index) noexcept { return *targets_[index]; }
   // Returns nullptr for an unknown name; used at wiring time only.
@@ -100,8 +111,8 @@ class Metrics {
   std::string render() const;
 
  private:
-  static constexpr std::array<unsigned, 12> kStatuses = {200, 202, 400, 401, 404, 405,
-                                                         408, 413, 431, 500, 503, 0};
+  static constexpr std::array<unsigned, 13> kStatuses = {200, 202, 400, 401, 404, 405, 408,
+                                                         409, 413, 431, 500, 503, 0};
   static std::size_t status_index(unsigned status) noexcept;
 
   std::array<std::array<Counter, kStatuses.size()>, static_cast<std::size_t>(HttpRoute::count_)>
@@ -111,6 +122,15 @@ class Metrics {
   Counter delivered_;
   Counter dead_lettered_;
   Counter retries_;
+  Counter duplicate_;
+  Counter recovered_;
+  Counter replayed_;
+  Gauge dead_letters_;
+  Counter commits_;
+  Counter syncs_;
+  Counter committed_events_;
+  Counter log_errors_;
+  Histogram commit_latency_;
   std::unique_ptr<Gauge[]> depth_;
   std::size_t shards_;
   std::vector<std::unique_ptr<TargetMetrics>> targets_;

@@ -312,6 +312,7 @@ std::uint64_t SegmentLog::append_record(RecordType type, std::string_view payloa
   loc = Location{current_, cur.size, static_cast<std::uint32_t>(payload.size())};
   cur.size += bytes;
   ++next_seq_;
+  dirty_ = true;
   if (buf_.size() >= opts_.write_buffer_bytes) flush();
   return seq;
 }
@@ -354,6 +355,7 @@ void SegmentLog::flush() {
 void SegmentLog::sync() {
   flush();
   check_usable();
+  if (!dirty_ && unsynced_fds_.empty() && !dir_dirty_) return;  // nothing new to make durable
   // After a failed fdatasync the kernel may have dropped the dirty pages: never retry it.
   while (!unsynced_fds_.empty()) {
     const int fd = unsynced_fds_.back();
@@ -368,6 +370,7 @@ void SegmentLog::sync() {
     broken_ = true;
     throw_errno(errno, "fdatasync", segments_.at(current_).path);
   }
+  dirty_ = false;
   if (dir_dirty_) {
     if (::fsync(dir_fd_) != 0) {
       broken_ = true;
@@ -406,12 +409,18 @@ std::size_t SegmentLog::collect() {
 }
 
 std::vector<Record> SegmentLog::pending() {
+  return read_pending(0, UINT64_MAX, pending_.size());
+}
+
+std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t upto,
+                                             std::size_t max) {
   flush();
   std::vector<Record> out;
-  out.reserve(pending_.size());
   std::map<std::uint64_t, std::unique_ptr<Fd>> fds;
   std::string buf;
-  for (const auto& [seq, loc] : pending_) {
+  for (auto it = pending_.upper_bound(after);
+       it != pending_.end() && it->first <= upto && out.size() < max; ++it) {
+    const auto& [seq, loc] = *it;
     const Segment& seg = segments_.at(loc.segment);
     auto& fd = fds[loc.segment];
     if (!fd) {

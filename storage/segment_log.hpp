@@ -105,7 +105,7 @@ class SegmentLog {
   // Writes buffered records to the current segment with write(2).
   void flush();
   // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
-  // directory if a segment was created.
+  // directory if a segment was created. Does no system call when nothing was appended since.
   void sync();
 
   // Deletes every closed (not current) segment whose events are all completed, and returns how
@@ -115,6 +115,9 @@ class SegmentLog {
 
   // Every event not completed, in sequence order, read back from disk (flushes first).
   std::vector<Record> pending();
+  // At most `max` events not completed with after < seq <= upto, in sequence order, read back
+  // from disk (flushes first). Throws std::system_error if a record changed on disk.
+  std::vector<Record> read_pending(std::uint64_t after, std::uint64_t upto, std::size_t max);
 
   std::size_t pending_count() const noexcept { return pending_.size(); }
   std::uint64_t next_seq() const noexcept { return next_seq_; }
@@ -148,6 +151,7 @@ class SegmentLog {
   int fd_ = -1;                    // current segment, opened for append
   std::vector<int> unsynced_fds_;  // closed segments written since the last sync
   bool dir_dirty_ = false;         // a segment was created since the last sync
+  bool dirty_ = false;             // records were appended since the last sync
   bool broken_ = false;            // an I/O error left the tail in an unknown state
   std::uint64_t current_ = 0;      // first seq of the current segment
   std::uint64_t next_seq_ = 1;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <variant>
@@ -125,6 +126,11 @@ TEST_CASE("minimal config gets every default", "[config]") {
   CHECK(c.log.format == botgate::log::Format::logfmt);
   CHECK(c.actors.threads == 1);
 
+  CHECK(c.queue.dir == "data");
+  CHECK(c.queue.fsync == botgate::FsyncMode::batch);
+  CHECK(c.queue.dedup_window == Duration(10min));
+  CHECK(c.queue.memory_window == 10000u);
+  CHECK(c.queue.segment_bytes == 64u << 20);
   CHECK(c.queue.shards == 4);
   CHECK(c.queue.max_pending == 100000u);
   CHECK(c.queue.max_attempts == 8u);
@@ -180,6 +186,11 @@ format = "json"
 threads = 8
 
 [queue]
+dir = "/var/lib/botgate"
+fsync = "always"
+dedup_window = "30m"
+memory_window = 500
+segment_bytes = "8MiB"
 shards = 16
 max_pending = 5000
 max_attempts = 3
@@ -237,6 +248,11 @@ url = "http://backend.internal:8443/hooks/in?x=1"
   CHECK(c.log.level == botgate::log::Level::debug);
   CHECK(c.log.format == botgate::log::Format::json);
   CHECK(c.actors.threads == 8);
+  CHECK(c.queue.dir == "/var/lib/botgate");
+  CHECK(c.queue.fsync == botgate::FsyncMode::always);
+  CHECK(c.queue.dedup_window == Duration(30min));
+  CHECK(c.queue.memory_window == 500u);
+  CHECK(c.queue.segment_bytes == 8u << 20);
   CHECK(c.queue.shards == 16);
   CHECK(c.queue.max_pending == 5000u);
   CHECK(c.queue.max_attempts == 3u);
@@ -308,11 +324,10 @@ TEST_CASE("unknown keys are errors at every level", "[config]") {
                         "server.backlog", "unknown key");
     CHECK(e.line == 3);
   }
-  SECTION("nested in [queue] (design keys not in this release)") {
-    auto errs = expect_errors("[queue]\ndir = \"./data\"\nfsync = \"batch\"\n" + kMinimal);
-    REQUIRE(errs.size() == 2);
-    CHECK(has_error(errs, "queue.dir", "unknown key"));
-    CHECK(has_error(errs, "queue.fsync", "unknown key"));
+  SECTION("nested in [queue]") {
+    auto e = expect_one("[queue]\ndir = \"./data\"\nfsync_mode = \"batch\"\n" + kMinimal,
+                        "queue.fsync_mode", "unknown key");
+    CHECK(e.line == 3);
   }
   SECTION("in each of log, actors, backoff") {
     auto errs =
@@ -782,6 +797,36 @@ TEST_CASE("load_config reads a file and applies BOTGATE_ADMIN_TOKEN", "[config]"
   CHECK(std::get<Config>(r).server.admin_token == "file-token");
 
   std::remove(path.c_str());
+}
+
+TEST_CASE("queue keys are validated", "[config]") {
+  auto errs = expect_errors(
+      "[queue]\ndir = \"\"\nfsync = \"sometimes\"\nmemory_window = 1\n"
+      "segment_bytes = \"1KiB\"\ndedup_window = \"0s\"\n" +
+      kMinimal);
+  CHECK(has_error(errs, "queue.dir", "must not be empty"));
+  CHECK(has_error(errs, "queue.fsync", "unknown fsync mode 'sometimes'"));
+  CHECK(has_error(errs, "queue.memory_window", "must be at least 16"));
+  CHECK(has_error(errs, "queue.segment_bytes", "between 1MiB and 4GiB"));
+  CHECK(has_error(errs, "queue.dedup_window", "greater than zero"));
+  CHECK(errs.size() == 5);
+  auto none = expect_ok("[queue]\nfsync = \"none\"\n" + kMinimal);
+  CHECK(none.queue.fsync == botgate::FsyncMode::none);
+}
+
+TEST_CASE("load_config resolves a relative queue.dir against the config file", "[config]") {
+  const std::string path = temp_file("[queue]\ndir = \"q/data\"\n" + kMinimal);
+  auto r = botgate::load_config(path);
+  REQUIRE(std::holds_alternative<Config>(r));
+  const auto want = (std::filesystem::path(path).parent_path() / "q/data").lexically_normal();
+  CHECK(std::get<Config>(r).queue.dir == want.string());
+  std::remove(path.c_str());
+
+  const std::string abs = temp_file("[queue]\ndir = \"/srv/q\"\n" + kMinimal);
+  r = botgate::load_config(abs);
+  REQUIRE(std::holds_alternative<Config>(r));
+  CHECK(std::get<Config>(r).queue.dir == "/srv/q");
+  std::remove(abs.c_str());
 }
 
 TEST_CASE("load_config reports errors from the file", "[config]") {

@@ -1,0 +1,228 @@
+#include "actors/shard_log_actor.hpp"
+
+#include <chrono>
+#include <exception>
+
+#include "core/log.hpp"
+
+namespace botgate {
+namespace {
+
+using Self = shard_log_actor::stateful_pointer<ShardLogState>;
+
+constexpr auto kHousekeeping = std::chrono::seconds(1);
+
+std::int64_t now_ms() {
+  return storage::to_unix_ms(std::chrono::system_clock::now());
+}
+
+// The store is unusable from now on (see SegmentLog: a failed write or fdatasync leaves the
+// tail unknown). Logged once; every later append is answered with the error.
+void fail(Self self, const std::exception& e) {
+  auto& st = self->state;
+  st.metrics->log_errors().inc();
+  if (st.failure.empty()) {
+    st.failure = e.what();
+    log::error("shard log failed: refusing events", {{"shard", st.index}, {"error", st.failure}});
+  }
+}
+
+void commit(Self self) {
+  auto& st = self->state;
+  st.commit_scheduled = false;
+  if (st.failure.empty()) {
+    const auto t0 = Clock::now();
+    try {
+      if (st.store->commit()) st.metrics->log_syncs().inc();
+      st.metrics->log_commits().inc();
+      st.metrics->log_committed_events().inc(st.batch.size());
+      st.metrics->log_commit_latency().observe(Clock::now() - t0);
+      st.committed_seq = st.last_seq;
+    } catch (const std::exception& e) {
+      fail(self, e);
+    }
+  }
+  if (!st.batch.empty()) {
+    self->send(st.shard, stored_atom::value, Commit{std::move(st.batch), st.failure});
+    st.batch.clear();
+  }
+  for (auto& [promise, taken] : st.takes) {
+    promise.deliver(st.failure.empty() ? std::move(taken) : StoredEvent{});
+  }
+  st.takes.clear();
+}
+
+void schedule_commit(Self self) {
+  auto& st = self->state;
+  if (st.store->mode() == storage::SyncMode::always) return commit(self);
+  if (st.commit_scheduled) return;
+  st.commit_scheduled = true;
+  self->send(self, commit_atom::value);
+}
+
+void append(Self self, const EventPtr& ev) {
+  auto& st = self->state;
+  std::uint64_t seq = 0;
+  if (st.failure.empty()) {
+    try {
+      st.scratch.clear();
+      storage::encode_event(*ev, st.scratch);
+      seq = st.store->events().append_event(st.scratch);
+      st.last_seq = seq;
+    } catch (const std::exception& e) {
+      fail(self, e);
+    }
+  }
+  st.batch.push_back(st.failure.empty() ? seq : 0);
+  schedule_commit(self);
+}
+
+void complete(Self self, const Completion& c) {
+  auto& st = self->state;
+  if (!st.failure.empty()) return;
+  try {
+    if (c.dead) {
+      const auto payload = storage::encode_dead_letter(*c.dead, c.attempts, c.at_ms, c.error);
+      const std::uint64_t dseq = st.store->dead().append_event(payload);
+      DeadLetterInfo info;
+      info.seq = dseq;
+      info.shard = st.index;
+      info.source = c.dead->source;
+      info.id = c.dead->id;
+      info.conversation = c.dead->conversation;
+      info.attempts = c.attempts;
+      info.error = c.error;
+      info.received_ms = storage::to_unix_ms(c.dead->received_wall);
+      info.dead_at_ms = c.at_ms;
+      st.dead.emplace(dseq, std::move(info));
+      st.metrics->dead_letters().add(1);
+    }
+    st.store->dedup().append(storage::DedupEntry{c.id, c.at_ms});
+    st.store->events().append_completion(c.seq);
+  } catch (const std::exception& e) {
+    fail(self, e);
+  }
+  if (!st.commit_scheduled) {
+    st.commit_scheduled = true;
+    self->send(self, commit_atom::value);
+  }
+}
+
+StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
+  auto& st = self->state;
+  StoredEvents out;
+  if (!st.failure.empty()) return out;
+  try {
+    const auto now_wall = std::chrono::system_clock::now();
+    const auto now_steady = Clock::now();
+    for (auto& rec : st.store->events().read_pending(after, st.committed_seq, max)) {
+      if (auto ev = storage::decode_event(rec.payload, now_steady, now_wall)) {
+        out.push_back(StoredEvent{std::make_shared<const Event>(std::move(*ev)), rec.seq});
+      } else {
+        log::error("undecodable event record skipped", {{"shard", st.index}, {"seq", rec.seq}});
+      }
+    }
+  } catch (const std::exception& e) {
+    fail(self, e);
+  }
+  return out;
+}
+
+// Moves dead letter (source, id) back into the event log. Answers after the commit.
+caf::typed_response_promise<StoredEvent> take(Self self, const std::string& source,
+                                              const std::string& id) {
+  auto& st = self->state;
+  auto promise = self->make_response_promise<StoredEvent>();
+  auto it = std::find_if(st.dead.begin(), st.dead.end(), [&](const auto& kv) {
+    return kv.second.id == id && (source.empty() || kv.second.source == source);
+  });
+  if (it == st.dead.end() || !st.failure.empty()) {
+    promise.deliver(StoredEvent{});
+    return promise;
+  }
+  try {
+    const std::uint64_t dseq = it->first;
+    auto recs = st.store->dead().read_pending(dseq - 1, dseq, 1);
+    std::optional<storage::DeadLetter> dl;
+    if (!recs.empty()) {
+      dl = storage::decode_dead_letter(recs.front().payload, Clock::now(),
+                                       std::chrono::system_clock::now());
+    }
+    if (!dl) {
+      log::error("dead letter unreadable", {{"shard", st.index}, {"id", id}});
+      promise.deliver(StoredEvent{});
+      return promise;
+    }
+    // A replay is a fresh start: its age (for max_age) counts from now.
+    dl->event.received_at = Clock::now();
+    dl->event.received_wall = std::chrono::system_clock::now();
+    auto ev = std::make_shared<const Event>(std::move(dl->event));
+    const std::uint64_t seq = st.store->events().append_event(storage::encode_event(*ev));
+    st.last_seq = seq;
+    st.store->dead().append_completion(dseq);
+    st.dead.erase(it);
+    st.metrics->dead_letters().add(-1);
+    st.takes.emplace_back(promise, StoredEvent{std::move(ev), seq});
+  } catch (const std::exception& e) {
+    fail(self, e);
+    promise.deliver(StoredEvent{});
+    return promise;
+  }
+  schedule_commit(self);
+  return promise;
+}
+
+}  // namespace
+
+shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::ShardStore> store,
+                                         shard_actor shard, Metrics* metrics, std::size_t index,
+                                         DeadLetterList dead) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.shard = std::move(shard);
+  st.metrics = metrics;
+  st.index = index;
+  st.last_seq = st.committed_seq = st.store->events().next_seq() - 1;
+  for (auto& d : dead) {
+    d.shard = index;
+    st.dead.emplace(d.seq, std::move(d));
+  }
+  metrics->dead_letters().add(static_cast<std::int64_t>(st.dead.size()));
+  // On the way out (shutdown or a crash of the shard), make what was appended durable.
+  self->attach_functor([store = st.store] {
+    try {
+      store->commit();
+    } catch (const std::exception&) {
+    }
+  });
+  self->delayed_send(self, kHousekeeping, tick_atom::value);
+  return {
+      [self](append_atom, EventPtr& ev) { append(self, ev); },
+      [self](done_atom, Completion& c) { complete(self, c); },
+      [self](commit_atom) { commit(self); },
+      [self](tick_atom) {
+        if (self->state.failure.empty()) {
+          try {
+            self->state.store->collect(now_ms());
+          } catch (const std::exception& e) {
+            fail(self, e);
+          }
+        }
+        self->delayed_send(self, kHousekeeping, tick_atom::value);
+      },
+      [self](read_atom, std::uint64_t after, std::uint64_t max) { return read(self, after, max); },
+      [self](take_atom, const std::string& source, const std::string& id) {
+        return take(self, source, id);
+      },
+      [self](list_atom, std::uint64_t limit) {
+        DeadLetterList out;
+        for (const auto& [_, d] : self->state.dead) {
+          if (out.size() >= limit) break;
+          out.push_back(d);
+        }
+        return out;
+      },
+  };
+}
+
+}  // namespace botgate

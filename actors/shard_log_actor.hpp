@@ -1,0 +1,47 @@
+// A shard's log: a detached actor (its own thread) that owns the shard's ShardStore and does
+// all of its blocking disk I/O, so the shard actor never waits on a disk.
+//
+// Group commit: an append is buffered and, if no commit is scheduled yet, a `commit` message
+// is sent to self. It queues behind every message already in the mailbox, and while a commit
+// (write + fdatasync) runs, new appends pile up in the mailbox. So each commit covers every
+// append that arrived before it ran, and one fdatasync covers the whole batch. After the
+// commit the shard gets one `stored` message with the batch's sequence numbers, in order.
+// fsync = always commits after each append; fsync = none commits with write(2) only.
+//
+// Completions (delivered or dead-lettered events) ride along in the next commit; nobody waits
+// for them. After an I/O error the store is unusable: every later append is answered with the
+// error, so the shard refuses events instead of acking what it cannot store.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "core/metrics.hpp"
+#include "storage/shard_store.hpp"
+
+namespace botgate {
+
+struct ShardLogState {
+  static inline const char* name = "shard-log";
+  std::shared_ptr<storage::ShardStore> store;
+  shard_actor shard;
+  Metrics* metrics = nullptr;
+  std::size_t index = 0;
+  std::vector<std::uint64_t> batch;  // seqs of the appends since the last commit (0: failed)
+  std::vector<std::pair<caf::typed_response_promise<StoredEvent>, StoredEvent>> takes;
+  bool commit_scheduled = false;
+  std::string failure;                           // set once the store failed
+  std::uint64_t last_seq = 0;                    // highest event seq appended
+  std::uint64_t committed_seq = 0;               // highest event seq a finished commit covered
+  std::map<std::uint64_t, DeadLetterInfo> dead;  // by seq in the dead-letter log
+  std::string scratch;                           // reused encoding buffer
+};
+
+shard_log_actor::behavior_type shard_log(shard_log_actor::stateful_pointer<ShardLogState> self,
+                                         std::shared_ptr<storage::ShardStore> store,
+                                         shard_actor shard, Metrics* metrics, std::size_t index,
+                                         DeadLetterList dead);
+
+}  // namespace botgate

@@ -1,0 +1,96 @@
+#include "storage/shard_store.hpp"
+
+#include <chrono>
+#include <utility>
+
+namespace botgate::storage {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kScanChunk = 4096;
+
+// Calls fn(record) for every pending record of `log`, reading it back in chunks so a large
+// backlog never sits in memory at once.
+template <typename Fn>
+void scan_pending(SegmentLog& log, Fn fn) {
+  std::uint64_t after = 0;
+  while (true) {
+    auto chunk = log.read_pending(after, UINT64_MAX, kScanChunk);
+    if (chunk.empty()) return;
+    after = chunk.back().seq;
+    for (auto& rec : chunk) fn(rec);
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOptions& o,
+                                             Recovered& out) {
+  out = Recovered{};
+  std::unique_ptr<ShardStore> store(new ShardStore());
+  store->mode_ = o.sync;
+  Options log_opts;
+  log_opts.segment_bytes = o.segment_bytes;
+  store->events_ = SegmentLog::open(dir / "events", log_opts, out.events_report);
+  store->dead_ = SegmentLog::open(dir / "dead", log_opts, out.dead_report);
+  const auto now_wall = std::chrono::system_clock::now();
+  const auto now_steady = Clock::now();
+  store->dedup_ = DedupJournal::open(dir / "dedup", o.dedup_window, to_unix_ms(now_wall),
+                                     out.completed, out.dedup_report);
+
+  std::vector<std::uint64_t> undecodable;
+  scan_pending(*store->events_, [&](Record& rec) {
+    auto ev = decode_event(rec.payload, now_steady, now_wall);
+    if (!ev) {
+      undecodable.push_back(rec.seq);
+      return;
+    }
+    ++out.pending;
+    out.pending_ids.push_back(hash_id(ev->source, ev->id));
+    if (out.window.size() < o.memory_window)
+      out.window.push_back(StoredEvent{std::make_shared<const Event>(std::move(*ev)), rec.seq});
+  });
+  // A record that passed its CRC but does not decode comes from an incompatible version: it can
+  // never be delivered, so it is completed rather than left to pin its segment forever.
+  for (std::uint64_t seq : undecodable) store->events_->append_completion(seq);
+  out.undecodable = undecodable.size();
+
+  scan_pending(*store->dead_, [&](Record& rec) {
+    auto dl = decode_dead_letter(rec.payload, now_steady, now_wall);
+    if (!dl) return;
+    DeadLetterInfo info;
+    info.seq = rec.seq;
+    info.source = std::move(dl->event.source);
+    info.id = std::move(dl->event.id);
+    info.conversation = std::move(dl->event.conversation);
+    info.attempts = dl->attempts;
+    info.error = std::move(dl->error);
+    info.received_ms = to_unix_ms(dl->event.received_wall);
+    info.dead_at_ms = dl->dead_at_ms;
+    out.dead_letters.push_back(std::move(info));
+  });
+  if (!undecodable.empty()) store->commit();
+  return store;
+}
+
+bool ShardStore::commit() {
+  if (mode_ == SyncMode::none) {
+    dead_->flush();
+    dedup_->flush();
+    events_->flush();
+    return false;
+  }
+  dead_->sync();
+  dedup_->sync();
+  events_->sync();
+  return true;
+}
+
+void ShardStore::collect(std::int64_t now_ms) {
+  events_->collect();
+  dead_->collect();
+  dedup_->expire(now_ms);
+}
+
+}  // namespace botgate::storage

@@ -1,0 +1,78 @@
+// Everything one queue shard keeps on disk, under <queue dir>/shard-N/:
+//
+//   events/   SegmentLog: one event record per accepted event, one completion record once it
+//             was delivered or dead-lettered
+//   dead/     SegmentLog: one record per dead letter (event, attempts, last error); a completion
+//             record once it was replayed
+//   dedup/    DedupJournal: (id hash, time) of every completed event, for the dedup window
+//
+// open() recovers all three (torn or corrupt tails are cut, never fatal) and returns what the
+// shard needs to resume: the first events not completed, the ids it must treat as duplicates,
+// and the dead letters.
+//
+// commit() makes everything appended so far durable under the fsync mode. It writes the dead
+// letters first, then the dedup journal, then the event log, so that an event's completion is
+// never on disk before the dead letter or dedup entry it implies.
+//
+// Not thread-safe: one actor owns it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "storage/dedup_journal.hpp"
+#include "storage/event_record.hpp"
+#include "storage/segment_log.hpp"
+
+namespace botgate::storage {
+
+enum class SyncMode { batch, always, none };
+
+struct StoreOptions {
+  SyncMode sync = SyncMode::batch;
+  std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
+  std::uint64_t segment_bytes = 64ull << 20;
+  std::uint64_t memory_window = 10000;  // events decoded into Recovered::window at most
+};
+
+struct Recovered {
+  RecoveryReport events_report;
+  RecoveryReport dead_report;
+  DedupRecovery dedup_report;
+  std::vector<StoredEvent> window;    // the oldest pending events, in sequence order
+  std::uint64_t pending = 0;          // every event not completed, including `window`
+  std::uint64_t undecodable = 0;      // pending records that do not decode (completed at open)
+  std::vector<IdHash> pending_ids;    // of every pending event
+  std::vector<DedupEntry> completed;  // within the dedup window, oldest first
+  std::vector<DeadLetterInfo> dead_letters;  // in the order they were dead-lettered
+};
+
+class ShardStore {
+ public:
+  // Throws std::system_error on I/O errors (including a directory locked by another process).
+  static std::unique_ptr<ShardStore> open(const std::filesystem::path& dir, const StoreOptions& o,
+                                          Recovered& out);
+
+  SegmentLog& events() noexcept { return *events_; }
+  SegmentLog& dead() noexcept { return *dead_; }
+  DedupJournal& dedup() noexcept { return *dedup_; }
+  SyncMode mode() const noexcept { return mode_; }
+
+  // Writes (and, unless the mode is none, syncs) what was appended; returns whether it synced.
+  bool commit();
+
+  // Periodic housekeeping: deletes completed segments and expired dedup files.
+  void collect(std::int64_t now_ms);
+
+ private:
+  ShardStore() = default;
+  std::unique_ptr<SegmentLog> events_;
+  std::unique_ptr<SegmentLog> dead_;
+  std::unique_ptr<DedupJournal> dedup_;
+  SyncMode mode_ = SyncMode::batch;
+};
+
+}  // namespace botgate::storage
