@@ -67,6 +67,7 @@ CAF_ADD_ATOM(botgate, botgate, read_atom, "read")
 CAF_ADD_ATOM(botgate, botgate, take_atom, "take")
 CAF_ADD_ATOM(botgate, botgate, list_atom, "list")
 CAF_ADD_ATOM(botgate, botgate, replay_atom, "replay")
+CAF_ADD_ATOM(botgate, botgate, stop_atom, "stop")
 CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
 CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
 CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -118,10 +119,12 @@ using shard_actor =
 // batches with `stored` to the shard once a group commit made them durable. `read` returns
 // committed events not completed with a sequence number above the first argument, at most
 // the second. `take` moves a dead letter (source, id) back into the event log and answers
-// once that is durable (a null event: no such dead letter).
+// once that is durable (a null event: no such dead letter). `stop` (to itself, on an exit
+// signal) commits what the mailbox still held before it, then quits.
 using shard_log_actor =
     caf::typed_actor<caf::reacts_to<append_atom, EventPtr>, caf::reacts_to<done_atom, Completion>,
                      caf::reacts_to<commit_atom>, caf::reacts_to<tick_atom>,
+                     caf::reacts_to<stop_atom>,
                      caf::replies_to<read_atom, std::uint64_t, std::uint64_t>::with<StoredEvents>,
                      caf::replies_to<take_atom, std::string, std::string>::with<StoredEvent>,
                      caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>>;

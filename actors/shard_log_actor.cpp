@@ -188,18 +188,22 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
     st.dead.emplace(d.seq, std::move(d));
   }
   metrics->dead_letters().add(static_cast<std::int64_t>(st.dead.size()));
-  // On the way out (shutdown or a crash of the shard), make what was appended durable.
-  self->attach_functor([store = st.store] {
-    try {
-      store->commit();
-    } catch (const std::exception&) {
-    }
+  // An exit signal (the linked shard stopped) jumps the mailbox queue. Appends and
+  // completions the shard sent before it stopped are still in the mailbox: handle them,
+  // commit, and only then quit, so a graceful stop forgets no completion.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.exit_reason = std::move(msg.reason);
+    self->send(self, stop_atom::value);
   });
   self->delayed_send(self, kHousekeeping, tick_atom::value);
   return {
       [self](append_atom, EventPtr& ev) { append(self, ev); },
       [self](done_atom, Completion& c) { complete(self, c); },
       [self](commit_atom) { commit(self); },
+      [self](stop_atom) {
+        commit(self);
+        self->quit(self->state.exit_reason);
+      },
       [self](tick_atom) {
         if (self->state.failure.empty()) {
           try {

@@ -37,6 +37,7 @@ struct ShardLogState {
   std::uint64_t committed_seq = 0;               // highest event seq a finished commit covered
   std::map<std::uint64_t, DeadLetterInfo> dead;  // by seq in the dead-letter log
   std::string scratch;                           // reused encoding buffer
+  caf::error exit_reason;                        // set by an exit signal; see `stop`
 };
 
 shard_log_actor::behavior_type shard_log(shard_log_actor::stateful_pointer<ShardLogState> self,
