@@ -35,6 +35,7 @@ void commit(Self self) {
     try {
       if (st.store->commit()) st.metrics->log_syncs().inc();
       st.metrics->log_commits().inc();
+      if (!st.batch.empty()) st.metrics->log_event_commits().inc();
       st.metrics->log_committed_events().inc(st.batch.size());
       st.metrics->log_commit_latency().observe(Clock::now() - t0);
       st.committed_seq = st.last_seq;

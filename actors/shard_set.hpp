@@ -18,7 +18,7 @@ class ShardSet {
       : sys_(sys), shards_(std::move(shards)) {}
 
   static std::size_t shard_of(std::string_view conversation, std::size_t shards) noexcept {
-    return static_cast<std::size_t>(fnv1a64(conversation) % shards);
+    return static_cast<std::size_t>(placement_hash(conversation) % shards);
   }
 
   // `ack` runs once, on an actor thread, when the shard has stored or refused it.

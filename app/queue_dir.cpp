@@ -4,6 +4,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "core/log.hpp"
 
@@ -30,13 +31,14 @@ storage::SyncMode sync_mode(FsyncMode m) {
 // count would break per-conversation order: refuse it.
 bool check_layout(const fs::path& dir, int shards) {
   const fs::path file = dir / kLayoutFile;
-  const std::string want = "shards=" + std::to_string(shards);
+  // The placement hash is named too: a directory written with another would mix orders.
+  const std::string want = "shards=" + std::to_string(shards) + " placement=fnv1a64-fmix64";
   std::ifstream in(file);
   if (in) {
     std::string have;
     std::getline(in, have);
     if (have == want) return true;
-    log::error("queue.shards differs from the queue directory's",
+    log::error("queue.shards (or the placement hash) differs from the queue directory's",
                {{"dir", dir.string()},
                 {"config", want},
                 {"directory", have},
@@ -64,6 +66,10 @@ void log_truncation(std::size_t shard, std::string_view part, const storage::Rec
                                                    {"segments_deleted", r.segments_deleted}});
 }
 
+fs::path shard_dir(const fs::path& root, std::size_t i) {
+  return root / ("shard-" + std::to_string(i));
+}
+
 }  // namespace
 
 std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
@@ -82,39 +88,51 @@ std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
   opts.segment_bytes = q.segment_bytes;
   opts.memory_window = q.memory_window;
 
-  std::vector<OpenedShard> out;
-  for (int i = 0; i < q.shards; ++i) {
-    const auto index = static_cast<std::size_t>(i);
-    const fs::path dir = root / ("shard-" + std::to_string(i));
-    const auto t0 = std::chrono::steady_clock::now();
-    auto rec = std::make_shared<storage::Recovered>();
-    try {
-      out.push_back(OpenedShard{
-          std::shared_ptr<storage::ShardStore>(storage::ShardStore::open(dir, opts, *rec)), rec});
-    } catch (const std::exception& e) {
+  // Shards recover in parallel: each reads and checks its own files.
+  const auto n = static_cast<std::size_t>(q.shards);
+  std::vector<OpenedShard> out(n);
+  std::vector<std::string> errors(n);
+  std::vector<std::int64_t> took_ms(n);
+  {
+    std::vector<std::jthread> workers;
+    for (std::size_t i = 0; i < n; ++i) {
+      workers.emplace_back([&, i] {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto rec = std::make_shared<storage::Recovered>();
+        try {
+          out[i] = OpenedShard{storage::ShardStore::open(shard_dir(root, i), opts, *rec), rec};
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+        took_ms[i] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count();
+      });
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!errors[i].empty()) {
       log::error("cannot open the shard log",
-                 {{"shard", index}, {"dir", dir.string()}, {"error", e.what()}});
+                 {{"shard", i}, {"dir", shard_dir(root, i).string()}, {"error", errors[i]}});
       return std::nullopt;
     }
-    log_truncation(index, "events", rec->events_report);
-    log_truncation(index, "dead", rec->dead_report);
-    if (rec->dedup_report.entries_corrupt > 0) {
+    const auto& rec = *out[i].recovered;
+    log_truncation(i, "events", rec.events_report);
+    log_truncation(i, "dead", rec.dead_report);
+    if (rec.dedup_report.entries_corrupt > 0) {
       log::warn("dedup journal records skipped during recovery",
-                {{"shard", index}, {"corrupt", rec->dedup_report.entries_corrupt}});
+                {{"shard", i}, {"corrupt", rec.dedup_report.entries_corrupt}});
     }
-    if (rec->undecodable > 0) {
+    if (rec.undecodable > 0) {
       log::error("undecodable event records dropped during recovery",
-                 {{"shard", index}, {"records", rec->undecodable}});
+                 {{"shard", i}, {"records", rec.undecodable}});
     }
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-            .count();
-    log::info("shard log recovered", {{"shard", index},
-                                      {"pending", rec->pending},
-                                      {"dead_letters", rec->dead_letters.size()},
-                                      {"dedup_ids", rec->completed.size()},
-                                      {"records", rec->events_report.records_scanned},
-                                      {"ms", ms}});
+    log::info("shard log recovered", {{"shard", i},
+                                      {"pending", rec.pending},
+                                      {"dead_letters", rec.dead_letters.size()},
+                                      {"dedup_ids", rec.completed.size()},
+                                      {"records", rec.events_report.records_scanned},
+                                      {"ms", took_ms[i]}});
   }
   return out;
 }

@@ -5,11 +5,8 @@
 # See bench/README.md for the knobs and what the figures mean.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD_DIR=$(cd "${BUILD_DIR:-$ROOT/build}" && pwd)
-BOTGATE=${BOTGATE:-$BUILD_DIR/botgate}
-LOADGEN=${LOADGEN:-$BUILD_DIR/bench/loadgen}
-SINK=${SINK:-$BUILD_DIR/bench/sink}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 EVENTS=${EVENTS:-200000}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -17,91 +14,22 @@ CONVERSATIONS=${CONVERSATIONS:-1000}
 DURATION=${DURATION:-120}            # loadgen --duration (seconds of sending, at most)
 SINK_IDLE=${SINK_IDLE:-10}           # sink exits this long after its last event
 SINK_WAIT=${SINK_WAIT:-60}           # after loadgen, wait at most this long for the sink
-STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-15}
-STOP_TIMEOUT=${STOP_TIMEOUT:-30}     # SIGTERM -> SIGKILL grace for botgate
 LOG_LEVEL=${LOG_LEVEL:-info}         # only lifecycle lines are logged at info
 SINK_THREADS=${SINK_THREADS:-1}
 TARGET_CONNECTIONS=${TARGET_CONNECTIONS:-16}  # [[targets]] max_connections toward the sink
 PIPELINE=${PIPELINE:-16}             # [[targets]] pipeline toward the sink
-JSON=${JSON:-0}                      # 1: loadgen and sink print one JSON line each
+FSYNC=${FSYNC:-batch}                # [queue] fsync: batch, always or none
+JSON=${JSON:-0}                      # 1: loadgen, sink and the log summary print one JSON line each
 
-for bin in "$BOTGATE" "$LOADGEN" "$SINK"; do
-  if [[ ! -x $bin ]]; then
-    echo "run.sh: missing executable $bin (build first, or set BUILD_DIR)" >&2
-    exit 2
-  fi
-done
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/botgate-bench.XXXXXX")
-declare -a PIDS=()
-
-# shellcheck disable=SC2317  # invoked through trap
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
-  done
-  for pid in "${PIDS[@]}"; do
-    # Give each child a moment, then make sure it is gone, and reap it.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_binaries
+bench_tmp
 
 json_flag=()
 [[ $JSON == 1 ]] && json_flag=(--json)
 
-# Waits until FILE has a line matching REGEX (or PID dies / timeout); prints the match.
-wait_for_line() {
-  local file=$1 regex=$2 pid=$3 timeout=$4 line=""
-  local deadline=$((SECONDS + timeout))
-  while ((SECONDS < deadline)); do
-    line=$(grep -m1 -E "$regex" "$file" 2>/dev/null || true)
-    if [[ -n $line ]]; then
-      echo "$line"
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
-# Fallback when the listening line is not logged (LOG_LEVEL=warn): the TCP port of the
-# one listening socket that PID owns, from /proc.
-listen_port_from_proc() {
-  local pid=$1 inodes
-  inodes=$(find "/proc/$pid/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n' | sort -u)
-  [[ -n $inodes ]] || return 1
-  local hex
-  hex=$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null |
-    awk -v inodes="$inodes" '
-      BEGIN { n = split(inodes, a, "\n"); for (i = 1; i <= n; i++) want[a[i]] = 1 }
-      $4 == "0A" && ($10 in want) { split($2, la, ":"); print la[2]; exit }')
-  [[ $hex =~ ^[0-9A-Fa-f]+$ ]] || return 1
-  echo $((16#$hex))
-}
-
 # ---- sink
-"$SINK" --port 0 --expect "$EVENTS" --idle-exit "$SINK_IDLE" --threads "$SINK_THREADS" \
-  "${json_flag[@]}" >"$TMP/sink.out" 2>"$TMP/sink.err" &
-SINK_PID=$!
-PIDS+=("$SINK_PID")
-if ! line=$(wait_for_line "$TMP/sink.out" 'listening port=[0-9]+' "$SINK_PID" "$STARTUP_TIMEOUT"); then
-  echo "run.sh: sink did not start" >&2
-  cat "$TMP/sink.err" >&2
-  exit 1
-fi
-SINK_PORT=${line##*port=}
+start_sink 0 "$TMP/sink.out" --expect "$EVENTS" --idle-exit "$SINK_IDLE" --threads "$SINK_THREADS" \
+  "${json_flag[@]}"
 
 # ---- botgate
 CONFIG=$TMP/botgate.toml
@@ -115,6 +43,8 @@ level = "$LOG_LEVEL"
 [actors]
 threads = 1
 [queue]
+dir = "queue"
+fsync = "$FSYNC"
 shards = 4
 max_pending = 100000
 [[sources]]
@@ -131,39 +61,11 @@ url = "http://127.0.0.1:$SINK_PORT/events"
 max_connections = $TARGET_CONNECTIONS
 pipeline = $PIPELINE
 EOF
+# dir = "queue" is relative to the config file: $TMP/queue, removed with $TMP.
 
-mkdir -p "$TMP/work"
-# Started from a scratch directory so that any relative path (./data) stays inside $TMP.
-(cd "$TMP/work" && exec "$BOTGATE" --config "$CONFIG") >"$TMP/botgate.out" 2>"$TMP/botgate.err" &
-BOTGATE_PID=$!
-PIDS+=("$BOTGATE_PID")
+start_botgate "$CONFIG" botgate
 
-BOTGATE_PORT=""
-deadline=$((SECONDS + STARTUP_TIMEOUT))
-while ((SECONDS < deadline)); do
-  line=$(grep -m1 'msg=listening' "$TMP/botgate.err" 2>/dev/null || true)
-  if [[ $line =~ port=([0-9]+) ]]; then
-    BOTGATE_PORT=${BASH_REMATCH[1]}
-    break
-  fi
-  if ! kill -0 "$BOTGATE_PID" 2>/dev/null; then
-    echo "run.sh: botgate exited during start-up:" >&2
-    cat "$TMP/botgate.err" >&2
-    exit 1
-  fi
-  if [[ $LOG_LEVEL != debug && $LOG_LEVEL != info ]]; then
-    BOTGATE_PORT=$(listen_port_from_proc "$BOTGATE_PID" || true)
-    [[ -n $BOTGATE_PORT ]] && break
-  fi
-  sleep 0.05
-done
-if [[ -z $BOTGATE_PORT ]]; then
-  echo "run.sh: botgate did not report its port within ${STARTUP_TIMEOUT}s" >&2
-  cat "$TMP/botgate.err" >&2
-  exit 1
-fi
-
-echo "run.sh: sink port=$SINK_PORT botgate port=$BOTGATE_PORT events=$EVENTS connections=$CONNECTIONS conversations=$CONVERSATIONS" >&2
+bench_msg "sink port=$SINK_PORT botgate port=$BOTGATE_PORT events=$EVENTS connections=$CONNECTIONS conversations=$CONVERSATIONS fsync=$FSYNC"
 
 # ---- load
 # In the background and waited for, so that a signal to this script is handled at once.
@@ -171,47 +73,62 @@ echo "run.sh: sink port=$SINK_PORT botgate port=$BOTGATE_PORT events=$EVENTS con
   --events "$EVENTS" --connections "$CONNECTIONS" --conversations "$CONVERSATIONS" \
   --duration "$DURATION" "${json_flag[@]}" "$@" >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
 LOADGEN_PID=$!
-PIDS+=("$LOADGEN_PID")
-set +e
-wait "$LOADGEN_PID"
-LOADGEN_RC=$?
-set -e
+bench_track "$LOADGEN_PID"
+reap "$LOADGEN_PID"
+LOADGEN_RC=$REAP_RC
 if ((LOADGEN_RC != 0)); then
-  echo "run.sh: loadgen exited with $LOADGEN_RC" >&2
+  bench_msg "loadgen exited with $LOADGEN_RC"
   cat "$TMP/loadgen.err" >&2
 fi
 
 # ---- wait for delivery: the sink exits by itself at --expect or after SINK_IDLE idle seconds
-deadline=$((SECONDS + SINK_WAIT))
-while kill -0 "$SINK_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-if kill -0 "$SINK_PID" 2>/dev/null; then
-  echo "run.sh: sink still waiting after ${SINK_WAIT}s; stopping it" >&2
+if ! wait_exit "$SINK_PID" "$SINK_WAIT"; then
+  bench_msg "sink still waiting after ${SINK_WAIT}s; stopping it"
   kill -TERM "$SINK_PID" 2>/dev/null || true
 fi
-wait "$SINK_PID" 2>/dev/null || true
+reap "$SINK_PID"
 
 cat "$TMP/loadgen.out"
 grep -v '^listening port=' "$TMP/sink.out" || true
 
+# ---- durable log figures, from botgate's /metrics
+print_log_summary() {
+  local m=$TMP/metrics.txt
+  if ! scrape_metrics "$BOTGATE_PORT" >"$m"; then
+    bench_msg "could not scrape http://127.0.0.1:$BOTGATE_PORT/metrics"
+    return 0
+  fi
+  local commits event_commits syncs events errors per p50 p99
+  commits=$(metric_sum "$m" botgate_log_commits_total)
+  event_commits=$(metric_sum "$m" botgate_log_event_commits_total)
+  syncs=$(metric_sum "$m" botgate_log_syncs_total)
+  events=$(metric_sum "$m" botgate_log_committed_events_total)
+  errors=$(metric_sum "$m" botgate_log_errors_total)
+  # Per commit that carried events: commits of completions alone are not group commits.
+  per=$(awk -v e="$events" -v c="$event_commits" 'BEGIN { if (c > 0) printf "%.2f", e / c; else print "nan" }')
+  p50=$(histogram_quantile "$m" botgate_log_commit_seconds 0.50)
+  p99=$(histogram_quantile "$m" botgate_log_commit_seconds 0.99)
+  if [[ $JSON == 1 ]]; then
+    # Bounds in seconds as JSON numbers; null when there is no bound (no commits, or +Inf).
+    local j50=$p50 j99=$p99
+    [[ $j50 == nan || $j50 == +Inf ]] && j50=null
+    [[ $j99 == nan || $j99 == +Inf ]] && j99=null
+    [[ $per == nan ]] && per=null
+    printf '{"durable_log":{"fsync":"%s","commits":%s,"event_commits":%s,"syncs":%s,"committed_events":%s,"events_per_commit":%s,"log_errors":%s,"commit_p50_le_s":%s,"commit_p99_le_s":%s}}\n' \
+      "$FSYNC" "$commits" "$event_commits" "$syncs" "$events" "$per" "$errors" "$j50" "$j99"
+  else
+    echo "durable log (fsync=$FSYNC)"
+    printf '  commits          %s (%s with events)\n' "$commits" "$event_commits"
+    printf '  syncs            %s\n' "$syncs"
+    printf '  committed events %s\n' "$events"
+    printf '  events/commit    %s (events per commit that carried events)\n' "$per"
+    printf '  log errors       %s\n' "$errors"
+    printf '  commit latency   p50 <= %s ms, p99 <= %s ms (upper bounds of the histogram buckets)\n' \
+      "$(sec_to_ms "$p50")" "$(sec_to_ms "$p99")"
+  fi
+}
+print_log_summary
+
 # ---- stop botgate
-kill -TERM "$BOTGATE_PID" 2>/dev/null || true
-deadline=$((SECONDS + STOP_TIMEOUT))
-while kill -0 "$BOTGATE_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-if kill -0 "$BOTGATE_PID" 2>/dev/null; then
-  echo "run.sh: botgate did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-  kill -KILL "$BOTGATE_PID" 2>/dev/null || true
-fi
-set +e
-wait "$BOTGATE_PID" 2>/dev/null
-BOTGATE_RC=$?
-set -e
-if ((BOTGATE_RC != 0)); then
-  echo "run.sh: botgate exited with $BOTGATE_RC; last log lines:" >&2
-  tail -n 20 "$TMP/botgate.err" >&2
-fi
-# Warnings and errors botgate logged during the run, if any.
-if grep -qE 'level=(warn|error)' "$TMP/botgate.err"; then
-  echo "run.sh: botgate logged $(grep -cE 'level=(warn|error)' "$TMP/botgate.err") warn/error lines, e.g.:" >&2
-  grep -m5 -E 'level=(warn|error)' "$TMP/botgate.err" >&2
-fi
+stop_botgate "$BOTGATE_PID" "$BOTGATE_ERR"
 exit "$LOADGEN_RC"

@@ -15,4 +15,22 @@ constexpr std::uint64_t fnv1a64(std::string_view s) noexcept {
   return h;
 }
 
+// MurmurHash3's 64-bit finalizer: spreads every input bit over every output bit. FNV-1a's
+// low bits depend only on the low bits of each byte, so `fnv1a64(s) % 4` alone would put
+// "a", "e", "i", "m" and "q" on one shard.
+constexpr std::uint64_t fmix64(std::uint64_t k) noexcept {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+// The placement hash of a conversation. Part of the queue directory's format: changing it
+// moves conversations between shards (see app/queue_dir.cpp, which records it).
+constexpr std::uint64_t placement_hash(std::string_view conversation) noexcept {
+  return fmix64(fnv1a64(conversation));
+}
+
 }  // namespace botgate

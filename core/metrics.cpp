@@ -164,10 +164,13 @@ std::string Metrics::render() const {
          "Dead letters queued again through the admin API.", replayed_.value());
   scalar(out, "botgate_log_commits_total", "counter",
          "Group commits: batches of log appends made durable together.", commits_.value());
+  scalar(out, "botgate_log_event_commits_total", "counter",
+         "Commits that carried at least one event (the rest carry completions only).",
+         event_commits_.value());
   scalar(out, "botgate_log_syncs_total", "counter", "fdatasync calls made by the shard logs.",
          syncs_.value());
   scalar(out, "botgate_log_committed_events_total", "counter",
-         "Events covered by commits (divide by commits for events per commit).",
+         "Events covered by commits (divide by event commits for events per commit).",
          committed_events_.value());
   scalar(out, "botgate_log_errors_total", "counter",
          "I/O errors of the shard logs (each makes a shard refuse events).", log_errors_.value());

@@ -92,6 +92,7 @@ class Metrics {
   Gauge& dead_letters() noexcept { return dead_letters_; }
   // The durable log: one commit makes a batch of appends durable under the fsync mode.
   Counter& log_commits() noexcept { return commits_; }
+  Counter& log_event_commits() noexcept { return event_commits_; }  // commits with appends
   Counter& log_syncs() noexcept { return syncs_; }
   Counter& log_committed_events() noexcept { return committed_events_; }
   Counter& log_errors() noexcept { return log_errors_; }
@@ -127,6 +128,7 @@ class Metrics {
   Counter replayed_;
   Gauge dead_letters_;
   Counter commits_;
+  Counter event_commits_;
   Counter syncs_;
   Counter committed_events_;
   Counter log_errors_;
