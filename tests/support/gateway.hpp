@@ -2,6 +2,7 @@
 // the process started with `--config`, and its port read from the listening line.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,14 +19,30 @@ class Gateway {
   Gateway(const std::string& binary, const TempDir& dir, const std::string& config_text,
           const std::string& name = "botgate");
 
+  // Starts the same binary again on the same config file, hence on the same queue
+  // dir and, when the config names a fixed listen port, on the same port. Output goes
+  // to <config dir>/<log_name>.log. Throws std::logic_error while this process still
+  // runs: stop it (kill() or a signal, then wait_exit()) first.
+  std::unique_ptr<Gateway> restart(const std::string& log_name) const;
+
   std::uint16_t port() { return process_->port(); }
   Process& process() { return *process_; }
   const std::filesystem::path& config_path() const { return config_path_; }
   std::string log() const { return process_->log(); }
 
  private:
+  Gateway(std::string binary, std::filesystem::path config_path,
+          const std::filesystem::path& log_path);
+
+  std::string binary_;
   std::filesystem::path config_path_;
   std::unique_ptr<Process> process_;
 };
+
+// A port on 127.0.0.1 that is free right now, for a gateway that has to come back on
+// the same port after a restart. It lies below the kernel's ephemeral port range when
+// there is room, so no outgoing connection (a client reconnecting while botgate is
+// down) can be given it as its local port in the meantime.
+std::uint16_t free_listen_port();
 
 }  // namespace botgate::test

@@ -26,6 +26,15 @@ inline std::string botgate_binary() {
 }
 #endif
 
+#ifdef BOTGATE_LOADGEN
+// Path of the bench load generator (bench/loadgen.cpp): $BOTGATE_LOADGEN when set,
+// else the BOTGATE_LOADGEN definition the integration tests are compiled with.
+inline std::string loadgen_binary() {
+  if (const char* env = std::getenv("BOTGATE_LOADGEN"); env && *env) return env;
+  return BOTGATE_LOADGEN;
+}
+#endif
+
 class Process {
  public:
   // Starts `argv[0]` with `argv`. stdout goes to `stdout_path`, stderr to

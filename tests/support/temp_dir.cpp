@@ -68,7 +68,7 @@ std::string quoted(const std::string& s) {
 std::string make_config(const GatewayOptions& o) {
   std::ostringstream t;
   t << "[server]\n"
-    << "listen = \"127.0.0.1:0\"\n"
+    << "listen = \"127.0.0.1:" << o.listen_port << "\"\n"
     << "io_threads = " << o.io_threads << "\n"
     << "admin_token = " << quoted(o.admin_token) << "\n"
     << "max_body = " << quoted(o.max_body) << "\n"
@@ -85,8 +85,13 @@ std::string make_config(const GatewayOptions& o) {
     << "shards = " << o.shards << "\n"
     << "max_pending = " << o.max_pending << "\n"
     << "max_attempts = " << o.max_attempts << "\n"
-    << "max_age = " << quoted(o.max_age) << "\n"
-    << "\n[backoff]\n"
+    << "max_age = " << quoted(o.max_age) << "\n";
+  if (!o.queue_dir.empty()) t << "dir = " << quoted(o.queue_dir) << "\n";
+  if (!o.fsync.empty()) t << "fsync = " << quoted(o.fsync) << "\n";
+  if (!o.dedup_window.empty()) t << "dedup_window = " << quoted(o.dedup_window) << "\n";
+  if (o.memory_window > 0) t << "memory_window = " << o.memory_window << "\n";
+  if (!o.segment_bytes.empty()) t << "segment_bytes = " << quoted(o.segment_bytes) << "\n";
+  t << "\n[backoff]\n"
     << "base = " << quoted(o.backoff_base) << "\n"
     << "cap = " << quoted(o.backoff_cap) << "\n"
     << "\n[[sources]]\n"

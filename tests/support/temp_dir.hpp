@@ -41,8 +41,9 @@ struct GatewayOptions {
   std::string max_body = "64KiB";
   std::string max_header = "8KiB";
   std::string drain_timeout = "10s";
-  std::string read_timeout;   // [server] read_timeout; empty: the gateway default
-  std::string write_timeout;  // [server] write_timeout; empty: the gateway default
+  std::uint16_t listen_port = 0;  // [server] listen = 127.0.0.1:<port>; 0: an ephemeral port
+  std::string read_timeout;       // [server] read_timeout; empty: the gateway default
+  std::string write_timeout;      // [server] write_timeout; empty: the gateway default
   std::string log_level = "info";
   std::string log_format = "logfmt";  // logfmt | json
   int io_threads = 1;
@@ -51,6 +52,13 @@ struct GatewayOptions {
   int max_pending = 100000;  // per shard
   int max_attempts = 8;
   std::string max_age = "1h";
+  // The durable queue; each is left out of the file when empty (0), so botgate's
+  // default applies.
+  std::string queue_dir;      // [queue] dir, relative to the config file's directory
+  std::string fsync;          // batch | always | none
+  std::string dedup_window;   // e.g. "10m"
+  int memory_window = 0;      // events per shard kept in memory
+  std::string segment_bytes;  // e.g. "1MiB"
   std::string backoff_base = "10ms";
   std::string backoff_cap = "200ms";
   std::string connect_timeout = "500ms";
@@ -59,7 +67,7 @@ struct GatewayOptions {
   std::string extra;  // raw TOML appended at the end
 };
 
-// Renders a complete botgate config that listens on 127.0.0.1:0.
+// Renders a complete botgate config that listens on 127.0.0.1:<listen_port>.
 std::string make_config(const GatewayOptions& o);
 
 }  // namespace botgate::test
