@@ -19,6 +19,7 @@ SINK_THREADS=${SINK_THREADS:-1}
 TARGET_CONNECTIONS=${TARGET_CONNECTIONS:-16}  # [[targets]] max_connections toward the sink
 PIPELINE=${PIPELINE:-16}             # [[targets]] pipeline toward the sink
 FSYNC=${FSYNC:-batch}                # [queue] fsync: batch, always or none
+SHARDS=${SHARDS:-4}                  # [queue] shards
 JSON=${JSON:-0}                      # 1: loadgen, sink and the log summary print one JSON line each
 
 bench_binaries
@@ -45,7 +46,7 @@ threads = 1
 [queue]
 dir = "queue"
 fsync = "$FSYNC"
-shards = 4
+shards = $SHARDS
 max_pending = 100000
 [[sources]]
 name = "bench"

@@ -381,18 +381,35 @@ void SegmentLog::sync() {
 }
 
 std::size_t SegmentLog::collect() {
+  // A current segment whose events are all completed would otherwise stay on disk until it
+  // fills up, however long that takes: once it is worth a file, it may go too (a new, empty
+  // segment becomes current first).
+  const bool retire_current =
+      segments_.at(current_).size >= std::max<std::uint64_t>(1, opts_.segment_bytes / 8);
   // Segments are visited oldest first, so a segment whose completions point at an older one
   // can go in the same pass, right after it.
   std::vector<std::uint64_t> doomed;
   std::set<std::uint64_t> going;
   for (auto& [base, seg] : segments_) {
-    if (base == current_ || seg.live_events != 0) continue;
+    if ((base == current_ && !retire_current) || seg.live_events != 0) continue;
     std::erase_if(seg.refs, [&](std::uint64_t r) { return !segments_.contains(r); });
     if (!std::all_of(seg.refs.begin(), seg.refs.end(),
                      [&](std::uint64_t r) { return going.contains(r); }))
       continue;
     doomed.push_back(base);
     going.insert(base);
+  }
+  if (going.contains(current_)) {
+    check_usable();
+    flush();
+    try {
+      unsynced_fds_.push_back(fd_);
+      fd_ = -1;
+      create_segment(next_seq_);
+    } catch (...) {
+      broken_ = true;
+      throw;
+    }
   }
   if (doomed.empty()) return 0;
   // The completions that justify the deletion must be on disk before anything goes.

@@ -109,8 +109,10 @@ class SegmentLog {
   void sync();
 
   // Deletes every closed (not current) segment whose events are all completed, and returns how
-  // many were deleted. A segment that holds completions for events of an older segment still on
-  // disk is kept until that one is gone, so a restart never resurrects a completed event.
+  // many were deleted. The current segment goes too (a new, empty one becomes current first) when
+  // it could be deleted by that rule and holds at least segment_bytes / 8. A segment that holds
+  // completions for events of an older segment still on disk is kept until that one is gone, so a
+  // restart never resurrects a completed event.
   std::size_t collect();
 
   // Every event not completed, in sequence order, read back from disk (flushes first).

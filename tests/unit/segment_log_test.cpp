@@ -412,3 +412,34 @@ TEST_CASE("segment log refuses a second open of the same directory", "[storage]"
   RecoveryReport report;
   CHECK_THROWS_AS(SegmentLog::open(tmp.shard(), Options{}, report), std::system_error);
 }
+
+TEST_CASE("segment log collect retires a fully completed current segment", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 64 * 1024;  // the current segment may go once it holds 8 KiB
+  std::uint64_t next = 0;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    std::vector<std::uint64_t> events;
+    for (int i = 1; i <= 10; ++i) events.push_back(log->append_event(payload_for(i, 100)));
+    for (auto seq : events) log->append_completion(seq);
+    CHECK(log->collect() == 0);  // all completed, but too small to be worth a new file
+    events.clear();
+    for (int i = 11; i <= 100; ++i) events.push_back(log->append_event(payload_for(i, 100)));
+    for (std::size_t k = 0; k + 1 < events.size(); ++k) log->append_completion(events[k]);
+    CHECK(log->collect() == 0);  // the last event is still pending
+    log->append_completion(events.back());
+    CHECK(log->collect() == 1);  // the old current segment, all completed
+    const auto files = segment_files(tmp.shard());
+    REQUIRE(files.size() == 1);
+    CHECK(fs::file_size(files.front()) == 0);  // the fresh current segment
+    next = log->next_seq();
+    CHECK(log->append_event("after") == next);
+    log->sync();
+  }
+  auto log = open_clean(tmp.shard(), o);
+  const auto p = log->pending();
+  REQUIRE(p.size() == 1);
+  CHECK(p.front().seq == next);
+  CHECK(p.front().payload == "after");
+}
