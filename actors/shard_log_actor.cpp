@@ -203,6 +203,13 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
       [self](commit_atom) { commit(self); },
       [self](stop_atom) {
         commit(self);
+        if (self->state.failure.empty()) {
+          try {
+            self->state.store->sync_all();
+          } catch (const std::exception& e) {
+            fail(self, e);
+          }
+        }
         self->quit(self->state.exit_reason);
       },
       [self](tick_atom) {

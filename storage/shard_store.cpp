@@ -82,12 +82,18 @@ bool ShardStore::commit() {
     return false;
   }
   dead_->sync();
-  dedup_->sync();
+  dedup_->flush();  // synced by collect(), at most a second later
   events_->sync();
   return true;
 }
 
+void ShardStore::sync_all() {
+  commit();
+  if (mode_ != SyncMode::none) dedup_->sync();
+}
+
 void ShardStore::collect(std::int64_t now_ms) {
+  if (mode_ != SyncMode::none) dedup_->sync();
   events_->collect();
   dead_->collect();
   dedup_->expire(now_ms);

@@ -10,9 +10,13 @@
 // shard needs to resume: the first events not completed, the ids it must treat as duplicates,
 // and the dead letters.
 //
-// commit() makes everything appended so far durable under the fsync mode. It writes the dead
-// letters first, then the dedup journal, then the event log, so that an event's completion is
-// never on disk before the dead letter or dedup entry it implies.
+// commit() makes everything appended so far durable under the fsync mode. It syncs the dead
+// letters first, then the event log, so that an event's completion is never on disk before
+// its dead letter. The dedup journal is written (write(2)) in every commit but synced only by
+// collect(), about once a second: that halves the fdatasyncs of a busy shard. A kill -9 loses
+// none of it (the kernel has it); a power loss can lose the last second of dedup entries, and
+// then a platform's resend of one of those events within the window is delivered again: a
+// duplicate, never a loss, like a lost completion.
 //
 // Not thread-safe: one actor owns it.
 #pragma once
@@ -64,7 +68,11 @@ class ShardStore {
   // Writes (and, unless the mode is none, syncs) what was appended; returns whether it synced.
   bool commit();
 
-  // Periodic housekeeping: deletes completed segments and expired dedup files.
+  // commit(), and sync the dedup journal too (on the way out).
+  void sync_all();
+
+  // Periodic housekeeping (about once a second): syncs the dedup journal, deletes completed
+  // segments and expired dedup files.
   void collect(std::int64_t now_ms);
 
  private:
