@@ -11,12 +11,6 @@ namespace {
 
 using Self = shard_actor::stateful_pointer<ShardState>;
 
-constexpr auto kHousekeeping = std::chrono::seconds(1);
-
-std::int64_t now_ms() {
-  return storage::to_unix_ms(std::chrono::system_clock::now());
-}
-
 void dispatch(Self self, const std::string& key);
 void maybe_read(Self self);
 
@@ -58,7 +52,7 @@ void finish(Self self, const std::string& key, Completion c) {
 
   c.seq = head.seq;
   c.id = head.id;
-  c.at_ms = now_ms();
+  c.at_ms = unix_now_ms();
   st.ids[head.id] = c.at_ms;
   st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
   self->send(st.log, done_atom::value, std::move(c));
@@ -212,7 +206,7 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
 // Forgets completed ids older than the dedup window (the journal on disk expires them too).
 void expire_ids(Self self) {
   auto& st = self->state;
-  const std::int64_t horizon = now_ms() - st.options.dedup_window.count();
+  const std::int64_t horizon = unix_now_ms() - st.options.dedup_window.count();
   while (!st.expiry.empty() && st.expiry.front().completed_ms <= horizon) {
     const auto& e = st.expiry.front();
     if (auto it = st.ids.find(e.id); it != st.ids.end() && it->second == e.completed_ms) {
@@ -271,7 +265,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
       std::move(recovered->dead_letters));
   resume(self, *recovered);
-  self->delayed_send(self, kHousekeeping, tick_atom::value);
+  self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
       [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack); },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
@@ -285,7 +279,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       [self](tick_atom) {
         expire_ids(self);
         maybe_read(self);
-        self->delayed_send(self, kHousekeeping, tick_atom::value);
+        self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },
       [self](list_atom, std::uint64_t limit) {
         return self->delegate(self->state.log, list_atom::value, limit);

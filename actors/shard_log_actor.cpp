@@ -10,12 +10,6 @@ namespace {
 
 using Self = shard_log_actor::stateful_pointer<ShardLogState>;
 
-constexpr auto kHousekeeping = std::chrono::seconds(1);
-
-std::int64_t now_ms() {
-  return storage::to_unix_ms(std::chrono::system_clock::now());
-}
-
 // The store is unusable from now on (see SegmentLog: a failed write or fdatasync leaves the
 // tail unknown). Logged once; every later append is answered with the error.
 void fail(Self self, const std::exception& e) {
@@ -196,7 +190,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
     self->state.exit_reason = std::move(msg.reason);
     self->send(self, stop_atom::value);
   });
-  self->delayed_send(self, kHousekeeping, tick_atom::value);
+  self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
       [self](append_atom, EventPtr& ev) { append(self, ev); },
       [self](done_atom, Completion& c) { complete(self, c); },
@@ -215,12 +209,12 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
       [self](tick_atom) {
         if (self->state.failure.empty()) {
           try {
-            self->state.store->collect(now_ms());
+            self->state.store->collect(unix_now_ms());
           } catch (const std::exception& e) {
             fail(self, e);
           }
         }
-        self->delayed_send(self, kHousekeeping, tick_atom::value);
+        self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },
       [self](read_atom, std::uint64_t after, std::uint64_t max) { return read(self, after, max); },
       [self](take_atom, const std::string& source, const std::string& id) {

@@ -34,40 +34,14 @@ SINK_PORT=${SINK_PORT:-$(free_port)} || bench_die "no free port for the sink"
 
 QUEUE_DIR=$TMP/queue
 CONFIG=$TMP/botgate.toml
-cat >"$CONFIG" <<EOF
-[server]
-listen = "127.0.0.1:0"
-io_threads = 1
-max_body = "64KiB"
-[log]
-level = "$LOG_LEVEL"
-[actors]
-threads = 1
-[queue]
-dir = "queue"
-fsync = "$FSYNC"
-shards = $SHARDS
-memory_window = $MEMORY_WINDOW
-max_pending = $MAX_PENDING
-max_attempts = 1000000000
-max_age = "48h"
-[backoff]
-base = "100ms"
-cap = "$BACKOFF_CAP"
-[[sources]]
-name = "bench"
-secret = "bench-secret"
-route = "sinks"
-[[pools]]
-name = "sinks"
-policy = "round-robin"
-targets = ["sink"]
-[[targets]]
-name = "sink"
-url = "http://127.0.0.1:$SINK_PORT/events"
-max_connections = $TARGET_CONNECTIONS
-pipeline = $PIPELINE
-EOF
+write_config "$CONFIG" "$SINK_PORT" \
+  "memory_window = $MEMORY_WINDOW" \
+  "max_pending = $MAX_PENDING" \
+  "max_attempts = 1000000000" \
+  'max_age = "48h"' \
+  "[backoff]" \
+  'base = "100ms"' \
+  "cap = \"$BACKOFF_CAP\""
 # dir = "queue" is relative to the config file: $QUEUE_DIR, removed with $TMP.
 
 # Polls /metrics until the sum of botgate_queue_depth is WANT (at most TIMEOUT s). Leaves the

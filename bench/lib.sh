@@ -325,3 +325,45 @@ sec_to_ms() {
     *) awk -v s="$1" 'BEGIN { printf "%g", s * 1000 }' ;;
   esac
 }
+
+# write_config FILE SINK_PORT [EXTRA_LINES...]: the botgate config both scripts run: source
+# "bench" (secret bench-secret) routed to one target "sink" on 127.0.0.1:SINK_PORT. Reads
+# LOG_LEVEL, FSYNC, SHARDS, TARGET_CONNECTIONS and PIPELINE. Each extra argument is one more
+# line of [queue] (or of a section it opens, e.g. "[backoff]"). dir = "queue" is relative to
+# the config file, so the queue lives next to FILE.
+write_config() {
+  local file=$1 sink_port=$2
+  shift 2
+  {
+    cat <<EOF
+[server]
+listen = "127.0.0.1:0"
+io_threads = 1
+max_body = "64KiB"
+[log]
+level = "$LOG_LEVEL"
+[actors]
+threads = 1
+[queue]
+dir = "queue"
+fsync = "$FSYNC"
+shards = $SHARDS
+EOF
+    printf '%s\n' "$@"
+    cat <<EOF
+[[sources]]
+name = "bench"
+secret = "bench-secret"
+route = "sinks"
+[[pools]]
+name = "sinks"
+policy = "round-robin"
+targets = ["sink"]
+[[targets]]
+name = "sink"
+url = "http://127.0.0.1:$sink_port/events"
+max_connections = $TARGET_CONNECTIONS
+pipeline = $PIPELINE
+EOF
+  } >"$file"
+}

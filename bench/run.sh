@@ -34,34 +34,7 @@ start_sink 0 "$TMP/sink.out" --expect "$EVENTS" --idle-exit "$SINK_IDLE" --threa
 
 # ---- botgate
 CONFIG=$TMP/botgate.toml
-cat >"$CONFIG" <<EOF
-[server]
-listen = "127.0.0.1:0"
-io_threads = 1
-max_body = "64KiB"
-[log]
-level = "$LOG_LEVEL"
-[actors]
-threads = 1
-[queue]
-dir = "queue"
-fsync = "$FSYNC"
-shards = $SHARDS
-max_pending = 100000
-[[sources]]
-name = "bench"
-secret = "bench-secret"
-route = "sinks"
-[[pools]]
-name = "sinks"
-policy = "round-robin"
-targets = ["sink"]
-[[targets]]
-name = "sink"
-url = "http://127.0.0.1:$SINK_PORT/events"
-max_connections = $TARGET_CONNECTIONS
-pipeline = $PIPELINE
-EOF
+write_config "$CONFIG" "$SINK_PORT" "max_pending = 100000"
 # dir = "queue" is relative to the config file: $TMP/queue, removed with $TMP.
 
 start_botgate "$CONFIG" botgate

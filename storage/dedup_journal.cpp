@@ -17,35 +17,24 @@
 #include <utility>
 
 #include "storage/crc32c.hpp"
+#include "storage/file_io.hpp"
 
 namespace botgate::storage {
 namespace fs = std::filesystem;
+
+using io::Fd;
+using io::get_u32;
+using io::get_u64;
+using io::put_u32;
+using io::put_u64;
+using io::throw_errno;
+using io::write_all;
 
 namespace {
 
 // Buffered bytes that trigger a flush() on their own.
 constexpr std::size_t kWriteBufferBytes = 64u << 10;
 
-[[noreturn]] void throw_errno(int err, const std::string& what, const fs::path& path) {
-  throw std::system_error(err, std::generic_category(), what + " " + path.string());
-}
-
-void put_u32(unsigned char* p, std::uint32_t v) noexcept {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-void put_u64(unsigned char* p, std::uint64_t v) noexcept {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-std::uint32_t get_u32(const unsigned char* p) noexcept {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-std::uint64_t get_u64(const unsigned char* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 std::uint64_t get_u64_be(const unsigned char* p) noexcept {
   std::uint64_t v = 0;
   for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
@@ -54,53 +43,15 @@ std::uint64_t get_u64_be(const unsigned char* p) noexcept {
 
 constexpr std::string_view kPrefix = "dedup-";
 constexpr std::string_view kSuffix = ".log";
-constexpr std::size_t kDigits = 20;
 
 std::string file_name(std::uint64_t base) {
-  char name[40];
-  std::snprintf(name, sizeof name, "dedup-%020llu.log", static_cast<unsigned long long>(base));
-  return name;
+  return io::numbered_name(kPrefix, base, kSuffix);
 }
 
 // The number encoded in a journal file name, or nothing if it is not one.
 std::optional<std::uint64_t> parse_file_name(const std::string& name) {
-  if (name.size() != kPrefix.size() + kDigits + kSuffix.size() || !name.starts_with(kPrefix) ||
-      !name.ends_with(kSuffix))
-    return std::nullopt;
-  const char* first = name.data() + kPrefix.size();
-  const char* last = first + kDigits;
-  if (!std::all_of(first, last, [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
-  std::uint64_t v = 0;
-  auto [ptr, ec] = std::from_chars(first, last, v);
-  if (ec != std::errc{} || ptr != last) return std::nullopt;
-  return v;
+  return io::parse_numbered_name(name, kPrefix, kSuffix);
 }
-
-void write_all(int fd, const char* p, std::size_t n, const fs::path& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "write", path);
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) noexcept : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_;
-};
 
 }  // namespace
 

@@ -17,90 +17,30 @@
 #include <utility>
 
 #include "storage/crc32c.hpp"
+#include "storage/file_io.hpp"
 
 namespace botgate::storage {
 namespace fs = std::filesystem;
 
+using io::Fd;
+using io::get_u32;
+using io::get_u64;
+using io::pread_all;
+using io::put_u32;
+using io::put_u64;
+using io::throw_errno;
+using io::write_all;
+
 namespace {
 
-[[noreturn]] void throw_errno(int err, const std::string& what, const fs::path& path) {
-  throw std::system_error(err, std::generic_category(), what + " " + path.string());
-}
-
-void put_u32(char* p, std::uint32_t v) noexcept {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-void put_u64(char* p, std::uint64_t v) noexcept {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-std::uint32_t get_u32(const unsigned char* p) noexcept {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-std::uint64_t get_u64(const unsigned char* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
 std::string segment_name(std::uint64_t base) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%020llu.log", static_cast<unsigned long long>(base));
-  return name;
+  return io::numbered_name("", base, ".log");
 }
 
 // The first seq encoded in a segment file name, or nothing if it is not one.
 std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
-  if (name.size() != 24 || !name.ends_with(".log")) return std::nullopt;
-  if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; }))
-    return std::nullopt;
-  std::uint64_t v = 0;
-  auto [ptr, ec] = std::from_chars(name.data(), name.data() + 20, v);
-  if (ec != std::errc{} || ptr != name.data() + 20) return std::nullopt;
-  return v;
+  return io::parse_numbered_name(name, "", ".log");
 }
-
-void write_all(int fd, const char* p, std::size_t n, const fs::path& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "write", path);
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-// Reads up to n bytes at off; returns how many were read (less only at end of file).
-std::size_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off, const fs::path& path) {
-  std::size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::pread(fd, p + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "pread", path);
-    }
-    if (r == 0) break;
-    done += static_cast<std::size_t>(r);
-  }
-  return done;
-}
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) noexcept : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_;
-};
 
 }  // namespace
 
@@ -283,6 +223,11 @@ void SegmentLog::check_usable() const {
 void SegmentLog::maybe_rotate(std::size_t record_bytes) {
   const Segment& cur = segments_.at(current_);
   if (cur.size == 0 || cur.size + record_bytes <= opts_.segment_bytes) return;
+  close_current();
+}
+
+void SegmentLog::close_current() {
+  check_usable();
   flush();
   try {
     unsynced_fds_.push_back(fd_);
@@ -399,18 +344,7 @@ std::size_t SegmentLog::collect() {
     doomed.push_back(base);
     going.insert(base);
   }
-  if (going.contains(current_)) {
-    check_usable();
-    flush();
-    try {
-      unsynced_fds_.push_back(fd_);
-      fd_ = -1;
-      create_segment(next_seq_);
-    } catch (...) {
-      broken_ = true;
-      throw;
-    }
-  }
+  if (going.contains(current_)) close_current();
   if (doomed.empty()) return 0;
   // The completions that justify the deletion must be on disk before anything goes.
   sync();

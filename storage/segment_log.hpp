@@ -144,6 +144,7 @@ class SegmentLog {
   void open_current();
   void create_segment(std::uint64_t base);
   void maybe_rotate(std::size_t record_bytes);
+  void close_current();  // flushes it and makes a new, empty segment current
   std::uint64_t append_record(RecordType type, std::string_view payload, Location& loc);
   void check_usable() const;
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "storage/crc32c.hpp"
+#include "tests/unit/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
@@ -32,29 +33,12 @@ namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // an arbitrary unix ms
 
-// A fresh directory per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("botgate-dedup-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(counter++) + "-" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path shard() const { return path / "shard-0"; }
+struct TempDir : botgate::test::ScratchDir {
+  TempDir() : ScratchDir("botgate-dedup") {}
 };
 
 std::vector<fs::path> journal_files(const fs::path& dir) {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".log") out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
+  return botgate::test::log_files(dir);
 }
 
 std::string file_name(std::int64_t ms) {

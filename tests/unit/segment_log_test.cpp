@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "storage/crc32c.hpp"
+#include "tests/unit/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
@@ -24,29 +25,12 @@ using botgate::storage::SegmentLog;
 
 namespace {
 
-// A fresh directory per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("botgate-seglog-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(counter++) + "-" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path shard() const { return path / "shard-0"; }
+struct TempDir : botgate::test::ScratchDir {
+  TempDir() : ScratchDir("botgate-seglog") {}
 };
 
 std::vector<fs::path> segment_files(const fs::path& dir) {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".log") out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
+  return botgate::test::log_files(dir);
 }
 
 std::unique_ptr<SegmentLog> open_log(const fs::path& dir, RecoveryReport& report, Options o = {}) {

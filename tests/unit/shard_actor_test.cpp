@@ -24,6 +24,7 @@
 #include "core/metrics.hpp"
 #include "policies/delivery_rules.hpp"
 #include "storage/shard_store.hpp"
+#include "tests/unit/scratch_dir.hpp"
 
 using namespace std::chrono_literals;
 using botgate::AckFn;
@@ -152,20 +153,7 @@ bool wait_for(Pred done, std::chrono::milliseconds limit = 5000ms) {
   return true;
 }
 
-// A fresh queue directory for one shard, removed afterwards.
-struct ScratchDir {
-  std::filesystem::path path;
-  ScratchDir() {
-    static std::atomic<int> n{0};
-    path = std::filesystem::temp_directory_path() /
-           ("botgate-shard-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    std::filesystem::remove_all(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using botgate::test::ScratchDir;
 
 // One actor system with two fake targets t1, t2 behind a round-robin router and
 // one shard (with its log in a scratch directory) routing source "src" to it.
