@@ -144,6 +144,8 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     case HttpRoute::healthz:
       return answer(200, "{\"status\":\"ok\"}");
     case HttpRoute::readyz:
+      // A shard whose log failed refuses every event until a restart: not ready.
+      if (metrics_.log_errors().value() > 0) return answer(503, "{\"status\":\"storage_failed\"}");
       if (ready_.load(std::memory_order_relaxed)) return answer(200, "{\"status\":\"ready\"}");
       return answer(503, "{\"status\":\"not_ready\"}");
     case HttpRoute::metrics:
