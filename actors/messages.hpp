@@ -40,6 +40,7 @@ inline std::int64_t unix_now_ms() {
 using storage::DeadLetterInfo;
 using storage::StoredEvent;
 using StoredEvents = std::vector<StoredEvent>;
+using EventBatch = std::vector<EventPtr>;
 using DeadLetterList = std::vector<DeadLetterInfo>;
 
 // The log's answer to the appends a commit covered, in the order they were sent.
@@ -75,6 +76,7 @@ CAF_ADD_ATOM(botgate, botgate, take_atom, "take")
 CAF_ADD_ATOM(botgate, botgate, list_atom, "list")
 CAF_ADD_ATOM(botgate, botgate, replay_atom, "replay")
 CAF_ADD_ATOM(botgate, botgate, stop_atom, "stop")
+CAF_ADD_ATOM(botgate, botgate, flush_atom, "flush")
 CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
 CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
 CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -84,6 +86,7 @@ CAF_ADD_TYPE_ID(botgate, (botgate::StoredEvents))
 CAF_ADD_TYPE_ID(botgate, (botgate::DeadLetterList))
 CAF_ADD_TYPE_ID(botgate, (botgate::Commit))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completion))
+CAF_ADD_TYPE_ID(botgate, (botgate::EventBatch))
 CAF_END_TYPE_ID_BLOCK(botgate)
 
 // These values never leave the process, so they need no serializer.
@@ -96,6 +99,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::StoredEvents)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::DeadLetterList)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Commit)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::EventBatch)
 
 namespace botgate {
 
@@ -118,7 +122,7 @@ using shard_actor =
     caf::typed_actor<caf::reacts_to<ingest_atom, EventPtr, AckFn>,
                      caf::replies_to<pending_atom>::with<std::uint64_t>,
                      caf::reacts_to<retry_atom, std::string>, caf::reacts_to<stored_atom, Commit>,
-                     caf::reacts_to<tick_atom>,
+                     caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
                      caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,
                      caf::replies_to<replay_atom, std::string, std::string>::with<std::string>>;
 
@@ -129,7 +133,7 @@ using shard_actor =
 // once that is durable (a null event: no such dead letter). `stop` (to itself, on an exit
 // signal) commits what the mailbox still held before it, then quits.
 using shard_log_actor =
-    caf::typed_actor<caf::reacts_to<append_atom, EventPtr>, caf::reacts_to<done_atom, Completion>,
+    caf::typed_actor<caf::reacts_to<append_atom, EventBatch>, caf::reacts_to<done_atom, Completion>,
                      caf::reacts_to<commit_atom>, caf::reacts_to<tick_atom>,
                      caf::reacts_to<stop_atom>,
                      caf::replies_to<read_atom, std::uint64_t, std::uint64_t>::with<StoredEvents>,

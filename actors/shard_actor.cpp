@@ -199,7 +199,10 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
   st.ids.emplace(id, 0);
   ++st.pending;
   update_depth(self);
-  self->send(st.log, append_atom::value, ev);
+  // Appends go to the log in one message per mailbox burst: the log thread is woken
+  // once per batch, not once per event.
+  st.outbox.push_back(ev);
+  if (st.outbox.size() == 1) self->send(self, flush_atom::value);
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }
 
@@ -276,6 +279,11 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         dispatch(self, key);
       },
       [self](stored_atom, Commit& commit) { on_stored(self, commit); },
+      [self](flush_atom) {
+        auto& st = self->state;
+        if (!st.outbox.empty()) self->send(st.log, append_atom::value, std::move(st.outbox));
+        st.outbox.clear();
+      },
       [self](tick_atom) {
         expire_ids(self);
         maybe_read(self);

@@ -74,6 +74,7 @@ struct ShardState {
   shard_log_actor log;
   std::unordered_map<std::string, ConversationQueue> conversations;
   std::deque<UnstoredEvent> unstored;
+  EventBatch outbox;  // appends not sent to the log yet; a `flush` to self is queued
   // Known ids: 0 while queued, else the unix ms of completion (expires after dedup_window).
   std::unordered_map<storage::IdHash, std::int64_t, storage::IdHashHasher> ids;
   std::deque<storage::DedupEntry> expiry;  // completions, oldest first

@@ -192,7 +192,9 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
   });
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
-      [self](append_atom, EventPtr& ev) { append(self, ev); },
+      [self](append_atom, EventBatch& events) {
+        for (const auto& ev : events) append(self, ev);
+      },
       [self](done_atom, Completion& c) { complete(self, c); },
       [self](commit_atom) { commit(self); },
       [self](stop_atom) {
