@@ -59,6 +59,8 @@ struct Completion {
   std::string error;
 };
 
+using Completions = std::vector<Completion>;
+
 }  // namespace botgate
 
 CAF_BEGIN_TYPE_ID_BLOCK(botgate, caf::first_custom_type_id)
@@ -87,6 +89,7 @@ CAF_ADD_TYPE_ID(botgate, (botgate::DeadLetterList))
 CAF_ADD_TYPE_ID(botgate, (botgate::Commit))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completion))
 CAF_ADD_TYPE_ID(botgate, (botgate::EventBatch))
+CAF_ADD_TYPE_ID(botgate, (botgate::Completions))
 CAF_END_TYPE_ID_BLOCK(botgate)
 
 // These values never leave the process, so they need no serializer.
@@ -100,6 +103,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::DeadLetterList)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Commit)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::EventBatch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completions)
 
 namespace botgate {
 
@@ -133,9 +137,9 @@ using shard_actor =
 // once that is durable (a null event: no such dead letter). `stop` (to itself, on an exit
 // signal) commits what the mailbox still held before it, then quits.
 using shard_log_actor =
-    caf::typed_actor<caf::reacts_to<append_atom, EventBatch>, caf::reacts_to<done_atom, Completion>,
-                     caf::reacts_to<commit_atom>, caf::reacts_to<tick_atom>,
-                     caf::reacts_to<stop_atom>,
+    caf::typed_actor<caf::reacts_to<append_atom, EventBatch>,
+                     caf::reacts_to<done_atom, Completions>, caf::reacts_to<commit_atom>,
+                     caf::reacts_to<tick_atom>, caf::reacts_to<stop_atom>,
                      caf::replies_to<read_atom, std::uint64_t, std::uint64_t>::with<StoredEvents>,
                      caf::replies_to<take_atom, std::string, std::string>::with<StoredEvent>,
                      caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>>;

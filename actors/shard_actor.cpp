@@ -55,7 +55,8 @@ void finish(Self self, const std::string& key, Completion c) {
   c.at_ms = unix_now_ms();
   st.ids[head.id] = c.at_ms;
   st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
-  self->send(st.log, done_atom::value, std::move(c));
+  st.finished.push_back(std::move(c));
+  if (st.finished.size() == 1 && st.outbox.empty()) self->send(self, flush_atom::value);
 
   if (conv.events.empty()) {
     st.conversations.erase(it);
@@ -202,7 +203,7 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
   // Appends go to the log in one message per mailbox burst: the log thread is woken
   // once per batch, not once per event.
   st.outbox.push_back(ev);
-  if (st.outbox.size() == 1) self->send(self, flush_atom::value);
+  if (st.outbox.size() == 1 && st.finished.empty()) self->send(self, flush_atom::value);
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }
 
@@ -282,7 +283,9 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       [self](flush_atom) {
         auto& st = self->state;
         if (!st.outbox.empty()) self->send(st.log, append_atom::value, std::move(st.outbox));
+        if (!st.finished.empty()) self->send(st.log, done_atom::value, std::move(st.finished));
         st.outbox.clear();
+        st.finished.clear();
       },
       [self](tick_atom) {
         expire_ids(self);

@@ -74,7 +74,10 @@ struct ShardState {
   shard_log_actor log;
   std::unordered_map<std::string, ConversationQueue> conversations;
   std::deque<UnstoredEvent> unstored;
-  EventBatch outbox;  // appends not sent to the log yet; a `flush` to self is queued
+  // Appends and completions not sent to the log yet; while either is non-empty, one
+  // `flush` to self is queued, so the log gets one message of each per mailbox burst.
+  EventBatch outbox;
+  Completions finished;
   // Known ids: 0 while queued, else the unix ms of completion (expires after dedup_window).
   std::unordered_map<storage::IdHash, std::int64_t, storage::IdHashHasher> ids;
   std::deque<storage::DedupEntry> expiry;  // completions, oldest first

@@ -195,7 +195,9 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
       [self](append_atom, EventBatch& events) {
         for (const auto& ev : events) append(self, ev);
       },
-      [self](done_atom, Completion& c) { complete(self, c); },
+      [self](done_atom, Completions& done) {
+        for (const auto& c : done) complete(self, c);
+      },
       [self](commit_atom) { commit(self); },
       [self](stop_atom) {
         commit(self);
