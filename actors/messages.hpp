@@ -133,9 +133,10 @@ using shard_actor =
 // A shard's log (a detached actor: it does the blocking disk I/O). Appends are answered in
 // batches with `stored` to the shard once a group commit made them durable. `read` returns
 // committed events not completed with a sequence number above the first argument, at most
-// the second. `take` moves a dead letter (source, id) back into the event log and answers
-// once that is durable (a null event: no such dead letter). `stop` (to itself, on an exit
-// signal) commits what the mailbox still held before it, then quits.
+// the second. `take` reads dead letter (source, id) back for a replay (a null event: no such
+// dead letter); it leaves the dead-letter log once the shard's append of it is durable.
+// `stop` (to itself, on an exit signal) commits what the mailbox still held before it, then
+// quits.
 using shard_log_actor =
     caf::typed_actor<caf::reacts_to<append_atom, EventBatch>,
                      caf::reacts_to<done_atom, Completions>, caf::reacts_to<commit_atom>,

@@ -20,7 +20,8 @@ void update_depth(Self self) {
 }
 
 // A stored event enters memory if the window has room and nothing older waits on disk;
-// otherwise it stays on disk until read back. `force` (a replayed dead letter) always enters.
+// otherwise it stays on disk until read back. `force` (an event read back from the log, in
+// sequence order) always enters.
 void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false) {
   auto& st = self->state;
   if (!force && (st.on_disk > 0 || st.in_memory >= st.options.memory_window)) {
@@ -145,15 +146,16 @@ void maybe_read(Self self) {
       .then(
           [self](StoredEvents& events) {
             auto& st = self->state;
-            st.reading = false;
-            // Nothing came back: the log failed, or the count drifted. Try again on the tick.
-            if (events.empty()) return;
+            // Still `reading` while placing: a dead letter finished synchronously here must not
+            // start another read, which would return the rest of this batch a second time.
             for (auto& e : events) {
               --st.on_disk;
               const auto id = storage::hash_id(e.ev->source, e.ev->id);
               place(self, std::move(e), id, true);
             }
-            maybe_read(self);
+            st.reading = false;
+            // Nothing came back: the log failed, or the count drifted. Try again on the tick.
+            if (!events.empty()) maybe_read(self);
           },
           [self](caf::error&) { self->state.reading = false; });
 }
@@ -183,6 +185,19 @@ void on_stored(Self self, Commit& commit) {
   maybe_read(self);
 }
 
+// Sends the event to the log; `ack` runs once the log reports it stored (or failed).
+void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack) {
+  auto& st = self->state;
+  st.ids[id] = 0;
+  ++st.pending;
+  update_depth(self);
+  // Appends go to the log in one message per mailbox burst: the log thread is woken
+  // once per batch, not once per event.
+  st.outbox.push_back(ev);
+  if (st.outbox.size() == 1 && st.finished.empty()) self->send(self, flush_atom::value);
+  st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
+}
+
 void ingest(Self self, EventPtr& ev, AckFn& ack) {
   auto& st = self->state;
   const auto id = storage::hash_id(ev->source, ev->id);
@@ -197,14 +212,7 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
     return ack(IngestStatus::duplicate);
   }
   if (st.pending >= st.options.max_pending) return ack(IngestStatus::full);
-  st.ids.emplace(id, 0);
-  ++st.pending;
-  update_depth(self);
-  // Appends go to the log in one message per mailbox burst: the log thread is woken
-  // once per batch, not once per event.
-  st.outbox.push_back(ev);
-  if (st.outbox.size() == 1 && st.finished.empty()) self->send(self, flush_atom::value);
-  st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
+  enqueue(self, std::move(ev), id, std::move(ack));
 }
 
 // Forgets completed ids older than the dedup window (the journal on disk expires them too).
@@ -220,6 +228,8 @@ void expire_ids(Self self) {
   }
 }
 
+// A dead letter read back by the log goes in like a new event: bypassing the dedup window
+// (its id was completed when it was dead-lettered) and max_pending (an operator asked for it).
 void replay(Self self, caf::typed_response_promise<std::string> promise, StoredEvent& taken) {
   auto& st = self->state;
   if (!taken.ev) {
@@ -227,14 +237,13 @@ void replay(Self self, caf::typed_response_promise<std::string> promise, StoredE
     return;
   }
   const auto id = storage::hash_id(taken.ev->source, taken.ev->id);
-  st.ids[id] = 0;
-  ++st.pending;
-  st.metrics->dead_letters_replayed().inc();
   log::info("dead letter replayed",
             {{"source", taken.ev->source}, {"id", taken.ev->id}, {"shard", st.options.index}});
-  place(self, std::move(taken), id, true);
-  update_depth(self);
-  promise.deliver(std::string());
+  st.metrics->dead_letters_replayed().inc();
+  enqueue(self, std::move(taken.ev), id, [promise](IngestStatus status) mutable {
+    promise.deliver(status == IngestStatus::accepted ? std::string()
+                                                     : std::string("storage_error"));
+  });
 }
 
 void resume(Self self, storage::Recovered& rec) {

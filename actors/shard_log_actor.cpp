@@ -41,10 +41,25 @@ void commit(Self self) {
     self->send(st.shard, stored_atom::value, Commit{std::move(st.batch), st.failure});
     st.batch.clear();
   }
-  for (auto& [promise, taken] : st.takes) {
-    promise.deliver(st.failure.empty() ? std::move(taken) : StoredEvent{});
+  // Dead letters whose events this commit made durable leave the dead-letter log (synced
+  // by the next commit: a crash before it replays them again, a duplicate, never a loss).
+  if (!st.replayed.empty() && st.failure.empty()) {
+    auto done = std::move(st.replayed);
+    st.replayed.clear();
+    try {
+      for (std::uint64_t dseq : done) {
+        st.store->dead().append_completion(dseq);
+        st.replaying_dead.erase(dseq);
+        if (st.dead.erase(dseq) > 0) st.metrics->dead_letters().add(-1);
+      }
+    } catch (const std::exception& e) {
+      fail(self, e);
+    }
+    if (!st.commit_scheduled) {
+      st.commit_scheduled = true;
+      self->send(self, commit_atom::value);
+    }
   }
-  st.takes.clear();
 }
 
 void schedule_commit(Self self) {
@@ -64,6 +79,14 @@ void append(Self self, const EventPtr& ev) {
       storage::encode_event(*ev, st.scratch);
       seq = st.store->events().append_event(st.scratch);
       st.last_seq = seq;
+      if (!st.replaying.empty()) {
+        // A replayed dead letter is back in the event log: retire it once that is durable.
+        if (auto r = st.replaying.find(storage::hash_id(ev->source, ev->id));
+            r != st.replaying.end()) {
+          st.replayed.push_back(r->second);
+          st.replaying.erase(r);
+        }
+      }
     } catch (const std::exception& e) {
       fail(self, e);
     }
@@ -93,7 +116,11 @@ void complete(Self self, const Completion& c) {
       st.metrics->dead_letters().add(1);
     }
     st.store->dedup().append(storage::DedupEntry{c.id, c.at_ms});
-    st.store->events().append_completion(c.seq);
+    if (c.dead) {
+      st.store->complete_dead_letter(c.seq);
+    } else {
+      st.store->events().append_completion(c.seq);
+    }
   } catch (const std::exception& e) {
     fail(self, e);
   }
@@ -123,48 +150,40 @@ StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
   return out;
 }
 
-// Moves dead letter (source, id) back into the event log. Answers after the commit.
-caf::typed_response_promise<StoredEvent> take(Self self, const std::string& source,
-                                              const std::string& id) {
+// Reads dead letter (source, id) back for a replay. Nothing is written here: the shard
+// appends the event like a new one, and the dead letter is retired once that append is
+// durable (see append and commit). A dead letter already being replayed is not found.
+StoredEvent take(Self self, const std::string& source, const std::string& id) {
   auto& st = self->state;
-  auto promise = self->make_response_promise<StoredEvent>();
+  if (!st.failure.empty()) return {};
   auto it = std::find_if(st.dead.begin(), st.dead.end(), [&](const auto& kv) {
-    return kv.second.id == id && (source.empty() || kv.second.source == source);
+    return kv.second.id == id && (source.empty() || kv.second.source == source) &&
+           !st.replaying_dead.contains(kv.first);
   });
-  if (it == st.dead.end() || !st.failure.empty()) {
-    promise.deliver(StoredEvent{});
-    return promise;
-  }
+  if (it == st.dead.end()) return {};
+  const std::uint64_t dseq = it->first;
+  std::optional<storage::DeadLetter> dl;
   try {
-    const std::uint64_t dseq = it->first;
     auto recs = st.store->dead().read_pending(dseq - 1, dseq, 1);
-    std::optional<storage::DeadLetter> dl;
     if (!recs.empty()) {
       dl = storage::decode_dead_letter(recs.front().payload, Clock::now(),
                                        std::chrono::system_clock::now());
     }
-    if (!dl) {
-      log::error("dead letter unreadable", {{"shard", st.index}, {"id", id}});
-      promise.deliver(StoredEvent{});
-      return promise;
-    }
-    // A replay is a fresh start: its age (for max_age) counts from now.
-    dl->event.received_at = Clock::now();
-    dl->event.received_wall = std::chrono::system_clock::now();
-    auto ev = std::make_shared<const Event>(std::move(dl->event));
-    const std::uint64_t seq = st.store->events().append_event(storage::encode_event(*ev));
-    st.last_seq = seq;
-    st.store->dead().append_completion(dseq);
-    st.dead.erase(it);
-    st.metrics->dead_letters().add(-1);
-    st.takes.emplace_back(promise, StoredEvent{std::move(ev), seq});
   } catch (const std::exception& e) {
     fail(self, e);
-    promise.deliver(StoredEvent{});
-    return promise;
+    return {};
   }
-  schedule_commit(self);
-  return promise;
+  if (!dl) {
+    log::error("dead letter unreadable", {{"shard", st.index}, {"id", id}});
+    return {};
+  }
+  // A replay is a fresh start: its age (for max_age) counts from now.
+  dl->event.received_at = Clock::now();
+  dl->event.received_wall = std::chrono::system_clock::now();
+  auto ev = std::make_shared<const Event>(std::move(dl->event));
+  st.replaying[storage::hash_id(ev->source, ev->id)] = dseq;
+  st.replaying_dead.insert(dseq);
+  return StoredEvent{std::move(ev), 0};
 }
 
 }  // namespace

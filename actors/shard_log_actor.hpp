@@ -15,6 +15,8 @@
 
 #include <map>
 #include <memory>
+#include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/messages.hpp"
@@ -30,7 +32,11 @@ struct ShardLogState {
   Metrics* metrics = nullptr;
   std::size_t index = 0;
   std::vector<std::uint64_t> batch;  // seqs of the appends since the last commit (0: failed)
-  std::vector<std::pair<caf::typed_response_promise<StoredEvent>, StoredEvent>> takes;
+  // Dead letters taken for a replay: by the replayed event's id, until its append; then
+  // `replayed` until the commit that makes that append durable.
+  std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
+  std::set<std::uint64_t> replaying_dead;
+  std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
   std::string failure;                           // set once the store failed
   std::uint64_t last_seq = 0;                    // highest event seq appended

@@ -207,6 +207,8 @@ int run_gateway(const Config& config) {
   for (auto& [_, r] : routers) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
   for (auto& [_, t] : targets) caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
   for (auto& c : clients) c->shutdown();
+  // Before `api` and `shards` go: short-lived admin actors may still call back into them.
+  sys.await_all_actors_done();
   work.reset();
   ioc.stop();
   for (auto& t : io_threads) t.join();

@@ -249,7 +249,7 @@ void HttpApi::admin(const http::Request& req, std::string_view path,
     return answer(404, error_body("not_found"));
   }
   auto id = percent_decode(rest.substr(0, rest.size() - kReplaySuffix.size()), false);
-  if (!id || id->empty() || id->find('/') != std::string::npos) {
+  if (!id || id->empty()) {
     log::info("bad dead-letter id", {{"path", path}});
     return answer(400, error_body("bad_id"));
   }
@@ -300,7 +300,7 @@ void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
   };
   // Find which shard holds it (and whether the id is ambiguous across sources).
   shards_.list_dead_letters(
-      kMaxListLimit, [this, id, source, finish](DeadLetterList list, std::string error) {
+      UINT64_MAX, [this, id, source, finish](DeadLetterList list, std::string error) {
         if (!error.empty()) return finish(503, error_body("unavailable"));
         std::vector<const DeadLetterInfo*> matches;
         for (const auto& d : list) {

@@ -32,6 +32,7 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
   store->mode_ = o.sync;
   Options log_opts;
   log_opts.segment_bytes = o.segment_bytes;
+  log_opts.max_record_bytes = kMaxRecordBytes;
   store->events_ = SegmentLog::open(dir / "events", log_opts, out.events_report);
   store->dead_ = SegmentLog::open(dir / "dead", log_opts, out.dead_report);
   const auto now_wall = std::chrono::system_clock::now();
@@ -75,16 +76,13 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
 }
 
 bool ShardStore::commit() {
-  if (mode_ == SyncMode::none) {
-    dead_->flush();
-    dedup_->flush();
-    events_->flush();
-    return false;
-  }
-  dead_->sync();
+  const bool sync = mode_ != SyncMode::none;
+  sync ? dead_->sync() : dead_->flush();
+  for (std::uint64_t seq : deferred_) events_->append_completion(seq);
+  deferred_.clear();
   dedup_->flush();  // synced by collect(), at most a second later
-  events_->sync();
-  return true;
+  sync ? events_->sync() : events_->flush();
+  return sync;
 }
 
 void ShardStore::sync_all() {

@@ -35,6 +35,10 @@ namespace botgate::storage {
 
 enum class SyncMode { batch, always, none };
 
+// The longest record the logs accept: a body of the largest [server] max_body (64 MiB) twice
+// (raw body and extracted text) plus the other fields. Also the sanity limit recovery applies.
+inline constexpr std::uint32_t kMaxRecordBytes = 160u << 20;
+
 struct StoreOptions {
   SyncMode sync = SyncMode::batch;
   std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
@@ -65,6 +69,11 @@ class ShardStore {
   DedupJournal& dedup() noexcept { return *dedup_; }
   SyncMode mode() const noexcept { return mode_; }
 
+  // The completion of an event that was dead-lettered: appended to the event log only in the
+  // next commit, after the dead-letter log is synced, so that no early flush of the event log
+  // (a full buffer, a read, a collect) can put the completion on disk without its dead letter.
+  void complete_dead_letter(std::uint64_t event_seq) { deferred_.push_back(event_seq); }
+
   // Writes (and, unless the mode is none, syncs) what was appended; returns whether it synced.
   bool commit();
 
@@ -81,6 +90,7 @@ class ShardStore {
   std::unique_ptr<SegmentLog> dead_;
   std::unique_ptr<DedupJournal> dedup_;
   SyncMode mode_ = SyncMode::batch;
+  std::vector<std::uint64_t> deferred_;  // see complete_dead_letter
 };
 
 }  // namespace botgate::storage

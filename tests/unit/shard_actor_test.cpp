@@ -222,6 +222,16 @@ struct Harness {
     return n;
   }
 
+  // Asks the shard to replay dead letter `id`; "" on success, else the shard's answer.
+  std::string replay(const std::string& id) {
+    std::string out = "no answer";
+    caf::scoped_actor self{*sys};
+    self->request(shard, std::chrono::seconds(5), botgate::replay_atom::value, std::string("src"),
+                  id)
+        .receive([&](std::string& r) { out = r; }, [&](caf::error&) {});
+    return out;
+  }
+
   std::uint64_t delivered() { return metrics.events_delivered().value(); }
   std::uint64_t dead_lettered() { return metrics.events_dead_lettered().value(); }
   std::uint64_t retries() { return metrics.delivery_retries().value(); }
@@ -570,6 +580,52 @@ TEST_CASE("a backlog beyond the memory window is read back from the log in order
     last[conv] = n;
   }
   CHECK(seen.size() == kEvents);
+  CHECK(h.pending() == std::optional<std::uint64_t>{0});
+}
+
+TEST_CASE("a dead letter replayed while a backlog waits on disk strands nothing",
+          "[actors][shard][durable]") {
+  auto opts = fast_options();
+  opts.memory_window = 4;
+  opts.max_attempts = 1000000;
+  std::atomic<bool> open{false};
+  // D is refused for good (dead letter) until `open`; the others wait (503) until `open`.
+  Script script = [&open](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    if (open.load()) return 200u;
+    return ev.id == "D" ? 400u : 503u;
+  };
+  Harness h(script, script, opts);
+  h.ingest("D", "conv-D");
+  REQUIRE(wait_for([&] { return h.dead_lettered() == 1; }));
+  for (int i = 0; i < 20; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 2));
+  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 21; }));
+  CHECK(h.replay("D") == "");
+  CHECK(h.replay("D") == "not_found");  // being replayed, or already gone
+  open = true;
+  REQUIRE(wait_for([&] { return h.delivered() == 21; }, 20000ms));
+  CHECK(h.rec->seen_for("D").size() >= 2);
+  CHECK(h.pending() == std::optional<std::uint64_t>{0});
+}
+
+TEST_CASE("dead letters finished while a read-back is placed do not read the batch twice",
+          "[actors][shard][durable]") {
+  auto opts = fast_options();
+  opts.memory_window = 4;
+  opts.max_attempts = 1000000;
+  std::atomic<bool> open{false};
+  Script gate = [&open](const Event&, std::uint32_t) -> std::optional<unsigned> {
+    return open.load() ? 200u : 503u;
+  };
+  Harness h(gate, gate, opts);
+  for (int i = 0; i < 4; ++i) h.ingest("R" + std::to_string(i), "conv-" + std::to_string(i));
+  // These have no route: each is dead-lettered as soon as it is read back into memory.
+  for (int i = 0; i < 30; ++i) h.ingest("X" + std::to_string(i), "conv-x", "no-such-source");
+  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 34; }));
+  open = true;
+  REQUIRE(wait_for([&] { return h.delivered() == 4 && h.dead_lettered() == 30; }, 20000ms));
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  std::this_thread::sleep_for(200ms);
+  CHECK(h.dead_lettered() == 30);
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
 }
 

@@ -1,0 +1,80 @@
+// ShardStore: the order in which one shard's files reach the disk.
+#include "storage/shard_store.hpp"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+
+#include "tests/unit/scratch_dir.hpp"
+
+namespace fs = std::filesystem;
+namespace storage = botgate::storage;
+
+namespace {
+
+botgate::Event event(const std::string& id) {
+  botgate::Event ev;
+  ev.source = "src";
+  ev.id = id;
+  ev.conversation = "conv";
+  ev.raw = "{}";
+  ev.received_wall = std::chrono::system_clock::now();
+  return ev;
+}
+
+// What a kill -9 at this moment would leave: the files as the kernel has them (whatever a
+// store still buffers in memory is not in them). Recovered from a copy.
+storage::Recovered after_kill(const fs::path& live, const fs::path& copy) {
+  fs::remove_all(copy);
+  fs::copy(live, copy, fs::copy_options::recursive);
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(copy, {}, rec);
+  return rec;
+}
+
+}  // namespace
+
+TEST_CASE("a dead letter's completion never reaches the disk before the dead letter",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  const fs::path live = dir.path / "live";
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(live, {}, rec);
+  const auto ev = event("e1");
+  const auto seq = store->events().append_event(storage::encode_event(ev));
+  store->commit();
+
+  // The event is dead-lettered...
+  store->dead().append_event(storage::encode_dead_letter(ev, 3, 1700000000000, "b1: HTTP 400"));
+  store->complete_dead_letter(seq);
+  // ...and something flushes the event log before the next commit (here a read-back).
+  store->events().read_pending(0, UINT64_MAX, 10);
+  auto crashed = after_kill(live, dir.path / "copy");
+  // Either still pending or dead-lettered: never neither.
+  CHECK(crashed.pending + crashed.dead_letters.size() >= 1);
+  CHECK(crashed.pending == 1);
+
+  store->commit();
+  crashed = after_kill(live, dir.path / "copy");
+  CHECK(crashed.pending == 0);
+  REQUIRE(crashed.dead_letters.size() == 1);
+  CHECK(crashed.dead_letters[0].id == "e1");
+  CHECK(crashed.dead_letters[0].error == "b1: HTTP 400");
+}
+
+TEST_CASE("a shard store accepts a record of the largest body the config allows",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(dir.path / "s", {}, rec);
+  auto ev = event("big");
+  ev.raw.assign(64u << 20, 'x');  // [server] max_body at most 64MiB
+  ev.text.assign(32u << 20, 'y');
+  CHECK_NOTHROW(store->events().append_event(storage::encode_event(ev)));
+  store->commit();
+  store.reset();
+  storage::Recovered again;
+  auto reopened = storage::ShardStore::open(dir.path / "s", {}, again);
+  CHECK(again.pending == 1);
+  CHECK_FALSE(again.events_report.truncated());
+}
