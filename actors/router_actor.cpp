@@ -14,6 +14,7 @@ void answer(Self self, std::uint64_t id, Outcome&& out) {
   auto it = st.in_flight.find(id);
   if (it == st.in_flight.end()) return;
   it->second.promise.deliver(std::move(out));
+  --st.in_flight_per_target[it->second.target];
   st.in_flight.erase(it);
 }
 
@@ -31,11 +32,14 @@ void schedule_tick(Self self) {
 }  // namespace
 
 router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
-                                   std::vector<std::string> names, Duration attempt_timeout) {
-  self->state.policy = RoundRobin{targets.size()};
-  self->state.targets = std::move(targets);
-  self->state.names = std::move(names);
-  self->state.attempt_timeout = attempt_timeout;
+                                   std::vector<std::string> names, RouterOptions options) {
+  auto& st = self->state;
+  st.policy.emplace(options.policy, names, options.weights);
+  st.in_flight_per_target.assign(targets.size(), 0);
+  st.eligible.assign(targets.size(), true);
+  st.targets = std::move(targets);
+  st.names = std::move(names);
+  st.attempt_timeout = options.attempt_timeout;
   return {
       [self](deliver_atom, EventPtr ev, std::uint32_t attempt,
              const std::string& avoid) -> caf::result<Outcome> {
@@ -44,7 +48,12 @@ router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
         for (std::size_t i = 0; i < st.names.size(); ++i) {
           if (st.names[i] == avoid) avoid_index = i;
         }
-        const std::size_t pick = *st.policy.pick(avoid_index);  // pools are never empty
+        // Every target is eligible (pools are never empty), so a policy always picks one.
+        const std::size_t pick = st.policy
+                                     ->pick(PickRequest{st.eligible, avoid_index, ev->conversation,
+                                                        st.in_flight_per_target})
+                                     .value_or(0);
+        ++st.in_flight_per_target[pick];
         auto rp = self->make_response_promise<Outcome>();
         const auto id = st.next_attempt++;
         st.in_flight.emplace(id, RouterState::Attempt{rp, pick});

@@ -10,13 +10,14 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "actors/messages.hpp"
 #include "core/units.hpp"
-#include "policies/round_robin.hpp"
+#include "policies/pick.hpp"
 
 namespace botgate {
 
@@ -28,7 +29,9 @@ struct RouterState {
   };
   std::vector<target_actor> targets;
   std::vector<std::string> names;
-  RoundRobin policy{0};
+  std::optional<Picker> policy;
+  std::vector<std::uint32_t> in_flight_per_target;  // for least-inflight
+  TargetMask eligible;                              // every target, until health checks land
   Duration attempt_timeout{std::chrono::seconds(10)};
   std::unordered_map<std::uint64_t, Attempt> in_flight;
   std::deque<std::pair<Clock::time_point, std::uint64_t>> deadlines;  // oldest first
@@ -36,8 +39,14 @@ struct RouterState {
   bool ticking = false;
 };
 
+struct RouterOptions {
+  PolicyKind policy = PolicyKind::round_robin;
+  std::vector<std::uint32_t> weights;  // per target, in `names` order; empty: all 1
+  Duration attempt_timeout{std::chrono::seconds(10)};
+};
+
 router_actor::behavior_type router(router_actor::stateful_pointer<RouterState> self,
                                    std::vector<target_actor> targets,
-                                   std::vector<std::string> names, Duration attempt_timeout);
+                                   std::vector<std::string> names, RouterOptions options);
 
 }  // namespace botgate

@@ -515,13 +515,14 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
     if (const toml::node* n = t.string("name", p.name, true, true)) {
       names.add(errors, *n, t.path("name"), p.name);
     }
-    if (const toml::node* n = t.string("policy", p.policy, false, false)) {
-      if (p.policy == "weighted" || p.policy == "least-inflight" || p.policy == "sticky" ||
-          p.policy == "failover") {
-        errors.add(*n, t.path("policy"), "policy '" + p.policy + "' is not supported yet");
-      } else if (p.policy != "round-robin") {
+    std::string policy;
+    if (const toml::node* n = t.string("policy", policy, false, false)) {
+      if (auto kind = parse_policy_kind(policy)) {
+        p.policy = *kind;
+      } else {
         errors.add(*n, t.path("policy"),
-                   "unknown policy '" + p.policy + "' (expected round-robin)");
+                   "unknown policy '" + policy +
+                       "' (expected round-robin, weighted, least-inflight, sticky or failover)");
       }
     }
     if (const toml::node* n = t.required("targets")) {

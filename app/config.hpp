@@ -8,6 +8,7 @@
 
 #include "core/log.hpp"
 #include "core/units.hpp"
+#include "policies/pick.hpp"
 
 namespace botgate {
 
@@ -63,7 +64,7 @@ struct SourceConfig {
 
 struct PoolConfig {
   std::string name;
-  std::string policy = "round-robin";  // only "round-robin" in this release
+  PolicyKind policy = PolicyKind::round_robin;
   std::vector<std::string> targets;
 };
 

@@ -102,9 +102,16 @@ int run_gateway(const Config& config) {
   std::unordered_map<std::string, router_actor> routers;
   for (const auto& p : config.pools) {
     std::vector<target_actor> members;
-    for (const auto& name : p.targets) members.push_back(targets.at(name));
-    routers.emplace(p.name,
-                    sys.spawn(router, std::move(members), p.targets, attempt_deadline(config)));
+    RouterOptions ropts;
+    ropts.policy = p.policy;
+    ropts.attempt_timeout = attempt_deadline(config);
+    for (const auto& name : p.targets) {
+      members.push_back(targets.at(name));
+      for (const auto& t : config.targets) {
+        if (t.name == name) ropts.weights.push_back(t.weight);
+      }
+    }
+    routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets, ropts));
   }
 
   std::unordered_map<std::string, router_actor> routes;

@@ -148,7 +148,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
 
   REQUIRE(c.pools.size() == 1);
   CHECK(c.pools[0].name == "backends");
-  CHECK(c.pools[0].policy == "round-robin");
+  CHECK(c.pools[0].policy == botgate::PolicyKind::round_robin);
   CHECK(c.pools[0].targets == std::vector<std::string>{"b1"});
 
   REQUIRE(c.targets.size() == 1);
@@ -577,11 +577,11 @@ TEST_CASE("pool validation", "[config]") {
     return kSources + "[[pools]]\n" + body + "\n" + kTargets;
   };
   SECTION("policies") {
-    for (const char* p : {"weighted", "least-inflight", "sticky", "failover"}) {
-      INFO(p);
-      expect_one(
-          pool("name = \"backends\"\ntargets = [\"b1\"]\npolicy = \"" + std::string(p) + "\""),
-          "pools[0].policy", "policy '" + std::string(p) + "' is not supported yet");
+    for (const auto& [name, kind] : botgate::kPolicyNames) {
+      INFO(name);
+      auto c = expect_ok(
+          pool("name = \"backends\"\ntargets = [\"b1\"]\npolicy = \"" + std::string(name) + "\""));
+      CHECK(c.pools[0].policy == kind);
     }
     auto e = expect_one(pool("name = \"backends\"\ntargets = [\"b1\"]\npolicy = \"random\""),
                         "pools[0].policy", "unknown policy");
@@ -698,7 +698,7 @@ route = "missing-pool"
 
 [[pools]]
 name = "backends"
-policy = "sticky"
+policy = "stikcy"
 targets = ["b1", "nope"]
 
 [[targets]]
@@ -720,7 +720,7 @@ url = "https://secure.example.com/"
       {10, "queue.max_age", "invalid duration"},
       {14, "sources[0].kind", "not supported yet"},
       {16, "sources[0].route", "unknown pool 'missing-pool'"},
-      {20, "pools[0].policy", "not supported yet"},
+      {20, "pools[0].policy", "unknown policy 'stikcy'"},
       {21, "pools[0].targets[1]", "unknown target 'nope'"},
       {25, "targets[0].url", "https targets are not supported yet"},
   };

@@ -169,15 +169,21 @@ struct Harness {
 
   // Pass the `dir` of an earlier (destroyed) Harness to restart on its log.
   Harness(Script s1, Script s2, ShardOptions opts, botgate::Duration attempt_timeout = 200ms,
-          std::shared_ptr<ScratchDir> queue_dir = nullptr)
+          std::shared_ptr<ScratchDir> queue_dir = nullptr,
+          botgate::PolicyKind policy = botgate::PolicyKind::round_robin,
+          std::vector<std::uint32_t> weights = {})
       : dir(queue_dir ? std::move(queue_dir) : std::make_shared<ScratchDir>()) {
     cfg.set("scheduler.max-threads", std::size_t{2});
     sys = std::make_unique<caf::actor_system>(cfg);
     t1 = sys->spawn(fake_target, std::string("t1"), rec, std::move(s1));
     t2 = sys->spawn(fake_target, std::string("t2"), rec, std::move(s2));
     // The router times out a silent target.
+    botgate::RouterOptions ropts;
+    ropts.policy = policy;
+    ropts.weights = weights;
+    ropts.attempt_timeout = attempt_timeout;
     router = sys->spawn(botgate::router, std::vector<target_actor>{t1, t2},
-                        std::vector<std::string>{"t1", "t2"}, attempt_timeout);
+                        std::vector<std::string>{"t1", "t2"}, ropts);
     std::unordered_map<std::string, router_actor> routes{{"src", router}};
     auto recovered = std::make_shared<botgate::storage::Recovered>();
     std::shared_ptr<botgate::storage::ShardStore> store =
@@ -640,4 +646,47 @@ TEST_CASE("router spreads first attempts round-robin over its targets", "[actors
   }
   CHECK(on_t1 == 5);
   CHECK(on_t2 == 5);
+}
+
+TEST_CASE("router follows the pool's weighted policy", "[actors][router]") {
+  Harness h(always(200), always(200), fast_options(), 200ms, nullptr, botgate::PolicyKind::weighted,
+            {3, 1});
+  for (int i = 1; i <= 40; ++i) h.ingest("W" + std::to_string(i), "conv-" + std::to_string(i));
+  REQUIRE(wait_for([&] { return h.delivered() == 40; }));
+  int on_t1 = 0;
+  for (const auto& a : h.rec->seen()) on_t1 += a.target == "t1";
+  CHECK(on_t1 == 30);
+}
+
+TEST_CASE("router keeps a conversation on one target with the sticky policy", "[actors][router]") {
+  Harness h(always(200), always(200), fast_options(), 200ms, nullptr, botgate::PolicyKind::sticky);
+  for (int i = 1; i <= 20; ++i) h.ingest("S" + std::to_string(i), "conv-" + std::to_string(i % 4));
+  REQUIRE(wait_for([&] { return h.delivered() == 20; }));
+  std::map<std::string, std::set<std::string>> targets_of;
+  for (const auto& a : h.rec->seen()) {
+    targets_of["conv-" + std::to_string(std::stoi(a.id.substr(1)) % 4)].insert(a.target);
+  }
+  REQUIRE(targets_of.size() == 4);
+  for (const auto& [conv, ts] : targets_of) {
+    INFO(conv);
+    CHECK(ts.size() == 1);
+  }
+}
+
+TEST_CASE("router's least-inflight policy avoids a target that holds requests",
+          "[actors][router]") {
+  // t1 never answers (its attempts pile up until the 30 s deadline); t2 answers at once.
+  Harness h(never_answers(), always(200), fast_options(), 30s, nullptr,
+            botgate::PolicyKind::least_inflight);
+  // One at a time, as steady traffic: a burst would spread while both counts are equal.
+  for (int i = 1; i <= 20; ++i) {
+    const auto before = h.rec->seen().size();
+    h.ingest("L" + std::to_string(i), "conv-" + std::to_string(i));
+    REQUIRE(wait_for([&] { return h.rec->seen().size() > before; }));
+    std::this_thread::sleep_for(5ms);
+  }
+  int on_t1 = 0;
+  for (const auto& a : h.rec->seen()) on_t1 += a.target == "t1";
+  CHECK(on_t1 == 1);  // only the very first, when both were idle
+  CHECK(h.delivered() == 19);
 }
