@@ -33,10 +33,6 @@ struct Outcome {
 // How often shards and their logs run their housekeeping `tick`.
 inline constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 
-inline std::int64_t unix_now_ms() {
-  return storage::to_unix_ms(std::chrono::system_clock::now());
-}
-
 using storage::DeadLetterInfo;
 using storage::StoredEvent;
 using StoredEvents = std::vector<StoredEvent>;

@@ -53,7 +53,7 @@ void finish(Self self, const std::string& key, Completion c) {
 
   c.seq = head.seq;
   c.id = head.id;
-  c.at_ms = unix_now_ms();
+  c.at_ms = storage::unix_now_ms();
   st.ids[head.id] = c.at_ms;
   st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
   st.finished.push_back(std::move(c));
@@ -218,7 +218,7 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
 // Forgets completed ids older than the dedup window (the journal on disk expires them too).
 void expire_ids(Self self) {
   auto& st = self->state;
-  const std::int64_t horizon = unix_now_ms() - st.options.dedup_window.count();
+  const std::int64_t horizon = storage::unix_now_ms() - st.options.dedup_window.count();
   while (!st.expiry.empty() && st.expiry.front().completed_ms <= horizon) {
     const auto& e = st.expiry.front();
     if (auto it = st.ids.find(e.id); it != st.ids.end() && it->second == e.completed_ms) {

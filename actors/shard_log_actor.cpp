@@ -21,6 +21,20 @@ void fail(Self self, const std::exception& e) {
   }
 }
 
+// Queues a `commit` behind the mailbox unless one is queued already.
+void request_commit(Self self) {
+  auto& st = self->state;
+  if (st.commit_scheduled) return;
+  st.commit_scheduled = true;
+  self->send(self, commit_atom::value);
+}
+
+bool being_replayed(const ShardLogState& st, std::uint64_t dseq) {
+  return std::any_of(st.replaying.begin(), st.replaying.end(),
+                     [&](const auto& kv) { return kv.second == dseq; }) ||
+         std::find(st.replayed.begin(), st.replayed.end(), dseq) != st.replayed.end();
+}
+
 void commit(Self self) {
   auto& st = self->state;
   st.commit_scheduled = false;
@@ -49,25 +63,19 @@ void commit(Self self) {
     try {
       for (std::uint64_t dseq : done) {
         st.store->dead().append_completion(dseq);
-        st.replaying_dead.erase(dseq);
         if (st.dead.erase(dseq) > 0) st.metrics->dead_letters().add(-1);
       }
     } catch (const std::exception& e) {
       fail(self, e);
     }
-    if (!st.commit_scheduled) {
-      st.commit_scheduled = true;
-      self->send(self, commit_atom::value);
-    }
+    request_commit(self);
   }
 }
 
 void schedule_commit(Self self) {
   auto& st = self->state;
   if (st.store->mode() == storage::SyncMode::always) return commit(self);
-  if (st.commit_scheduled) return;
-  st.commit_scheduled = true;
-  self->send(self, commit_atom::value);
+  request_commit(self);
 }
 
 void append(Self self, const EventPtr& ev) {
@@ -124,10 +132,7 @@ void complete(Self self, const Completion& c) {
   } catch (const std::exception& e) {
     fail(self, e);
   }
-  if (!st.commit_scheduled) {
-    st.commit_scheduled = true;
-    self->send(self, commit_atom::value);
-  }
+  request_commit(self);
 }
 
 StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
@@ -158,7 +163,7 @@ StoredEvent take(Self self, const std::string& source, const std::string& id) {
   if (!st.failure.empty()) return {};
   auto it = std::find_if(st.dead.begin(), st.dead.end(), [&](const auto& kv) {
     return kv.second.id == id && (source.empty() || kv.second.source == source) &&
-           !st.replaying_dead.contains(kv.first);
+           !being_replayed(st, kv.first);
   });
   if (it == st.dead.end()) return {};
   const std::uint64_t dseq = it->first;
@@ -182,7 +187,6 @@ StoredEvent take(Self self, const std::string& source, const std::string& id) {
   dl->event.received_wall = std::chrono::system_clock::now();
   auto ev = std::make_shared<const Event>(std::move(dl->event));
   st.replaying[storage::hash_id(ev->source, ev->id)] = dseq;
-  st.replaying_dead.insert(dseq);
   return StoredEvent{std::move(ev), 0};
 }
 
@@ -232,7 +236,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
       [self](tick_atom) {
         if (self->state.failure.empty()) {
           try {
-            self->state.store->collect(unix_now_ms());
+            self->state.store->collect(storage::unix_now_ms());
           } catch (const std::exception& e) {
             fail(self, e);
           }

@@ -15,7 +15,6 @@
 
 #include <map>
 #include <memory>
-#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -35,7 +34,6 @@ struct ShardLogState {
   // Dead letters taken for a replay: by the replayed event's id, until its append; then
   // `replayed` until the commit that makes that append durable.
   std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
-  std::set<std::uint64_t> replaying_dead;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
   std::string failure;                           // set once the store failed

@@ -435,12 +435,8 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
   t.string("dir", out.dir, false, true);
   std::string mode;
   if (const toml::node* n = t.string("fsync", mode, false, false)) {
-    if (mode == "batch") {
-      out.fsync = FsyncMode::batch;
-    } else if (mode == "always") {
-      out.fsync = FsyncMode::always;
-    } else if (mode == "none") {
-      out.fsync = FsyncMode::none;
+    if (auto m = storage::parse_sync_mode(mode)) {
+      out.fsync = *m;
     } else {
       errors.add(*n, t.path("fsync"),
                  "unknown fsync mode '" + mode + "' (expected batch, always or none)");
@@ -717,18 +713,6 @@ ConfigResult load_config(const std::string& path) {
     }
   }
   return result;
-}
-
-std::string_view to_string(FsyncMode m) noexcept {
-  switch (m) {
-    case FsyncMode::batch:
-      return "batch";
-    case FsyncMode::always:
-      return "always";
-    case FsyncMode::none:
-      return "none";
-  }
-  return "batch";
 }
 
 std::string format_error(const std::string& file, const ConfigError& e) {

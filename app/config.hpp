@@ -9,6 +9,7 @@
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "policies/pick.hpp"
+#include "storage/sync_mode.hpp"
 
 namespace botgate {
 
@@ -33,7 +34,7 @@ struct ActorsConfig {
   int threads = 1;
 };
 
-enum class FsyncMode { batch, always, none };
+using FsyncMode = storage::SyncMode;  // [queue] fsync
 
 struct QueueConfig {
   // Root of the shard logs (shard N in <dir>/shard-N/). A relative path is resolved
@@ -108,8 +109,6 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
                           const char* env_admin_token);
 // Reads the file and resolves a relative queue.dir against the file's directory.
 ConfigResult load_config(const std::string& path);
-
-std::string_view to_string(FsyncMode m) noexcept;
 
 std::string format_error(const std::string& file, const ConfigError& e);
 

@@ -117,11 +117,6 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
   if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
   const HttpRoute route = route_of(path);
 
-  auto answer = [&](unsigned status, std::string body, std::string_view type = "application/json") {
-    metrics_.count_request(route, status);
-    respond(make_response(status, std::move(body), type));
-  };
-
   if (route == HttpRoute::events) {
     const std::string_view source = path.substr(kEventsPrefix.size());
     if (req.method() != bhttp::verb::post) {
@@ -132,26 +127,26 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
   if (route == HttpRoute::admin) return admin(req, path, std::move(respond));
   if (route == HttpRoute::unknown) {
     log::info("unknown route", {{"path", path}});
-    return answer(404, error_body("not_found"));
+    return send(route, 404, error_body("not_found"), respond);
   }
   if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
-    metrics_.count_request(route, 405);
-    auto res = make_response(405, error_body("method_not_allowed"));
-    res.set(bhttp::field::allow, "GET, HEAD");
-    return respond(std::move(res));
+    return method_not_allowed(route, "GET, HEAD", path, respond);
   }
   switch (route) {
     case HttpRoute::healthz:
-      return answer(200, "{\"status\":\"ok\"}");
+      return send(route, 200, "{\"status\":\"ok\"}", respond);
     case HttpRoute::readyz:
       // A shard whose log failed refuses every event until a restart: not ready.
-      if (metrics_.log_errors().value() > 0) return answer(503, "{\"status\":\"storage_failed\"}");
-      if (ready_.load(std::memory_order_relaxed)) return answer(200, "{\"status\":\"ready\"}");
-      return answer(503, "{\"status\":\"not_ready\"}");
+      if (metrics_.log_errors().value() > 0)
+        return send(route, 503, "{\"status\":\"storage_failed\"}", respond);
+      if (ready_.load(std::memory_order_relaxed))
+        return send(route, 200, "{\"status\":\"ready\"}", respond);
+      return send(route, 503, "{\"status\":\"not_ready\"}", respond);
     case HttpRoute::metrics:
-      return answer(200, metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
+      return send(route, 200, metrics_.render(), respond,
+                  "text/plain; version=0.0.4; charset=utf-8");
     default:
-      return answer(404, error_body("not_found"));
+      return send(route, 404, error_body("not_found"), respond);
   }
 }
 
@@ -219,45 +214,51 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
   });
 }
 
+void HttpApi::send(HttpRoute route, unsigned status, std::string body,
+                   const http::Responder& respond, std::string_view type) const {
+  metrics_.count_request(route, status);
+  respond(make_response(status, std::move(body), type));
+}
+
+void HttpApi::method_not_allowed(HttpRoute route, std::string_view allow, std::string_view path,
+                                 const http::Responder& respond) const {
+  log::info("method not allowed", {{"path", path}, {"allow", allow}});
+  metrics_.count_request(route, 405);
+  auto res = make_response(405, error_body("method_not_allowed"));
+  res.set(bhttp::field::allow, allow);
+  respond(std::move(res));
+}
+
 void HttpApi::admin(const http::Request& req, std::string_view path,
                     http::Responder respond) const {
-  auto answer = [&](unsigned status, std::string body) {
-    metrics_.count_request(HttpRoute::admin, status);
-    auto res = make_response(status, std::move(body));
-    if (status == 401) res.set(bhttp::field::www_authenticate, "Bearer");
-    respond(std::move(res));
-  };
   const std::string_view auth = req[bhttp::field::authorization];
   constexpr std::string_view kBearer = "Bearer ";
   if (admin_token_.empty() || !auth.starts_with(kBearer) ||
       !constant_time_equal(auth.substr(kBearer.size()), admin_token_)) {
     log::warn("admin request refused", {{"path", path}, {"reason", "missing or wrong token"}});
-    return answer(401, error_body("unauthorized"));
+    auto res = make_response(401, error_body("unauthorized"));
+    res.set(bhttp::field::www_authenticate, "Bearer");
+    metrics_.count_request(HttpRoute::admin, 401);
+    return respond(std::move(res));
   }
   if (path == kDeadLetters) {
     if (req.method() != bhttp::verb::get) {
-      metrics_.count_request(HttpRoute::admin, 405);
-      auto res = make_response(405, error_body("method_not_allowed"));
-      res.set(bhttp::field::allow, "GET");
-      return respond(std::move(res));
+      return method_not_allowed(HttpRoute::admin, "GET", path, respond);
     }
     return list_dead_letters(req, std::move(respond));
   }
   std::string_view rest = path.substr(kDeadLetters.size() + 1);
   if (!rest.ends_with(kReplaySuffix) || rest.size() == kReplaySuffix.size()) {
     log::info("unknown route", {{"path", path}});
-    return answer(404, error_body("not_found"));
+    return send(HttpRoute::admin, 404, error_body("not_found"), respond);
   }
   auto id = percent_decode(rest.substr(0, rest.size() - kReplaySuffix.size()), false);
   if (!id || id->empty()) {
     log::info("bad dead-letter id", {{"path", path}});
-    return answer(400, error_body("bad_id"));
+    return send(HttpRoute::admin, 400, error_body("bad_id"), respond);
   }
   if (req.method() != bhttp::verb::post) {
-    metrics_.count_request(HttpRoute::admin, 405);
-    auto res = make_response(405, error_body("method_not_allowed"));
-    res.set(bhttp::field::allow, "POST");
-    return respond(std::move(res));
+    return method_not_allowed(HttpRoute::admin, "POST", path, respond);
   }
   replay_dead_letter(req, std::move(*id), std::move(respond));
 }
@@ -268,17 +269,15 @@ void HttpApi::list_dead_letters(const http::Request& req, http::Responder respon
     auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), limit);
     if (ec != std::errc{} || ptr != text->data() + text->size() || limit == 0 ||
         limit > kMaxListLimit) {
-      metrics_.count_request(HttpRoute::admin, 400);
       log::info("bad dead-letter list limit", {{"limit", *text}});
-      return respond(make_response(400, error_body("bad_limit")));
+      return send(HttpRoute::admin, 400, error_body("bad_limit"), respond);
     }
   }
   shards_.list_dead_letters(
       limit, [this, respond = std::move(respond)](DeadLetterList list, std::string error) {
         if (!error.empty()) {
           log::error("dead-letter list failed", {{"error", error}});
-          metrics_.count_request(HttpRoute::admin, 503);
-          return respond(make_response(503, error_body("unavailable")));
+          return send(HttpRoute::admin, 503, error_body("unavailable"), respond);
         }
         std::string body = "{\"count\":" + std::to_string(list.size()) + ",\"dead_letters\":[";
         for (std::size_t i = 0; i < list.size(); ++i) {
@@ -286,8 +285,7 @@ void HttpApi::list_dead_letters(const http::Request& req, http::Responder respon
           append_dead_letter(body, list[i]);
         }
         body += "]}";
-        metrics_.count_request(HttpRoute::admin, 200);
-        respond(make_response(200, std::move(body)));
+        send(HttpRoute::admin, 200, std::move(body), respond);
       });
 }
 
@@ -295,8 +293,7 @@ void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
                                  http::Responder respond) const {
   auto source = query_param(req.target(), "source").value_or("");
   auto finish = [this, respond](unsigned status, std::string body) {
-    metrics_.count_request(HttpRoute::admin, status);
-    respond(make_response(status, std::move(body)));
+    send(HttpRoute::admin, status, std::move(body), respond);
   };
   // Find which shard holds it (and whether the id is ambiguous across sources).
   shards_.list_dead_letters(

@@ -24,6 +24,11 @@ class HttpApi {
 
  private:
   void ingest(http::Request&& req, std::string_view source, http::Responder respond) const;
+  // Counts the request by route and status, then answers.
+  void send(HttpRoute route, unsigned status, std::string body, const http::Responder& respond,
+            std::string_view type = "application/json") const;
+  void method_not_allowed(HttpRoute route, std::string_view allow, std::string_view path,
+                          const http::Responder& respond) const;
   void admin(const http::Request& req, std::string_view path, http::Responder respond) const;
   void list_dead_letters(const http::Request& req, http::Responder respond) const;
   void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;

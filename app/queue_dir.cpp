@@ -15,18 +15,6 @@ namespace fs = std::filesystem;
 
 constexpr const char* kLayoutFile = "botgate-queue";
 
-storage::SyncMode sync_mode(FsyncMode m) {
-  switch (m) {
-    case FsyncMode::always:
-      return storage::SyncMode::always;
-    case FsyncMode::none:
-      return storage::SyncMode::none;
-    case FsyncMode::batch:
-      break;
-  }
-  return storage::SyncMode::batch;
-}
-
 // Events are placed by hash(conversation) % shards, so reopening a queue with another shard
 // count would break per-conversation order: refuse it.
 bool check_layout(const fs::path& dir, int shards) {
@@ -83,7 +71,7 @@ std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
   if (!check_layout(root, q.shards)) return std::nullopt;
 
   storage::StoreOptions opts;
-  opts.sync = sync_mode(q.fsync);
+  opts.sync = q.fsync;
   opts.dedup_window = std::chrono::duration_cast<std::chrono::milliseconds>(q.dedup_window);
   opts.segment_bytes = q.segment_bytes;
   opts.memory_window = q.memory_window;

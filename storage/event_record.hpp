@@ -26,6 +26,9 @@
 namespace botgate::storage {
 
 std::int64_t to_unix_ms(std::chrono::system_clock::time_point t) noexcept;
+inline std::int64_t unix_now_ms() {
+  return to_unix_ms(std::chrono::system_clock::now());
+}
 
 std::string encode_event(const Event& ev);
 void encode_event(const Event& ev, std::string& out);  // appends

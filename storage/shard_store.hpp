@@ -30,10 +30,9 @@
 #include "storage/dedup_journal.hpp"
 #include "storage/event_record.hpp"
 #include "storage/segment_log.hpp"
+#include "storage/sync_mode.hpp"
 
 namespace botgate::storage {
-
-enum class SyncMode { batch, always, none };
 
 // The longest record the logs accept: a body of the largest [server] max_body (64 MiB) twice
 // (raw body and extracted text) plus the other fields. Also the sanity limit recovery applies.

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -137,28 +138,30 @@ std::string Process::stdout_text() const {
   return read_file(stdout_path_);
 }
 
-bool Process::wait_for_log(const std::regex& re, std::chrono::milliseconds timeout) {
+bool Process::poll_log(std::chrono::milliseconds timeout,
+                       const std::function<bool(const std::string&)>& found) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    bool alive = running();
-    auto text = log();
-    std::istringstream lines(text);
-    for (std::string line; std::getline(lines, line);) {
-      if (std::regex_search(line, re)) return true;
-    }
+    bool alive = running();  // before reading: a line logged just before exit still counts
+    if (found(log())) return true;
     if (!alive || std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(20ms);
   }
 }
 
+bool Process::wait_for_log(const std::regex& re, std::chrono::milliseconds timeout) {
+  return poll_log(timeout, [&](const std::string& text) {
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      if (std::regex_search(line, re)) return true;
+    }
+    return false;
+  });
+}
+
 bool Process::wait_for_log(const std::string& substring, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    bool alive = running();
-    if (log().find(substring) != std::string::npos) return true;
-    if (!alive || std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
+  return poll_log(
+      timeout, [&](const std::string& text) { return text.find(substring) != std::string::npos; });
 }
 
 std::uint16_t Process::port(std::chrono::milliseconds timeout) {
@@ -166,29 +169,24 @@ std::uint16_t Process::port(std::chrono::milliseconds timeout) {
   // logfmt: `msg=listening ... port=NNNNN`; json: `"msg":"listening",... "port":"NNNNN"`.
   static const std::regex listening(
       R"((?:msg=\"?listening\"?\b|"msg":"listening").*(?:\bport=|"port":"?)(\d+))");
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    bool alive = running();
-    auto text = log();
+  const bool found = poll_log(timeout, [&](const std::string& text) {
     std::istringstream lines(text);
     for (std::string line; std::getline(lines, line);) {
       std::smatch m;
-      if (std::regex_search(line, m, listening)) {
-        unsigned long p = std::stoul(m[1].str());
-        if (p == 0 || p > 65535) throw std::runtime_error("bad port in log line: " + line);
-        port_ = static_cast<std::uint16_t>(p);
-        return *port_;
-      }
+      if (!std::regex_search(line, m, listening)) continue;
+      unsigned long p = std::stoul(m[1].str());
+      if (p == 0 || p > 65535) throw std::runtime_error("bad port in log line: " + line);
+      port_ = static_cast<std::uint16_t>(p);
+      return true;
     }
-    if (!alive) {
-      throw std::runtime_error("botgate exited (code " + std::to_string(exit_code_.value_or(-1)) +
-                               ") before logging msg=listening; log:\n" + text);
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      throw std::runtime_error("no msg=listening line within timeout; log:\n" + text);
-    }
-    std::this_thread::sleep_for(20ms);
+    return false;
+  });
+  if (found) return *port_;
+  if (!running()) {
+    throw std::runtime_error("botgate exited (code " + std::to_string(exit_code_.value_or(-1)) +
+                             ") before logging msg=listening; log:\n" + log());
   }
+  throw std::runtime_error("no msg=listening line within timeout; log:\n" + log());
 }
 
 void Process::signal(int sig) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <regex>
 #include <string>
@@ -81,6 +82,10 @@ class Process {
 
  private:
   bool try_reap(bool block);
+  // Polls the log until `found(text)` holds (true), or the child exited or `timeout` passed
+  // (false, after one last look).
+  bool poll_log(std::chrono::milliseconds timeout,
+                const std::function<bool(const std::string&)>& found);
 
   std::vector<std::string> argv_;
   std::filesystem::path stdout_path_;
