@@ -110,16 +110,8 @@ void complete(Self self, const Completion& c) {
     if (c.dead) {
       const auto payload = storage::encode_dead_letter(*c.dead, c.attempts, c.at_ms, c.error);
       const std::uint64_t dseq = st.store->dead().append_event(payload);
-      DeadLetterInfo info;
-      info.seq = dseq;
+      auto info = DeadLetterInfo::of(dseq, *c.dead, c.attempts, c.error, c.at_ms);
       info.shard = st.index;
-      info.source = c.dead->source;
-      info.id = c.dead->id;
-      info.conversation = c.dead->conversation;
-      info.attempts = c.attempts;
-      info.error = c.error;
-      info.received_ms = storage::to_unix_ms(c.dead->received_wall);
-      info.dead_at_ms = c.at_ms;
       st.dead.emplace(dseq, std::move(info));
       st.metrics->dead_letters().add(1);
     }

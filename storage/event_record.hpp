@@ -55,10 +55,22 @@ struct DeadLetterInfo {
   std::string error;
   std::int64_t received_ms = 0;
   std::int64_t dead_at_ms = 0;
+
+  static DeadLetterInfo of(std::uint64_t seq, const Event& ev, std::uint32_t attempts,
+                           std::string error, std::int64_t dead_at_ms) {
+    return DeadLetterInfo{seq,
+                          0,
+                          ev.source,
+                          ev.id,
+                          ev.conversation,
+                          attempts,
+                          std::move(error),
+                          to_unix_ms(ev.received_wall),
+                          dead_at_ms};
+  }
 };
 
 struct DeadLetter {
-  std::uint64_t seq = 0;  // in the dead-letter log
   std::uint32_t attempts = 0;
   std::int64_t dead_at_ms = 0;
   std::string error;

@@ -60,16 +60,8 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
   scan_pending(*store->dead_, [&](Record& rec) {
     auto dl = decode_dead_letter(rec.payload, now_steady, now_wall);
     if (!dl) return;
-    DeadLetterInfo info;
-    info.seq = rec.seq;
-    info.source = std::move(dl->event.source);
-    info.id = std::move(dl->event.id);
-    info.conversation = std::move(dl->event.conversation);
-    info.attempts = dl->attempts;
-    info.error = std::move(dl->error);
-    info.received_ms = to_unix_ms(dl->event.received_wall);
-    info.dead_at_ms = dl->dead_at_ms;
-    out.dead_letters.push_back(std::move(info));
+    out.dead_letters.push_back(
+        DeadLetterInfo::of(rec.seq, dl->event, dl->attempts, std::move(dl->error), dl->dead_at_ms));
   });
   if (!undecodable.empty()) store->commit();
   return store;
