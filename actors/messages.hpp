@@ -28,6 +28,9 @@ struct Outcome {
   std::string target;
   unsigned status = 0;  // HTTP status, 0 when no answer arrived
   std::string error;    // empty on success
+  // Sends the router made for this attempt: more than 1 when it re-routed the attempt off a
+  // target that went down. Each send counts as an attempt (X-Botgate-Attempt counts up).
+  std::uint32_t sends = 1;
 };
 
 // How often shards and their logs run their housekeeping `tick`.
@@ -57,6 +60,42 @@ struct Completion {
 
 using Completions = std::vector<Completion>;
 
+// One health probe's result, from a target's prober to every router that has the target.
+struct ProbeResult {
+  std::string target;
+  bool ok = false;         // this probe passed
+  bool healthy = true;     // the target's state after it (rise/fall applied)
+  std::string error;       // why it failed
+  std::int64_t at_ms = 0;  // unix ms
+};
+
+// What GET /v1/targets shows of one target in one pool.
+struct TargetStatus {
+  std::string name;
+  bool healthy = true;
+  bool ejected = false;
+  std::int64_t ejected_for_ms = 0;  // left of the current ejection
+  std::uint32_t ejections = 0;
+  std::uint32_t in_flight = 0;
+  std::uint32_t max_in_flight = 0;  // 0: unlimited
+  std::uint64_t successes = 0;
+  std::uint64_t failures = 0;
+  std::string last_error;
+  std::string probe_kind;
+  std::int64_t probe_at_ms = 0;  // 0: no probe result yet
+  bool probe_ok = false;
+  std::string probe_error;
+};
+
+struct PoolStatus {
+  std::string name;
+  std::string policy;
+  std::uint64_t waiting = 0;
+  std::vector<TargetStatus> targets;
+};
+
+using PoolStatuses = std::vector<PoolStatus>;
+
 }  // namespace botgate
 
 CAF_BEGIN_TYPE_ID_BLOCK(botgate, caf::first_custom_type_id)
@@ -75,6 +114,10 @@ CAF_ADD_ATOM(botgate, botgate, list_atom, "list")
 CAF_ADD_ATOM(botgate, botgate, replay_atom, "replay")
 CAF_ADD_ATOM(botgate, botgate, stop_atom, "stop")
 CAF_ADD_ATOM(botgate, botgate, flush_atom, "flush")
+CAF_ADD_ATOM(botgate, botgate, health_atom, "health")
+CAF_ADD_ATOM(botgate, botgate, status_atom, "status")
+CAF_ADD_ATOM(botgate, botgate, dong_atom, "dong")
+CAF_ADD_ATOM(botgate, botgate, timeout_atom, "timeout")
 CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
 CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
 CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -86,6 +129,8 @@ CAF_ADD_TYPE_ID(botgate, (botgate::Commit))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completion))
 CAF_ADD_TYPE_ID(botgate, (botgate::EventBatch))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completions))
+CAF_ADD_TYPE_ID(botgate, (botgate::ProbeResult))
+CAF_ADD_TYPE_ID(botgate, (botgate::PoolStatus))
 CAF_END_TYPE_ID_BLOCK(botgate)
 
 // These values never leave the process, so they need no serializer.
@@ -100,6 +145,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Commit)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::EventBatch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completions)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::ProbeResult)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::PoolStatus)
 
 namespace botgate {
 
@@ -110,10 +157,18 @@ using target_actor =
 
 // A pool's router: choose a target by policy and hand the attempt to it. The
 // string names a target to avoid (the one that just failed), or is empty.
-// `tick` is the router's own timer: it answers attempts whose deadline passed.
+// `tick` is the router's own timer: deadlines, ejections ending, rate-limit refills.
+// `health` is a prober's report; `status` answers GET /v1/targets.
 using router_actor = caf::typed_actor<
     caf::replies_to<deliver_atom, EventPtr, std::uint32_t, std::string>::with<Outcome>,
-    caf::reacts_to<tick_atom>>;
+    caf::reacts_to<tick_atom>, caf::reacts_to<health_atom, ProbeResult>,
+    caf::replies_to<status_atom>::with<PoolStatus>>;
+
+// A target's health prober: `tick` starts a probe; `done` is an http probe's answer; `dong`
+// the inbound answer to a dingdong probe's ding (by nonce); `timeout` ends probe round N.
+using prober_actor = caf::typed_actor<
+    caf::reacts_to<tick_atom>, caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
+    caf::reacts_to<dong_atom, std::string>, caf::reacts_to<timeout_atom, std::uint64_t>>;
 
 // A queue shard: accept events, keep each conversation in order, retry failures.
 // `stored` is its log's answer to a commit; `tick` its housekeeping timer. `list` and

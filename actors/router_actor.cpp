@@ -2,93 +2,277 @@
 
 #include <algorithm>
 
+#include "core/log.hpp"
+#include "policies/delivery_rules.hpp"
+#include "storage/event_record.hpp"
+
 namespace botgate {
 namespace {
 
 using Self = router_actor::stateful_pointer<RouterState>;
 
-// Answers attempt `id` unless it was already answered (a late reply after its
-// deadline, or a deadline after its reply).
-void answer(Self self, std::uint64_t id, Outcome&& out) {
-  auto& st = self->state;
-  auto it = st.in_flight.find(id);
-  if (it == st.in_flight.end()) return;
-  it->second.promise.deliver(std::move(out));
-  --st.in_flight_per_target[it->second.target];
-  st.in_flight.erase(it);
-}
-
-Duration tick_interval(const RouterState& st) {
+Duration tick_granularity(const RouterState& st) {
   return std::max<Duration>(st.attempt_timeout / 4, std::chrono::milliseconds(1));
 }
 
-void schedule_tick(Self self) {
+// Arms the tick for `at` unless one is already due by then.
+void want_tick(Self self, Clock::time_point at) {
   auto& st = self->state;
-  if (st.ticking || st.in_flight.empty()) return;
-  st.ticking = true;
-  self->delayed_send(self, tick_interval(st), tick_atom::value);
+  if (st.next_tick && *st.next_tick <= at) return;
+  st.next_tick = at;
+  const auto delay = std::max<Duration>(at - Clock::now(), Duration::zero());
+  self->delayed_send(self, delay, tick_atom::value);
+}
+
+// The tick is needed for the oldest deadline (rounded up to the granularity, so a stream of
+// attempts costs a few ticks per timeout, not one each) and for what waits on time alone.
+void arm_tick(Self self) {
+  auto& st = self->state;
+  const auto now = Clock::now();
+  if (!st.deadlines.empty()) {
+    want_tick(self, std::max(st.deadlines.front().at, now + tick_granularity(st)));
+  }
+  if (auto wake = st.balancer->next_wake(now)) want_tick(self, *wake);
+  if (auto back = st.balancer->outlier().next_return(now)) want_tick(self, *back);
+}
+
+void update_waiting(Self self) {
+  auto& st = self->state;
+  st.metrics->waiting.set(static_cast<std::int64_t>(st.balancer->waiting()));
+}
+
+void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out);
+
+void send(Self self, std::uint64_t id, std::size_t target) {
+  auto& st = self->state;
+  auto& a = st.attempts.at(id);
+  a.target = target;
+  a.sent = true;
+  const auto leg = ++a.leg;
+  st.deadlines.push_back(RouterState::Deadline{Clock::now() + st.attempt_timeout, id, leg});
+  // A re-routed attempt is the next attempt: its number counts on from the first send's.
+  const auto number = a.number + static_cast<std::uint32_t>(leg - 1);
+  self->request(st.targets[target].actor, caf::infinite, deliver_atom::value, a.ev, number)
+      .then([self, id, leg](Outcome& out) { on_answer(self, id, leg, std::move(out)); },
+            [self, id, leg, target](caf::error& err) {
+              Outcome out;
+              out.target = self->state.targets[target].name;
+              out.error = "no answer: " + self->system().render(err);
+              on_answer(self, id, leg, std::move(out));
+            });
+}
+
+// Hands out whatever waited and may go now.
+void drain(Self self) {
+  auto& st = self->state;
+  for (const auto& a : st.balancer->drain(Clock::now())) send(self, a.id, a.target);
+  update_waiting(self);
+  arm_tick(self);
+}
+
+// Places attempt `id`: sends it, or leaves it waiting in the Balancer.
+void place(Self self, std::uint64_t id) {
+  auto& st = self->state;
+  auto& a = st.attempts.at(id);
+  if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, Clock::now())) {
+    send(self, id, *t);
+  }
+}
+
+// Target i went down: move the attempts in flight to it elsewhere, oldest first.
+void reroute(Self self, std::size_t i) {
+  auto& st = self->state;
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, a] : st.attempts) {
+    if (a.sent && a.target == i) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (auto id : ids) {
+    auto& a = st.attempts.at(id);
+    st.balancer->release(i);
+    a.sent = false;
+    a.avoid = i;
+    place(self, id);
+  }
+  if (!ids.empty()) {
+    st.metrics->reroutes.inc(ids.size());
+    log::warn("in-flight deliveries re-routed",
+              {{"pool", st.pool}, {"from", st.targets[i].name}, {"count", ids.size()}});
+  }
+}
+
+void ejected(Self self, std::size_t i) {
+  auto& st = self->state;
+  auto& t = st.targets[i];
+  const auto now = Clock::now();
+  const auto until = st.balancer->outlier().ejected_until(i, now).value_or(now);
+  t.metrics->ejected.add(1);
+  t.metrics->ejections.inc();
+  log::warn(
+      "target ejected",
+      {{"pool", st.pool},
+       {"target", t.name},
+       {"for", format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(until - now))},
+       {"ejections", st.balancer->outlier().ejections(i)},
+       {"error", t.last_error}});
+  reroute(self, i);
+}
+
+// Attempt `id`'s send number `leg` is over. Stale answers (the attempt was re-routed, or its
+// deadline answered it already) are dropped.
+void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out) {
+  auto& st = self->state;
+  auto it = st.attempts.find(id);
+  if (it == st.attempts.end() || !it->second.sent || it->second.leg != leg) return;
+  // Out of the table first: an ejection below re-routes what is still in flight to the target.
+  RouterState::Attempt a = std::move(it->second);
+  st.attempts.erase(it);
+  const std::size_t i = a.target;
+  auto& t = st.targets[i];
+  st.balancer->release(i);
+  const Verdict verdict = out.error.empty() ? Verdict::done : classify_answer(out.status);
+  if (verdict == Verdict::done) {
+    ++t.successes;
+    st.balancer->on_success(i);
+  } else {
+    ++t.failures;
+    t.last_error = out.error;
+    // A refusal of this one event (4xx) says nothing about the target's health.
+    if (verdict == Verdict::retry && st.balancer->on_failure(i, Clock::now())) ejected(self, i);
+  }
+  out.sends = static_cast<std::uint32_t>(leg);
+  a.promise.deliver(std::move(out));
+  drain(self);
+}
+
+void on_probe(Self self, ProbeResult& r) {
+  auto& st = self->state;
+  for (std::size_t i = 0; i < st.targets.size(); ++i) {
+    if (st.targets[i].name != r.target) continue;
+    st.targets[i].last_probe = r;
+    if (st.balancer->set_healthy(i, r.healthy) && !r.healthy) reroute(self, i);
+    drain(self);
+    return;
+  }
+}
+
+void on_tick(Self self) {
+  auto& st = self->state;
+  const auto now = Clock::now();
+  if (st.next_tick && *st.next_tick <= now) st.next_tick.reset();
+  while (!st.deadlines.empty() && st.deadlines.front().at <= now) {
+    const auto d = st.deadlines.front();
+    st.deadlines.pop_front();
+    auto it = st.attempts.find(d.id);
+    if (it == st.attempts.end() || !it->second.sent || it->second.leg != d.leg) continue;
+    Outcome out;
+    out.target = st.targets[it->second.target].name;
+    out.error = "no answer within " + format_duration(st.attempt_timeout);
+    on_answer(self, d.id, d.leg, std::move(out));
+  }
+  // Answered attempts leave their deadline behind; drop those at the front.
+  while (!st.deadlines.empty()) {
+    const auto& d = st.deadlines.front();
+    auto it = st.attempts.find(d.id);
+    if (it != st.attempts.end() && it->second.sent && it->second.leg == d.leg) break;
+    st.deadlines.pop_front();
+  }
+  for (auto i : st.balancer->returned(now)) {
+    st.targets[i].metrics->ejected.add(-1);
+    log::info("target returned", {{"pool", st.pool}, {"target", st.targets[i].name}});
+  }
+  drain(self);
+}
+
+PoolStatus status(const RouterState& st) {
+  const auto now = Clock::now();
+  const auto& bal = *st.balancer;
+  PoolStatus s;
+  s.name = st.pool;
+  s.policy = std::string(to_string(bal.kind()));
+  s.waiting = bal.waiting();
+  for (std::size_t i = 0; i < st.targets.size(); ++i) {
+    const auto& t = st.targets[i];
+    TargetStatus ts;
+    ts.name = t.name;
+    ts.healthy = bal.healthy(i);
+    if (auto until = bal.outlier().ejected_until(i, now)) {
+      ts.ejected = true;
+      ts.ejected_for_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*until - now).count();
+    }
+    ts.ejections = bal.outlier().ejections(i);
+    ts.in_flight = bal.in_flight(i);
+    ts.max_in_flight = bal.max_in_flight(i);
+    ts.successes = t.successes;
+    ts.failures = t.failures;
+    ts.last_error = t.last_error;
+    ts.probe_kind = std::string(to_string(t.probe));
+    ts.probe_at_ms = t.last_probe.at_ms;
+    ts.probe_ok = t.last_probe.ok;
+    ts.probe_error = t.last_probe.error;
+    s.targets.push_back(std::move(ts));
+  }
+  return s;
+}
+
+void init(Self self, std::vector<target_actor>& actors, std::vector<std::string>& names,
+          RouterOptions& options) {
+  auto& st = self->state;
+  st.pool = std::move(options.pool);
+  st.attempt_timeout = options.attempt_timeout;
+  st.metrics = options.metrics;
+  if (st.metrics == nullptr) {
+    st.own_pool_metrics = std::make_unique<PoolMetrics>(st.pool);
+    st.metrics = st.own_pool_metrics.get();
+  }
+  options.targets.resize(names.size());
+  std::vector<TargetLimits> limits;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto& o = options.targets[i];
+    if (o.metrics == nullptr) {
+      st.own_target_metrics.push_back(std::make_unique<TargetMetrics>(names[i]));
+      o.metrics = st.own_target_metrics.back().get();
+    }
+    limits.push_back(o.limits);
+    RouterState::Target t;
+    t.actor = std::move(actors[i]);
+    t.name = names[i];
+    t.probe = o.probe;
+    t.metrics = o.metrics;
+    st.targets.push_back(std::move(t));
+  }
+  st.balancer.emplace(options.policy, names, options.weights, limits, options.outlier,
+                      Clock::now());
 }
 
 }  // namespace
 
 router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
                                    std::vector<std::string> names, RouterOptions options) {
-  auto& st = self->state;
-  st.policy.emplace(options.policy, names, options.weights);
-  st.in_flight_per_target.assign(targets.size(), 0);
-  st.eligible.assign(targets.size(), true);
-  st.targets = std::move(targets);
-  st.names = std::move(names);
-  st.attempt_timeout = options.attempt_timeout;
+  init(self, targets, names, options);
   return {
       [self](deliver_atom, EventPtr ev, std::uint32_t attempt,
              const std::string& avoid) -> caf::result<Outcome> {
         auto& st = self->state;
-        std::optional<std::size_t> avoid_index;
-        for (std::size_t i = 0; i < st.names.size(); ++i) {
-          if (st.names[i] == avoid) avoid_index = i;
+        RouterState::Attempt a;
+        a.promise = self->make_response_promise<Outcome>();
+        a.ev = std::move(ev);
+        a.number = attempt;
+        for (std::size_t i = 0; i < st.targets.size(); ++i) {
+          if (st.targets[i].name == avoid) a.avoid = i;
         }
-        // Every target is eligible (pools are never empty), so a policy always picks one.
-        const std::size_t pick = st.policy
-                                     ->pick(PickRequest{st.eligible, avoid_index, ev->conversation,
-                                                        st.in_flight_per_target})
-                                     .value_or(0);
-        ++st.in_flight_per_target[pick];
-        auto rp = self->make_response_promise<Outcome>();
-        const auto id = st.next_attempt++;
-        st.in_flight.emplace(id, RouterState::Attempt{rp, pick});
-        st.deadlines.emplace_back(Clock::now() + st.attempt_timeout, id);
-        self->request(st.targets[pick], caf::infinite, deliver_atom::value, std::move(ev), attempt)
-            .then([self, id](Outcome& out) { answer(self, id, std::move(out)); },
-                  [self, id, pick](caf::error& err) {
-                    Outcome out;
-                    out.target = self->state.names[pick];
-                    out.error = "no answer: " + self->system().render(err);
-                    answer(self, id, std::move(out));
-                  });
-        schedule_tick(self);
+        auto rp = a.promise;
+        const auto id = st.next_id++;
+        st.attempts.emplace(id, std::move(a));
+        place(self, id);
+        update_waiting(self);
+        arm_tick(self);
         return rp;
       },
-      [self](tick_atom) {
-        auto& st = self->state;
-        st.ticking = false;
-        const auto now = Clock::now();
-        while (!st.deadlines.empty() && st.deadlines.front().first <= now) {
-          const auto id = st.deadlines.front().second;
-          st.deadlines.pop_front();
-          auto it = st.in_flight.find(id);
-          if (it == st.in_flight.end()) continue;  // answered in time
-          Outcome out;
-          out.target = st.names[it->second.target];
-          out.error = "no answer within " + format_duration(st.attempt_timeout);
-          answer(self, id, std::move(out));
-        }
-        // Answered attempts leave their deadline behind; drop those at the front.
-        while (!st.deadlines.empty() && !st.in_flight.count(st.deadlines.front().second)) {
-          st.deadlines.pop_front();
-        }
-        schedule_tick(self);
-      },
+      [self](tick_atom) { on_tick(self); },
+      [self](health_atom, ProbeResult& r) { on_probe(self, r); },
+      [self](status_atom) { return status(self->state); },
   };
 }
 

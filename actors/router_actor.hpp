@@ -1,48 +1,94 @@
-// One router per pool: picks a target with the pool's policy and asks it to try
-// the event, with a deadline. Every Outcome passes back through the router, so a
-// target that never answers is still named in the Outcome and avoided on retry.
+// One router per pool. It places each delivery attempt with the pool's Balancer
+// (policies/balancer.hpp: policy, health, ejection, concurrency and rate limits, waiting), sends
+// it to the chosen target with a deadline, and answers the shard with the Outcome.
 //
-// Deadlines cost no timer per attempt: every attempt gets the same timeout, so
-// attempts expire in the order they started, and one `tick` timer (running only
-// while attempts are in flight) answers the expired ones. An attempt therefore
-// times out between attempt_timeout and 1.25 x attempt_timeout after it started.
+// Health comes in two ways: a prober's `health` report (active checks) and the outcomes of real
+// deliveries (passive outlier ejection). When a target goes down either way, the attempts in
+// flight to it are re-routed at once to another target; a late answer from the old one is
+// ignored. When no target can take an attempt, it waits here (the shard's conversation waits
+// with it) and goes out when a target recovers or has room again.
+//
+// Deadlines cost no timer per attempt: every attempt gets the same timeout, so attempts expire
+// in the order they were sent, and the router's one `tick` (armed only while something needs
+// it) answers the expired ones. An attempt therefore times out between attempt_timeout and
+// 1.25 x attempt_timeout after it was sent.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/probe_options.hpp"
+#include "core/metrics.hpp"
 #include "core/units.hpp"
-#include "policies/pick.hpp"
+#include "policies/balancer.hpp"
 
 namespace botgate {
 
-struct RouterState {
-  static inline const char* name = "router";
-  struct Attempt {
-    caf::typed_response_promise<Outcome> promise;
-    std::size_t target = 0;
-  };
-  std::vector<target_actor> targets;
-  std::vector<std::string> names;
-  std::optional<Picker> policy;
-  std::vector<std::uint32_t> in_flight_per_target;  // for least-inflight
-  TargetMask eligible;                              // every target, until health checks land
-  Duration attempt_timeout{std::chrono::seconds(10)};
-  std::unordered_map<std::uint64_t, Attempt> in_flight;
-  std::deque<std::pair<Clock::time_point, std::uint64_t>> deadlines;  // oldest first
-  std::uint64_t next_attempt = 0;
-  bool ticking = false;
+struct RouterTargetOptions {
+  TargetLimits limits;
+  ProbeKind probe = ProbeKind::none;
+  TargetMetrics* metrics = nullptr;  // nullptr: the router keeps its own, unexported
 };
 
 struct RouterOptions {
+  std::string pool = "pool";
   PolicyKind policy = PolicyKind::round_robin;
   std::vector<std::uint32_t> weights;  // per target, in `names` order; empty: all 1
   Duration attempt_timeout{std::chrono::seconds(10)};
+  OutlierConfig outlier;
+  std::vector<RouterTargetOptions> targets;  // per target; missing entries: defaults
+  PoolMetrics* metrics = nullptr;            // nullptr: the router keeps its own
+};
+
+struct RouterState {
+  static inline const char* name = "router";
+
+  struct Attempt {
+    caf::typed_response_promise<Outcome> promise;
+    EventPtr ev;
+    std::uint32_t number = 0;
+    std::optional<std::size_t> avoid;
+    std::size_t target = 0;
+    std::uint64_t leg = 0;  // counts sends; an answer for an older leg is stale
+    bool sent = false;
+  };
+
+  struct Deadline {
+    Clock::time_point at;
+    std::uint64_t id;
+    std::uint64_t leg;
+  };
+
+  // What the router knows of one target beyond the Balancer.
+  struct Target {
+    target_actor actor;
+    std::string name;
+    ProbeKind probe = ProbeKind::none;
+    TargetMetrics* metrics = nullptr;
+    std::uint64_t successes = 0;
+    std::uint64_t failures = 0;
+    std::string last_error;
+    ProbeResult last_probe;
+  };
+
+  std::string pool;
+  std::vector<Target> targets;
+  std::optional<Balancer> balancer;
+  Duration attempt_timeout{std::chrono::seconds(10)};
+  std::unordered_map<std::uint64_t, Attempt> attempts;  // in flight or waiting
+  std::deque<Deadline> deadlines;                       // oldest first
+  std::uint64_t next_id = 0;
+  std::optional<Clock::time_point> next_tick;  // the earliest tick scheduled
+  PoolMetrics* metrics = nullptr;
+  // Stand-ins when the owner passed no metrics (tests, benchmarks).
+  std::unique_ptr<PoolMetrics> own_pool_metrics;
+  std::vector<std::unique_ptr<TargetMetrics>> own_target_metrics;
 };
 
 router_actor::behavior_type router(router_actor::stateful_pointer<RouterState> self,

@@ -88,6 +88,7 @@ void on_outcome(Self self, const std::string& key, const Outcome& out) {
   if (it == st.conversations.end()) return;
   auto& conv = it->second;
   const EventPtr ev = conv.events.front().ev;
+  if (out.sends > 1) conv.attempts += out.sends - 1;  // the router's re-routes were attempts too
   switch (out.error.empty() ? Verdict::done : classify_answer(out.status)) {
     case Verdict::done: {
       st.metrics->events_delivered().inc();

@@ -1,5 +1,6 @@
 #include "app/config.hpp"
 
+#include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -15,6 +16,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "policies/token_bucket.hpp"
 
 namespace botgate {
 namespace {
@@ -212,6 +215,33 @@ class Table {
       return;
     }
     out = static_cast<T>(v);
+  }
+
+  // An integer or a float, within [lo, hi].
+  void number(std::string_view key, double& out, double lo, double hi) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return;
+    std::optional<double> v;
+    if (const auto* i = n->as_integer()) v = static_cast<double>(i->get());
+    if (const auto* f = n->as_floating_point()) v = f->get();
+    if (!v) {
+      errors_.add(*n, path(key), "expected a number");
+      return;
+    }
+    if (!(*v >= lo && *v <= hi)) {
+      errors_.add(*n, path(key), fmt::format("must be between {} and {}", lo, hi));
+      return;
+    }
+    out = *v;
+  }
+
+  // A nested table (`[parent.key]`); nullptr when absent or not a table (reported).
+  const toml::table* table(std::string_view key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return nullptr;
+    if (const auto* t = n->as_table()) return t;
+    errors_.add(*n, path(key), "expected a table ([" + path(key) + "])");
+    return nullptr;
   }
 
   // Returns false when the key is present but invalid.
@@ -500,13 +530,36 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
   }
 }
 
+void parse_outlier(Errors& errors, const toml::table& tbl, const std::string& prefix,
+                   PoolConfig& p) {
+  Table t(
+      errors, tbl, prefix,
+      {"consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"});
+  auto& o = p.outlier;
+  t.integer("consecutive_failures", o.consecutive_failures, 1, 1000000);
+  Duration base = o.base_ejection_time;
+  Duration max = o.max_ejection_time;
+  const bool base_ok = t.duration("base_ejection_time", base);
+  const bool max_ok = t.duration("max_ejection_time", max);
+  if (base_ok && max_ok && max < base) {
+    const toml::node* n = t.node("max_ejection_time");
+    if (n == nullptr) n = t.node("base_ejection_time");
+    errors.add(
+        n != nullptr ? line_of(*n) : t.line(), t.path("max_ejection_time"),
+        "must be greater than or equal to base_ejection_time (" + format_duration(base) + ")");
+  }
+  o.base_ejection_time = base;
+  o.max_ejection_time = max;
+  t.integer("max_ejection_percent", o.max_ejection_percent, 0, 100);
+}
+
 void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig>& out,
                  Names& names, std::vector<Reference>& members) {
   auto list = entries(errors, root, "pools");
   for (std::size_t i = 0; i < list.size(); ++i) {
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("pools", i);
-    Table t(errors, *list[i], prefix, {"name", "policy", "targets"});
+    Table t(errors, *list[i], prefix, {"name", "policy", "targets", "outlier"});
     PoolConfig p;
     if (const toml::node* n = t.string("name", p.name, true, true)) {
       names.add(errors, *n, t.path("name"), p.name);
@@ -546,6 +599,7 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
         errors.add(*n, key, "expected an array of strings");
       }
     }
+    if (const toml::table* o = t.table("outlier")) parse_outlier(errors, *o, t.path("outlier"), p);
     out.push_back(std::move(p));
   }
 }
@@ -595,15 +649,63 @@ void parse_url(Errors& errors, const toml::node& n, const std::string& key, Targ
   t.path = std::string(path);
 }
 
+void parse_probe(Errors& errors, const toml::table& tbl, const std::string& prefix, ProbeOptions& p,
+                 std::vector<Reference>& sources) {
+  Table t(errors, tbl, prefix,
+          {"kind", "path", "interval", "timeout", "jitter", "rise", "fall", "peer", "source"});
+  std::string kind;
+  if (const toml::node* n = t.string("kind", kind, false, false)) {
+    if (auto k = parse_probe_kind(kind)) {
+      p.kind = *k;
+    } else {
+      errors.add(*n, t.path("kind"),
+                 "unknown probe kind '" + kind + "' (expected none, http or dingdong)");
+    }
+  }
+  if (const toml::node* n = t.string("path", p.path, false, true)) {
+    if (p.path.front() != '/' || std::any_of(p.path.begin(), p.path.end(), [](char c) {
+          return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '#';
+        })) {
+      errors.add(*n, t.path("path"),
+                 "must start with '/' and hold no spaces, control characters or fragment");
+    }
+  }
+  const bool interval_ok = t.duration("interval", p.interval);
+  const bool timeout_ok = t.duration("timeout", p.timeout);
+  if (interval_ok && timeout_ok && p.timeout > p.interval) {
+    const toml::node* n = t.node("timeout");
+    if (n == nullptr) n = t.node("interval");
+    errors.add(n != nullptr ? line_of(*n) : t.line(), t.path("timeout"),
+               "must not be longer than probe.interval (" + format_duration(p.interval) + ")");
+  }
+  t.number("jitter", p.jitter, 0, 0.5);
+  t.integer("rise", p.thresholds.rise, 1, 1000);
+  t.integer("fall", p.thresholds.fall, 1, 1000);
+  const toml::node* peer = t.string("peer", p.peer, false, true);
+  const toml::node* source = t.string("source", p.source, false, true);
+  if (p.kind == ProbeKind::dingdong) {
+    if (peer == nullptr) t.required("peer");
+    if (source == nullptr) {
+      t.required("source");
+    } else {
+      sources.push_back(Reference{source, t.path("source"), p.source});
+    }
+  } else if (peer != nullptr || source != nullptr) {
+    const toml::node* n = peer != nullptr ? peer : source;
+    errors.add(*n, t.path(peer != nullptr ? "peer" : "source"),
+               "only a dingdong probe takes a peer and a source");
+  }
+}
+
 void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetConfig>& out,
-                   Names& names) {
+                   Names& names, std::vector<Reference>& probe_sources) {
   auto list = entries(errors, root, "targets");
   for (std::size_t i = 0; i < list.size(); ++i) {
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("targets", i);
     Table t(errors, *list[i], prefix,
             {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections",
-             "pipeline"});
+             "pipeline", "max_in_flight", "rate_limit", "burst", "probe"});
     TargetConfig c;
     if (const toml::node* n = t.string("name", c.name, true, true)) {
       names.add(errors, *n, t.path("name"), c.name);
@@ -623,6 +725,14 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     t.duration("timeout", c.timeout);
     t.integer("max_connections", c.max_connections, 1, 1024);
     t.integer("pipeline", c.pipeline, 1, 128);
+    t.integer("max_in_flight", c.max_in_flight, 0, 1000000);
+    if (c.max_in_flight == 0) c.max_in_flight = c.max_connections * c.pipeline;
+    t.number("rate_limit", c.rate_limit, 0, 1e9);
+    t.number("burst", c.burst, 0, 1e9);
+    if (c.burst == 0) c.burst = default_burst(c.rate_limit);
+    if (const toml::table* p = t.table("probe")) {
+      parse_probe(errors, *p, t.path("probe"), c.probe, probe_sources);
+    }
     out.push_back(std::move(c));
   }
 }
@@ -665,7 +775,8 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
   Names target_names("target");
   parse_sources(errors, root, cfg.sources, routes);
   parse_pools(errors, root, cfg.pools, pool_names, members);
-  parse_targets(errors, root, cfg.targets, target_names);
+  std::vector<Reference> probe_sources;
+  parse_targets(errors, root, cfg.targets, target_names, probe_sources);
 
   for (const auto& r : routes) {
     if (!pool_names.contains(r.name)) {
@@ -675,6 +786,12 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
   for (const auto& m : members) {
     if (!target_names.contains(m.name)) {
       errors.add(*m.node, m.path, "unknown target '" + m.name + "'");
+    }
+  }
+  for (const auto& p : probe_sources) {
+    if (std::none_of(cfg.sources.begin(), cfg.sources.end(),
+                     [&](const SourceConfig& s) { return s.name == p.name; })) {
+      errors.add(*p.node, p.path, "unknown source '" + p.name + "'");
     }
   }
 

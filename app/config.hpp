@@ -6,8 +6,10 @@
 #include <variant>
 #include <vector>
 
+#include "actors/probe_options.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
+#include "policies/outlier.hpp"
 #include "policies/pick.hpp"
 #include "storage/sync_mode.hpp"
 
@@ -67,6 +69,7 @@ struct PoolConfig {
   std::string name;
   PolicyKind policy = PolicyKind::round_robin;
   std::vector<std::string> targets;
+  OutlierConfig outlier;  // [pools.outlier]
 };
 
 struct TargetConfig {
@@ -82,6 +85,12 @@ struct TargetConfig {
   Duration timeout = std::chrono::seconds(5);  // whole request/response exchange
   std::uint32_t max_connections = 32;
   std::uint32_t pipeline = 1;  // requests outstanding per connection (HTTP/1.1 pipelining)
+  // Deliveries in flight at once; 0 in the file means max_connections * pipeline, which is
+  // what parse_config leaves here.
+  std::uint32_t max_in_flight = 0;
+  double rate_limit = 0;  // deliveries per second (token bucket); 0: unlimited
+  double burst = 0;       // bucket size; 0 in the file means default_burst(rate_limit)
+  ProbeOptions probe;     // [targets.probe]
 };
 
 struct Config {

@@ -4,10 +4,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
+#include "actors/dingdong.hpp"
 #include "actors/http_target_actor.hpp"
+#include "actors/prober_actor.hpp"
 #include "actors/router_actor.hpp"
+#include "actors/router_set.hpp"
 #include "actors/shard_actor.hpp"
 #include "actors/shard_set.hpp"
 #include "app/http_api.hpp"
@@ -56,6 +60,45 @@ Duration attempt_deadline(const Config& config) {
   return 2 * longest + std::chrono::seconds(1);
 }
 
+http::ClientOptions client_options(const TargetConfig& t) {
+  http::ClientOptions opts;
+  opts.host = t.host;
+  opts.port = t.port;
+  opts.connect_timeout = t.connect_timeout;
+  opts.timeout = t.timeout;
+  opts.max_connections = t.max_connections;
+  opts.pipeline = t.pipeline;
+  return opts;
+}
+
+const TargetConfig& target_config(const Config& config, const std::string& name) {
+  for (const auto& t : config.targets) {
+    if (t.name == name) return t;
+  }
+  throw std::logic_error("validated config names an unknown target: " + name);
+}
+
+// The registry dongs come back through, when any target has a dingdong probe.
+std::shared_ptr<DingRegistry> make_ding_registry(const Config& config) {
+  std::vector<std::string> sources;
+  for (const auto& t : config.targets) {
+    if (t.probe.kind == ProbeKind::dingdong) sources.push_back(t.probe.source);
+  }
+  if (sources.empty()) return nullptr;
+  return std::make_shared<DingRegistry>(std::move(sources));
+}
+
+void stop_actors(const ShardSet& shards,
+                 const std::unordered_map<std::string, router_actor>& routers,
+                 const std::unordered_map<std::string, target_actor>& targets,
+                 const std::vector<prober_actor>& probers) {
+  const auto reason = caf::exit_reason::user_shutdown;
+  for (const auto& s : shards.shards()) caf::anon_send_exit(s, reason);
+  for (const auto& p : probers) caf::anon_send_exit(p, reason);
+  for (const auto& [_, r] : routers) caf::anon_send_exit(r, reason);
+  for (const auto& [_, t] : targets) caf::anon_send_exit(t, reason);
+}
+
 }  // namespace
 
 int run_gateway(const Config& config) {
@@ -67,7 +110,9 @@ int run_gateway(const Config& config) {
 
   std::vector<std::string> target_names;
   for (const auto& t : config.targets) target_names.push_back(t.name);
-  Metrics metrics(static_cast<std::size_t>(config.queue.shards), target_names);
+  std::vector<std::string> pool_names;
+  for (const auto& p : config.pools) pool_names.push_back(p.name);
+  Metrics metrics(static_cast<std::size_t>(config.queue.shards), target_names, pool_names);
 
   net::io_context ioc(config.server.io_threads);
   auto work = net::make_work_guard(ioc);
@@ -77,18 +122,12 @@ int run_gateway(const Config& config) {
 
   // Targets, each with its own keep-alive pool on the Asio side.
   std::unordered_map<std::string, target_actor> targets;
+  std::vector<prober_actor> probers;
   std::vector<std::shared_ptr<http::HttpClient>> clients;
   for (const auto& t : config.targets) {
-    http::ClientOptions opts;
-    opts.host = t.host;
-    opts.port = t.port;
-    opts.connect_timeout = t.connect_timeout;
-    opts.timeout = t.timeout;
-    opts.max_connections = t.max_connections;
-    opts.pipeline = t.pipeline;
     std::shared_ptr<http::HttpClient> client;
     try {
-      client = http::HttpClient::create(ioc, opts);
+      client = http::HttpClient::create(ioc, client_options(t));
     } catch (const boost::system::system_error& e) {
       log::error("cannot resolve target",
                  {{"target", t.name}, {"host", t.host}, {"error", e.code().message()}});
@@ -103,15 +142,48 @@ int run_gateway(const Config& config) {
   for (const auto& p : config.pools) {
     std::vector<target_actor> members;
     RouterOptions ropts;
+    ropts.pool = p.name;
     ropts.policy = p.policy;
     ropts.attempt_timeout = attempt_deadline(config);
+    ropts.outlier = p.outlier;
+    ropts.metrics = metrics.find_pool(p.name);
     for (const auto& name : p.targets) {
       members.push_back(targets.at(name));
-      for (const auto& t : config.targets) {
-        if (t.name == name) ropts.weights.push_back(t.weight);
-      }
+      const TargetConfig& t = target_config(config, name);
+      ropts.weights.push_back(t.weight);
+      ropts.targets.push_back(
+          RouterTargetOptions{TargetLimits{t.max_in_flight, t.rate_limit, t.burst}, t.probe.kind,
+                              metrics.find_target(name)});
     }
     routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets, ropts));
+  }
+
+  // One prober per probed target, reporting to every router that has it.
+  auto dings = make_ding_registry(config);
+  for (const auto& t : config.targets) {
+    if (t.probe.kind == ProbeKind::none) continue;
+    std::vector<router_actor> watchers;
+    for (const auto& p : config.pools) {
+      if (std::find(p.targets.begin(), p.targets.end(), t.name) != p.targets.end()) {
+        watchers.push_back(routers.at(p.name));
+      }
+    }
+    ProbeChannel channel;
+    if (t.probe.kind == ProbeKind::http) {
+      // Its own connection, so a probe never queues behind deliveries.
+      http::ClientOptions opts = client_options(t);
+      opts.connect_timeout = std::min(t.connect_timeout, t.probe.timeout);
+      opts.timeout = t.probe.timeout;
+      opts.max_connections = 1;
+      opts.pipeline = 1;
+      channel.client = http::HttpClient::create(ioc, opts);
+      clients.push_back(channel.client);
+    } else {
+      channel.via = targets.at(t.name);
+      channel.registry = dings;
+    }
+    probers.push_back(sys.spawn(prober, t.name, t.probe, std::move(watchers),
+                                metrics.find_target(t.name), std::move(channel)));
   }
 
   std::unordered_map<std::string, router_actor> routes;
@@ -134,8 +206,12 @@ int run_gateway(const Config& config) {
   opened.reset();
   ShardSet shards(sys, std::move(shard_actors));
 
+  std::vector<router_actor> router_list;
+  for (auto& [_, r] : routers) router_list.push_back(r);
+  RouterSet router_set(sys, std::move(router_list));
+
   std::atomic<bool> ready{false};
-  HttpApi api(config, metrics, shards, ready);
+  HttpApi api(config, metrics, shards, router_set, dings.get(), ready);
   http::ServerOptions sopts;
   sopts.host = config.server.listen_host;
   sopts.port = config.server.listen_port;
@@ -155,9 +231,7 @@ int run_gateway(const Config& config) {
     log::error("cannot listen", {{"address", config.server.listen_host},
                                  {"port", config.server.listen_port},
                                  {"error", e.code().message()}});
-    for (auto& [_, t] : targets) caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
-    for (auto& [_, r] : routers) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
-    for (const auto& s : shards.shards()) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    stop_actors(shards, routers, targets, probers);
     return 1;
   }
 
@@ -210,9 +284,7 @@ int run_gateway(const Config& config) {
               {{"events", left}});
   }
 
-  for (const auto& s : shards.shards()) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
-  for (auto& [_, r] : routers) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
-  for (auto& [_, t] : targets) caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
+  stop_actors(shards, routers, targets, probers);
   for (auto& c : clients) c->shutdown();
   // Before `api` and `shards` go: short-lived admin actors may still call back into them.
   sys.await_all_actors_done();

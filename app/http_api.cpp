@@ -1,5 +1,6 @@
 #include "app/http_api.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/json.hpp"
@@ -14,6 +15,7 @@ namespace bhttp = boost::beast::http;
 
 constexpr std::string_view kEventsPrefix = "/v1/events/";
 constexpr std::string_view kDeadLetters = "/v1/dead-letters";
+constexpr std::string_view kTargets = "/v1/targets";
 constexpr std::string_view kReplaySuffix = "/replay";
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
@@ -39,7 +41,7 @@ HttpRoute route_of(std::string_view path) {
   if (path == "/readyz") return HttpRoute::readyz;
   if (path == "/metrics") return HttpRoute::metrics;
   if (path.starts_with(kEventsPrefix)) return HttpRoute::events;
-  if (path == kDeadLetters || path.starts_with(std::string(kDeadLetters) + "/"))
+  if (path == kDeadLetters || path.starts_with(std::string(kDeadLetters) + "/") || path == kTargets)
     return HttpRoute::admin;
   return HttpRoute::unknown;
 }
@@ -104,11 +106,51 @@ void append_dead_letter(std::string& out, const DeadLetterInfo& d) {
   out += ",\"shard\":" + std::to_string(d.shard) + "}";
 }
 
+void append_target(std::string& out, const TargetStatus& t) {
+  out += "{\"name\":";
+  append_json_string(out, t.name);
+  out += t.healthy ? ",\"healthy\":true" : ",\"healthy\":false";
+  out += t.ejected ? ",\"ejected\":true" : ",\"ejected\":false";
+  out += ",\"ejected_for_ms\":" + std::to_string(t.ejected_for_ms);
+  out += ",\"ejections\":" + std::to_string(t.ejections);
+  out += ",\"in_flight\":" + std::to_string(t.in_flight);
+  out += ",\"max_in_flight\":" + std::to_string(t.max_in_flight);
+  out += ",\"successes\":" + std::to_string(t.successes);
+  out += ",\"failures\":" + std::to_string(t.failures);
+  out += ",\"last_error\":";
+  append_json_string(out, t.last_error);
+  out += ",\"probe\":{\"kind\":";
+  append_json_string(out, t.probe_kind);
+  out += ",\"last_at_ms\":" + std::to_string(t.probe_at_ms);
+  out += t.probe_ok ? ",\"last_ok\":true" : ",\"last_ok\":false";
+  out += ",\"last_error\":";
+  append_json_string(out, t.probe_error);
+  out += "}}";
+}
+
+void append_pool(std::string& out, const PoolStatus& p) {
+  out += "{\"name\":";
+  append_json_string(out, p.name);
+  out += ",\"policy\":";
+  append_json_string(out, p.policy);
+  out += ",\"waiting\":" + std::to_string(p.waiting) + ",\"targets\":[";
+  for (std::size_t i = 0; i < p.targets.size(); ++i) {
+    if (i > 0) out += ',';
+    append_target(out, p.targets[i]);
+  }
+  out += "]}";
+}
+
 }  // namespace
 
 HttpApi::HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
-                 const std::atomic<bool>& ready)
-    : admin_token_(config.server.admin_token), metrics_(metrics), shards_(shards), ready_(ready) {
+                 const RouterSet& routers, DingRegistry* dings, const std::atomic<bool>& ready)
+    : admin_token_(config.server.admin_token),
+      metrics_(metrics),
+      shards_(shards),
+      routers_(routers),
+      dings_(dings),
+      ready_(ready) {
   for (const auto& s : config.sources) sources_.emplace(s.name, &s);
 }
 
@@ -192,6 +234,7 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
   ev->source = cfg.name;
   ev->received_at = received_at;
   ev->received_wall = std::chrono::system_clock::now();
+  if (claim_probe_answer(*ev, respond)) return;
   std::string id = ev->id;
   shards_.submit(std::move(ev), [this, respond = std::move(respond), received_at, src = &cfg,
                                  id = std::move(id)](IngestStatus status) {
@@ -241,6 +284,12 @@ void HttpApi::admin(const http::Request& req, std::string_view path,
     metrics_.count_request(HttpRoute::admin, 401);
     return respond(std::move(res));
   }
+  if (path == kTargets) {
+    if (req.method() != bhttp::verb::get) {
+      return method_not_allowed(HttpRoute::admin, "GET", path, respond);
+    }
+    return list_targets(std::move(respond));
+  }
   if (path == kDeadLetters) {
     if (req.method() != bhttp::verb::get) {
       return method_not_allowed(HttpRoute::admin, "GET", path, respond);
@@ -287,6 +336,37 @@ void HttpApi::list_dead_letters(const http::Request& req, http::Responder respon
         body += "]}";
         send(HttpRoute::admin, 200, std::move(body), respond);
       });
+}
+
+void HttpApi::list_targets(http::Responder respond) const {
+  routers_.status([this, respond = std::move(respond)](PoolStatuses pools, std::string error) {
+    if (!error.empty()) {
+      log::error("target status failed", {{"error", error}});
+      return send(HttpRoute::admin, 503, error_body("unavailable"), respond);
+    }
+    std::sort(pools.begin(), pools.end(),
+              [](const PoolStatus& a, const PoolStatus& b) { return a.name < b.name; });
+    std::string body = "{\"pools\":[";
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      if (i > 0) body += ',';
+      append_pool(body, pools[i]);
+    }
+    body += "]}";
+    send(HttpRoute::admin, 200, std::move(body), respond);
+  });
+}
+
+bool HttpApi::claim_probe_answer(const Event& ev, const http::Responder& respond) const {
+  if (dings_ == nullptr) return false;
+  const auto claim = dings_->claim(ev);
+  if (claim == DingRegistry::Claim::none) return false;
+  const bool answered = claim == DingRegistry::Claim::answered;
+  if (!answered) log::info("stale dong ignored", {{"source", ev.source}, {"id", ev.id}});
+  std::string body = answered ? R"({"status":"probe","id":)" : R"({"status":"stale_probe","id":)";
+  append_json_string(body, ev.id);
+  body += "}";
+  send(HttpRoute::events, 200, std::move(body), respond);
+  return true;
 }
 
 void HttpApi::replay_dead_letter(const http::Request& req, std::string id,

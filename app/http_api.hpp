@@ -7,6 +7,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "actors/dingdong.hpp"
+#include "actors/router_set.hpp"
 #include "actors/shard_set.hpp"
 #include "app/config.hpp"
 #include "core/metrics.hpp"
@@ -16,8 +18,9 @@ namespace botgate {
 
 class HttpApi {
  public:
-  HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
-          const std::atomic<bool>& ready);
+  // `dings` may be null (no dingdong probe configured).
+  HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards, const RouterSet& routers,
+          DingRegistry* dings, const std::atomic<bool>& ready);
 
   void handle(http::Request&& req, http::Responder respond) const;
   void on_refusal(http::Refusal why, const std::string& peer) const;
@@ -31,6 +34,9 @@ class HttpApi {
                           const http::Responder& respond) const;
   void admin(const http::Request& req, std::string_view path, http::Responder respond) const;
   void list_dead_letters(const http::Request& req, http::Responder respond) const;
+  void list_targets(http::Responder respond) const;
+  // An inbound dong answers a dingdong probe and is not queued; true when `ev` was one.
+  bool claim_probe_answer(const Event& ev, const http::Responder& respond) const;
   void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;
   void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
               const http::Responder& respond) const;
@@ -39,6 +45,8 @@ class HttpApi {
   std::string admin_token_;  // empty: every admin request is refused
   Metrics& metrics_;
   const ShardSet& shards_;
+  const RouterSet& routers_;
+  DingRegistry* dings_;
   const std::atomic<bool>& ready_;
 };
 

@@ -92,9 +92,11 @@ const char* to_string(DeliveryOutcome o) {
   return "unknown";
 }
 
-Metrics::Metrics(std::size_t shards, const std::vector<std::string>& targets)
+Metrics::Metrics(std::size_t shards, const std::vector<std::string>& targets,
+                 const std::vector<std::string>& pools)
     : depth_(new Gauge[shards]), shards_(shards) {
   for (const auto& t : targets) targets_.push_back(std::make_unique<TargetMetrics>(t));
+  for (const auto& p : pools) pools_.push_back(std::make_unique<PoolMetrics>(p));
 }
 
 std::size_t Metrics::status_index(unsigned status) noexcept {
@@ -115,7 +117,24 @@ TargetMetrics* Metrics::find_target(const std::string& name) noexcept {
   return nullptr;
 }
 
+PoolMetrics* Metrics::find_pool(const std::string& name) noexcept {
+  for (auto& p : pools_) {
+    if (p->name == name) return p.get();
+  }
+  return nullptr;
+}
+
 namespace {
+
+// One series per target (or pool): HELP and TYPE, then `name{label="x"} value` lines.
+template <typename Items, typename Value>
+void labelled(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+              std::string_view label, const Items& items, Value value) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  for (const auto& item : items) {
+    out += fmt::format("{}{{{}=\"{}\"}} {}\n", name, label, item->name, value(*item));
+  }
+}
 
 // One unlabelled series with its HELP and TYPE lines.
 template <typename T>
@@ -190,12 +209,41 @@ std::string Metrics::render() const {
                          to_string(static_cast<DeliveryOutcome>(o)), t->deliveries[o].value());
     }
   }
-  out += "# HELP botgate_target_in_flight Deliveries currently in flight per target.\n";
-  out += "# TYPE botgate_target_in_flight gauge\n";
+  labelled(out, "botgate_target_in_flight", "gauge", "Deliveries currently in flight per target.",
+           "target", targets_, [](const TargetMetrics& t) { return t.in_flight.value(); });
+  labelled(out, "botgate_target_healthy", "gauge",
+           "1 while the target's health probe says healthy (targets without a probe stay 1).",
+           "target", targets_, [](const TargetMetrics& t) { return t.healthy.value(); });
+  labelled(out, "botgate_target_ejected", "gauge",
+           "Pools that currently eject the target for consecutive failed deliveries.", "target",
+           targets_, [](const TargetMetrics& t) { return t.ejected.value(); });
+  labelled(out, "botgate_target_ejections_total", "counter",
+           "Ejections of the target by passive outlier detection.", "target", targets_,
+           [](const TargetMetrics& t) { return t.ejections.value(); });
+  out += "# HELP botgate_probes_total Health probes by target and result.\n";
+  out += "# TYPE botgate_probes_total counter\n";
   for (const auto& t : targets_) {
-    out += fmt::format("botgate_target_in_flight{{target=\"{}\"}} {}\n", t->name,
-                       t->in_flight.value());
+    out += fmt::format("botgate_probes_total{{target=\"{}\",result=\"ok\"}} {}\n", t->name,
+                       t->probes_ok.value());
+    out += fmt::format("botgate_probes_total{{target=\"{}\",result=\"fail\"}} {}\n", t->name,
+                       t->probes_failed.value());
   }
+  out += "# HELP botgate_target_health_transitions_total Probe-driven health changes.\n";
+  out += "# TYPE botgate_target_health_transitions_total counter\n";
+  for (const auto& t : targets_) {
+    out +=
+        fmt::format("botgate_target_health_transitions_total{{target=\"{}\",to=\"healthy\"}} {}\n",
+                    t->name, t->became_healthy.value());
+    out += fmt::format(
+        "botgate_target_health_transitions_total{{target=\"{}\",to=\"unhealthy\"}} {}\n", t->name,
+        t->became_unhealthy.value());
+  }
+  labelled(out, "botgate_router_waiting", "gauge",
+           "Deliveries waiting in a pool's router for an eligible target.", "pool", pools_,
+           [](const PoolMetrics& p) { return p.waiting.value(); });
+  labelled(out, "botgate_router_reroutes_total", "counter",
+           "In-flight deliveries moved off a target that went down.", "pool", pools_,
+           [](const PoolMetrics& p) { return p.reroutes.value(); });
   out += "# HELP botgate_ingest_to_ack_seconds From request read to ack written.\n";
   out += "# TYPE botgate_ingest_to_ack_seconds histogram\n";
   ingest_to_ack_.render(out, "botgate_ingest_to_ack_seconds", "");

@@ -69,16 +69,32 @@ const char* to_string(RejectReason r);
 const char* to_string(DeliveryOutcome o);
 
 struct TargetMetrics {
-  explicit TargetMetrics(std::string n) : name(std::move(n)) {}
+  explicit TargetMetrics(std::string n) : name(std::move(n)) { healthy.set(1); }
   std::string name;
   std::array<Counter, static_cast<std::size_t>(DeliveryOutcome::count_)> deliveries{};
   Gauge in_flight;
+  // Health: the probe's verdict (1 healthy), and how many pools eject the target right now.
+  Gauge healthy;
+  Gauge ejected;
+  Counter ejections;
+  Counter probes_ok;
+  Counter probes_failed;
+  Counter became_healthy;
+  Counter became_unhealthy;
   void count(DeliveryOutcome o) noexcept { deliveries[static_cast<std::size_t>(o)].inc(); }
+};
+
+struct PoolMetrics {
+  explicit PoolMetrics(std::string n) : name(std::move(n)) {}
+  std::string name;
+  Gauge waiting;     // deliveries waiting in the router for an eligible target
+  Counter reroutes;  // in-flight deliveries moved off a target that went down
 };
 
 class Metrics {
  public:
-  Metrics(std::size_t shards, const std::vector<std::string>& targets);
+  Metrics(std::size_t shards, const std::vector<std::string>& targets,
+          const std::vector<std::string>& pools = {});
 
   void count_request(HttpRoute route, unsigned status) noexcept;
   void count_rejected(RejectReason r) noexcept { rejected_[static_cast<std::size_t>(r)].inc(); }
@@ -101,6 +117,7 @@ class Metrics {
   TargetMetrics& target(std::size_t index) noexcept { return *targets_[index]; }
   // Returns nullptr for an unknown name; used at wiring time only.
   TargetMetrics* find_target(const std::string& name) noexcept;
+  PoolMetrics* find_pool(const std::string& name) noexcept;
   Histogram& ingest_to_ack() noexcept { return ingest_to_ack_; }
   Histogram& end_to_end() noexcept { return end_to_end_; }
 
@@ -136,6 +153,7 @@ class Metrics {
   std::unique_ptr<Gauge[]> depth_;
   std::size_t shards_;
   std::vector<std::unique_ptr<TargetMetrics>> targets_;
+  std::vector<std::unique_ptr<PoolMetrics>> pools_;
   Histogram ingest_to_ack_;
   Histogram end_to_end_;
 };

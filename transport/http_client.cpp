@@ -75,12 +75,21 @@ HttpClient::HttpClient(net::io_context& ioc, ClientOptions options,
 
 void HttpClient::post(const std::string& target, const std::string& body, const HeaderList& headers,
                       ClientCallback done) {
+  submit("POST", target, body, headers, std::move(done));
+}
+
+void HttpClient::get(const std::string& target, const HeaderList& headers, ClientCallback done) {
+  submit("GET", target, {}, headers, std::move(done));
+}
+
+void HttpClient::submit(std::string_view method, const std::string& target, std::string_view body,
+                        const HeaderList& headers, ClientCallback done) {
   auto job = std::make_shared<Job>();
   auto& w = job->wire;
   w.reserve(body.size() + 256);
-  w.append("POST ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_header_);
-  w.append("\r\nContent-Type: application/json\r\nContent-Length: ");
-  w.append(std::to_string(body.size())).append("\r\n");
+  w.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_header_);
+  if (!body.empty()) w.append("\r\nContent-Type: application/json");
+  w.append("\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n");
   for (const auto& [name, value] : headers) {
     w.append(name).append(": ");
     append_header_value(w, value);

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -62,6 +63,8 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   // the client's strand. CR and LF in header values are replaced by spaces.
   void post(const std::string& target, const std::string& body, const HeaderList& headers,
             ClientCallback done);
+  // Thread-safe. GETs `target` (a health check); otherwise as post().
+  void get(const std::string& target, const HeaderList& headers, ClientCallback done);
 
   // Closes idle connections; in-flight exchanges finish.
   void shutdown();
@@ -75,6 +78,8 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
              boost::asio::ip::tcp::resolver::results_type endpoints);
 
  private:
+  void submit(std::string_view method, const std::string& target, std::string_view body,
+              const HeaderList& headers, ClientCallback done);
   void drain_inbox();
   bool try_assign(JobPtr& job);
   void assign(JobPtr job);

@@ -341,8 +341,8 @@ TEST_CASE("unknown keys are errors at every level", "[config]") {
     CHECK(errs[2].line == 6);
   }
   SECTION("inside an array-of-tables entry") {
-    auto e = expect_one(kSources + kPools + kTargets + "probe = { kind = \"http\" }\n",
-                        "targets[0].probe", "unknown key");
+    auto e = expect_one(kSources + kPools + kTargets + "health_check = { kind = \"http\" }\n",
+                        "targets[0].health_check", "unknown key");
     CHECK(e.line == 14);
   }
   SECTION("inside sources and pools") {
@@ -812,6 +812,109 @@ TEST_CASE("queue keys are validated", "[config]") {
   CHECK(errs.size() == 5);
   auto none = expect_ok("[queue]\nfsync = \"none\"\n" + kMinimal);
   CHECK(none.queue.fsync == botgate::FsyncMode::none);
+}
+
+TEST_CASE("target limits and probe keys default sanely", "[config][ha]") {
+  auto c = expect_ok(kMinimal);
+  const auto& t = c.targets.at(0);
+  CHECK(t.max_in_flight == 32);  // max_connections * pipeline
+  CHECK(t.rate_limit == 0.0);
+  CHECK(t.burst == 1.0);
+  CHECK(t.probe.kind == botgate::ProbeKind::none);
+  CHECK(t.probe.interval == std::chrono::seconds(5));
+  CHECK(t.probe.timeout == std::chrono::seconds(2));
+  CHECK(t.probe.thresholds.rise == 2);
+  CHECK(t.probe.thresholds.fall == 3);
+  const auto& o = c.pools.at(0).outlier;
+  CHECK(o.consecutive_failures == 5);
+  CHECK(o.base_ejection_time == std::chrono::seconds(30));
+  CHECK(o.max_ejection_time == std::chrono::seconds(300));
+  CHECK(o.max_ejection_percent == 10);
+  auto piped = expect_ok(kSources + kPools + kTargets + "max_connections = 4\npipeline = 8\n");
+  CHECK(piped.targets.at(0).max_in_flight == 32);
+}
+
+TEST_CASE("target limits, probes and outlier settings are read", "[config][ha]") {
+  auto c = expect_ok(kSources + R"(
+[[pools]]
+name = "backends"
+policy = "sticky"
+targets = ["b1"]
+[pools.outlier]
+consecutive_failures = 3
+base_ejection_time = "2s"
+max_ejection_time = "10s"
+max_ejection_percent = 50
+[[targets]]
+name = "b1"
+url = "http://127.0.0.1:9001/events"
+max_in_flight = 4
+rate_limit = 2.5
+[targets.probe]
+kind = "http"
+path = "/health"
+interval = "200ms"
+timeout = "100ms"
+jitter = 0.2
+rise = 1
+fall = 4
+)");
+  const auto& t = c.targets.at(0);
+  CHECK(t.max_in_flight == 4);
+  CHECK(t.rate_limit == 2.5);
+  CHECK(t.burst == 3.0);  // one second's worth, rounded up
+  CHECK(t.probe.kind == botgate::ProbeKind::http);
+  CHECK(t.probe.path == "/health");
+  CHECK(t.probe.interval == std::chrono::milliseconds(200));
+  CHECK(t.probe.timeout == std::chrono::milliseconds(100));
+  CHECK(t.probe.jitter == 0.2);
+  CHECK(t.probe.thresholds.rise == 1);
+  CHECK(t.probe.thresholds.fall == 4);
+  const auto& o = c.pools.at(0).outlier;
+  CHECK(o.consecutive_failures == 3);
+  CHECK(o.base_ejection_time == std::chrono::seconds(2));
+  CHECK(o.max_ejection_time == std::chrono::seconds(10));
+  CHECK(o.max_ejection_percent == 50);
+
+  auto ding = expect_ok(kSources + kPools + kTargets +
+                        "[targets.probe]\nkind = \"dingdong\"\npeer = \"wx-peer\"\n"
+                        "source = \"demo\"\n");
+  CHECK(ding.targets.at(0).probe.kind == botgate::ProbeKind::dingdong);
+  CHECK(ding.targets.at(0).probe.peer == "wx-peer");
+  CHECK(ding.targets.at(0).probe.source == "demo");
+}
+
+TEST_CASE("bad probe, limit and outlier settings are errors with their key", "[config][ha]") {
+  const std::string probe = kSources + kPools + kTargets + "[targets.probe]\n";
+  expect_one(probe + "kind = \"tcp\"\n", "targets[0].probe.kind", "unknown probe kind 'tcp'");
+  expect_one(probe + "kind = \"http\"\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+             "targets[0].probe.timeout", "must not be longer than probe.interval (1s)");
+  expect_one(probe + "kind = \"http\"\npath = \"healthz\"\n", "targets[0].probe.path",
+             "must start with '/'");
+  expect_one(probe + "jitter = 0.9\n", "targets[0].probe.jitter", "between 0 and 0.5");
+  expect_one(probe + "fall = 0\n", "targets[0].probe.fall", "between 1 and 1000");
+  expect_one(probe + "kind = \"dingdong\"\nsource = \"demo\"\n", "targets[0].probe.peer",
+             "missing required key");
+  expect_one(probe + "kind = \"dingdong\"\npeer = \"p\"\n", "targets[0].probe.source",
+             "missing required key");
+  expect_one(probe + "kind = \"dingdong\"\npeer = \"p\"\nsource = \"nope\"\n",
+             "targets[0].probe.source", "unknown source 'nope'");
+  expect_one(probe + "kind = \"http\"\npeer = \"p\"\n", "targets[0].probe.peer",
+             "only a dingdong probe");
+  expect_one(probe + "colour = \"red\"\n", "targets[0].probe.colour", "unknown key");
+  expect_one(kSources + kPools + kTargets + "probe = \"http\"\n", "targets[0].probe",
+             "expected a table");
+  expect_one(kSources + kPools + kTargets + "rate_limit = \"fast\"\n", "targets[0].rate_limit",
+             "expected a number");
+  expect_one(kSources + kPools + kTargets + "rate_limit = -1\n", "targets[0].rate_limit",
+             "between 0 and");
+  const std::string outlier = kSources + kPools + "[pools.outlier]\n";
+  expect_one(outlier + "base_ejection_time = \"1m\"\nmax_ejection_time = \"30s\"\n" + kTargets,
+             "pools[0].outlier.max_ejection_time", "greater than or equal to base_ejection_time");
+  expect_one(outlier + "max_ejection_percent = 101\n" + kTargets,
+             "pools[0].outlier.max_ejection_percent", "between 0 and 100");
+  expect_one(outlier + "consecutive_failures = 0\n" + kTargets,
+             "pools[0].outlier.consecutive_failures", "between 1 and");
 }
 
 TEST_CASE("load_config resolves a relative queue.dir against the config file", "[config]") {

@@ -18,6 +18,7 @@
 #include "policies/pick.hpp"
 #include "policies/sticky.hpp"
 #include "policies/target_mask.hpp"
+#include "policies/token_bucket.hpp"
 #include "policies/weighted_round_robin.hpp"
 
 using namespace std::chrono_literals;
@@ -32,6 +33,7 @@ using botgate::Picker;
 using botgate::PolicyKind;
 using botgate::Sticky;
 using botgate::TargetMask;
+using botgate::TokenBucket;
 using botgate::WeightedRoundRobin;
 
 namespace {
@@ -612,4 +614,45 @@ TEST_CASE("Policies never pick an index outside their pool, even with a longer m
     Picker empty(kind, std::vector<std::string>{});
     CHECK_FALSE(empty.pick({.eligible = mask, .avoid = 3}));
   }
+}
+
+TEST_CASE("Token bucket lets a burst through, then the rate", "[policies][ha][token_bucket]") {
+  TokenBucket b(10.0, 3.0, t0);  // 10/s, burst 3
+  CHECK(b.try_take(t0));
+  CHECK(b.try_take(t0));
+  CHECK(b.try_take(t0));
+  CHECK_FALSE(b.try_take(t0));
+  CHECK(b.next_available(t0) > t0 + 99ms);
+  CHECK(b.next_available(t0) <= t0 + 101ms);
+  CHECK_FALSE(b.available(t0 + 99ms));
+  CHECK(b.try_take(t0 + 100ms));
+  CHECK_FALSE(b.try_take(t0 + 100ms));
+  // A long pause refills only up to the burst.
+  const auto later = t0 + 1h;
+  int taken = 0;
+  while (b.try_take(later)) ++taken;
+  CHECK(taken == 3);
+}
+
+TEST_CASE("Token bucket holds its rate over a long run", "[policies][ha][token_bucket]") {
+  TokenBucket b(50.0, 1.0, t0);
+  int taken = 0;
+  for (auto t = t0; t < t0 + 10s; t += 1ms) taken += b.try_take(t) ? 1 : 0;
+  // 10 s at 50/s, plus the one token the bucket started with.
+  CHECK(taken >= 500);
+  CHECK(taken <= 501);
+}
+
+TEST_CASE("Token bucket: rate 0 is unlimited, burst below 1 is 1", "[policies][ha][token_bucket]") {
+  TokenBucket open;
+  CHECK(open.unlimited());
+  for (int i = 0; i < 1000; ++i) REQUIRE(open.try_take(t0));
+  CHECK(open.next_available(t0) == t0);
+  TokenBucket tiny(5.0, 0.0, t0);
+  CHECK(tiny.burst() == 1.0);
+  CHECK(tiny.try_take(t0));
+  CHECK_FALSE(tiny.try_take(t0));
+  CHECK(botgate::default_burst(0.5) == 1.0);
+  CHECK(botgate::default_burst(20.0) == 20.0);
+  CHECK(botgate::default_burst(2.5) == 3.0);
 }

@@ -1,0 +1,230 @@
+// One pool's routing state, without actors: which targets may take a delivery now (healthy, not
+// ejected, under their concurrency limit, a rate-limit token left), the pool's policy choosing
+// among them, and the deliveries that wait because none can. A router actor owns one Balancer
+// and does the messaging; everything here is pure and takes the time as an argument.
+//
+// Waiting: a delivery that finds no target waits in FIFO order and is handed out by drain(),
+// which the owner calls whenever capacity may have come back (an answer, a probe, a tick).
+// Sticky is the exception to "any target with room": a conversation waits for its own target's
+// capacity (in that target's queue) instead of moving, and moves only when its target is
+// unavailable (unhealthy or ejected).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "policies/outlier.hpp"
+#include "policies/pick.hpp"
+#include "policies/token_bucket.hpp"
+
+namespace botgate {
+
+struct TargetLimits {
+  std::uint32_t max_in_flight = 0;  // 0: unlimited
+  double rate_limit = 0;            // deliveries per second; 0: unlimited
+  double burst = 1;                 // token bucket size
+};
+
+class Balancer {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using TimePoint = Clock::time_point;
+
+  struct Assignment {
+    std::uint64_t id;
+    std::size_t target;
+  };
+
+  // `limits` per target; missing entries are unlimited.
+  Balancer(PolicyKind kind, std::span<const std::string> names,
+           std::span<const std::uint32_t> weights, std::span<const TargetLimits> limits,
+           OutlierConfig outlier, TimePoint now)
+      : picker_(kind, names, weights),
+        outlier_(names.size(), outlier),
+        targets_(names.size()),
+        in_flight_(names.size(), 0),
+        mask_(names.size(), false),
+        waiting_for_(names.size()) {
+    for (std::size_t i = 0; i < targets_.size() && i < limits.size(); ++i) {
+      targets_[i].max_in_flight = limits[i].max_in_flight;
+      targets_[i].bucket = TokenBucket(limits[i].rate_limit, limits[i].burst, now);
+    }
+  }
+
+  // Places delivery `id` (conversation `key`; `avoid`: the target that just failed it). Returns
+  // the target to send it to now, its slot and token taken; or nullopt: it waits until drain()
+  // hands it out.
+  std::optional<std::size_t> place(std::uint64_t id, std::string_view key,
+                                   std::optional<std::size_t> avoid, TimePoint now) {
+    Waiter w{id, std::string(key), avoid};
+    if (!waiting_.empty()) {
+      waiting_.push_back(std::move(w));
+      return std::nullopt;
+    }
+    if (auto t = try_place(w, now)) return t;
+    if (!w.id_moved) waiting_.push_back(std::move(w));
+    return std::nullopt;
+  }
+
+  // Waiting deliveries that may go now, oldest first, each with its slot and token taken.
+  std::vector<Assignment> drain(TimePoint now) {
+    std::vector<Assignment> out;
+    for (std::size_t t = 0; t < waiting_for_.size(); ++t) {
+      auto& q = waiting_for_[t];
+      while (!q.empty() && has_room(t, now)) {
+        take(t, now);
+        out.push_back(Assignment{q.front().id, t});
+        q.pop_front();
+      }
+    }
+    while (!waiting_.empty()) {
+      Waiter& w = waiting_.front();
+      auto t = try_place(w, now);
+      if (!t && !w.id_moved) break;  // nothing can take the oldest: the rest wait too
+      if (t) out.push_back(Assignment{w.id, *t});
+      waiting_.pop_front();
+    }
+    return out;
+  }
+
+  // A delivery sent to `target` is over (answered, timed out or moved): its slot is free.
+  void release(std::size_t target) noexcept {
+    if (in_flight_[target] > 0) --in_flight_[target];
+  }
+
+  // A delivery to `target` failed in a way that says the target is sick (5xx, timeout,
+  // connection error). Returns true when this failure ejected it.
+  bool on_failure(std::size_t target, TimePoint now) {
+    if (!outlier_.on_failure(target, now)) return false;
+    targets_[target].ejected_seen = true;
+    evacuate(target);
+    return true;
+  }
+
+  void on_success(std::size_t target) noexcept { outlier_.on_success(target); }
+
+  // The probe's verdict. Returns true when it changed the target's health.
+  bool set_healthy(std::size_t target, bool healthy) {
+    if (targets_[target].healthy == healthy) return false;
+    targets_[target].healthy = healthy;
+    if (!healthy) evacuate(target);
+    return true;
+  }
+
+  // Targets whose ejection has ended since the last call.
+  std::vector<std::size_t> returned(TimePoint now) {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < targets_.size(); ++i) {
+      if (targets_[i].ejected_seen && !outlier_.ejected(i, now)) {
+        targets_[i].ejected_seen = false;
+        out.push_back(i);
+      }
+    }
+    return out;
+  }
+
+  // Healthy and not ejected: may be chosen, capacity permitting.
+  bool available(std::size_t i, TimePoint now) const noexcept {
+    return targets_[i].healthy && !outlier_.ejected(i, now);
+  }
+
+  // When something waiting may become placeable by time alone: the next rate-limit token of an
+  // available target, or the end of an ejection. nullopt when nothing waits or only a message
+  // (an answer, a probe) can free it.
+  std::optional<TimePoint> next_wake(TimePoint now) {
+    if (waiting() == 0) return std::nullopt;
+    std::optional<TimePoint> wake = outlier_.next_return(now);
+    for (std::size_t i = 0; i < targets_.size(); ++i) {
+      auto& t = targets_[i];
+      if (!available(i, now) || t.bucket.available(now)) continue;
+      const TimePoint at = t.bucket.next_available(now);
+      if (!wake || at < *wake) wake = at;
+    }
+    return wake;
+  }
+
+  std::size_t waiting() const noexcept {
+    std::size_t n = waiting_.size();
+    for (const auto& q : waiting_for_) n += q.size();
+    return n;
+  }
+
+  std::size_t size() const noexcept { return targets_.size(); }
+  PolicyKind kind() const noexcept { return picker_.kind(); }
+  bool healthy(std::size_t i) const noexcept { return targets_[i].healthy; }
+  std::uint32_t in_flight(std::size_t i) const noexcept { return in_flight_[i]; }
+  std::uint32_t max_in_flight(std::size_t i) const noexcept { return targets_[i].max_in_flight; }
+  const OutlierDetector& outlier() const noexcept { return outlier_; }
+
+ private:
+  struct Waiter {
+    std::uint64_t id;
+    std::string key;
+    std::optional<std::size_t> avoid;
+    bool id_moved = false;  // try_place queued it for its sticky target
+  };
+
+  struct Target {
+    bool healthy = true;
+    bool ejected_seen = false;  // ejected, and returned() has not reported the end yet
+    std::uint32_t max_in_flight = 0;
+    TokenBucket bucket;
+  };
+
+  bool has_room(std::size_t i, TimePoint now) noexcept {
+    auto& t = targets_[i];
+    if (t.max_in_flight != 0 && in_flight_[i] >= t.max_in_flight) return false;
+    return t.bucket.available(now);
+  }
+
+  void take(std::size_t i, TimePoint now) noexcept {
+    ++in_flight_[i];
+    targets_[i].bucket.try_take(now);
+  }
+
+  // The target for `w` now (slot and token taken), or nullopt. Sticky: when the conversation's
+  // target is available but full, `w` joins that target's queue (w.id_moved).
+  std::optional<std::size_t> try_place(Waiter& w, TimePoint now) {
+    const bool sticky = picker_.kind() == PolicyKind::sticky;
+    for (std::size_t i = 0; i < mask_.size(); ++i) {
+      mask_[i] = available(i, now) && (sticky || has_room(i, now));
+    }
+    auto t = picker_.pick(PickRequest{mask_, w.avoid, w.key, in_flight_});
+    if (!t) return std::nullopt;
+    if (sticky && (!waiting_for_[*t].empty() || !has_room(*t, now))) {
+      waiting_for_[*t].push_back(std::move(w));
+      w.id_moved = true;
+      return std::nullopt;
+    }
+    take(*t, now);
+    return t;
+  }
+
+  // Target i is unavailable: its sticky waiters choose again, ahead of newer waiters.
+  void evacuate(std::size_t i) {
+    auto& q = waiting_for_[i];
+    for (auto it = q.rbegin(); it != q.rend(); ++it) {
+      it->id_moved = false;
+      waiting_.push_front(std::move(*it));
+    }
+    q.clear();
+  }
+
+  Picker picker_;
+  OutlierDetector outlier_;
+  std::vector<Target> targets_;
+  std::vector<std::uint32_t> in_flight_;
+  TargetMask mask_;  // scratch, reused by every pick
+  std::deque<Waiter> waiting_;
+  std::vector<std::deque<Waiter>> waiting_for_;  // sticky: waiting for target i's capacity
+};
+
+}  // namespace botgate
