@@ -690,3 +690,57 @@ TEST_CASE("router's least-inflight policy avoids a target that holds requests",
   CHECK(on_t1 == 1);  // only the very first, when both were idle
   CHECK(h.delivered() == 19);
 }
+
+namespace {
+
+void report_health(Harness& h, const std::string& target, bool healthy) {
+  botgate::ProbeResult r;
+  r.target = target;
+  r.ok = healthy;
+  r.healthy = healthy;
+  r.error = healthy ? "" : "probe failed";
+  caf::anon_send(h.router, botgate::health_atom::value, std::move(r));
+}
+
+}  // namespace
+
+TEST_CASE("router re-routes an attempt in flight when its target goes down", "[actors][router]") {
+  // t1 swallows everything; the attempt timeout is far longer than the test waits.
+  Harness h(never_answers(), always(200), fast_options(), 30s);
+  h.ingest("R1", "conv-r");
+  REQUIRE(wait_for([&] { return h.rec->seen().size() == 1; }));
+  REQUIRE(h.rec->seen()[0].target == "t1");
+  const auto down_at = std::chrono::steady_clock::now();
+  report_health(h, "t1", false);
+  REQUIRE(wait_for([&] { return h.delivered() == 1; }, 2000ms));
+  CHECK(std::chrono::steady_clock::now() - down_at < 2s);
+  // The re-route was the next attempt, on the other target.
+  CHECK(sequence(h.rec->seen()) == Seq{{"R1", 1}, {"R1", 2}});
+  CHECK(h.rec->seen()[1].target == "t2");
+  // While t1 is down, nothing new goes to it.
+  for (int i = 0; i < 6; ++i) h.ingest("N" + std::to_string(i), "conv-n" + std::to_string(i));
+  REQUIRE(wait_for([&] { return h.delivered() == 7; }));
+  for (const auto& a : h.rec->seen()) {
+    if (a.id != "R1") CHECK(a.target == "t2");
+  }
+}
+
+TEST_CASE("router holds events while no target is healthy, then sends them on recovery",
+          "[actors][router]") {
+  Harness h(always(200), always(200), fast_options());
+  report_health(h, "t1", false);
+  report_health(h, "t2", false);
+  std::this_thread::sleep_for(50ms);
+  for (int i = 0; i < 5; ++i) h.ingest("W" + std::to_string(i), "conv-w" + std::to_string(i));
+  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 5; }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(h.rec->seen().empty());  // nothing tried, so no attempt is used up
+  CHECK(h.pending() == 5u);
+  CHECK(h.dead_lettered() == 0);
+  report_health(h, "t2", true);
+  REQUIRE(wait_for([&] { return h.delivered() == 5; }));
+  for (const auto& a : h.rec->seen()) {
+    CHECK(a.target == "t2");
+    CHECK(a.attempt == 1u);
+  }
+}
