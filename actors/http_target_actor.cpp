@@ -39,11 +39,11 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
   self->state.client = std::move(client);
   self->state.metrics = metrics;
   return {
-      [self](deliver_atom, const EventPtr& ev, std::uint32_t attempt) {
+      [self](deliver_atom, const EventPtr& ev, std::uint32_t attempt, std::uint64_t ticket,
+             std::uint64_t leg) {
         auto& st = self->state;
-        auto rp = self->make_response_promise<Outcome>();
         const auto job = st.next_job++;
-        st.waiting.emplace(job, rp);
+        st.waiting.emplace(job, HttpTargetState::Waiting{self->current_sender(), ticket, leg});
         st.metrics->in_flight.add(1);
         http::HeaderList headers{{"Idempotency-Key", ev->id},
                                  {"X-Botgate-Attempt", std::to_string(attempt)},
@@ -53,7 +53,6 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
         st.client->post(st.path, ev->raw, headers, [me, job](http::ClientResponse&& r) {
           caf::anon_send(me, done_atom::value, job, std::move(r));
         });
-        return rp;
       },
       [self](done_atom, std::uint64_t job, http::ClientResponse& r) {
         auto& st = self->state;
@@ -69,7 +68,9 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
         } else if (classify_answer(r.status) != Verdict::done) {
           out.error = "HTTP " + std::to_string(r.status);
         }
-        it->second.deliver(std::move(out));
+        const auto& w = it->second;
+        caf::anon_send(caf::actor_cast<caf::actor>(w.reply_to), outcome_atom::value, w.ticket,
+                       w.leg, std::move(out));
         st.waiting.erase(it);
       },
   };

@@ -1,6 +1,6 @@
 // One HTTP backend as an actor: POSTs an event through the transport's keep-alive
-// client and answers with the Outcome. It never blocks; the socket work happens on
-// the Asio side and comes back as a done message.
+// client and answers the sender with the Outcome. It never blocks; the socket work
+// happens on the Asio side and comes back as a done message.
 #pragma once
 
 #include <memory>
@@ -19,7 +19,13 @@ struct HttpTargetState {
   std::shared_ptr<http::HttpClient> client;
   TargetMetrics* metrics = nullptr;
   std::uint64_t next_job = 0;
-  std::unordered_map<std::uint64_t, caf::typed_response_promise<Outcome>> waiting;
+  // Who asked, and their ticket, per HTTP exchange in progress.
+  struct Waiting {
+    caf::strong_actor_ptr reply_to;
+    std::uint64_t ticket = 0;
+    std::uint64_t leg = 0;
+  };
+  std::unordered_map<std::uint64_t, Waiting> waiting;
 };
 
 target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,

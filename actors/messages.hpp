@@ -101,6 +101,7 @@ using PoolStatuses = std::vector<PoolStatus>;
 CAF_BEGIN_TYPE_ID_BLOCK(botgate, caf::first_custom_type_id)
 CAF_ADD_ATOM(botgate, botgate, ingest_atom, "ingest")
 CAF_ADD_ATOM(botgate, botgate, deliver_atom, "deliver")
+CAF_ADD_ATOM(botgate, botgate, outcome_atom, "outcome")
 CAF_ADD_ATOM(botgate, botgate, retry_atom, "retry")
 CAF_ADD_ATOM(botgate, botgate, done_atom, "done")
 CAF_ADD_ATOM(botgate, botgate, pending_atom, "pending")
@@ -150,36 +151,45 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::PoolStatus)
 
 namespace botgate {
 
-// A delivery target (one HTTP backend): try this event once, say what happened.
-using target_actor =
-    caf::typed_actor<caf::replies_to<deliver_atom, EventPtr, std::uint32_t>::with<Outcome>,
-                     caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>>;
+// Deliveries are plain messages answered by plain messages, not CAF requests: the router owns
+// every attempt's deadline, so CAF's response bookkeeping (a linear search over all requests
+// outstanding, per answer) would be pure cost. Each answer goes to the sender of the deliver.
 
-// A pool's router: choose a target by policy and hand the attempt to it. The
-// string names a target to avoid (the one that just failed), or is empty.
-// `tick` is the router's own timer: deadlines, ejections ending, rate-limit refills.
-// `health` is a prober's report; `status` answers GET /v1/targets.
-using router_actor = caf::typed_actor<
-    caf::replies_to<deliver_atom, EventPtr, std::uint32_t, std::string>::with<Outcome>,
-    caf::reacts_to<tick_atom>, caf::reacts_to<health_atom, ProbeResult>,
-    caf::replies_to<status_atom>::with<PoolStatus>>;
+// A delivery target (one HTTP backend): try this event once (attempt number, and a ticket of
+// two numbers the sender chose), then answer the sender with (outcome, ticket..., Outcome).
+using target_actor = caf::typed_actor<
+    caf::reacts_to<deliver_atom, EventPtr, std::uint32_t, std::uint64_t, std::uint64_t>,
+    caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>>;
 
-// A target's health prober: `tick` starts a probe; `done` is an http probe's answer; `dong`
-// the inbound answer to a dingdong probe's ding (by nonce); `timeout` ends probe round N.
+// A pool's router: choose a target by policy and hand the attempt to it; answer the sender with
+// (outcome, EventPtr, Outcome) once it is over. The string names a target to avoid (the one that
+// just failed), or is empty. `outcome` is a target's answer; `tick` the router's own timer
+// (deadlines, ejections ending, rate-limit refills); `health` a prober's report; `status`
+// answers GET /v1/targets.
+using router_actor =
+    caf::typed_actor<caf::reacts_to<deliver_atom, EventPtr, std::uint32_t, std::string>,
+                     caf::reacts_to<outcome_atom, std::uint64_t, std::uint64_t, Outcome>,
+                     caf::reacts_to<tick_atom>, caf::reacts_to<health_atom, ProbeResult>,
+                     caf::replies_to<status_atom>::with<PoolStatus>>;
+
+// A target's health prober: `tick` starts a probe; `done` is an http probe's answer; `outcome`
+// the target's answer to a ding (ticket: the probe round, 0); `dong` the inbound answer to a
+// ding (by nonce); `timeout` ends probe round N.
 using prober_actor = caf::typed_actor<
     caf::reacts_to<tick_atom>, caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
+    caf::reacts_to<outcome_atom, std::uint64_t, std::uint64_t, Outcome>,
     caf::reacts_to<dong_atom, std::string>, caf::reacts_to<timeout_atom, std::uint64_t>>;
 
-// A queue shard: accept events, keep each conversation in order, retry failures.
+// A queue shard: accept events, keep each conversation in order, retry failures. `outcome` is
+// its router's answer to a deliver.
 // `stored` is its log's answer to a commit; `tick` its housekeeping timer. `list` and
 // `replay` serve the dead-letter admin API (replay answers an empty string on success).
-using shard_actor =
-    caf::typed_actor<caf::reacts_to<ingest_atom, EventPtr, AckFn>,
-                     caf::replies_to<pending_atom>::with<std::uint64_t>,
-                     caf::reacts_to<retry_atom, std::string>, caf::reacts_to<stored_atom, Commit>,
-                     caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
-                     caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,
-                     caf::replies_to<replay_atom, std::string, std::string>::with<std::string>>;
+using shard_actor = caf::typed_actor<
+    caf::reacts_to<ingest_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, EventPtr, Outcome>,
+    caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, std::string>,
+    caf::reacts_to<stored_atom, Commit>, caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
+    caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,
+    caf::replies_to<replay_atom, std::string, std::string>::with<std::string>>;
 
 // A shard's log (a detached actor: it does the blocking disk I/O). Appends are answered in
 // batches with `stored` to the shard once a group commit made them durable. `read` returns

@@ -88,22 +88,9 @@ void start_dingdong(Self self) {
   st.nonce = fmt::format("{:016x}", st.rng());
   st.ding_sent = false;
   st.channel.registry->expect(st.nonce, caf::actor_cast<prober_actor>(self));
-  const auto round = st.round;
-  self->request(st.channel.via, st.options.timeout, deliver_atom::value,
-                ding_event(st.nonce, st.options.peer), std::uint32_t{1})
-      .then(
-          [self, round](Outcome& out) {
-            if (round != self->state.round) return;
-            if (out.error.empty()) {
-              self->state.ding_sent = true;
-            } else {
-              finish(self, false, "ding not delivered: " + out.error);
-            }
-          },
-          [self, round](caf::error& err) {
-            if (round != self->state.round) return;
-            finish(self, false, "ding not delivered: " + self->system().render(err));
-          });
+  // The target answers (outcome, round, 0, Outcome); the timeout covers it never answering.
+  self->send(st.channel.via, deliver_atom::value, ding_event(st.nonce, st.options.peer),
+             std::uint32_t{1}, st.round, std::uint64_t{0});
 }
 
 void start(Self self) {
@@ -144,6 +131,15 @@ prober_actor::behavior_type prober(Self self, std::string target, ProbeOptions o
         if (r.error != http::ClientResponse::Error::none) return finish(self, false, r.message);
         if (r.status >= 200 && r.status < 300) return finish(self, true, {});
         finish(self, false, "HTTP " + std::to_string(r.status));
+      },
+      [self](outcome_atom, std::uint64_t round, std::uint64_t, const Outcome& out) {
+        auto& st = self->state;
+        if (round != st.round || !st.probing) return;
+        if (out.error.empty()) {
+          st.ding_sent = true;
+        } else {
+          finish(self, false, "ding not delivered: " + out.error);
+        }
       },
       [self](dong_atom, const std::string& nonce) {
         if (nonce == self->state.nonce) finish(self, true, {});

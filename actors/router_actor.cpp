@@ -16,24 +16,34 @@ Duration tick_granularity(const RouterState& st) {
 }
 
 // Arms the tick for `at` unless one is already due by then.
-void want_tick(Self self, Clock::time_point at) {
+void want_tick(Self self, Clock::time_point at, Clock::time_point now) {
   auto& st = self->state;
   if (st.next_tick && *st.next_tick <= at) return;
   st.next_tick = at;
-  const auto delay = std::max<Duration>(at - Clock::now(), Duration::zero());
-  self->delayed_send(self, delay, tick_atom::value);
+  self->delayed_send(self, std::max<Duration>(at - now, Duration::zero()), tick_atom::value);
 }
 
 // The tick is needed for the oldest deadline (rounded up to the granularity, so a stream of
 // attempts costs a few ticks per timeout, not one each) and for what waits on time alone.
-void arm_tick(Self self) {
+void arm_tick(Self self, Clock::time_point now) {
   auto& st = self->state;
-  const auto now = Clock::now();
   if (!st.deadlines.empty()) {
-    want_tick(self, std::max(st.deadlines.front().at, now + tick_granularity(st)));
+    want_tick(self, std::max(st.deadlines.front().at, now + tick_granularity(st)), now);
   }
-  if (auto wake = st.balancer->next_wake(now)) want_tick(self, *wake);
-  if (auto back = st.balancer->outlier().next_return(now)) want_tick(self, *back);
+  if (auto wake = st.balancer->next_wake(now)) want_tick(self, *wake, now);
+  if (auto back = st.balancer->outlier().next_return(now)) want_tick(self, *back, now);
+}
+
+// Is this deadline's send still the attempt's current one (neither answered nor re-routed)?
+bool live(const RouterState& st, const RouterState::Deadline& d) {
+  auto it = st.attempts.find(d.id);
+  return it != st.attempts.end() && it->second.sent && it->second.leg == d.leg;
+}
+
+// Answers mostly come back in send order, so dropping answered deadlines from the front keeps
+// the queue about as long as the attempts in flight.
+void drop_answered_deadlines(RouterState& st) {
+  while (!st.deadlines.empty() && !live(st, st.deadlines.front())) st.deadlines.pop_front();
 }
 
 void update_waiting(Self self) {
@@ -41,46 +51,37 @@ void update_waiting(Self self) {
   st.metrics->waiting.set(static_cast<std::int64_t>(st.balancer->waiting()));
 }
 
-void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out);
-
-void send(Self self, std::uint64_t id, std::size_t target) {
+void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
   a.target = target;
   a.sent = true;
   const auto leg = ++a.leg;
-  st.deadlines.push_back(RouterState::Deadline{Clock::now() + st.attempt_timeout, id, leg});
+  st.deadlines.push_back(RouterState::Deadline{now + st.attempt_timeout, id, leg});
   // A re-routed attempt is the next attempt: its number counts on from the first send's.
   const auto number = a.number + static_cast<std::uint32_t>(leg - 1);
-  self->request(st.targets[target].actor, caf::infinite, deliver_atom::value, a.ev, number)
-      .then([self, id, leg](Outcome& out) { on_answer(self, id, leg, std::move(out)); },
-            [self, id, leg, target](caf::error& err) {
-              Outcome out;
-              out.target = self->state.targets[target].name;
-              out.error = "no answer: " + self->system().render(err);
-              on_answer(self, id, leg, std::move(out));
-            });
+  self->send(st.targets[target].actor, deliver_atom::value, a.ev, number, id, leg);
 }
 
 // Hands out whatever waited and may go now.
-void drain(Self self) {
+void drain(Self self, Clock::time_point now) {
   auto& st = self->state;
-  for (const auto& a : st.balancer->drain(Clock::now())) send(self, a.id, a.target);
-  update_waiting(self);
-  arm_tick(self);
+  if (st.balancer->waiting() != 0) {
+    for (const auto& a : st.balancer->drain(now)) send(self, a.id, a.target, now);
+    update_waiting(self);
+  }
+  arm_tick(self, now);
 }
 
 // Places attempt `id`: sends it, or leaves it waiting in the Balancer.
-void place(Self self, std::uint64_t id) {
+void place(Self self, std::uint64_t id, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
-  if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, Clock::now())) {
-    send(self, id, *t);
-  }
+  if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, now)) send(self, id, *t, now);
 }
 
 // Target i went down: move the attempts in flight to it elsewhere, oldest first.
-void reroute(Self self, std::size_t i) {
+void reroute(Self self, std::size_t i, Clock::time_point now) {
   auto& st = self->state;
   std::vector<std::uint64_t> ids;
   for (const auto& [id, a] : st.attempts) {
@@ -92,7 +93,7 @@ void reroute(Self self, std::size_t i) {
     st.balancer->release(i);
     a.sent = false;
     a.avoid = i;
-    place(self, id);
+    place(self, id, now);
   }
   if (!ids.empty()) {
     st.metrics->reroutes.inc(ids.size());
@@ -101,10 +102,9 @@ void reroute(Self self, std::size_t i) {
   }
 }
 
-void ejected(Self self, std::size_t i) {
+void ejected(Self self, std::size_t i, Clock::time_point now) {
   auto& st = self->state;
   auto& t = st.targets[i];
-  const auto now = Clock::now();
   const auto until = st.balancer->outlier().ejected_until(i, now).value_or(now);
   t.metrics->ejected.add(1);
   t.metrics->ejections.inc();
@@ -115,12 +115,13 @@ void ejected(Self self, std::size_t i) {
        {"for", format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(until - now))},
        {"ejections", st.balancer->outlier().ejections(i)},
        {"error", t.last_error}});
-  reroute(self, i);
+  reroute(self, i, now);
 }
 
 // Attempt `id`'s send number `leg` is over. Stale answers (the attempt was re-routed, or its
 // deadline answered it already) are dropped.
-void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out) {
+void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
+               Clock::time_point now) {
   auto& st = self->state;
   auto it = st.attempts.find(id);
   if (it == st.attempts.end() || !it->second.sent || it->second.leg != leg) return;
@@ -138,11 +139,13 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out) {
     ++t.failures;
     t.last_error = out.error;
     // A refusal of this one event (4xx) says nothing about the target's health.
-    if (verdict == Verdict::retry && st.balancer->on_failure(i, Clock::now())) ejected(self, i);
+    if (verdict == Verdict::retry && st.balancer->on_failure(i, now)) ejected(self, i, now);
   }
   out.sends = static_cast<std::uint32_t>(leg);
-  a.promise.deliver(std::move(out));
-  drain(self);
+  caf::anon_send(caf::actor_cast<caf::actor>(a.reply_to), outcome_atom::value, std::move(a.ev),
+                 std::move(out));
+  drop_answered_deadlines(st);
+  drain(self, now);
 }
 
 void on_probe(Self self, ProbeResult& r) {
@@ -150,8 +153,9 @@ void on_probe(Self self, ProbeResult& r) {
   for (std::size_t i = 0; i < st.targets.size(); ++i) {
     if (st.targets[i].name != r.target) continue;
     st.targets[i].last_probe = r;
-    if (st.balancer->set_healthy(i, r.healthy) && !r.healthy) reroute(self, i);
-    drain(self);
+    const auto now = Clock::now();
+    if (st.balancer->set_healthy(i, r.healthy) && !r.healthy) reroute(self, i, now);
+    drain(self, now);
     return;
   }
 }
@@ -163,25 +167,18 @@ void on_tick(Self self) {
   while (!st.deadlines.empty() && st.deadlines.front().at <= now) {
     const auto d = st.deadlines.front();
     st.deadlines.pop_front();
-    auto it = st.attempts.find(d.id);
-    if (it == st.attempts.end() || !it->second.sent || it->second.leg != d.leg) continue;
+    if (!live(st, d)) continue;
     Outcome out;
-    out.target = st.targets[it->second.target].name;
+    out.target = st.targets[st.attempts.at(d.id).target].name;
     out.error = "no answer within " + format_duration(st.attempt_timeout);
-    on_answer(self, d.id, d.leg, std::move(out));
+    on_answer(self, d.id, d.leg, std::move(out), now);
   }
-  // Answered attempts leave their deadline behind; drop those at the front.
-  while (!st.deadlines.empty()) {
-    const auto& d = st.deadlines.front();
-    auto it = st.attempts.find(d.id);
-    if (it != st.attempts.end() && it->second.sent && it->second.leg == d.leg) break;
-    st.deadlines.pop_front();
-  }
+  drop_answered_deadlines(st);
   for (auto i : st.balancer->returned(now)) {
     st.targets[i].metrics->ejected.add(-1);
     log::info("target returned", {{"pool", st.pool}, {"target", st.targets[i].name}});
   }
-  drain(self);
+  drain(self, now);
 }
 
 PoolStatus status(const RouterState& st) {
@@ -252,23 +249,26 @@ router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
                                    std::vector<std::string> names, RouterOptions options) {
   init(self, targets, names, options);
   return {
-      [self](deliver_atom, EventPtr ev, std::uint32_t attempt,
-             const std::string& avoid) -> caf::result<Outcome> {
+      [self](deliver_atom, EventPtr& ev, std::uint32_t attempt, const std::string& avoid) {
         auto& st = self->state;
         RouterState::Attempt a;
-        a.promise = self->make_response_promise<Outcome>();
+        a.reply_to = self->current_sender();
         a.ev = std::move(ev);
         a.number = attempt;
-        for (std::size_t i = 0; i < st.targets.size(); ++i) {
-          if (st.targets[i].name == avoid) a.avoid = i;
+        if (!avoid.empty()) {
+          for (std::size_t i = 0; i < st.targets.size(); ++i) {
+            if (st.targets[i].name == avoid) a.avoid = i;
+          }
         }
-        auto rp = a.promise;
         const auto id = st.next_id++;
         st.attempts.emplace(id, std::move(a));
-        place(self, id);
-        update_waiting(self);
-        arm_tick(self);
-        return rp;
+        const auto now = Clock::now();
+        place(self, id, now);
+        if (st.balancer->waiting() != 0) update_waiting(self);
+        arm_tick(self, now);
+      },
+      [self](outcome_atom, std::uint64_t id, std::uint64_t leg, Outcome& out) {
+        on_answer(self, id, leg, std::move(out), Clock::now());
       },
       [self](tick_atom) { on_tick(self); },
       [self](health_atom, ProbeResult& r) { on_probe(self, r); },

@@ -1,6 +1,8 @@
 // One router per pool. It places each delivery attempt with the pool's Balancer
 // (policies/balancer.hpp: policy, health, ejection, concurrency and rate limits, waiting), sends
-// it to the chosen target with a deadline, and answers the shard with the Outcome.
+// it to the chosen target with a deadline, and answers the shard with the Outcome. Attempts and
+// answers are plain messages with tickets (attempt id, send number), not CAF requests: see
+// messages.hpp.
 //
 // Health comes in two ways: a prober's `health` report (active checks) and the outcomes of real
 // deliveries (passive outlier ejection). When a target goes down either way, the attempts in
@@ -50,7 +52,7 @@ struct RouterState {
   static inline const char* name = "router";
 
   struct Attempt {
-    caf::typed_response_promise<Outcome> promise;
+    caf::strong_actor_ptr reply_to;  // the shard (or whoever sent the deliver)
     EventPtr ev;
     std::uint32_t number = 0;
     std::optional<std::size_t> avoid;

@@ -82,10 +82,15 @@ void dead_letter(Self self, const std::string& key, const EventPtr& ev, std::uin
   finish(self, key, std::move(c));
 }
 
-void on_outcome(Self self, const std::string& key, const Outcome& out) {
+void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   auto& st = self->state;
+  const std::string& key = answered->conversation;
   auto it = st.conversations.find(key);
-  if (it == st.conversations.end()) return;
+  // Only the head in flight can be answered; anything else is not this shard's to act on.
+  if (it == st.conversations.end() || !it->second.busy || it->second.events.empty() ||
+      it->second.events.front().ev != answered) {
+    return;
+  }
   auto& conv = it->second;
   const EventPtr ev = conv.events.front().ev;
   if (out.sends > 1) conv.attempts += out.sends - 1;  // the router's re-routes were attempts too
@@ -126,15 +131,8 @@ void dispatch(Self self, const std::string& key) {
   }
   conv.busy = true;
   ++conv.attempts;
-  // The router always answers: it owns the attempt's deadline.
-  self->request(route->second, caf::infinite, deliver_atom::value, ev, conv.attempts,
-                conv.last_target)
-      .then([self, key](Outcome& out) { on_outcome(self, key, out); },
-            [self, key](caf::error& err) {
-              Outcome out;
-              out.error = "no outcome: " + self->system().render(err);
-              on_outcome(self, key, out);
-            });
+  // The router always answers (outcome, ev, Outcome): it owns the attempt's deadline.
+  self->send(route->second, deliver_atom::value, ev, conv.attempts, conv.last_target);
 }
 
 // Reads stored events back from the log once the memory window has drained to half.
@@ -282,6 +280,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
       [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack); },
+      [self](outcome_atom, const EventPtr& ev, const Outcome& out) { on_outcome(self, ev, out); },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
       [self](retry_atom, const std::string& key) {
         auto it = self->state.conversations.find(key);

@@ -87,29 +87,25 @@ using Script = std::function<std::optional<unsigned>(const Event&, std::uint32_t
 
 struct FakeTargetState {
   static inline const char* name = "fake-target";
-  std::vector<caf::typed_response_promise<Outcome>> held;  // never delivered
 };
 
 target_actor::behavior_type fake_target(target_actor::stateful_pointer<FakeTargetState> self,
                                         std::string name, std::shared_ptr<Recorder> rec,
                                         Script script) {
   return {
-      [self, name, rec, script](botgate::deliver_atom, const EventPtr& ev,
-                                std::uint32_t attempt) -> caf::result<Outcome> {
+      [self, name, rec, script](botgate::deliver_atom, const EventPtr& ev, std::uint32_t attempt,
+                                std::uint64_t ticket, std::uint64_t leg) {
         rec->attempted(name, ev->id, attempt);
         const auto status = script(*ev, attempt);
-        if (!status) {
-          auto rp = self->make_response_promise<Outcome>();
-          self->state.held.push_back(rp);
-          return rp;
-        }
+        if (!status) return;  // never answers
         Outcome out;
         out.target = name;
         out.status = *status;
         if (botgate::classify_answer(*status) != botgate::Verdict::done) {
           out.error = "HTTP " + std::to_string(*status);
         }
-        return out;
+        caf::anon_send(caf::actor_cast<caf::actor>(self->current_sender()),
+                       botgate::outcome_atom::value, ticket, leg, std::move(out));
       },
       [](botgate::done_atom, std::uint64_t, botgate::http::ClientResponse&) {},
   };
