@@ -39,20 +39,22 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
   self->state.client = std::move(client);
   self->state.metrics = metrics;
   return {
-      [self](deliver_atom, const EventPtr& ev, std::uint32_t attempt, std::uint64_t ticket,
-             std::uint64_t leg) {
+      [self](deliver_atom, Sends& sends) {
         auto& st = self->state;
-        const auto job = st.next_job++;
-        st.waiting.emplace(job, HttpTargetState::Waiting{self->current_sender(), ticket, leg});
-        st.metrics->in_flight.add(1);
-        http::HeaderList headers{{"Idempotency-Key", ev->id},
-                                 {"X-Botgate-Attempt", std::to_string(attempt)},
-                                 {"X-Botgate-Source", ev->source}};
-        // The callback runs on the client's strand: it only mails the result back.
         auto me = caf::actor_cast<target_actor>(self);
-        st.client->post(st.path, ev->raw, headers, [me, job](http::ClientResponse&& r) {
-          caf::anon_send(me, done_atom::value, job, std::move(r));
-        });
+        for (auto& s : sends) {
+          const auto job = st.next_job++;
+          st.waiting.emplace(job,
+                             HttpTargetState::Waiting{self->current_sender(), s.ticket, s.leg});
+          st.metrics->in_flight.add(1);
+          http::HeaderList headers{{"Idempotency-Key", s.ev->id},
+                                   {"X-Botgate-Attempt", std::to_string(s.attempt)},
+                                   {"X-Botgate-Source", s.ev->source}};
+          // The callback runs on the client's strand: it only mails the result back.
+          st.client->post(st.path, s.ev->raw, headers, [me, job](http::ClientResponse&& r) {
+            caf::anon_send(me, done_atom::value, job, std::move(r));
+          });
+        }
       },
       [self](done_atom, std::uint64_t job, http::ClientResponse& r) {
         auto& st = self->state;
@@ -68,10 +70,16 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
         } else if (classify_answer(r.status) != Verdict::done) {
           out.error = "HTTP " + std::to_string(r.status);
         }
-        const auto& w = it->second;
-        caf::anon_send(caf::actor_cast<caf::actor>(w.reply_to), outcome_atom::value, w.ticket,
-                       w.leg, std::move(out));
+        auto& w = it->second;
+        if (st.results.add(w.reply_to, Result{w.ticket, w.leg, std::move(out)})) {
+          self->send(self, flush_atom::value);
+        }
         st.waiting.erase(it);
+      },
+      [self](flush_atom) {
+        self->state.results.flush([](const caf::strong_actor_ptr& to, Results&& batch) {
+          caf::anon_send(caf::actor_cast<caf::actor>(to), outcome_atom::value, std::move(batch));
+        });
       },
   };
 }

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "actors/messages.hpp"
+#include "actors/outbox.hpp"
 #include "core/metrics.hpp"
 
 namespace botgate {
@@ -26,6 +27,7 @@ struct HttpTargetState {
     std::uint64_t leg = 0;
   };
   std::unordered_map<std::uint64_t, Waiting> waiting;
+  Outbox<caf::strong_actor_ptr, Results> results;  // answers of this burst, per asker
 };
 
 target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,

@@ -33,6 +33,44 @@ struct Outcome {
   std::uint32_t sends = 1;
 };
 
+// Deliveries travel in batches: each actor on the way (shard, router, target) gathers what one
+// mailbox burst produced and sends it on as one message per receiver (a `flush` to itself,
+// queued behind the burst, does the sending). Per event, the messaging then costs a fraction
+// of a message, and the routing decision itself dominates.
+
+// Shard -> router: deliver this event (attempt number; avoid the named target, or "").
+struct Delivery {
+  EventPtr ev;
+  std::uint32_t attempt = 0;
+  std::string avoid;
+};
+using Deliveries = std::vector<Delivery>;
+
+// Router -> shard: what became of a delivered event.
+struct Answer {
+  EventPtr ev;
+  Outcome outcome;
+};
+using Answers = std::vector<Answer>;
+
+// Router (or prober) -> target: try this event once. The ticket (two numbers the sender chose)
+// comes back with the result.
+struct Send {
+  EventPtr ev;
+  std::uint32_t attempt = 0;
+  std::uint64_t ticket = 0;
+  std::uint64_t leg = 0;
+};
+using Sends = std::vector<Send>;
+
+// Target -> router (or prober): the result of one Send.
+struct Result {
+  std::uint64_t ticket = 0;
+  std::uint64_t leg = 0;
+  Outcome outcome;
+};
+using Results = std::vector<Result>;
+
 // How often shards and their logs run their housekeeping `tick`.
 inline constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 
@@ -131,6 +169,10 @@ CAF_ADD_TYPE_ID(botgate, (botgate::Completion))
 CAF_ADD_TYPE_ID(botgate, (botgate::EventBatch))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completions))
 CAF_ADD_TYPE_ID(botgate, (botgate::ProbeResult))
+CAF_ADD_TYPE_ID(botgate, (botgate::Deliveries))
+CAF_ADD_TYPE_ID(botgate, (botgate::Answers))
+CAF_ADD_TYPE_ID(botgate, (botgate::Sends))
+CAF_ADD_TYPE_ID(botgate, (botgate::Results))
 CAF_ADD_TYPE_ID(botgate, (botgate::PoolStatus))
 CAF_END_TYPE_ID_BLOCK(botgate)
 
@@ -147,6 +189,10 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completion)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::EventBatch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completions)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::ProbeResult)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Deliveries)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Answers)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Sends)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Results)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::PoolStatus)
 
 namespace botgate {
@@ -155,37 +201,38 @@ namespace botgate {
 // every attempt's deadline, so CAF's response bookkeeping (a linear search over all requests
 // outstanding, per answer) would be pure cost. Each answer goes to the sender of the deliver.
 
-// A delivery target (one HTTP backend): try this event once (attempt number, and a ticket of
-// two numbers the sender chose), then answer the sender with (outcome, ticket..., Outcome).
-using target_actor = caf::typed_actor<
-    caf::reacts_to<deliver_atom, EventPtr, std::uint32_t, std::uint64_t, std::uint64_t>,
-    caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>>;
+// A delivery target (one HTTP backend): try each Send once, then answer the sender with
+// (outcome, Results). `flush` (to itself) sends the results gathered in a mailbox burst.
+using target_actor =
+    caf::typed_actor<caf::reacts_to<deliver_atom, Sends>,
+                     caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
+                     caf::reacts_to<flush_atom>>;
 
-// A pool's router: choose a target by policy and hand the attempt to it; answer the sender with
-// (outcome, EventPtr, Outcome) once it is over. The string names a target to avoid (the one that
-// just failed), or is empty. `outcome` is a target's answer; `tick` the router's own timer
-// (deadlines, ejections ending, rate-limit refills); `health` a prober's report; `status`
-// answers GET /v1/targets.
+// A pool's router: choose a target for each Delivery by policy and hand it over; answer the
+// sender with (outcome, Answers) as the attempts end. `outcome` carries the targets' Results;
+// `flush` (to itself) sends what a burst gathered; `tick` is its timer (deadlines, ejections
+// ending, rate-limit refills); `health` a prober's report; `status` answers GET /v1/targets.
 using router_actor =
-    caf::typed_actor<caf::reacts_to<deliver_atom, EventPtr, std::uint32_t, std::string>,
-                     caf::reacts_to<outcome_atom, std::uint64_t, std::uint64_t, Outcome>,
+    caf::typed_actor<caf::reacts_to<deliver_atom, Deliveries>,
+                     caf::reacts_to<outcome_atom, Results>, caf::reacts_to<flush_atom>,
                      caf::reacts_to<tick_atom>, caf::reacts_to<health_atom, ProbeResult>,
                      caf::replies_to<status_atom>::with<PoolStatus>>;
 
 // A target's health prober: `tick` starts a probe; `done` is an http probe's answer; `outcome`
-// the target's answer to a ding (ticket: the probe round, 0); `dong` the inbound answer to a
-// ding (by nonce); `timeout` ends probe round N.
-using prober_actor = caf::typed_actor<
-    caf::reacts_to<tick_atom>, caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
-    caf::reacts_to<outcome_atom, std::uint64_t, std::uint64_t, Outcome>,
-    caf::reacts_to<dong_atom, std::string>, caf::reacts_to<timeout_atom, std::uint64_t>>;
+// the target's answer to a ding (ticket: the probe round); `dong` the inbound answer to a ding
+// (by nonce); `timeout` ends probe round N.
+using prober_actor =
+    caf::typed_actor<caf::reacts_to<tick_atom>,
+                     caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
+                     caf::reacts_to<outcome_atom, Results>, caf::reacts_to<dong_atom, std::string>,
+                     caf::reacts_to<timeout_atom, std::uint64_t>>;
 
 // A queue shard: accept events, keep each conversation in order, retry failures. `outcome` is
 // its router's answer to a deliver.
 // `stored` is its log's answer to a commit; `tick` its housekeeping timer. `list` and
 // `replay` serve the dead-letter admin API (replay answers an empty string on success).
 using shard_actor = caf::typed_actor<
-    caf::reacts_to<ingest_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, EventPtr, Outcome>,
+    caf::reacts_to<ingest_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, Answers>,
     caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, std::string>,
     caf::reacts_to<stored_atom, Commit>, caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
     caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,

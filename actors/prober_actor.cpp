@@ -88,9 +88,9 @@ void start_dingdong(Self self) {
   st.nonce = fmt::format("{:016x}", st.rng());
   st.ding_sent = false;
   st.channel.registry->expect(st.nonce, caf::actor_cast<prober_actor>(self));
-  // The target answers (outcome, round, 0, Outcome); the timeout covers it never answering.
-  self->send(st.channel.via, deliver_atom::value, ding_event(st.nonce, st.options.peer),
-             std::uint32_t{1}, st.round, std::uint64_t{0});
+  // The target answers with the round as the ticket; the timeout covers it never answering.
+  self->send(st.channel.via, deliver_atom::value,
+             Sends{Send{ding_event(st.nonce, st.options.peer), 1, st.round, 0}});
 }
 
 void start(Self self) {
@@ -132,13 +132,15 @@ prober_actor::behavior_type prober(Self self, std::string target, ProbeOptions o
         if (r.status >= 200 && r.status < 300) return finish(self, true, {});
         finish(self, false, "HTTP " + std::to_string(r.status));
       },
-      [self](outcome_atom, std::uint64_t round, std::uint64_t, const Outcome& out) {
+      [self](outcome_atom, const Results& results) {
         auto& st = self->state;
-        if (round != st.round || !st.probing) return;
-        if (out.error.empty()) {
-          st.ding_sent = true;
-        } else {
-          finish(self, false, "ding not delivered: " + out.error);
+        for (const auto& r : results) {
+          if (r.ticket != st.round || !st.probing) continue;
+          if (r.outcome.error.empty()) {
+            st.ding_sent = true;
+          } else {
+            finish(self, false, "ding not delivered: " + r.outcome.error);
+          }
         }
       },
       [self](dong_atom, const std::string& nonce) {

@@ -51,6 +51,24 @@ void update_waiting(Self self) {
   st.metrics->waiting.set(static_cast<std::int64_t>(st.balancer->waiting()));
 }
 
+void request_flush(Self self) {
+  auto& st = self->state;
+  if (st.flush_queued) return;
+  st.flush_queued = true;
+  self->send(self, flush_atom::value);
+}
+
+void flush(Self self) {
+  auto& st = self->state;
+  st.flush_queued = false;
+  st.sends.flush([&](std::size_t target, Sends&& batch) {
+    self->send(st.targets[target].actor, deliver_atom::value, std::move(batch));
+  });
+  st.answers.flush([](const caf::strong_actor_ptr& to, Answers&& batch) {
+    caf::anon_send(caf::actor_cast<caf::actor>(to), outcome_atom::value, std::move(batch));
+  });
+}
+
 void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
@@ -60,7 +78,8 @@ void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now
   st.deadlines.push_back(RouterState::Deadline{now + st.attempt_timeout, id, leg});
   // A re-routed attempt is the next attempt: its number counts on from the first send's.
   const auto number = a.number + static_cast<std::uint32_t>(leg - 1);
-  self->send(st.targets[target].actor, deliver_atom::value, a.ev, number, id, leg);
+  st.sends.add(target, Send{a.ev, number, id, leg});
+  request_flush(self);
 }
 
 // Hands out whatever waited and may go now.
@@ -119,7 +138,8 @@ void ejected(Self self, std::size_t i, Clock::time_point now) {
 }
 
 // Attempt `id`'s send number `leg` is over. Stale answers (the attempt was re-routed, or its
-// deadline answered it already) are dropped.
+// deadline answered it already) are dropped. The caller drains the Balancer afterwards: the
+// slot is free.
 void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
                Clock::time_point now) {
   auto& st = self->state;
@@ -142,10 +162,8 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
     if (verdict == Verdict::retry && st.balancer->on_failure(i, now)) ejected(self, i, now);
   }
   out.sends = static_cast<std::uint32_t>(leg);
-  caf::anon_send(caf::actor_cast<caf::actor>(a.reply_to), outcome_atom::value, std::move(a.ev),
-                 std::move(out));
-  drop_answered_deadlines(st);
-  drain(self, now);
+  st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
+  request_flush(self);
 }
 
 void on_probe(Self self, ProbeResult& r) {
@@ -249,27 +267,33 @@ router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
                                    std::vector<std::string> names, RouterOptions options) {
   init(self, targets, names, options);
   return {
-      [self](deliver_atom, EventPtr& ev, std::uint32_t attempt, const std::string& avoid) {
+      [self](deliver_atom, Deliveries& batch) {
         auto& st = self->state;
-        RouterState::Attempt a;
-        a.reply_to = self->current_sender();
-        a.ev = std::move(ev);
-        a.number = attempt;
-        if (!avoid.empty()) {
-          for (std::size_t i = 0; i < st.targets.size(); ++i) {
-            if (st.targets[i].name == avoid) a.avoid = i;
-          }
-        }
-        const auto id = st.next_id++;
-        st.attempts.emplace(id, std::move(a));
         const auto now = Clock::now();
-        place(self, id, now);
+        for (auto& d : batch) {
+          RouterState::Attempt a;
+          a.reply_to = self->current_sender();
+          a.ev = std::move(d.ev);
+          a.number = d.attempt;
+          if (!d.avoid.empty()) {
+            for (std::size_t i = 0; i < st.targets.size(); ++i) {
+              if (st.targets[i].name == d.avoid) a.avoid = i;
+            }
+          }
+          const auto id = st.next_id++;
+          st.attempts.emplace(id, std::move(a));
+          place(self, id, now);
+        }
         if (st.balancer->waiting() != 0) update_waiting(self);
         arm_tick(self, now);
       },
-      [self](outcome_atom, std::uint64_t id, std::uint64_t leg, Outcome& out) {
-        on_answer(self, id, leg, std::move(out), Clock::now());
+      [self](outcome_atom, Results& results) {
+        const auto now = Clock::now();
+        for (auto& r : results) on_answer(self, r.ticket, r.leg, std::move(r.outcome), now);
+        drop_answered_deadlines(self->state);
+        drain(self, now);
       },
+      [self](flush_atom) { flush(self); },
       [self](tick_atom) { on_tick(self); },
       [self](health_atom, ProbeResult& r) { on_probe(self, r); },
       [self](status_atom) { return status(self->state); },

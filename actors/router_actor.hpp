@@ -1,8 +1,8 @@
 // One router per pool. It places each delivery attempt with the pool's Balancer
 // (policies/balancer.hpp: policy, health, ejection, concurrency and rate limits, waiting), sends
 // it to the chosen target with a deadline, and answers the shard with the Outcome. Attempts and
-// answers are plain messages with tickets (attempt id, send number), not CAF requests: see
-// messages.hpp.
+// answers are plain messages with tickets (attempt id, send number), not CAF requests, and go
+// out in one batch per receiver per mailbox burst: see messages.hpp.
 //
 // Health comes in two ways: a prober's `health` report (active checks) and the outcomes of real
 // deliveries (passive outlier ejection). When a target goes down either way, the attempts in
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/outbox.hpp"
 #include "actors/probe_options.hpp"
 #include "core/metrics.hpp"
 #include "core/units.hpp"
@@ -87,6 +88,10 @@ struct RouterState {
   std::deque<Deadline> deadlines;                       // oldest first
   std::uint64_t next_id = 0;
   std::optional<Clock::time_point> next_tick;  // the earliest tick scheduled
+  // What this burst sends: attempts per target (by index), answers per asker.
+  Outbox<std::size_t, Sends> sends;
+  Outbox<caf::strong_actor_ptr, Answers> answers;
+  bool flush_queued = false;
   PoolMetrics* metrics = nullptr;
   // Stand-ins when the owner passed no metrics (tests, benchmarks).
   std::unique_ptr<PoolMetrics> own_pool_metrics;

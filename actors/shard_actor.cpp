@@ -14,6 +14,13 @@ using Self = shard_actor::stateful_pointer<ShardState>;
 void dispatch(Self self, const std::string& key);
 void maybe_read(Self self);
 
+void request_flush(Self self) {
+  auto& st = self->state;
+  if (st.flush_queued) return;
+  st.flush_queued = true;
+  self->send(self, flush_atom::value);
+}
+
 void update_depth(Self self) {
   auto& st = self->state;
   st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
@@ -57,7 +64,7 @@ void finish(Self self, const std::string& key, Completion c) {
   st.ids[head.id] = c.at_ms;
   st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
   st.finished.push_back(std::move(c));
-  if (st.finished.size() == 1 && st.outbox.empty()) self->send(self, flush_atom::value);
+  request_flush(self);
 
   if (conv.events.empty()) {
     st.conversations.erase(it);
@@ -131,8 +138,9 @@ void dispatch(Self self, const std::string& key) {
   }
   conv.busy = true;
   ++conv.attempts;
-  // The router always answers (outcome, ev, Outcome): it owns the attempt's deadline.
-  self->send(route->second, deliver_atom::value, ev, conv.attempts, conv.last_target);
+  // The router always answers (in an `outcome` batch): it owns the attempt's deadline.
+  st.deliveries.add(route->second, Delivery{ev, conv.attempts, conv.last_target});
+  request_flush(self);
 }
 
 // Reads stored events back from the log once the memory window has drained to half.
@@ -193,7 +201,7 @@ void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack) {
   // Appends go to the log in one message per mailbox burst: the log thread is woken
   // once per batch, not once per event.
   st.outbox.push_back(ev);
-  if (st.outbox.size() == 1 && st.finished.empty()) self->send(self, flush_atom::value);
+  request_flush(self);
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }
 
@@ -280,7 +288,9 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
       [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack); },
-      [self](outcome_atom, const EventPtr& ev, const Outcome& out) { on_outcome(self, ev, out); },
+      [self](outcome_atom, const Answers& answers) {
+        for (const auto& a : answers) on_outcome(self, a.ev, a.outcome);
+      },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
       [self](retry_atom, const std::string& key) {
         auto it = self->state.conversations.find(key);
@@ -291,10 +301,14 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       [self](stored_atom, Commit& commit) { on_stored(self, commit); },
       [self](flush_atom) {
         auto& st = self->state;
+        st.flush_queued = false;
         if (!st.outbox.empty()) self->send(st.log, append_atom::value, std::move(st.outbox));
         if (!st.finished.empty()) self->send(st.log, done_atom::value, std::move(st.finished));
         st.outbox.clear();
         st.finished.clear();
+        st.deliveries.flush([self](const router_actor& to, Deliveries&& batch) {
+          self->send(to, deliver_atom::value, std::move(batch));
+        });
       },
       [self](tick_atom) {
         expire_ids(self);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/outbox.hpp"
 #include "core/metrics.hpp"
 #include "policies/backoff.hpp"
 #include "storage/shard_store.hpp"
@@ -74,10 +75,13 @@ struct ShardState {
   shard_log_actor log;
   std::unordered_map<std::string, ConversationQueue> conversations;
   std::deque<UnstoredEvent> unstored;
-  // Appends and completions not sent to the log yet; while either is non-empty, one
-  // `flush` to self is queued, so the log gets one message of each per mailbox burst.
+  // Appends and completions not sent to the log yet, and deliveries not sent to the routers;
+  // while any is non-empty, one `flush` to self is queued, so the log gets one message of each
+  // and each router one batch per mailbox burst.
   EventBatch outbox;
   Completions finished;
+  Outbox<router_actor, Deliveries> deliveries;
+  bool flush_queued = false;
   // Known ids: 0 while queued, else the unix ms of completion (expires after dedup_window).
   std::unordered_map<storage::IdHash, std::int64_t, storage::IdHashHasher> ids;
   std::deque<storage::DedupEntry> expiry;  // completions, oldest first

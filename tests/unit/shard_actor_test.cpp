@@ -93,21 +93,26 @@ target_actor::behavior_type fake_target(target_actor::stateful_pointer<FakeTarge
                                         std::string name, std::shared_ptr<Recorder> rec,
                                         Script script) {
   return {
-      [self, name, rec, script](botgate::deliver_atom, const EventPtr& ev, std::uint32_t attempt,
-                                std::uint64_t ticket, std::uint64_t leg) {
-        rec->attempted(name, ev->id, attempt);
-        const auto status = script(*ev, attempt);
-        if (!status) return;  // never answers
-        Outcome out;
-        out.target = name;
-        out.status = *status;
-        if (botgate::classify_answer(*status) != botgate::Verdict::done) {
-          out.error = "HTTP " + std::to_string(*status);
+      [self, name, rec, script](botgate::deliver_atom, const botgate::Sends& sends) {
+        botgate::Results results;
+        for (const auto& s : sends) {
+          rec->attempted(name, s.ev->id, s.attempt);
+          const auto status = script(*s.ev, s.attempt);
+          if (!status) continue;  // never answers
+          Outcome out;
+          out.target = name;
+          out.status = *status;
+          if (botgate::classify_answer(*status) != botgate::Verdict::done) {
+            out.error = "HTTP " + std::to_string(*status);
+          }
+          results.push_back(botgate::Result{s.ticket, s.leg, std::move(out)});
         }
+        if (results.empty()) return;
         caf::anon_send(caf::actor_cast<caf::actor>(self->current_sender()),
-                       botgate::outcome_atom::value, ticket, leg, std::move(out));
+                       botgate::outcome_atom::value, std::move(results));
       },
       [](botgate::done_atom, std::uint64_t, botgate::http::ClientResponse&) {},
+      [](botgate::flush_atom) {},
   };
 }
 
