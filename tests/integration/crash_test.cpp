@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tests/support/client.hpp"
+#include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -60,13 +61,6 @@ std::vector<std::string> read_lines(const std::filesystem::path& p) {
     if (!line.empty()) out.push_back(line);
   }
   return out;
-}
-
-std::string head(const std::vector<std::string>& v, std::size_t n = 10) {
-  std::ostringstream os;
-  for (std::size_t i = 0; i < v.size() && i < n; ++i) os << v[i] << ' ';
-  if (v.size() > n) os << "... (" << v.size() << " in all)";
-  return os.str();
 }
 
 }  // namespace

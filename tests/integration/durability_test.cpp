@@ -132,13 +132,6 @@ std::vector<std::string> wait_delivered(const TestBackend& backend,
   return missing;
 }
 
-std::string head(const std::vector<std::string>& v, std::size_t n = 10) {
-  std::ostringstream os;
-  for (std::size_t i = 0; i < v.size() && i < n; ++i) os << v[i] << ' ';
-  if (v.size() > n) os << "... (" << v.size() << " in all)";
-  return os.str();
-}
-
 // Every sent event reached the backend intact, and within each conversation the first
 // deliveries came in the order the events were sent.
 void check_delivered_in_order(const TestBackend& backend, const std::vector<Sent>& sent) {

@@ -624,6 +624,40 @@ TEST_CASE("client resends transparently when the server dropped its idle kept-al
   CHECK(backend.connections_accepted() == 2);
 }
 
+TEST_CASE("client survives a server restart that reset several idle kept-alive connections",
+          "[client]") {
+  // The server restarts and every kept-alive connection in the pool is dead. Each post must
+  // still succeed: after the first dead connection the client must not try the next one.
+  TestBackend backend;
+  backend.set_slow(100ms);  // so the warm-up opens several connections
+  auto o = options_for(backend.port());
+  o.max_connections = 4;
+  ClientRig client(o);
+  Collector warm(4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", "warm-" + std::to_string(i)}},
+                 warm.callback(i));
+  }
+  REQUIRE(warm.wait_all(5s));
+  REQUIRE(backend.connections_accepted() == 4);
+
+  backend.stop();  // resets all four idle connections
+  backend.start();
+  backend.set_ok();
+  Collector got(4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", key_of(i)}}, got.callback(i));
+    REQUIRE(got.wait_one(i, 5s));  // one at a time: each would meet a dead idle connection
+  }
+  auto out = got.snapshot();
+  for (std::size_t i = 0; i < 4; ++i) {
+    INFO(key_of(i) << ": " << describe(out[i]));
+    CHECK(out[i].calls == 1);
+    CHECK(out[i].res.error == Error::none);
+    CHECK(out[i].res.status == 200);
+  }
+}
+
 TEST_CASE("client replaces CR and LF in header values: no header injection", "[client]") {
   TestBackend backend;
   auto o = options_for(backend.port());

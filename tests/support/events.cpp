@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sstream>
+
 namespace botgate::test {
 
 std::string event_json(const std::string& id, const std::string& conversation, int seq,
@@ -11,6 +13,13 @@ std::string event_json(const std::string& id, const std::string& conversation, i
   return fmt::format(
       R"({{"id":"{}","conversation":"{}","sender":"user-{}","type":"message","text":"{}","seq":{}}})",
       id, conversation, conversation, text, seq);
+}
+
+std::string head(const std::vector<std::string>& v, std::size_t n) {
+  std::ostringstream os;
+  for (std::size_t i = 0; i < v.size() && i < n; ++i) os << v[i] << ' ';
+  if (v.size() > n) os << "... (" << v.size() << " in all)";
+  return os.str();
 }
 
 }  // namespace botgate::test
