@@ -331,6 +331,8 @@ sec_to_ms() {
 # LOG_LEVEL, FSYNC, SHARDS, TARGET_CONNECTIONS and PIPELINE. Each extra argument is one more
 # line of [queue] (or of a section it opens, e.g. "[backoff]"). dir = "queue" is relative to
 # the config file, so the queue lives next to FILE.
+# ROUTING_TOML, when set and not empty, replaces the pool and its one target: it must define
+# the pool "sinks" and its [[targets]] (SINK_PORT is then unused). failover.sh uses it.
 write_config() {
   local file=$1 sink_port=$2
   shift 2
@@ -355,6 +357,11 @@ EOF
 name = "bench"
 secret = "bench-secret"
 route = "sinks"
+EOF
+    if [[ -n ${ROUTING_TOML:-} ]]; then
+      printf '%s\n' "$ROUTING_TOML"
+    else
+      cat <<EOF
 [[pools]]
 name = "sinks"
 policy = "round-robin"
@@ -365,5 +372,6 @@ url = "http://127.0.0.1:$sink_port/events"
 max_connections = $TARGET_CONNECTIONS
 pipeline = $PIPELINE
 EOF
+    fi
   } >"$file"
 }

@@ -74,6 +74,7 @@ struct Options {
   unsigned conversations = 1000;
   double duration_s = 120;
   double drain_s = 5;
+  double rate = 0;  // events per second over all connections; 0: as fast as answers allow
   bool json = false;
 };
 
@@ -90,6 +91,8 @@ void usage(std::FILE* out) {
       "  --connections N      keep-alive connections (default 64)\n"
       "  --pipeline N         requests outstanding per connection (default 1)\n"
       "  --threads N          threads running the io_context (default 1)\n"
+      "  --rate R             send at most R events/s in total, evenly paced (default 0: closed\n"
+      "                       loop, as fast as the answers come back)\n"
       "  --conversations N    conversations c0..c{N-1} (default 1000)\n"
       "  --run-id ID          event id prefix, ids are ID-<n> (default random)\n"
       "  --text T             the event text (default hello)\n"
@@ -113,72 +116,52 @@ bool plain_text(std::string_view s) {
                      [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
 }
 
-bool parse_seconds(std::string_view s, double& out) {
-  try {
-    std::size_t pos = 0;
-    out = std::stod(std::string(s), &pos);
-    return pos == s.size() && out >= 0 && out < 1e7;
-  } catch (...) {
-    return false;
-  }
-}
-
 std::optional<Options> parse_args(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "--help" || a == "-h") {
-      usage(stdout);
-      std::exit(0);
-    }
-    if (a == "--json") {
-      o.json = true;
-      continue;
-    }
-    std::string_view val;
-    if (!bench::flag_value(argc, argv, i, a, val)) {
-      fmt::print(stderr, "loadgen: {} needs a value\n", a);
-      return std::nullopt;
-    }
-    bool ok = true;
-    if (a == "--host")
-      o.host = val;
-    else if (a == "--port")
-      ok = parse_num(val, o.port) && o.port > 0 && o.port < 65536;
-    else if (a == "--source")
-      o.source = val, ok = plain_token(val);
-    else if (a == "--secret")
-      o.secret = val;
-    else if (a == "--run-id")
-      o.run_id = val, ok = plain_token(val);
-    else if (a == "--ids-file")
-      o.ids_file = val;
-    else if (a == "--text")
-      o.text = val, ok = plain_text(val);
-    else if (a == "--events")
-      ok = parse_num(val, o.events) && o.events > 0 && o.events < (1ULL << 32);
-    else if (a == "--connections")
-      ok = parse_num(val, o.connections) && o.connections > 0 && o.connections <= 10000;
-    else if (a == "--threads")
-      ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
-    else if (a == "--pipeline")
-      ok = parse_num(val, o.pipeline) && o.pipeline > 0 && o.pipeline <= 1024;
-    else if (a == "--conversations")
-      ok = parse_num(val, o.conversations) && o.conversations > 0;
-    else if (a == "--duration")
-      ok = parse_seconds(val, o.duration_s) && o.duration_s > 0;
-    else if (a == "--drain")
-      ok = parse_seconds(val, o.drain_s);
-    else {
-      fmt::print(stderr, "loadgen: unknown option {}\n", a);
-      usage(stderr);
-      return std::nullopt;
-    }
-    if (!ok) {
-      fmt::print(stderr, "loadgen: bad value for {}: '{}'\n", a, val);
-      return std::nullopt;
-    }
-  }
+  const bool parsed = bench::parse_flags(
+      "loadgen", argc, argv, usage,
+      [&](std::string_view a) {
+        if (a != "--json") return false;
+        o.json = true;
+        return true;
+      },
+      [&](std::string_view a, std::string_view val) {
+        bool ok = true;
+        if (a == "--host")
+          o.host = val;
+        else if (a == "--port")
+          ok = parse_num(val, o.port) && o.port > 0 && o.port < 65536;
+        else if (a == "--source")
+          o.source = val, ok = plain_token(val);
+        else if (a == "--secret")
+          o.secret = val;
+        else if (a == "--run-id")
+          o.run_id = val, ok = plain_token(val);
+        else if (a == "--ids-file")
+          o.ids_file = val;
+        else if (a == "--text")
+          o.text = val, ok = plain_text(val);
+        else if (a == "--events")
+          ok = parse_num(val, o.events) && o.events > 0 && o.events < (1ULL << 32);
+        else if (a == "--connections")
+          ok = parse_num(val, o.connections) && o.connections > 0 && o.connections <= 10000;
+        else if (a == "--threads")
+          ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
+        else if (a == "--pipeline")
+          ok = parse_num(val, o.pipeline) && o.pipeline > 0 && o.pipeline <= 1024;
+        else if (a == "--conversations")
+          ok = parse_num(val, o.conversations) && o.conversations > 0;
+        else if (a == "--duration")
+          ok = bench::parse_decimal(val, o.duration_s) && o.duration_s > 0;
+        else if (a == "--drain")
+          ok = bench::parse_decimal(val, o.drain_s);
+        else if (a == "--rate")
+          ok = bench::parse_decimal(val, o.rate);
+        else
+          return bench::Flag::unknown;
+        return ok ? bench::Flag::ok : bench::Flag::bad;
+      });
+  if (!parsed) return std::nullopt;
   if (o.port == 0) {
     fmt::print(stderr, "loadgen: --port is required\n");
     usage(stderr);
@@ -324,15 +307,26 @@ struct Run {
   std::atomic<std::uint64_t> next{0};
   std::atomic<bool> stopping{false};
   std::atomic<unsigned> active{0};
+  std::atomic<unsigned> pacers{0};  // --rate: connections waiting for a slot
   std::uint64_t start_ns = 0;
   std::vector<std::unique_ptr<Conn>> conns;
 
-  // Claims the next event number, or returns false when there is nothing left to send.
+  // Claims the next event number, or returns false when there is nothing left to send (or,
+  // with --rate, nothing due yet: see pace_wait_ns).
   bool take(std::uint64_t& n) {
     if (stopping.load(std::memory_order_relaxed)) return false;
     if (next.load(std::memory_order_relaxed) >= evs.list.size()) return false;
+    if (opt.rate > 0 && pace_wait_ns() > 0) return false;
     n = next.fetch_add(1, std::memory_order_relaxed);
     return n < evs.list.size();
+  }
+  // --rate: event n is due at start + n / rate. Nanoseconds until the next one plus `ahead`
+  // is due (0: now).
+  std::uint64_t pace_wait_ns(std::uint64_t ahead = 0) const {
+    const auto n = static_cast<double>(next.load(std::memory_order_relaxed) + ahead);
+    const auto due = start_ns + static_cast<std::uint64_t>(n * 1e9 / opt.rate);
+    const std::uint64_t now = mono_ns();
+    return due > now ? due - now : 0;
   }
   bool exhausted() const {
     return stopping.load(std::memory_order_relaxed) ||
@@ -418,7 +412,21 @@ class Conn {
       append_request(static_cast<std::uint32_t>(n), now_s);
     }
     if (wbuf_.empty()) {
-      if (inflight_.empty() && run_.exhausted()) finish();
+      if (inflight_.empty() && run_.exhausted()) return finish();
+      // --rate: room on this connection but the next event is not due yet.
+      if (run_.opt.rate > 0 && !pacing_ && !run_.exhausted() &&
+          inflight_.size() < run_.opt.pipeline) {
+        // Each waiting connection aims at its own slot (the next, the one after, ...), so that
+        // they do not all wake for the same event.
+        pacing_ = true;
+        const unsigned ahead = run_.pacers.fetch_add(1, std::memory_order_relaxed);
+        timer_.expires_after(std::chrono::nanoseconds(run_.pace_wait_ns(ahead)));
+        timer_.async_wait([this](beast::error_code ec) {
+          pacing_ = false;
+          run_.pacers.fetch_sub(1, std::memory_order_relaxed);
+          if (!ec) pump();
+        });
+      }
       return;
     }
     writing_ = true;
@@ -546,6 +554,7 @@ class Conn {
   bool writing_ = false;
   bool aborted_ = false;
   bool done_ = false;
+  bool pacing_ = false;  // timer_ waits for the next --rate slot
 };
 
 // ---------------------------------------------------------------- report
@@ -592,7 +601,7 @@ int main(int argc, char** argv) {
 
   std::string host_hdr = addr.is_v6() ? fmt::format("[{}]:{}", opt.host, opt.port)
                                       : fmt::format("{}:{}", opt.host, opt.port);
-  Run run{opt, signer, evs, ioc, {}, {}, {}, {}, 0, {}};
+  Run run{opt, signer, evs, ioc, {}, {}, {}, {}, {}, 0, {}};
   run.head = fmt::format(
       "POST /v1/events/{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: botgate-loadgen\r\n"
       "Content-Type: application/json\r\nX-Botgate-Timestamp: ",

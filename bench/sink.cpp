@@ -6,9 +6,11 @@
 // --expect N unique events, or after --idle-exit seconds without an event.
 // --print adds one line per request (the demo backends of scripts/quickstart.sh);
 // --name labels the lines. See bench/README.md.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -52,8 +55,10 @@ struct Options {
   double idle_exit_s = 0;
   std::uint64_t max_body = 1 << 20;
   bool json = false;
-  bool print = false;  // one line per request on stdout
-  std::string name;    // label: lines start with "[name] "
+  bool print = false;     // one line per request on stdout
+  std::string name;       // label: lines start with "[name] "
+  std::string keys_file;  // one line per POST answered 2xx, written as it is answered
+  int keys_fd = -1;
 };
 
 void usage(std::FILE* out) {
@@ -68,62 +73,52 @@ void usage(std::FILE* out) {
       "  --json             print the summary as one JSON line\n"
       "  --print            print one line per request: method, target, Idempotency-Key,\n"
       "                     X-Botgate-Attempt, X-Botgate-Source, body (first 200 bytes)\n"
-      "  --name NAME        start every printed line with [NAME] (not the --json line)\n",
+      "  --name NAME        start every printed line with [NAME] (not the --json line)\n"
+      "  --keys-file PATH   append one line per POST once its 200 is written:\n"
+      "                     KEY UNIX_US E2E_US (E2E_US -1 without sent_ns); one write(2)\n"
+      "                     per line, so the file is complete even after a SIGKILL\n",
       out);
 }
 
 std::optional<Options> parse_args(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "--help" || a == "-h") {
-      usage(stdout);
-      std::exit(0);
-    }
-    if (a == "--json") {
-      o.json = true;
-      continue;
-    }
-    if (a == "--print") {
-      o.print = true;
-      continue;
-    }
-    std::string_view val;
-    if (!bench::flag_value(argc, argv, i, a, val)) {
-      fmt::print(stderr, "sink: {} needs a value\n", a);
-      return std::nullopt;
-    }
-    bool ok = true;
-    if (a == "--port")
-      ok = parse_num(val, o.port) && o.port < 65536;
-    else if (a == "--host")
-      o.host = val;
-    else if (a == "--name")
-      o.name = val;
-    else if (a == "--threads")
-      ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
-    else if (a == "--expect")
-      ok = parse_num(val, o.expect);
-    else if (a == "--max-body")
-      ok = parse_num(val, o.max_body) && o.max_body > 0;
-    else if (a == "--idle-exit") {
-      try {
-        std::size_t pos = 0;
-        o.idle_exit_s = std::stod(std::string(val), &pos);
-        ok = pos == val.size() && o.idle_exit_s >= 0 && o.idle_exit_s < 1e7;
-      } catch (...) {
-        ok = false;
-      }
-    } else {
-      fmt::print(stderr, "sink: unknown option {}\n", a);
-      usage(stderr);
-      return std::nullopt;
-    }
-    if (!ok) {
-      fmt::print(stderr, "sink: bad value for {}: '{}'\n", a, val);
-      return std::nullopt;
-    }
-  }
+  const bool parsed = bench::parse_flags(
+      "sink", argc, argv, usage,
+      [&](std::string_view a) {
+        if (a == "--json") return o.json = true;
+        if (a == "--print") return o.print = true;
+        return false;
+      },
+      [&](std::string_view a, std::string_view val) {
+        bool ok = true;
+        if (a == "--port")
+          ok = parse_num(val, o.port) && o.port < 65536;
+        else if (a == "--host")
+          o.host = val;
+        else if (a == "--name")
+          o.name = val;
+        else if (a == "--keys-file")
+          o.keys_file = val;
+        else if (a == "--threads")
+          ok = parse_num(val, o.threads) && o.threads > 0 && o.threads <= 64;
+        else if (a == "--expect")
+          ok = parse_num(val, o.expect);
+        else if (a == "--max-body")
+          ok = parse_num(val, o.max_body) && o.max_body > 0;
+        else if (a == "--idle-exit") {
+          try {
+            std::size_t pos = 0;
+            o.idle_exit_s = std::stod(std::string(val), &pos);
+            ok = pos == val.size() && o.idle_exit_s >= 0 && o.idle_exit_s < 1e7;
+          } catch (...) {
+            ok = false;
+          }
+        } else {
+          return bench::Flag::unknown;
+        }
+        return ok ? bench::Flag::ok : bench::Flag::bad;
+      });
+  if (!parsed) return std::nullopt;
   return o;
 }
 
@@ -319,6 +314,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     const auto& req = parser_->get();
     if (opt_.print) print_request(req, {});
+    key_line_.clear();
     bool last = false;
     ThreadStats& st = thread_stats();
     if (req.method() == http::verb::post) {
@@ -336,6 +332,7 @@ class Session : public std::enable_shared_from_this<Session> {
         first = g_dedup.insert(key);
         if (!first) ++st.duplicates;
       }
+      if (opt_.keys_fd >= 0) keys_line(key, req.body(), now);
       if (first) {
         std::uint64_t sent = 0;
         if (find_sent_ns(req.body(), sent) && sent <= now) {
@@ -362,11 +359,34 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::async_write(
         sock_, asio::buffer(wire.data(), wire.size()),
         [self = shared_from_this(), keep_alive, last](beast::error_code ec, std::size_t) {
+          // --keys-file: only what was answered counts as received.
+          if (!ec && !self->key_line_.empty()) self->write_key_line();
           // The event that completes --expect is answered before we stop.
           if (last) self->on_expect_();
           if (ec || !keep_alive) return self->close();
           self->read();
         });
+  }
+
+  // --keys-file: "KEY UNIX_US E2E_US\n" for this request, written once its answer is.
+  [[gnu::noinline]] void keys_line(std::string_view key, std::string_view body,
+                                   std::uint64_t now_mono) {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const auto unix_us = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+    std::uint64_t sent = 0;
+    const std::int64_t e2e = find_sent_ns(body, sent) && sent <= now_mono
+                                 ? static_cast<std::int64_t>((now_mono - sent) / 1000)
+                                 : -1;
+    fmt::format_to(std::back_inserter(key_line_), "{} {} {}\n", key.empty() ? "-" : key, unix_us,
+                   e2e);
+  }
+
+  void write_key_line() {
+    // O_APPEND: lines from several threads never overlap; short writes are not expected on a
+    // regular file, and a failed one only makes the event look lost (the safe side).
+    [[maybe_unused]] auto n = ::write(opt_.keys_fd, key_line_.data(), key_line_.size());
+    key_line_.clear();
   }
 
   void close() {
@@ -380,6 +400,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::function<void()> on_expect_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::string key_line_;  // --keys-file: the line to write once the answer is out
 };
 
 }  // namespace
@@ -387,8 +408,15 @@ class Session : public std::enable_shared_from_this<Session> {
 int main(int argc, char** argv) {
   auto parsed = parse_args(argc, argv);
   if (!parsed) return 2;
-  const Options& opt = *parsed;
+  Options& opt = *parsed;
   if (!opt.name.empty()) g_label = "[" + opt.name + "] ";
+  if (!opt.keys_file.empty()) {
+    opt.keys_fd = ::open(opt.keys_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (opt.keys_fd < 0) {
+      fmt::print(stderr, "sink: cannot open {}: {}\n", opt.keys_file, std::strerror(errno));
+      return 2;
+    }
+  }
 
   beast::error_code ec;
   const auto addr = asio::ip::make_address(opt.host, ec);
