@@ -85,7 +85,7 @@ void start_http(Self self) {
 
 void start_dingdong(Self self) {
   auto& st = self->state;
-  st.nonce = fmt::format("{:016x}", st.rng());
+  st.nonce = fmt::format("{:0{}x}", st.rng(), kNonceDigits);
   st.ding_sent = false;
   st.channel.registry->expect(st.nonce, caf::actor_cast<prober_actor>(self));
   // The target answers with the round as the ticket; the timeout covers it never answering.

@@ -725,8 +725,15 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     t.duration("timeout", c.timeout);
     t.integer("max_connections", c.max_connections, 1, 1024);
     t.integer("pipeline", c.pipeline, 1, 128);
+    // More in flight than the connections carry would queue inside the HTTP client, where the
+    // router's deadline runs while nothing is sent: at most max_connections * pipeline.
+    const std::uint32_t carried = c.max_connections * c.pipeline;
     t.integer("max_in_flight", c.max_in_flight, 0, 1000000);
-    if (c.max_in_flight == 0) c.max_in_flight = c.max_connections * c.pipeline;
+    if (c.max_in_flight > carried) {
+      errors.add(*t.node("max_in_flight"), t.path("max_in_flight"),
+                 "must not exceed max_connections * pipeline (" + std::to_string(carried) + ")");
+    }
+    if (c.max_in_flight == 0) c.max_in_flight = carried;
     t.number("rate_limit", c.rate_limit, 0, 1e9);
     t.number("burst", c.burst, 0, 1e9);
     if (c.burst == 0) c.burst = default_burst(c.rate_limit);

@@ -80,12 +80,12 @@ const TargetConfig& target_config(const Config& config, const std::string& name)
 
 // The registry dongs come back through, when any target has a dingdong probe.
 std::shared_ptr<DingRegistry> make_ding_registry(const Config& config) {
-  std::vector<std::string> sources;
+  std::vector<DingRegistry::Watch> watches;
   for (const auto& t : config.targets) {
-    if (t.probe.kind == ProbeKind::dingdong) sources.push_back(t.probe.source);
+    if (t.probe.kind == ProbeKind::dingdong) watches.push_back({t.probe.source, t.probe.peer});
   }
-  if (sources.empty()) return nullptr;
-  return std::make_shared<DingRegistry>(std::move(sources));
+  if (watches.empty()) return nullptr;
+  return std::make_shared<DingRegistry>(std::move(watches));
 }
 
 void stop_actors(const ShardSet& shards,
@@ -124,10 +124,21 @@ int run_gateway(const Config& config) {
   std::unordered_map<std::string, target_actor> targets;
   std::vector<prober_actor> probers;
   std::vector<std::shared_ptr<http::HttpClient>> clients;
+  std::unordered_map<std::string, std::shared_ptr<http::HttpClient>> probe_clients;
   for (const auto& t : config.targets) {
     std::shared_ptr<http::HttpClient> client;
     try {
       client = http::HttpClient::create(ioc, client_options(t));
+      if (t.probe.kind == ProbeKind::http) {
+        // Its own connection, so a probe never queues behind deliveries.
+        http::ClientOptions opts = client_options(t);
+        opts.connect_timeout = std::min(t.connect_timeout, t.probe.timeout);
+        opts.timeout = t.probe.timeout;
+        opts.max_connections = 1;
+        opts.pipeline = 1;
+        probe_clients[t.name] = http::HttpClient::create(ioc, opts);
+        clients.push_back(probe_clients[t.name]);
+      }
     } catch (const boost::system::system_error& e) {
       log::error("cannot resolve target",
                  {{"target", t.name}, {"host", t.host}, {"error", e.code().message()}});
@@ -170,14 +181,7 @@ int run_gateway(const Config& config) {
     }
     ProbeChannel channel;
     if (t.probe.kind == ProbeKind::http) {
-      // Its own connection, so a probe never queues behind deliveries.
-      http::ClientOptions opts = client_options(t);
-      opts.connect_timeout = std::min(t.connect_timeout, t.probe.timeout);
-      opts.timeout = t.probe.timeout;
-      opts.max_connections = 1;
-      opts.pipeline = 1;
-      channel.client = http::HttpClient::create(ioc, opts);
-      clients.push_back(channel.client);
+      channel.client = probe_clients.at(t.name);
     } else {
       channel.via = targets.at(t.name);
       channel.registry = dings;

@@ -101,8 +101,11 @@ class Balancer {
   }
 
   // A delivery to `target` failed in a way that says the target is sick (5xx, timeout,
-  // connection error). Returns true when this failure ejected it.
+  // connection error). Returns true when this failure ejected it. The pool's last available
+  // target is never ejected (counting targets down by probe too): a struggling target still
+  // takes deliveries, where an empty pool would take none.
   bool on_failure(std::size_t target, TimePoint now) {
+    if (!other_available(target, now)) return false;
     if (!outlier_.on_failure(target, now)) return false;
     targets_[target].ejected_seen = true;
     evacuate(target);
@@ -178,6 +181,13 @@ class Balancer {
     std::uint32_t max_in_flight = 0;
     TokenBucket bucket;
   };
+
+  bool other_available(std::size_t target, TimePoint now) const noexcept {
+    for (std::size_t i = 0; i < targets_.size(); ++i) {
+      if (i != target && available(i, now)) return true;
+    }
+    return false;
+  }
 
   bool has_room(std::size_t i, TimePoint now) noexcept {
     auto& t = targets_[i];

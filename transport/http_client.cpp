@@ -315,10 +315,11 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   conn->queue.clear();
   conn->written = 0;
   // conn->parser stays: a read completion may already be queued and still use it.
-  // A kept-alive connection that broke without timing out says the server may have restarted
-  // and reset every connection it had: the idle ones are suspect too. Drop them, so the
-  // requests sent again go out on fresh connections instead of failing on the next dead one.
-  if (conn->used && !timed_out) {
+  // A kept-alive connection that broke (not a timeout, not the server's orderly
+  // `Connection: close`) says the server may have restarted and reset every connection it
+  // had: the idle ones are suspect too. Drop them, so the requests sent again go out on fresh
+  // connections instead of failing on the next dead one.
+  if (conn->used && !timed_out && ec != net::error::connection_aborted) {
     const auto suspects = idle_;
     for (const auto& c : suspects) close(c);
   }

@@ -162,3 +162,21 @@ TEST_CASE("Balancer: least-inflight counts what it placed", "[balancer][ha]") {
   b.release(second);
   CHECK(b.place(4, "x", {}, t0) == second);
 }
+
+TEST_CASE("Balancer never ejects the last available target, counting probe-down ones",
+          "[balancer][ha]") {
+  OutlierConfig o;
+  o.consecutive_failures = 2;
+  o.max_ejection_percent = 100;
+  auto b = Balancer(PolicyKind::round_robin, std::vector<std::string>{"a", "b"}, {}, {}, o, t0);
+  b.set_healthy(0, false);  // a is down by probe: b is all the pool has
+  CHECK_FALSE(b.on_failure(1, t0));
+  CHECK_FALSE(b.on_failure(1, t0));
+  CHECK_FALSE(b.on_failure(1, t0));
+  CHECK(b.available(1, t0));
+  CHECK(b.place(1, "x", {}, t0) == 1u);
+  // With a back, b may be ejected again.
+  b.set_healthy(0, true);
+  CHECK_FALSE(b.on_failure(1, t0));
+  CHECK(b.on_failure(1, t0));
+}

@@ -904,6 +904,9 @@ TEST_CASE("bad probe, limit and outlier settings are errors with their key", "[c
   expect_one(probe + "colour = \"red\"\n", "targets[0].probe.colour", "unknown key");
   expect_one(kSources + kPools + kTargets + "probe = \"http\"\n", "targets[0].probe",
              "expected a table");
+  expect_one(
+      kSources + kPools + kTargets + "max_connections = 2\npipeline = 2\nmax_in_flight = 5\n",
+      "targets[0].max_in_flight", "must not exceed max_connections * pipeline (4)");
   expect_one(kSources + kPools + kTargets + "rate_limit = \"fast\"\n", "targets[0].rate_limit",
              "expected a number");
   expect_one(kSources + kPools + kTargets + "rate_limit = -1\n", "targets[0].rate_limit",
