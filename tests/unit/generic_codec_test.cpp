@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "tests/unit/in_child.hpp"
 #include "transport/signature.hpp"
 
 using namespace std::chrono_literals;
@@ -45,31 +46,15 @@ CodecStatus parse(std::string body) {
   return parse(std::move(body), ev);
 }
 
-// Parses in a forked child so that a crash fails the calling test instead of
-// ending the whole run. Returns the CodecStatus as an int, or -signal.
 int parse_in_child(const std::string& body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return -1000;
-  if (pid == 0) {
-    // Catch2's fatal-signal handlers would report from the child too.
-    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) std::signal(sig, SIG_DFL);
+  return botgate::test::parse_in_child([&] {
     Event ev;
     std::string detail;
-    const auto st = parse_generic_event(body, ev, detail);
-    ::_exit(static_cast<int>(st));
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1001;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return -1002;
+    return parse_generic_event(body, ev, detail);
+  });
 }
 
-std::string describe(int child_result) {
-  if (child_result >= 0) return botgate::to_string(static_cast<CodecStatus>(child_result));
-  return "crashed (signal " + std::to_string(-child_result) + ")";
-}
+using botgate::test::describe;
 
 }  // namespace
 

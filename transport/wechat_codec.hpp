@@ -1,0 +1,93 @@
+// The WeChat Official Account / WeCom callback codec: parses the plaintext message XML
+// into an Event, reads the safe-mode envelope, and writes passive-reply XML. No crypto
+// here (see wechat_crypto.hpp); every function is pure and never throws on bad input.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "core/event.hpp"
+#include "transport/generic_codec.hpp"  // CodecStatus, kMaxKeyLength
+
+namespace botgate {
+
+// Limits on a callback document. Real messages are a few hundred bytes and at most
+// five levels deep (WeCom's SendPicsInfo/PicList/item/PicMd5Sum); anything past these
+// is refused as malformed rather than walked.
+inline constexpr std::size_t kMaxWechatXmlBytes = 256 * 1024;
+inline constexpr std::size_t kMaxWechatXmlDepth = 16;  // <xml> itself is depth 1
+inline constexpr std::size_t kMaxWechatXmlNodes = 4096;
+
+// What a reply or a router needs beyond the Event.
+struct WechatMessage {
+  std::string to_user;    // ToUserName: the account (OA original id "gh_...", or WeCom corp id)
+  std::string from_user;  // FromUserName: the user's openid (OA) or userid (WeCom)
+  std::int64_t create_time = 0;  // CreateTime, unix seconds
+  std::string msg_type;          // MsgType as sent, e.g. "text", "event"
+  std::string event;             // Event, only for MsgType "event"
+  std::string msg_id;            // MsgId, empty when absent (events)
+  std::string agent_id;          // AgentID (WeCom application messages), empty when absent
+  // Every simple child of <xml> (one holding only text or CDATA), name -> text, for
+  // passing through. Children with child elements (e.g. WeCom's BatchJob) are skipped;
+  // for a repeated name the first occurrence wins.
+  std::map<std::string, std::string, std::less<>> fields;
+};
+
+// Parses a decrypted callback body. `xml` is taken by value: it becomes Event::raw
+// unchanged. On success fills out.id / conversation / sender / type / text / raw and
+// `msg`; out.source and the receive times are the caller's. On failure `out` and `msg`
+// are untouched and `detail` says why, in words safe to log.
+//
+// Mapping:
+//   conversation = sender = FromUserName
+//   type = MsgType, or "event:" + Event for events ("event:subscribe", "event:CLICK")
+//   text = Content (text; required), Recognition or else MediaId (voice), PicUrl or
+//          else MediaId (image), MediaId (video, shortvideo), Label (location),
+//          Url (link), EventKey (events; "Latitude,Longitude" for LOCATION); empty for
+//          types botgate does not know, which are passed through, not refused.
+//   id   = MsgId when present and non-empty. Otherwise (events carry no MsgId)
+//          FromUserName + "-" + CreateTime + "-" + Event. WeChat recommends
+//          FromUserName + CreateTime; Event is added because one user action can push
+//          two different events in the same second (subscribe via a QR code followed
+//          by the LOCATION report), which must not collapse into one. A retry repeats
+//          the same Event, so retries still dedup. A non-event without MsgId (not in
+//          the docs, but refusing it would make WeChat retry and then tell the user
+//          the account is broken) falls back the same way with MsgType for Event.
+//
+// Refused: invalid UTF-8 or NUL bytes, more than kMaxWechatXmlBytes, XML syntax
+// errors, a DOCTYPE (see the .cpp), content outside the root, a root other than <xml>,
+// nesting or node counts past the limits, a repeated key field -> malformed; a missing
+// or empty ToUserName / FromUserName / MsgType / CreateTime, Event for an event, or
+// Content for a text message -> missing_field. A CreateTime that is not a decimal
+// integer, or an id or FromUserName longer than kMaxKeyLength or holding control
+// characters, is malformed.
+CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg,
+                                 std::string& detail);
+
+// The safe-mode outer document, <xml><ToUserName/><Encrypt/>[<AgentID/>]</xml>.
+struct WechatEnvelope {
+  std::string to_user;   // ToUserName; empty when absent (some envelopes carry AppId instead)
+  std::string encrypt;   // Encrypt: the base64 ciphertext, as sent
+  std::string agent_id;  // AgentID (WeCom), empty when absent
+};
+
+// Only a non-empty Encrypt is required. Same document rules as parse_wechat_message.
+CodecStatus parse_wechat_envelope(std::string_view xml, WechatEnvelope& out, std::string& detail);
+
+// The passive text reply. `to_user` is the user's openid (the callback's FromUserName),
+// `from_user` the account (the callback's ToUserName). Strings are written as CDATA,
+// with any "]]>" split across two sections; characters XML 1.0 cannot carry at all
+// (control characters other than tab, LF and CR) are dropped.
+std::string build_wechat_text_reply(std::string_view to_user, std::string_view from_user,
+                                    std::int64_t create_time, std::string_view content);
+
+// The encrypted-reply envelope from values already computed by the crypto layer.
+// `timestamp` is written as text (escaped), the others as CDATA.
+std::string build_wechat_encrypted_reply(std::string_view encrypt, std::string_view msg_signature,
+                                         std::string_view timestamp, std::string_view nonce);
+
+}  // namespace botgate

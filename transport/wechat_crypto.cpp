@@ -1,0 +1,299 @@
+#include "transport/wechat_crypto.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <memory>
+
+#include "transport/signature.hpp"
+
+namespace botgate::wechat {
+
+namespace {
+
+constexpr std::size_t kHeaderLength = 16 + 4;  // random prefix + length field
+constexpr std::size_t kPadBlock = 32;          // WXBizMsgCrypt pads to 32, not AES's 16
+constexpr std::size_t kAesBlock = 16;
+
+// Fetched once: the implicit EVP_sha1()/EVP_aes_256_cbc() look the algorithm up on every
+// use in OpenSSL 3, which shows on a per-callback path.
+const EVP_MD* sha1_md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  return md;
+}
+
+const EVP_CIPHER* aes_256_cbc() {
+  static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+  return cipher;
+}
+
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* ctx) const noexcept { EVP_CIPHER_CTX_free(ctx); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
+
+// Runs AES-256-CBC without OpenSSL's padding over whole blocks; false if OpenSSL fails.
+bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::size_t size,
+             unsigned char* out) {
+  const EVP_CIPHER* cipher = aes_256_cbc();
+  if (cipher == nullptr || size % kAesBlock != 0 || size > static_cast<std::size_t>(INT_MAX)) {
+    return false;
+  }
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return false;
+  if (EVP_CipherInit_ex2(ctx.get(), cipher, key.key(), key.iv(), encrypting ? 1 : 0, nullptr) !=
+      1) {
+    return false;
+  }
+  if (EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1) return false;
+  int written = 0;
+  int final_written = 0;
+  if (EVP_CipherUpdate(ctx.get(), out, &written, in, static_cast<int>(size)) != 1) return false;
+  if (EVP_CipherFinal_ex(ctx.get(), out + written, &final_written) != 1) return false;
+  return static_cast<std::size_t>(written) + static_cast<std::size_t>(final_written) == size;
+}
+
+std::string sorted_sha1_hex(std::string_view* parts, std::size_t count) {
+  std::sort(parts, parts + count);
+  std::string joined;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < count; ++i) total += parts[i].size();
+  joined.reserve(total);
+  for (std::size_t i = 0; i < count; ++i) joined.append(parts[i]);
+
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  const EVP_MD* md = sha1_md();
+  if (md == nullptr || EVP_Digest(joined.data(), joined.size(), digest, &len, md, nullptr) != 1) {
+    return {};  // never equal to a 40-digit signature, so verification fails closed
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out(static_cast<std::size_t>(len) * 2, '\0');
+  for (unsigned int i = 0; i < len; ++i) {
+    out[2 * i] = hex[digest[i] >> 4];
+    out[2 * i + 1] = hex[digest[i] & 0x0f];
+  }
+  return out;
+}
+
+// 0..63 for an alphabet character, -1 otherwise.
+int base64_value(unsigned char c) noexcept {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+}  // namespace
+
+std::string signature(std::string_view token, std::string_view timestamp, std::string_view nonce) {
+  std::string_view parts[] = {token, timestamp, nonce};
+  return sorted_sha1_hex(parts, 3);
+}
+
+std::string msg_signature(std::string_view token, std::string_view timestamp,
+                          std::string_view nonce, std::string_view encrypt) {
+  std::string_view parts[] = {token, timestamp, nonce, encrypt};
+  return sorted_sha1_hex(parts, 4);
+}
+
+bool verify_signature(std::string_view received, std::string_view token, std::string_view timestamp,
+                      std::string_view nonce) {
+  const std::string expected = signature(token, timestamp, nonce);
+  return !expected.empty() && constant_time_equal(received, expected);
+}
+
+bool verify_msg_signature(std::string_view received, std::string_view token,
+                          std::string_view timestamp, std::string_view nonce,
+                          std::string_view encrypt) {
+  const std::string expected = msg_signature(token, timestamp, nonce, encrypt);
+  return !expected.empty() && constant_time_equal(received, expected);
+}
+
+const char* to_string(CryptoStatus s) noexcept {
+  switch (s) {
+    case CryptoStatus::ok:
+      return "ok";
+    case CryptoStatus::bad_base64:
+      return "bad_base64";
+    case CryptoStatus::bad_block_size:
+      return "bad_block_size";
+    case CryptoStatus::bad_padding:
+      return "bad_padding";
+    case CryptoStatus::bad_length:
+      return "bad_length";
+    case CryptoStatus::receiver_mismatch:
+      return "receiver_mismatch";
+    case CryptoStatus::message_too_long:
+      return "message_too_long";
+    case CryptoStatus::crypto_failure:
+      return "crypto_failure";
+  }
+  return "unknown";
+}
+
+std::optional<AesKey> AesKey::parse(std::string_view encoding_aes_key, std::string& error) {
+  if (encoding_aes_key.size() != kEncodedLength) {
+    error = "EncodingAESKey must be 43 characters, got " + std::to_string(encoding_aes_key.size());
+    return std::nullopt;
+  }
+  std::string padded(encoding_aes_key);
+  padded.push_back('=');
+  std::optional<std::string> raw = base64_decode(padded);
+  OPENSSL_cleanse(padded.data(), padded.size());
+  if (!raw) {
+    error = "EncodingAESKey is not base64 (allowed: A-Z a-z 0-9 + /)";
+    return std::nullopt;
+  }
+  if (raw->size() != kKeyLength) {
+    error = "EncodingAESKey must decode to 32 bytes, got " + std::to_string(raw->size());
+    OPENSSL_cleanse(raw->data(), raw->size());
+    return std::nullopt;
+  }
+  AesKey key;
+  std::copy(raw->begin(), raw->end(), key.bytes_.begin());
+  OPENSSL_cleanse(raw->data(), raw->size());
+  return key;
+}
+
+AesKey::~AesKey() {
+  OPENSSL_cleanse(bytes_.data(), bytes_.size());
+}
+
+CryptoStatus decrypt(const AesKey& key, std::string_view encrypt_b64,
+                     std::string_view expected_receiver_id, std::string& message) {
+  message.clear();
+  std::optional<std::string> cipher_text = base64_decode(encrypt_b64);
+  if (!cipher_text) return CryptoStatus::bad_base64;
+  const std::size_t size = cipher_text->size();
+  if (size == 0 || size % kAesBlock != 0) return CryptoStatus::bad_block_size;
+
+  std::string plain(size, '\0');
+  if (!aes_cbc(key, false, reinterpret_cast<const unsigned char*>(cipher_text->data()), size,
+               reinterpret_cast<unsigned char*>(plain.data()))) {
+    return CryptoStatus::crypto_failure;
+  }
+
+  const auto pad = static_cast<unsigned char>(plain[size - 1]);
+  if (pad < 1 || pad > kPadBlock || pad > size) return CryptoStatus::bad_padding;
+  for (std::size_t i = size - pad; i < size; ++i) {
+    if (static_cast<unsigned char>(plain[i]) != pad) return CryptoStatus::bad_padding;
+  }
+  const std::size_t content = size - pad;
+  if (content < kHeaderLength) return CryptoStatus::bad_length;
+
+  const auto* p = reinterpret_cast<const unsigned char*>(plain.data()) + 16;
+  const std::uint32_t length = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
+                               (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+  if (length > content - kHeaderLength) return CryptoStatus::bad_length;
+
+  const std::string_view body(plain.data() + kHeaderLength, content - kHeaderLength);
+  if (!constant_time_equal(body.substr(length), expected_receiver_id)) {
+    return CryptoStatus::receiver_mismatch;
+  }
+  message.assign(body.substr(0, length));
+  return CryptoStatus::ok;
+}
+
+CryptoStatus encrypt(const AesKey& key, std::string_view message, std::string_view receiver_id,
+                     const RandomPrefix& random, std::string& encrypt_b64) {
+  encrypt_b64.clear();
+  if (message.size() > UINT32_MAX) return CryptoStatus::message_too_long;
+  const std::size_t content = kHeaderLength + message.size() + receiver_id.size();
+  const std::size_t pad = kPadBlock - content % kPadBlock;  // 1..32, a full block if aligned
+
+  std::string plain;
+  plain.reserve(content + pad);
+  plain.append(reinterpret_cast<const char*>(random.data()), random.size());
+  const auto length = static_cast<std::uint32_t>(message.size());
+  plain.push_back(static_cast<char>((length >> 24) & 0xff));
+  plain.push_back(static_cast<char>((length >> 16) & 0xff));
+  plain.push_back(static_cast<char>((length >> 8) & 0xff));
+  plain.push_back(static_cast<char>(length & 0xff));
+  plain.append(message);
+  plain.append(receiver_id);
+  plain.append(pad, static_cast<char>(pad));
+
+  std::string cipher_text(plain.size(), '\0');
+  if (!aes_cbc(key, true, reinterpret_cast<const unsigned char*>(plain.data()), plain.size(),
+               reinterpret_cast<unsigned char*>(cipher_text.data()))) {
+    return CryptoStatus::crypto_failure;
+  }
+  encrypt_b64 = base64_encode(cipher_text);
+  return CryptoStatus::ok;
+}
+
+CryptoStatus encrypt(const AesKey& key, std::string_view message, std::string_view receiver_id,
+                     std::string& encrypt_b64) {
+  RandomPrefix random{};
+  if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {
+    encrypt_b64.clear();
+    return CryptoStatus::crypto_failure;
+  }
+  return encrypt(key, message, receiver_id, random, encrypt_b64);
+}
+
+std::string base64_encode(std::string_view bytes) {
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  const auto at = [&](std::size_t k) {
+    return std::uint32_t{static_cast<unsigned char>(bytes[k])};
+  };
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t v = (at(i) << 16) | (at(i + 1) << 8) | at(i + 2);
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    out.push_back(alphabet[v & 63]);
+  }
+  const std::size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    const std::uint32_t v = at(i) << 16;
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.append("==");
+  } else if (rest == 2) {
+    const std::uint32_t v = (at(i) << 16) | (at(i + 1) << 8);
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    out.push_back('=');
+  }
+  return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::size_t padding = 0;
+  while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') {
+    ++padding;
+  }
+
+  const std::size_t data_chars = text.size() - padding;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (std::size_t i = 0; i < data_chars; ++i) {
+    const int v = base64_value(static_cast<unsigned char>(text[i]));
+    if (v < 0) return std::nullopt;  // includes a stray '=' before the padding
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+}  // namespace botgate::wechat
