@@ -658,6 +658,39 @@ TEST_CASE("client survives a server restart that reset several idle kept-alive c
   }
 }
 
+TEST_CASE("client keeps its other idle connections when a server closes one in order", "[client]") {
+  // `Connection: close` on one answer is routine (keepalive_requests, error pages): it must
+  // cost that one connection, not the whole idle pool.
+  TestBackend backend;
+  backend.set_slow(100ms);  // so the warm-up opens several connections
+  auto o = options_for(backend.port());
+  o.max_connections = 4;
+  ClientRig client(o);
+  Collector warm(4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", "warm-" + std::to_string(i)}},
+                 warm.callback(i));
+  }
+  REQUIRE(warm.wait_all(5s));
+  REQUIRE(backend.connections_accepted() == 4);
+
+  backend.set_close_after_answer();
+  Collector closing(1);
+  client->post("/events", "{}", {{"Idempotency-Key", "closing"}}, closing.callback(0));
+  REQUIRE(closing.wait_all(5s));
+  REQUIRE(closing.snapshot()[0].res.status == 200);
+
+  backend.set_ok();
+  Collector got(3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", key_of(i)}}, got.callback(i));
+    REQUIRE(got.wait_one(i, 5s));
+    INFO(key_of(i) << ": " << describe(got.snapshot()[i]));
+    CHECK(got.snapshot()[i].res.status == 200);
+  }
+  CHECK(backend.connections_accepted() == 4);  // the three idle ones were reused
+}
+
 TEST_CASE("client replaces CR and LF in header values: no header injection", "[client]") {
   TestBackend backend;
   auto o = options_for(backend.port());

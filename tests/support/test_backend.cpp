@@ -148,9 +148,11 @@ struct TestBackend::Impl {
       {
         std::lock_guard lk(self->mu);
         mode = self->mode;
-        status = mode == FaultMode::status                            ? self->status
-                 : (mode == FaultMode::ok || mode == FaultMode::slow) ? 200
-                                                                      : 0;
+        status = mode == FaultMode::status ? self->status
+                 : (mode == FaultMode::ok || mode == FaultMode::slow ||
+                    mode == FaultMode::close_after_answer)
+                     ? 200
+                     : 0;
         delay = self->delay;
         r.order = g_arrival_order.fetch_add(1) + 1;
         r.status = status;
@@ -188,7 +190,7 @@ struct TestBackend::Impl {
       res.set(http::field::server, "botgate-test-backend");
       res.set(http::field::content_type, "application/json");
       res.body() = status >= 200 && status < 300 ? "{}" : "{\"error\":\"injected\"}";
-      res.keep_alive(req.keep_alive());
+      res.keep_alive(req.keep_alive() && mode != FaultMode::close_after_answer);
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(*s, res, kTuple);
       if (wec) break;
@@ -283,6 +285,11 @@ void TestBackend::set_slow(std::chrono::milliseconds delay) {
   std::lock_guard lk(impl_->mu);
   impl_->mode = FaultMode::slow;
   impl_->delay = delay;
+}
+
+void TestBackend::set_close_after_answer() {
+  std::lock_guard lk(impl_->mu);
+  impl_->mode = FaultMode::close_after_answer;
 }
 
 FaultMode TestBackend::mode() const {

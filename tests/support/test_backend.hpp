@@ -38,6 +38,7 @@ enum class FaultMode {
   hang,                // read the request, never answer (until the peer or stop() closes)
   close_mid_response,  // send the status line, headers and part of the body, then close
   slow,                // wait `delay`, then 200 {}
+  close_after_answer,  // 200 {} with Connection: close, then an orderly close
 };
 
 class TestBackend {
@@ -63,6 +64,7 @@ class TestBackend {
   void set_hang();
   void set_close_mid_response();
   void set_slow(std::chrono::milliseconds delay);
+  void set_close_after_answer();
   FaultMode mode() const;
 
   std::vector<BackendRequest> requests() const;
