@@ -71,12 +71,12 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           out.error = "HTTP " + std::to_string(r.status);
         }
         auto& w = it->second;
-        if (st.results.add(w.reply_to, Result{w.ticket, w.leg, std::move(out)})) {
-          self->send(self, flush_atom::value);
-        }
+        st.results.add(w.reply_to, Result{w.ticket, w.leg, std::move(out)});
+        request_flush(self, st.flush_queued);
         st.waiting.erase(it);
       },
       [self](flush_atom) {
+        self->state.flush_queued = false;
         self->state.results.flush([](const caf::strong_actor_ptr& to, Results&& batch) {
           caf::anon_send(caf::actor_cast<caf::actor>(to), outcome_atom::value, std::move(batch));
         });

@@ -28,6 +28,7 @@ struct HttpTargetState {
   };
   std::unordered_map<std::uint64_t, Waiting> waiting;
   Outbox<caf::strong_actor_ptr, Results> results;  // answers of this burst, per asker
+  bool flush_queued = false;
 };
 
 target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,

@@ -5,25 +5,28 @@
 #include <utility>
 #include <vector>
 
+#include "actors/messages.hpp"
+
 namespace botgate {
+
+// Queues one `flush` to the actor itself per burst: `queued` is the actor's flag, which its
+// flush handler clears. Call it whenever something was added to an outbox.
+template <typename Self>
+void request_flush(Self self, bool& queued) {
+  if (queued) return;
+  queued = true;
+  self->send(self, flush_atom::value);
+}
 
 template <typename Receiver, typename Batch>
 class Outbox {
  public:
-  // Adds an item for `to`. Returns true for the first item since the last flush: the caller
-  // then sends itself a `flush`.
-  bool add(const Receiver& to, typename Batch::value_type item) {
-    const bool first = empty_;
-    empty_ = false;
+  void add(const Receiver& to, typename Batch::value_type item) {
     for (auto& [receiver, batch] : boxes_) {
-      if (receiver == to) {
-        batch.push_back(std::move(item));
-        return first;
-      }
+      if (receiver == to) return batch.push_back(std::move(item));
     }
     boxes_.emplace_back(to, Batch{});
     boxes_.back().second.push_back(std::move(item));
-    return first;
   }
 
   // Hands each non-empty batch to `send(receiver, Batch&&)`.
@@ -34,14 +37,10 @@ class Outbox {
       send(receiver, std::move(batch));
       batch = Batch{};
     }
-    empty_ = true;
   }
-
-  bool empty() const noexcept { return empty_; }
 
  private:
   std::vector<std::pair<Receiver, Batch>> boxes_;  // a handful of receivers: a linear search
-  bool empty_ = true;
 };
 
 }  // namespace botgate

@@ -51,13 +51,6 @@ void update_waiting(Self self) {
   st.metrics->waiting.set(static_cast<std::int64_t>(st.balancer->waiting()));
 }
 
-void request_flush(Self self) {
-  auto& st = self->state;
-  if (st.flush_queued) return;
-  st.flush_queued = true;
-  self->send(self, flush_atom::value);
-}
-
 void flush(Self self) {
   auto& st = self->state;
   st.flush_queued = false;
@@ -79,7 +72,7 @@ void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now
   // A re-routed attempt is the next attempt: its number counts on from the first send's.
   const auto number = a.number + static_cast<std::uint32_t>(leg - 1);
   st.sends.add(target, Send{a.ev, number, id, leg});
-  request_flush(self);
+  request_flush(self, self->state.flush_queued);
 }
 
 // Hands out whatever waited and may go now.
@@ -163,7 +156,7 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
   }
   out.sends = static_cast<std::uint32_t>(leg);
   st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
-  request_flush(self);
+  request_flush(self, self->state.flush_queued);
 }
 
 void on_probe(Self self, ProbeResult& r) {

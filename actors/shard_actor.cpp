@@ -14,13 +14,6 @@ using Self = shard_actor::stateful_pointer<ShardState>;
 void dispatch(Self self, const std::string& key);
 void maybe_read(Self self);
 
-void request_flush(Self self) {
-  auto& st = self->state;
-  if (st.flush_queued) return;
-  st.flush_queued = true;
-  self->send(self, flush_atom::value);
-}
-
 void update_depth(Self self) {
   auto& st = self->state;
   st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
@@ -64,7 +57,7 @@ void finish(Self self, const std::string& key, Completion c) {
   st.ids[head.id] = c.at_ms;
   st.expiry.push_back(storage::DedupEntry{head.id, c.at_ms});
   st.finished.push_back(std::move(c));
-  request_flush(self);
+  request_flush(self, self->state.flush_queued);
 
   if (conv.events.empty()) {
     st.conversations.erase(it);
@@ -140,7 +133,7 @@ void dispatch(Self self, const std::string& key) {
   ++conv.attempts;
   // The router always answers (in an `outcome` batch): it owns the attempt's deadline.
   st.deliveries.add(route->second, Delivery{ev, conv.attempts, conv.last_target});
-  request_flush(self);
+  request_flush(self, self->state.flush_queued);
 }
 
 // Reads stored events back from the log once the memory window has drained to half.
@@ -201,7 +194,7 @@ void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack) {
   // Appends go to the log in one message per mailbox burst: the log thread is woken
   // once per batch, not once per event.
   st.outbox.push_back(ev);
-  request_flush(self);
+  request_flush(self, self->state.flush_queued);
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }
 

@@ -64,13 +64,10 @@ class Balancer {
   // hands it out.
   std::optional<std::size_t> place(std::uint64_t id, std::string_view key,
                                    std::optional<std::size_t> avoid, TimePoint now) {
-    Waiter w{id, std::string(key), avoid};
-    if (!waiting_.empty()) {
-      waiting_.push_back(std::move(w));
-      return std::nullopt;
-    }
-    if (auto t = try_place(w, now)) return t;
-    if (!w.id_moved) waiting_.push_back(std::move(w));
+    // The key is copied only for a delivery that waits, never on the way straight through.
+    const Choice c = waiting_.empty() ? choose(key, avoid, now) : Choice{Choice::wait};
+    if (c.what == Choice::send) return take(c.target, now);
+    queue_for(c, Waiter{id, std::string(key), avoid});
     return std::nullopt;
   }
 
@@ -80,16 +77,19 @@ class Balancer {
     for (std::size_t t = 0; t < waiting_for_.size(); ++t) {
       auto& q = waiting_for_[t];
       while (!q.empty() && has_room(t, now)) {
-        take(t, now);
-        out.push_back(Assignment{q.front().id, t});
+        out.push_back(Assignment{q.front().id, take(t, now)});
         q.pop_front();
       }
     }
     while (!waiting_.empty()) {
       Waiter& w = waiting_.front();
-      auto t = try_place(w, now);
-      if (!t && !w.id_moved) break;  // nothing can take the oldest: the rest wait too
-      if (t) out.push_back(Assignment{w.id, *t});
+      const Choice c = choose(w.key, w.avoid, now);
+      if (c.what == Choice::wait) break;  // nothing can take the oldest: the rest wait too
+      if (c.what == Choice::send) {
+        out.push_back(Assignment{w.id, take(c.target, now)});
+      } else {
+        queue_for(c, std::move(w));
+      }
       waiting_.pop_front();
     }
     return out;
@@ -172,7 +172,13 @@ class Balancer {
     std::uint64_t id;
     std::string key;
     std::optional<std::size_t> avoid;
-    bool id_moved = false;  // try_place queued it for its sticky target
+  };
+
+  // What a delivery does now: go to `target`, wait in `target`'s queue (sticky: its target is
+  // available but full), or wait for any target.
+  struct Choice {
+    enum What { send, wait_for_target, wait } what;
+    std::size_t target = 0;
   };
 
   struct Target {
@@ -195,36 +201,38 @@ class Balancer {
     return t.bucket.available(now);
   }
 
-  void take(std::size_t i, TimePoint now) noexcept {
+  // Takes a slot and a token of target i; returns i.
+  std::size_t take(std::size_t i, TimePoint now) noexcept {
     ++in_flight_[i];
     targets_[i].bucket.try_take(now);
+    return i;
   }
 
-  // The target for `w` now (slot and token taken), or nullopt. Sticky: when the conversation's
-  // target is available but full, `w` joins that target's queue (w.id_moved).
-  std::optional<std::size_t> try_place(Waiter& w, TimePoint now) {
+  Choice choose(std::string_view key, std::optional<std::size_t> avoid, TimePoint now) {
     const bool sticky = picker_.kind() == PolicyKind::sticky;
     for (std::size_t i = 0; i < mask_.size(); ++i) {
       mask_[i] = available(i, now) && (sticky || has_room(i, now));
     }
-    auto t = picker_.pick(PickRequest{mask_, w.avoid, w.key, in_flight_});
-    if (!t) return std::nullopt;
+    const auto t = picker_.pick(PickRequest{mask_, avoid, key, in_flight_});
+    if (!t) return Choice{Choice::wait};
     if (sticky && (!waiting_for_[*t].empty() || !has_room(*t, now))) {
-      waiting_for_[*t].push_back(std::move(w));
-      w.id_moved = true;
-      return std::nullopt;
+      return Choice{Choice::wait_for_target, *t};
     }
-    take(*t, now);
-    return t;
+    return Choice{Choice::send, *t};
+  }
+
+  void queue_for(const Choice& c, Waiter&& w) {
+    if (c.what == Choice::wait_for_target) {
+      waiting_for_[c.target].push_back(std::move(w));
+    } else {
+      waiting_.push_back(std::move(w));
+    }
   }
 
   // Target i is unavailable: its sticky waiters choose again, ahead of newer waiters.
   void evacuate(std::size_t i) {
     auto& q = waiting_for_[i];
-    for (auto it = q.rbegin(); it != q.rend(); ++it) {
-      it->id_moved = false;
-      waiting_.push_front(std::move(*it));
-    }
+    for (auto it = q.rbegin(); it != q.rend(); ++it) waiting_.push_front(std::move(*it));
     q.clear();
   }
 

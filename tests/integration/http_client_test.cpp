@@ -624,26 +624,32 @@ TEST_CASE("client resends transparently when the server dropped its idle kept-al
   CHECK(backend.connections_accepted() == 2);
 }
 
+// Leaves `n` kept-alive connections idle in the client's pool: n posts at once to a backend
+// slow enough that each needs a connection of its own. The backend is left answering 200.
+void open_idle_connections(ClientRig& client, TestBackend& backend, std::size_t n) {
+  backend.set_slow(100ms);
+  Collector warm(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", "warm-" + std::to_string(i)}},
+                 warm.callback(i));
+  }
+  REQUIRE(warm.wait_all(5s));
+  REQUIRE(backend.connections_accepted() == n);
+  backend.set_ok();
+}
+
 TEST_CASE("client survives a server restart that reset several idle kept-alive connections",
           "[client]") {
   // The server restarts and every kept-alive connection in the pool is dead. Each post must
   // still succeed: after the first dead connection the client must not try the next one.
   TestBackend backend;
-  backend.set_slow(100ms);  // so the warm-up opens several connections
   auto o = options_for(backend.port());
   o.max_connections = 4;
   ClientRig client(o);
-  Collector warm(4);
-  for (std::size_t i = 0; i < 4; ++i) {
-    client->post("/events", "{}", {{"Idempotency-Key", "warm-" + std::to_string(i)}},
-                 warm.callback(i));
-  }
-  REQUIRE(warm.wait_all(5s));
-  REQUIRE(backend.connections_accepted() == 4);
+  open_idle_connections(client, backend, 4);
 
   backend.stop();  // resets all four idle connections
   backend.start();
-  backend.set_ok();
   Collector got(4);
   for (std::size_t i = 0; i < 4; ++i) {
     client->post("/events", "{}", {{"Idempotency-Key", key_of(i)}}, got.callback(i));
@@ -662,17 +668,10 @@ TEST_CASE("client keeps its other idle connections when a server closes one in o
   // `Connection: close` on one answer is routine (keepalive_requests, error pages): it must
   // cost that one connection, not the whole idle pool.
   TestBackend backend;
-  backend.set_slow(100ms);  // so the warm-up opens several connections
   auto o = options_for(backend.port());
   o.max_connections = 4;
   ClientRig client(o);
-  Collector warm(4);
-  for (std::size_t i = 0; i < 4; ++i) {
-    client->post("/events", "{}", {{"Idempotency-Key", "warm-" + std::to_string(i)}},
-                 warm.callback(i));
-  }
-  REQUIRE(warm.wait_all(5s));
-  REQUIRE(backend.connections_accepted() == 4);
+  open_idle_connections(client, backend, 4);
 
   backend.set_close_after_answer();
   Collector closing(1);
