@@ -69,6 +69,8 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           out.error = std::move(r.message);
         } else if (classify_answer(r.status) != Verdict::done) {
           out.error = "HTTP " + std::to_string(r.status);
+        } else {
+          out.body = std::move(r.body);  // may carry replies for the shard
         }
         auto& w = it->second;
         st.results.add(w.reply_to, Result{w.ticket, w.leg, std::move(out)});
@@ -77,9 +79,7 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
       },
       [self](flush_atom) {
         self->state.flush_queued = false;
-        self->state.results.flush([](const caf::strong_actor_ptr& to, Results&& batch) {
-          caf::anon_send(caf::actor_cast<caf::actor>(to), outcome_atom::value, std::move(batch));
-        });
+        send_results(self->state.results);
       },
   };
 }

@@ -27,7 +27,7 @@ struct HttpTargetState {
     std::uint64_t leg = 0;
   };
   std::unordered_map<std::uint64_t, Waiting> waiting;
-  Outbox<caf::strong_actor_ptr, Results> results;  // answers of this burst, per asker
+  ResultOutbox results;  // answers of this burst, per asker
   bool flush_queued = false;
 };
 

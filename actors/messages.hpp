@@ -28,6 +28,7 @@ struct Outcome {
   std::string target;
   unsigned status = 0;  // HTTP status, 0 when no answer arrived
   std::string error;    // empty on success
+  std::string body;     // a backend's 2xx answer body (may carry replies); else empty
   // Sends the router made for this attempt: more than 1 when it re-routed the attempt off a
   // target that went down. Each send counts as an attempt (X-Botgate-Attempt counts up).
   std::uint32_t sends = 1;
@@ -105,6 +106,17 @@ struct ProbeResult {
   bool healthy = true;     // the target's state after it (rise/fall applied)
   std::string error;       // why it failed
   std::int64_t at_ms = 0;  // unix ms
+  // Not a probe: an account's token actor reporting whether the platform takes its credentials
+  // (`healthy`, with the platform's errmsg in `error`).
+  bool credentials = false;
+};
+
+// An account's access token, from its token actor. `error` is set instead when none can be had
+// right now. The holder may use the token until `use_until`, then asks again.
+struct AccessToken {
+  std::string token;
+  std::string error;
+  Clock::time_point use_until{};
 };
 
 // What GET /v1/targets shows of one target in one pool.
@@ -123,6 +135,7 @@ struct TargetStatus {
   std::int64_t probe_at_ms = 0;  // 0: no probe result yet
   bool probe_ok = false;
   std::string probe_error;
+  std::string credentials_error;  // accounts: why the platform refuses the credentials, or ""
 };
 
 struct PoolStatus {
@@ -157,6 +170,8 @@ CAF_ADD_ATOM(botgate, botgate, health_atom, "health")
 CAF_ADD_ATOM(botgate, botgate, status_atom, "status")
 CAF_ADD_ATOM(botgate, botgate, dong_atom, "dong")
 CAF_ADD_ATOM(botgate, botgate, timeout_atom, "timeout")
+CAF_ADD_ATOM(botgate, botgate, token_atom, "token")
+CAF_ADD_ATOM(botgate, botgate, invalid_atom, "invalid")
 CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
 CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
 CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -174,6 +189,7 @@ CAF_ADD_TYPE_ID(botgate, (botgate::Answers))
 CAF_ADD_TYPE_ID(botgate, (botgate::Sends))
 CAF_ADD_TYPE_ID(botgate, (botgate::Results))
 CAF_ADD_TYPE_ID(botgate, (botgate::PoolStatus))
+CAF_ADD_TYPE_ID(botgate, (botgate::AccessToken))
 CAF_END_TYPE_ID_BLOCK(botgate)
 
 // These values never leave the process, so they need no serializer.
@@ -194,6 +210,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Answers)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Sends)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Results)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::PoolStatus)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::AccessToken)
 
 namespace botgate {
 
@@ -226,6 +243,15 @@ using prober_actor =
                      caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
                      caf::reacts_to<outcome_atom, Results>, caf::reacts_to<dong_atom, std::string>,
                      caf::reacts_to<timeout_atom, std::uint64_t>>;
+
+// An account credential's access-token cache (one per app id + secret, or corp id + secret):
+// `token` answers the cached token, fetching it first when there is none (one fetch for any
+// number of askers); `invalid` reports a token the platform called stale, so the next ask
+// fetches anew; `done` is a fetch's answer (by fetch number); `tick` is the refresh timer.
+using token_actor = caf::typed_actor<caf::replies_to<token_atom>::with<AccessToken>,
+                                     caf::reacts_to<invalid_atom, std::string>,
+                                     caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
+                                     caf::reacts_to<tick_atom, std::uint64_t>>;
 
 // A queue shard: accept events, keep each conversation in order, retry failures. `outcome` is
 // its router's answer to a deliver.

@@ -43,4 +43,14 @@ class Outbox {
   std::vector<std::pair<Receiver, Batch>> boxes_;  // a handful of receivers: a linear search
 };
 
+// A target's results, gathered per asker (the sender of each `deliver`).
+using ResultOutbox = Outbox<caf::strong_actor_ptr, Results>;
+
+// A target's flush: each asker gets its results of the burst as one `outcome` batch.
+inline void send_results(ResultOutbox& results) {
+  results.flush([](const caf::strong_actor_ptr& to, Results&& batch) {
+    caf::anon_send(caf::actor_cast<caf::actor>(to), outcome_atom::value, std::move(batch));
+  });
+}
+
 }  // namespace botgate

@@ -162,10 +162,18 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
 void on_probe(Self self, ProbeResult& r) {
   auto& st = self->state;
   for (std::size_t i = 0; i < st.targets.size(); ++i) {
-    if (st.targets[i].name != r.target) continue;
-    st.targets[i].last_probe = r;
+    auto& t = st.targets[i];
+    if (t.name != r.target) continue;
+    if (r.credentials) {
+      t.credentials_ok = r.healthy;
+      t.credentials_error = r.healthy ? std::string() : r.error;
+    } else {
+      t.probe_healthy = r.healthy;
+      t.last_probe = r;
+    }
+    const bool healthy = t.probe_healthy && t.credentials_ok;
     const auto now = Clock::now();
-    if (st.balancer->set_healthy(i, r.healthy) && !r.healthy) reroute(self, i, now);
+    if (st.balancer->set_healthy(i, healthy) && !healthy) reroute(self, i, now);
     drain(self, now);
     return;
   }
@@ -219,6 +227,7 @@ PoolStatus status(const RouterState& st) {
     ts.probe_at_ms = t.last_probe.at_ms;
     ts.probe_ok = t.last_probe.ok;
     ts.probe_error = t.last_probe.error;
+    ts.credentials_error = t.credentials_error;
     s.targets.push_back(std::move(ts));
   }
   return s;

@@ -78,6 +78,11 @@ struct RouterState {
     std::uint64_t failures = 0;
     std::string last_error;
     ProbeResult last_probe;
+    // Health has two sources: the prober, and (accounts) the token actor's verdict on the
+    // credentials. The target is eligible only while both say healthy.
+    bool probe_healthy = true;
+    bool credentials_ok = true;
+    std::string credentials_error;
   };
 
   std::string pool;

@@ -3,8 +3,10 @@
 #include <algorithm>
 
 #include "actors/shard_log_actor.hpp"
+#include "core/json.hpp"
 #include "core/log.hpp"
 #include "policies/delivery_rules.hpp"
+#include "transport/generic_codec.hpp"
 
 namespace botgate {
 namespace {
@@ -13,6 +15,19 @@ using Self = shard_actor::stateful_pointer<ShardState>;
 
 void dispatch(Self self, const std::string& key);
 void maybe_read(Self self);
+void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack);
+void queue_replies(Self self, const Event& ev, const std::string& body);
+
+// Events queue per (destination pool, conversation): replies to a user never wait behind that
+// user's inbound events stuck on a failing backend, and order holds per destination. Events
+// without a route of their own (generic sources) queue by conversation alone.
+std::string queue_key(const Event& ev) {
+  if (ev.route.empty()) return ev.conversation;
+  std::string key = ev.route;
+  key.push_back('\x1f');
+  key += ev.conversation;
+  return key;
+}
 
 void update_depth(Self self) {
   auto& st = self->state;
@@ -28,12 +43,12 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
     ++st.on_disk;
     return;
   }
-  const std::string& key = stored.ev->conversation;
+  const std::string key = queue_key(*stored.ev);
   auto& conv = st.conversations[key];
   st.loaded_upto = std::max(st.loaded_upto, stored.seq);
   ++st.in_memory;
   conv.events.push_back(QueuedEvent{std::move(stored.ev), stored.seq, id});
-  if (!conv.busy) dispatch(self, conv.events.back().ev->conversation);
+  if (!conv.busy) dispatch(self, key);
 }
 
 // The head of `key` is finished (delivered or given up): record it and go on.
@@ -82,9 +97,64 @@ void dead_letter(Self self, const std::string& key, const EventPtr& ev, std::uin
   finish(self, key, std::move(c));
 }
 
+// The outbound event for reply `n` of `ev`: to the reply's `to`, else ev's conversation.
+EventPtr reply_event(const Event& ev, std::size_t n, BackendReply& r, const std::string& pool) {
+  auto out = std::make_shared<Event>();
+  out->source = ev.source;
+  out->id = ev.id + "#reply-" + std::to_string(n);
+  out->conversation = r.to.empty() ? ev.conversation : std::move(r.to);
+  out->sender = ev.sender;
+  out->type = "reply";
+  out->text = std::move(r.text);
+  out->raw = "{\"id\":";
+  append_json_string(out->raw, out->id);
+  out->raw += ",\"conversation\":";
+  append_json_string(out->raw, out->conversation);
+  out->raw += ",\"type\":\"reply\",\"text\":";
+  append_json_string(out->raw, out->text);
+  out->raw += ",\"in_reply_to\":";
+  append_json_string(out->raw, ev.id);
+  out->raw += "}";
+  out->route = pool;
+  out->received_at = Clock::now();
+  out->received_wall = std::chrono::system_clock::now();
+  return out;
+}
+
+void queue_replies(Self self, const Event& ev, const std::string& body) {
+  auto& st = self->state;
+  std::vector<BackendReply> replies;
+  std::string detail;
+  if (parse_backend_replies(body, replies, detail) != CodecStatus::ok) {
+    st.metrics->replies_dropped().inc();
+    log::warn("backend replies dropped",
+              {{"source", ev.source}, {"id", ev.id}, {"reason", "malformed"}, {"detail", detail}});
+    return;
+  }
+  if (replies.empty()) return;
+  auto src = st.options.sources.find(ev.source);
+  if (src == st.options.sources.end() || src->second.accounts.empty()) {
+    st.metrics->replies_dropped().inc(replies.size());
+    log::warn("backend replies dropped", {{"source", ev.source},
+                                          {"id", ev.id},
+                                          {"reason", "the source has no accounts pool"},
+                                          {"replies", replies.size()}});
+    return;
+  }
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    auto reply = reply_event(ev, i + 1, replies[i], src->second.accounts);
+    const auto id = storage::hash_id(reply->source, reply->id);
+    // Already queued or sent (the event was delivered before a crash): not again. Replies skip
+    // max_pending: the event they answer is already stored, and must not lose them.
+    if (st.ids.count(id) != 0) continue;
+    st.metrics->replies_queued().inc();
+    enqueue(self, std::move(reply), id, [](IngestStatus) {});
+  }
+}
+
 void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   auto& st = self->state;
-  const std::string& key = answered->conversation;
+  const std::string key = queue_key(*answered);
   auto it = st.conversations.find(key);
   // Only the head in flight can be answered; anything else is not this shard's to act on.
   if (it == st.conversations.end() || !it->second.busy || it->second.events.empty() ||
@@ -98,6 +168,7 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
     case Verdict::done: {
       st.metrics->events_delivered().inc();
       st.metrics->end_to_end().observe(Clock::now() - ev->received_at);
+      if (!out.body.empty()) queue_replies(self, *ev, out.body);
       return finish(self, key, Completion{});
     }
     case Verdict::dead_letter:
@@ -125,9 +196,16 @@ void dispatch(Self self, const std::string& key) {
   auto& conv = st.conversations[key];
   if (conv.busy || conv.events.empty()) return;
   const EventPtr ev = conv.events.front().ev;
-  auto route = st.routes.find(ev->source);
-  if (route == st.routes.end()) {
-    return dead_letter(self, key, ev, 0, "no route for source " + ev->source);
+  const std::string* pool = &ev->route;
+  if (pool->empty()) {
+    auto src = st.options.sources.find(ev->source);
+    if (src != st.options.sources.end()) pool = &src->second.route;
+  }
+  auto route = st.pools.find(*pool);
+  if (route == st.pools.end()) {
+    return dead_letter(
+        self, key, ev, 0,
+        pool->empty() ? "no route for source " + ev->source : "no pool named " + *pool);
   }
   conv.busy = true;
   ++conv.attempts;
@@ -267,13 +345,13 @@ void resume(Self self, storage::Recovered& rec) {
 }  // namespace
 
 shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metrics,
-                                 std::unordered_map<std::string, router_actor> routes,
+                                 std::unordered_map<std::string, router_actor> pools,
                                  std::shared_ptr<storage::ShardStore> store,
                                  std::shared_ptr<storage::Recovered> recovered) {
   auto& st = self->state;
   st.options = std::move(options);
   st.metrics = metrics;
-  st.routes = std::move(routes);
+  st.pools = std::move(pools);
   st.log = self->spawn<caf::linked + caf::detached>(
       shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
       std::move(recovered->dead_letters));

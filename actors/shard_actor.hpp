@@ -1,5 +1,6 @@
 // A queue shard: owns the events of the conversations that hash to it, keeps each
-// conversation in order (one event in flight per conversation), and retries a
+// conversation in order (one event in flight per conversation and destination pool), and
+// retries a
 // failed delivery after a backoff while other conversations keep flowing.
 //
 // Per conversation:
@@ -17,6 +18,11 @@
 // Memory: at most `memory_window` events are held in memory. Stored events beyond that stay
 // on disk only and are read back, in sequence order, once the window has drained to half.
 // Per-conversation order holds because events enter memory in sequence order.
+//
+// Replies: a backend's 2xx answer may carry {"replies":[...]}. Each reply becomes an outbound
+// event (id "<event id>#reply-<n>", routed to the source's account pool) appended to this
+// shard's log before the event's completion, in the same commit order: a crash in between
+// redelivers the event, and the replies' fixed ids make the second copy a duplicate.
 //
 // Idempotency: the 128-bit hash of every (source, id) queued, or completed within
 // `dedup_window`, is kept; such an event is acknowledged as a duplicate and not queued again.
@@ -36,8 +42,16 @@
 
 namespace botgate {
 
+// Where a source's events go: its default pool (`route`, may be empty) and the account pool
+// backends' replies go out through (`accounts`, may be empty).
+struct SourceRoutes {
+  std::string route;
+  std::string accounts;
+};
+
 struct ShardOptions {
   std::size_t index = 0;
+  std::unordered_map<std::string, SourceRoutes> sources;  // by source name
   std::uint64_t max_pending = 100000;
   std::uint32_t max_attempts = 8;
   Duration max_age = std::chrono::hours(48);
@@ -71,7 +85,7 @@ struct ShardState {
   static inline const char* name = "shard";
   ShardOptions options;
   Metrics* metrics = nullptr;
-  std::unordered_map<std::string, router_actor> routes;  // source name -> pool router
+  std::unordered_map<std::string, router_actor> pools;  // pool name -> its router
   shard_log_actor log;
   std::unordered_map<std::string, ConversationQueue> conversations;
   std::deque<UnstoredEvent> unstored;
@@ -97,7 +111,7 @@ struct ShardState {
 // actor (linked, detached) on the store and resumes the recovered events.
 shard_actor::behavior_type shard(shard_actor::stateful_pointer<ShardState> self,
                                  ShardOptions options, Metrics* metrics,
-                                 std::unordered_map<std::string, router_actor> routes,
+                                 std::unordered_map<std::string, router_actor> pools,
                                  std::shared_ptr<storage::ShardStore> store,
                                  std::shared_ptr<storage::Recovered> recovered);
 

@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <utility>
 
 #include "policies/token_bucket.hpp"
+#include "transport/wechat_crypto.hpp"
 
 namespace botgate {
 namespace {
@@ -502,31 +504,190 @@ struct Reference {
   std::string name;
 };
 
+// A reference to a pool that must hold a certain family of targets: backends for routes,
+// accounts for `accounts`.
+enum class PoolUse { backends, accounts };
+
+struct PoolReference {
+  const toml::node* node;
+  std::string path;
+  std::string name;
+  PoolUse use;
+};
+
+constexpr std::array<std::pair<std::string_view, SourceKind>, 3> kSourceKinds{{
+    {"generic", SourceKind::generic},
+    {"wechat", SourceKind::wechat},
+    {"wecom", SourceKind::wecom},
+}};
+
+constexpr std::array<std::pair<std::string_view, TargetKind>, 3> kTargetKinds{{
+    {"http", TargetKind::http},
+    {"wechat-oa", TargetKind::wechat_oa},
+    {"wecom-kf", TargetKind::wecom_kf},
+}};
+
+template <typename Kind, std::size_t N>
+std::optional<Kind> kind_named(const std::array<std::pair<std::string_view, Kind>, N>& names,
+                               std::string_view s) {
+  for (const auto& [name, kind] : names) {
+    if (name == s) return kind;
+  }
+  return std::nullopt;
+}
+
+// Reports each present key of `keys` as not applying to this kind of entry.
+void refuse_keys(Errors& errors, Table& t, std::initializer_list<std::string_view> keys,
+                 std::string_view what) {
+  for (auto key : keys) {
+    if (const toml::node* n = t.node(key)) {
+      errors.add(*n, t.path(key), "not a key of " + std::string(what));
+    }
+  }
+}
+
+void parse_aes_key(Errors& errors, Table& t, SourceConfig& s) {
+  const toml::node* n = t.string("encoding_aes_key", s.encoding_aes_key, false, true);
+  if (n == nullptr) return;
+  std::string why;
+  if (!wechat::AesKey::parse(s.encoding_aes_key, why)) {
+    errors.add(*n, t.path("encoding_aes_key"), why);  // names the problem, never the key
+    s.encoding_aes_key.clear();
+  }
+}
+
 void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceConfig>& out,
-                   std::vector<Reference>& routes) {
+                   std::vector<PoolReference>& pools) {
   Names names("source");
+  std::map<std::string, std::uint32_t> corp_ids;
   auto list = entries(errors, root, "sources");
   for (std::size_t i = 0; i < list.size(); ++i) {
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("sources", i);
-    Table t(errors, *list[i], prefix, {"name", "kind", "secret", "route", "max_skew"});
+    Table t(errors, *list[i], prefix,
+            {"name", "kind", "secret", "route", "max_skew", "token", "encoding_aes_key", "app_id",
+             "corp_id", "accounts", "answer_ding", "ack_deadline"});
     SourceConfig s;
-    if (const toml::node* n = t.string("name", s.name, true, true)) {
-      names.add(errors, *n, t.path("name"), s.name);
-    }
-    if (const toml::node* n = t.string("kind", s.kind, false, false)) {
-      if (s.kind == "wechat" || s.kind == "wecom" || s.kind == "slack") {
-        errors.add(*n, t.path("kind"), "source kind '" + s.kind + "' is not supported yet");
-      } else if (s.kind != "generic") {
-        errors.add(*n, t.path("kind"), "unknown source kind '" + s.kind + "' (expected generic)");
+    std::string kind;
+    if (const toml::node* n = t.string("kind", kind, false, false)) {
+      if (auto k = kind_named(kSourceKinds, kind)) {
+        s.kind = *k;
+      } else if (kind == "slack") {
+        errors.add(*n, t.path("kind"), "source kind 'slack' is not supported yet");
+      } else {
+        errors.add(*n, t.path("kind"),
+                   "unknown source kind '" + kind + "' (expected generic, wechat or wecom)");
       }
     }
-    t.string("secret", s.secret, true, true);  // never echo the value
-    if (const toml::node* n = t.string("route", s.route, true, true)) {
-      routes.push_back(Reference{n, t.path("route"), s.route});
+    const toml::node* name = t.string("name", s.name, s.kind != SourceKind::wecom, true);
+    const toml::node* route = t.string("route", s.route, s.kind == SourceKind::generic, true);
+    if (route != nullptr)
+      pools.push_back(PoolReference{route, t.path("route"), s.route, PoolUse::backends});
+    if (const toml::node* n = t.string("accounts", s.accounts, false, true)) {
+      pools.push_back(PoolReference{n, t.path("accounts"), s.accounts, PoolUse::accounts});
     }
     t.duration("max_skew", s.max_skew);
+    if (const toml::node* n = t.node("answer_ding")) {
+      if (const auto* b = n->as_boolean()) {
+        s.answer_ding = b->get();
+      } else {
+        errors.add(*n, t.path("answer_ding"), "expected true or false");
+      }
+    }
+    switch (s.kind) {
+      case SourceKind::generic:
+        t.string("secret", s.secret, true, true);  // never echo the value
+        refuse_keys(errors, t, {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline"},
+                    "a generic source");
+        break;
+      case SourceKind::wechat:
+        t.string("token", s.token, true, true);
+        parse_aes_key(errors, t, s);
+        if (t.string("app_id", s.app_id, false, true) == nullptr &&
+            t.node("encoding_aes_key") != nullptr) {
+          errors.add(t.line(), t.path("app_id"),
+                     "missing required key (safe mode checks the app id in every message)");
+        }
+        t.duration("ack_deadline", s.ack_deadline);
+        refuse_keys(errors, t, {"secret", "corp_id"}, "a wechat source");
+        break;
+      case SourceKind::wecom:
+        t.string("token", s.token, true, true);
+        if (t.required("encoding_aes_key") != nullptr) parse_aes_key(errors, t, s);
+        if (const toml::node* n = t.string("corp_id", s.corp_id, true, true)) {
+          if (!std::all_of(s.corp_id.begin(), s.corp_id.end(), is_name_char)) {
+            errors.add(*n, t.path("corp_id"), "invalid corp id (allowed: A-Z a-z 0-9 _ . -)");
+          } else if (auto [it, fresh] = corp_ids.emplace(s.corp_id, line_of(*n)); !fresh) {
+            errors.add(*n, t.path("corp_id"),
+                       "duplicate corp id (first on line " + std::to_string(it->second) + ")");
+          }
+          if (name == nullptr) s.name = s.corp_id;
+        }
+        t.duration("ack_deadline", s.ack_deadline);
+        refuse_keys(errors, t, {"secret", "app_id"}, "a wecom source");
+        break;
+    }
+    if (s.ack_deadline > std::chrono::milliseconds(4500)) {
+      errors.add(*t.node("ack_deadline"), t.path("ack_deadline"),
+                 "must be at most 4500ms (WeChat gives up on a callback after 5s)");
+    }
+    if (!s.name.empty()) {
+      const toml::node* n = name != nullptr ? name : t.node("corp_id");
+      names.add(errors, *n, t.path(name != nullptr ? "name" : "corp_id"), s.name);
+    }
     out.push_back(std::move(s));
+  }
+}
+
+// [[routes]]: optional; each rule needs an action.
+void parse_routes(Errors& errors, const toml::table& root, std::vector<RouteRule>& out,
+                  std::vector<PoolReference>& pools, std::vector<Reference>& sources) {
+  const toml::node* n = root.get("routes");
+  if (n == nullptr) return;
+  const auto* arr = n->as_array();
+  if (arr == nullptr) {
+    errors.add(*n, "routes", "expected an array of tables ([[routes]])");
+    return;
+  }
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const toml::node& e = *arr->get(i);
+    const std::string prefix = indexed("routes", i);
+    const auto* tbl = e.as_table();
+    if (tbl == nullptr) {
+      errors.add(e, prefix, "expected a table");
+      continue;
+    }
+    Table t(errors, *tbl, prefix, {"source", "type", "text", "text_regex", "reply", "pool"});
+    RouteRule r;
+    r.index = i;
+    if (const toml::node* s = t.string("source", r.source, false, true)) {
+      sources.push_back(Reference{s, t.path("source"), r.source});
+    }
+    t.string("type", r.type, false, true);
+    std::string text;
+    const toml::node* exact = t.string("text", text, false, false);
+    if (exact != nullptr) r.text = text;
+    std::string pattern;
+    if (const toml::node* re = t.string("text_regex", pattern, false, true)) {
+      if (exact != nullptr) {
+        errors.add(*re, t.path("text_regex"), "give text or text_regex, not both");
+      } else {
+        try {
+          r.text_regex.emplace(pattern, std::regex::ECMAScript | std::regex::optimize);
+        } catch (const std::regex_error& err) {
+          errors.add(*re, t.path("text_regex"),
+                     std::string("invalid regular expression: ") + err.what());
+        }
+      }
+    }
+    t.string("reply", r.reply, false, true);
+    if (const toml::node* p = t.string("pool", r.pool, false, true)) {
+      pools.push_back(PoolReference{p, t.path("pool"), r.pool, PoolUse::backends});
+    }
+    if (t.node("reply") == nullptr && t.node("pool") == nullptr) {
+      errors.add(t.line(), prefix, "a rule needs a reply, a pool, or both");
+    }
+    out.push_back(std::move(r));
   }
 }
 
@@ -604,23 +765,23 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
   }
 }
 
-// http://host[:port][/path]
+// http[s]://host[:port][/path]
 void parse_url(Errors& errors, const toml::node& n, const std::string& key, TargetConfig& t) {
   std::string_view url = t.url;
   if (iequals_prefix(url, "https://")) {
-    errors.add(n, key, "https targets are not supported yet");
+    t.tls = true;
+    url.remove_prefix(8);
+  } else if (iequals_prefix(url, "http://")) {
+    url.remove_prefix(7);
+  } else {
+    errors.add(n, key, "invalid url '" + t.url + "' (expected http[s]://host[:port][/path])");
     return;
   }
-  if (!iequals_prefix(url, "http://")) {
-    errors.add(n, key, "invalid url '" + t.url + "' (expected http://host[:port][/path])");
-    return;
-  }
-  url.remove_prefix(7);
   auto slash = url.find('/');
   std::string_view authority = url.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "/" : url.substr(slash);
   std::string_view host = authority;
-  std::optional<std::uint32_t> port = 80;
+  std::optional<std::uint32_t> port = t.tls ? 443 : 80;
   if (auto colon = authority.find(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = parse_port(authority.substr(colon + 1));
@@ -705,20 +866,54 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     const std::string prefix = indexed("targets", i);
     Table t(errors, *list[i], prefix,
             {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections",
-             "pipeline", "max_in_flight", "rate_limit", "burst", "probe"});
+             "pipeline", "max_in_flight", "rate_limit", "burst", "probe", "api_base", "app_id",
+             "app_secret", "corp_id", "corp_secret", "open_kfid", "token_margin"});
     TargetConfig c;
     if (const toml::node* n = t.string("name", c.name, true, true)) {
       names.add(errors, *n, t.path("name"), c.name);
     }
-    if (const toml::node* n = t.string("kind", c.kind, false, false)) {
-      if (c.kind == "wechat-oa" || c.kind == "wecom-kf" || c.kind == "slack") {
-        errors.add(*n, t.path("kind"), "target kind '" + c.kind + "' is not supported yet");
-      } else if (c.kind != "http") {
-        errors.add(*n, t.path("kind"), "unknown target kind '" + c.kind + "' (expected http)");
+    std::string kind;
+    if (const toml::node* n = t.string("kind", kind, false, false)) {
+      if (auto k = kind_named(kTargetKinds, kind)) {
+        c.kind = *k;
+      } else if (kind == "slack") {
+        errors.add(*n, t.path("kind"), "target kind 'slack' is not supported yet");
+      } else {
+        errors.add(*n, t.path("kind"),
+                   "unknown target kind '" + kind + "' (expected http, wechat-oa or wecom-kf)");
       }
     }
-    if (const toml::node* n = t.string("url", c.url, true, true)) {
-      parse_url(errors, *n, t.path("url"), c);
+    switch (c.kind) {
+      case TargetKind::http:
+        if (const toml::node* n = t.string("url", c.url, true, true)) {
+          parse_url(errors, *n, t.path("url"), c);
+        }
+        refuse_keys(errors, t,
+                    {"api_base", "app_id", "app_secret", "corp_id", "corp_secret", "open_kfid",
+                     "token_margin"},
+                    "an http target");
+        break;
+      case TargetKind::wechat_oa:
+      case TargetKind::wecom_kf: {
+        const bool oa = c.kind == TargetKind::wechat_oa;
+        c.url = oa ? std::string(kOfficialAccountApi) : std::string(kWecomApi);
+        const toml::node* base = t.string("api_base", c.url, false, true);
+        parse_url(errors, base != nullptr ? *base : *list[i], t.path("api_base"), c);
+        while (!c.path.empty() && c.path.back() == '/') c.path.pop_back();
+        if (oa) {
+          t.string("app_id", c.app_id, true, true);
+          t.string("app_secret", c.app_secret, true, true);  // never echo the value
+          refuse_keys(errors, t, {"corp_id", "corp_secret", "open_kfid"}, "a wechat-oa target");
+        } else {
+          t.string("corp_id", c.corp_id, true, true);
+          t.string("corp_secret", c.corp_secret, true, true);
+          t.string("open_kfid", c.open_kfid, true, true);
+          refuse_keys(errors, t, {"app_id", "app_secret"}, "a wecom-kf target");
+        }
+        t.duration("token_margin", c.token_margin);
+        refuse_keys(errors, t, {"url"}, "an account target (it has api_base)");
+        break;
+      }
     }
     t.integer("weight", c.weight, 1, std::numeric_limits<std::uint32_t>::max());
     t.duration("connect_timeout", c.connect_timeout);
@@ -739,12 +934,30 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     if (c.burst == 0) c.burst = default_burst(c.rate_limit);
     if (const toml::table* p = t.table("probe")) {
       parse_probe(errors, *p, t.path("probe"), c.probe, probe_sources);
+      if (is_account(c.kind) && c.probe.kind == ProbeKind::http) {
+        errors.add(*p, t.path("probe") + ".kind",
+                   "an account target is probed by dingdong (or none), not http");
+      }
     }
     out.push_back(std::move(c));
   }
 }
 
 }  // namespace
+
+std::string_view to_string(SourceKind kind) noexcept {
+  for (const auto& [name, k] : kSourceKinds) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
+
+std::string_view to_string(TargetKind kind) noexcept {
+  for (const auto& [name, k] : kTargetKinds) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
 
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
                           const char* env_admin_token) {
@@ -768,26 +981,50 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
 
   Errors errors;
   Config cfg;
-  Table top(errors, root, "",
-            {"server", "log", "actors", "queue", "backoff", "sources", "pools", "targets"});
+  Table top(
+      errors, root, "",
+      {"server", "log", "actors", "queue", "backoff", "sources", "routes", "pools", "targets"});
   parse_server(errors, root, cfg.server);
   parse_log(errors, root, cfg.log);
   parse_actors(errors, root, cfg.actors);
   parse_queue(errors, root, cfg.queue);
   parse_backoff(errors, root, cfg.backoff);
 
-  std::vector<Reference> routes;
+  std::vector<PoolReference> pool_refs;
   std::vector<Reference> members;
+  std::vector<Reference> rule_sources;
   Names pool_names("pool");
   Names target_names("target");
-  parse_sources(errors, root, cfg.sources, routes);
+  parse_sources(errors, root, cfg.sources, pool_refs);
+  parse_routes(errors, root, cfg.routes, pool_refs, rule_sources);
   parse_pools(errors, root, cfg.pools, pool_names, members);
   std::vector<Reference> probe_sources;
   parse_targets(errors, root, cfg.targets, target_names, probe_sources);
 
-  for (const auto& r : routes) {
+  for (const auto& r : pool_refs) {
     if (!pool_names.contains(r.name)) {
       errors.add(*r.node, r.path, "unknown pool '" + r.name + "'");
+      continue;
+    }
+    const auto& pool = *std::find_if(cfg.pools.begin(), cfg.pools.end(),
+                                     [&](const PoolConfig& p) { return p.name == r.name; });
+    const bool want_accounts = r.use == PoolUse::accounts;
+    for (const auto& member : pool.targets) {
+      auto t = std::find_if(cfg.targets.begin(), cfg.targets.end(),
+                            [&](const TargetConfig& c) { return c.name == member; });
+      if (t == cfg.targets.end() || is_account(t->kind) == want_accounts) continue;
+      errors.add(*r.node, r.path,
+                 "pool '" + r.name + "' holds " + std::string(to_string(t->kind)) + " target '" +
+                     member + "', but " +
+                     (want_accounts ? "replies go through account targets (wechat-oa, wecom-kf)"
+                                    : "events are forwarded to http targets"));
+      break;
+    }
+  }
+  for (const auto& r : rule_sources) {
+    if (std::none_of(cfg.sources.begin(), cfg.sources.end(),
+                     [&](const SourceConfig& s) { return s.name == r.name; })) {
+      errors.add(*r.node, r.path, "unknown source '" + r.name + "'");
     }
   }
   for (const auto& m : members) {

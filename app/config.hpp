@@ -11,6 +11,7 @@
 #include "core/units.hpp"
 #include "policies/outlier.hpp"
 #include "policies/pick.hpp"
+#include "policies/route_rules.hpp"
 #include "storage/sync_mode.hpp"
 
 namespace botgate {
@@ -57,13 +58,32 @@ struct BackoffConfig {
   Duration cap = std::chrono::seconds(30);
 };
 
+enum class SourceKind { generic, wechat, wecom };
+
 struct SourceConfig {
-  std::string name;
-  std::string kind = "generic";  // only "generic" in this release
-  std::string secret;
-  std::string route;  // pool name
+  std::string name;  // wecom: defaults to corp_id
+  SourceKind kind = SourceKind::generic;
+  std::string secret;  // generic: the HMAC key
+  // The pool events go to when no [[routes]] rule matches; empty (wechat, wecom only): such
+  // events are answered and dropped.
+  std::string route;
   Duration max_skew = std::chrono::seconds(300);
+  // wechat, wecom: the callback token, the 43-character EncodingAESKey (wechat: empty means
+  // plaintext mode only), the Official Account's app id (the receiver id of its ciphertexts)
+  // and the WeCom corp id (ditto, and the {corpId} of /callback/{corpId}).
+  std::string token;
+  std::string encoding_aes_key;
+  std::string app_id;
+  std::string corp_id;
+  // The pool of account targets (wechat-oa, wecom-kf) replies to this source's conversations
+  // are sent through; empty: backends' replies are dropped (and counted).
+  std::string accounts;
+  bool answer_ding = true;  // the built-in heartbeat responder: "ding" -> "dong"
+  // wechat, wecom: the callback is answered "success" by then even if storage is slower.
+  Duration ack_deadline = std::chrono::milliseconds(4500);
 };
+
+std::string_view to_string(SourceKind kind) noexcept;
 
 struct PoolConfig {
   std::string name;
@@ -72,14 +92,35 @@ struct PoolConfig {
   OutlierConfig outlier;  // [pools.outlier]
 };
 
+enum class TargetKind { http, wechat_oa, wecom_kf };
+
+// The default api_base of each account kind.
+inline constexpr std::string_view kOfficialAccountApi = "https://api.weixin.qq.com";
+inline constexpr std::string_view kWecomApi = "https://qyapi.weixin.qq.com";
+
+std::string_view to_string(TargetKind kind) noexcept;
+constexpr bool is_account(TargetKind kind) noexcept {
+  return kind != TargetKind::http;
+}
+
 struct TargetConfig {
   std::string name;
-  std::string kind = "http";  // only "http" in this release
-  std::string url;            // http://host:port/path
+  TargetKind kind = TargetKind::http;
+  std::string url;  // http: http[s]://host[:port]/path; accounts: api_base
   // Parsed from url:
+  bool tls = false;
   std::string host;
   std::uint16_t port = 80;
-  std::string path = "/";
+  std::string path = "/";  // accounts: the api_base path prefix, "" for none
+  // wechat-oa: app id and secret; wecom-kf: corp id, corp secret and the customer-service
+  // account (open_kfid) it sends as.
+  std::string app_id;
+  std::string app_secret;
+  std::string corp_id;
+  std::string corp_secret;
+  std::string open_kfid;
+  // Accounts: a token is refreshed this long before it expires.
+  Duration token_margin = std::chrono::minutes(5);
   std::uint32_t weight = 1;
   Duration connect_timeout = std::chrono::seconds(1);
   Duration timeout = std::chrono::seconds(5);  // whole request/response exchange
@@ -100,6 +141,7 @@ struct Config {
   QueueConfig queue;
   BackoffConfig backoff;
   std::vector<SourceConfig> sources;
+  std::vector<RouteRule> routes;  // [[routes]], in file order
   std::vector<PoolConfig> pools;
   std::vector<TargetConfig> targets;
 };

@@ -3,10 +3,12 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
 
+#include "actors/account_target_actor.hpp"
 #include "actors/dingdong.hpp"
 #include "actors/http_target_actor.hpp"
 #include "actors/prober_actor.hpp"
@@ -14,6 +16,7 @@
 #include "actors/router_set.hpp"
 #include "actors/shard_actor.hpp"
 #include "actors/shard_set.hpp"
+#include "actors/token_actor.hpp"
 #include "app/http_api.hpp"
 #include "app/queue_dir.hpp"
 #include "core/log.hpp"
@@ -52,16 +55,61 @@ bool wait_until(Clock::time_point deadline, Pred done) {
   return true;
 }
 
-// How long a router waits for a target's answer: the longest exchange, twice (a
-// kept-alive connection may fail and be retried once on a fresh one), plus slack.
+// The longest one send through a target can take: one exchange for a backend; for an account,
+// a token fetch and the send, twice (a stale token is replaced and the send repeated).
+Duration longest_send(const TargetConfig& t) {
+  const Duration exchange = t.connect_timeout + t.timeout;
+  return is_account(t.kind) ? 4 * exchange : exchange;
+}
+
+// How long a router waits for a target's answer: the longest send, twice (a kept-alive
+// connection may fail and be retried once on a fresh one), plus slack.
 Duration attempt_deadline(const Config& config) {
   Duration longest{0};
-  for (const auto& t : config.targets) longest = std::max(longest, t.connect_timeout + t.timeout);
+  for (const auto& t : config.targets) longest = std::max(longest, longest_send(t));
   return 2 * longest + std::chrono::seconds(1);
 }
 
+// The token actor of an account's credential, spawned by the first account that uses it.
+struct TokenCaches {
+  struct Entry {
+    token_actor actor;
+    std::shared_ptr<std::vector<TokenOptions::Watcher>> watchers;
+    std::shared_ptr<std::vector<TargetMetrics*>> metrics;
+    std::vector<std::string> targets;
+  };
+  std::map<std::string, Entry> by_credential;  // kind, api base, id and secret
+
+  Entry& get(caf::actor_system& sys, const TargetConfig& t,
+             std::shared_ptr<http::HttpClient> client, TargetMetrics* metrics) {
+    const bool oa = t.kind == TargetKind::wechat_oa;
+    const std::string& id = oa ? t.app_id : t.corp_id;
+    const std::string key = std::string(to_string(t.kind)) + '\n' + t.url + '\n' + id + '\n' +
+                            (oa ? t.app_secret : t.corp_secret);
+    auto [it, fresh] = by_credential.try_emplace(key);
+    Entry& e = it->second;
+    if (fresh) {
+      TokenOptions o;
+      o.api = oa ? wechat::AccountApi::official_account : wechat::AccountApi::wecom_kf;
+      o.id = id;
+      o.secret = oa ? t.app_secret : t.corp_secret;
+      o.base_path = t.path;
+      o.margin = t.token_margin;
+      e.watchers = std::make_shared<std::vector<TokenOptions::Watcher>>();
+      e.metrics = std::make_shared<std::vector<TargetMetrics*>>();
+      o.watchers = e.watchers;
+      o.metrics = e.metrics;
+      e.actor = sys.spawn(token_cache, std::move(o), std::move(client));
+    }
+    e.targets.push_back(t.name);
+    e.metrics->push_back(metrics);
+    return e;
+  }
+};
+
 http::ClientOptions client_options(const TargetConfig& t) {
   http::ClientOptions opts;
+  opts.tls = t.tls;
   opts.host = t.host;
   opts.port = t.port;
   opts.connect_timeout = t.connect_timeout;
@@ -91,8 +139,9 @@ std::shared_ptr<DingRegistry> make_ding_registry(const Config& config) {
 void stop_actors(const ShardSet& shards,
                  const std::unordered_map<std::string, router_actor>& routers,
                  const std::unordered_map<std::string, target_actor>& targets,
-                 const std::vector<prober_actor>& probers) {
+                 const std::vector<prober_actor>& probers, const TokenCaches& tokens) {
   const auto reason = caf::exit_reason::user_shutdown;
+  for (const auto& [_, t] : tokens.by_credential) caf::anon_send_exit(t.actor, reason);
   for (const auto& s : shards.shards()) caf::anon_send_exit(s, reason);
   for (const auto& p : probers) caf::anon_send_exit(p, reason);
   for (const auto& [_, r] : routers) caf::anon_send_exit(r, reason);
@@ -123,6 +172,7 @@ int run_gateway(const Config& config) {
   // Targets, each with its own keep-alive pool on the Asio side.
   std::unordered_map<std::string, target_actor> targets;
   std::vector<prober_actor> probers;
+  TokenCaches tokens;
   std::vector<std::shared_ptr<http::HttpClient>> clients;
   std::unordered_map<std::string, std::shared_ptr<http::HttpClient>> probe_clients;
   for (const auto& t : config.targets) {
@@ -145,8 +195,20 @@ int run_gateway(const Config& config) {
       return 1;
     }
     clients.push_back(client);
-    targets.emplace(t.name,
-                    sys.spawn(http_target, t.name, t.path, client, metrics.find_target(t.name)));
+    TargetMetrics* tm = metrics.find_target(t.name);
+    if (!is_account(t.kind)) {
+      targets.emplace(t.name, sys.spawn(http_target, t.name, t.path, client, tm));
+      continue;
+    }
+    AccountOptions ao;
+    ao.name = t.name;
+    ao.api = t.kind == TargetKind::wechat_oa ? wechat::AccountApi::official_account
+                                             : wechat::AccountApi::wecom_kf;
+    ao.base_path = t.path;
+    ao.open_kfid = t.open_kfid;
+    ao.token_timeout = 2 * (t.connect_timeout + t.timeout);
+    auto& cache = tokens.get(sys, t, client, tm);
+    targets.emplace(t.name, sys.spawn(account_target, std::move(ao), client, cache.actor, tm));
   }
 
   std::unordered_map<std::string, router_actor> routers;
@@ -167,6 +229,17 @@ int run_gateway(const Config& config) {
                               metrics.find_target(name)});
     }
     routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets, ropts));
+  }
+  // Token actors report refused credentials to the routers of their accounts. Filled before
+  // any shard or prober exists, so before the first token can be asked for.
+  for (auto& [_, cache] : tokens.by_credential) {
+    for (const auto& name : cache.targets) {
+      for (const auto& p : config.pools) {
+        if (std::find(p.targets.begin(), p.targets.end(), name) != p.targets.end()) {
+          cache.watchers->push_back(TokenOptions::Watcher{name, routers.at(p.name)});
+        }
+      }
+    }
   }
 
   // One prober per probed target, reporting to every router that has it.
@@ -190,13 +263,15 @@ int run_gateway(const Config& config) {
                                 metrics.find_target(t.name), std::move(channel)));
   }
 
-  std::unordered_map<std::string, router_actor> routes;
-  for (const auto& s : config.sources) routes.emplace(s.name, routers.at(s.route));
+  std::unordered_map<std::string, SourceRoutes> source_routes;
+  for (const auto& s : config.sources)
+    source_routes.emplace(s.name, SourceRoutes{s.route, s.accounts});
 
   std::vector<shard_actor> shard_actors;
   for (int i = 0; i < config.queue.shards; ++i) {
     ShardOptions opts;
     opts.index = static_cast<std::size_t>(i);
+    opts.sources = source_routes;
     opts.max_pending = config.queue.max_pending;
     opts.max_attempts = config.queue.max_attempts;
     opts.max_age = config.queue.max_age;
@@ -205,7 +280,7 @@ int run_gateway(const Config& config) {
     opts.dedup_window =
         std::chrono::duration_cast<std::chrono::milliseconds>(config.queue.dedup_window);
     auto& o = (*opened)[static_cast<std::size_t>(i)];
-    shard_actors.push_back(sys.spawn(shard, opts, &metrics, routes, o.store, o.recovered));
+    shard_actors.push_back(sys.spawn(shard, opts, &metrics, routers, o.store, o.recovered));
   }
   opened.reset();
   ShardSet shards(sys, std::move(shard_actors));
@@ -215,7 +290,7 @@ int run_gateway(const Config& config) {
   RouterSet router_set(sys, std::move(router_list));
 
   std::atomic<bool> ready{false};
-  HttpApi api(config, metrics, shards, router_set, dings.get(), ready);
+  HttpApi api(config, metrics, shards, router_set, dings.get(), ready, ioc);
   http::ServerOptions sopts;
   sopts.host = config.server.listen_host;
   sopts.port = config.server.listen_port;
@@ -235,7 +310,7 @@ int run_gateway(const Config& config) {
     log::error("cannot listen", {{"address", config.server.listen_host},
                                  {"port", config.server.listen_port},
                                  {"error", e.code().message()}});
-    stop_actors(shards, routers, targets, probers);
+    stop_actors(shards, routers, targets, probers, tokens);
     return 1;
   }
 
@@ -288,7 +363,7 @@ int run_gateway(const Config& config) {
               {{"events", left}});
   }
 
-  stop_actors(shards, routers, targets, probers);
+  stop_actors(shards, routers, targets, probers, tokens);
   for (auto& c : clients) c->shutdown();
   // Before `api` and `shards` go: short-lived admin actors may still call back into them.
   sys.await_all_actors_done();

@@ -1,8 +1,12 @@
 #include "app/http_api.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
+#include <random>
 
+#include "app/http_util.hpp"
 #include "core/json.hpp"
 #include "core/log.hpp"
 #include "transport/generic_codec.hpp"
@@ -16,79 +20,25 @@ namespace bhttp = boost::beast::http;
 constexpr std::string_view kEventsPrefix = "/v1/events/";
 constexpr std::string_view kDeadLetters = "/v1/dead-letters";
 constexpr std::string_view kTargets = "/v1/targets";
+constexpr std::string_view kMessages = "/v1/messages";
+// The source name of messages sent with POST /v1/messages (their ids are deduplicated apart
+// from every platform's).
+constexpr std::string_view kApiSource = "api";
 constexpr std::string_view kReplaySuffix = "/replay";
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
-
-http::Response make_response(unsigned status, std::string body,
-                             std::string_view type = "application/json") {
-  http::Response res{static_cast<bhttp::status>(status), 11};
-  res.set(bhttp::field::content_type, type);
-  res.set(bhttp::field::server, "botgate");
-  res.body() = std::move(body);
-  return res;
-}
-
-std::string error_body(std::string_view code) {
-  std::string body = "{\"error\":";
-  append_json_string(body, code);
-  body += "}";
-  return body;
-}
 
 HttpRoute route_of(std::string_view path) {
   if (path == "/healthz") return HttpRoute::healthz;
   if (path == "/readyz") return HttpRoute::readyz;
   if (path == "/metrics") return HttpRoute::metrics;
   if (path.starts_with(kEventsPrefix)) return HttpRoute::events;
+  if (path.starts_with(kWechatPrefix)) return HttpRoute::wechat;
+  if (path.starts_with(kWecomPrefix)) return HttpRoute::wecom;
+  if (path == kMessages) return HttpRoute::messages;
   if (path == kDeadLetters || path.starts_with(std::string(kDeadLetters) + "/") || path == kTargets)
     return HttpRoute::admin;
   return HttpRoute::unknown;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Decodes %XX escapes (and '+' as space in a query); nullopt when an escape is broken.
-std::optional<std::string> percent_decode(std::string_view in, bool query) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%') {
-      if (i + 2 >= in.size()) return std::nullopt;
-      const int hi = hex_value(in[i + 1]);
-      const int lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (query && in[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
-}
-
-// The decoded value of query parameter `name` in a request target, if present.
-std::optional<std::string> query_param(std::string_view target, std::string_view name) {
-  const auto q = target.find('?');
-  if (q == std::string_view::npos) return std::nullopt;
-  std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    const auto amp = rest.find('&');
-    const std::string_view pair = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) != name) continue;
-    if (eq == std::string_view::npos) return std::string();
-    return percent_decode(pair.substr(eq + 1), true);
-  }
-  return std::nullopt;
 }
 
 void append_dead_letter(std::string& out, const DeadLetterInfo& d) {
@@ -125,7 +75,9 @@ void append_target(std::string& out, const TargetStatus& t) {
   out += t.probe_ok ? ",\"last_ok\":true" : ",\"last_ok\":false";
   out += ",\"last_error\":";
   append_json_string(out, t.probe_error);
-  out += "}}";
+  out += "},\"credentials_error\":";
+  append_json_string(out, t.credentials_error);
+  out += "}";
 }
 
 void append_pool(std::string& out, const PoolStatus& p) {
@@ -144,14 +96,27 @@ void append_pool(std::string& out, const PoolStatus& p) {
 }  // namespace
 
 HttpApi::HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
-                 const RouterSet& routers, DingRegistry* dings, const std::atomic<bool>& ready)
-    : admin_token_(config.server.admin_token),
+                 const RouterSet& routers, DingRegistry* dings, const std::atomic<bool>& ready,
+                 boost::asio::io_context& ioc)
+    : callbacks_(config, metrics, shards, dings, ioc),
+      admin_token_(config.server.admin_token),
       metrics_(metrics),
       shards_(shards),
       routers_(routers),
       dings_(dings),
       ready_(ready) {
-  for (const auto& s : config.sources) sources_.emplace(s.name, &s);
+  for (const auto& s : config.sources) {
+    if (s.kind == SourceKind::generic) sources_.emplace(s.name, &s);
+  }
+  for (const auto& p : config.pools) {
+    bool accounts = !p.targets.empty();
+    for (const auto& name : p.targets) {
+      for (const auto& t : config.targets) {
+        if (t.name == name && !is_account(t.kind)) accounts = false;
+      }
+    }
+    pools_.emplace(p.name, accounts);
+  }
 }
 
 void HttpApi::handle(http::Request&& req, http::Responder respond) const {
@@ -166,7 +131,12 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     }
     return ingest(std::move(req), source, std::move(respond));
   }
-  if (route == HttpRoute::admin) return admin(req, path, std::move(respond));
+  if (route == HttpRoute::wechat || route == HttpRoute::wecom) {
+    return callbacks_.handle(std::move(req), path, std::move(respond));
+  }
+  if (route == HttpRoute::admin || route == HttpRoute::messages) {
+    return admin(std::move(req), path, std::move(respond));
+  }
   if (route == HttpRoute::unknown) {
     log::info("unknown route", {{"path", path}});
     return send(route, 404, error_body("not_found"), respond);
@@ -194,15 +164,7 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
 
 void HttpApi::reject(RejectReason why, unsigned status, std::string_view source,
                      std::string_view detail, const http::Responder& respond) const {
-  metrics_.count_rejected(why);
-  metrics_.count_request(HttpRoute::events, status);
-  log::warn(
-      "event rejected",
-      {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
-  auto res = make_response(status, error_body(to_string(why)));
-  if (status == 405) res.set(bhttp::field::allow, "POST");
-  if (status == 503) res.set(bhttp::field::retry_after, "1");
-  respond(std::move(res));
+  refuse_event(metrics_, HttpRoute::events, why, status, source, detail, "POST", respond);
 }
 
 void HttpApi::ingest(http::Request&& req, std::string_view source, http::Responder respond) const {
@@ -272,8 +234,7 @@ void HttpApi::method_not_allowed(HttpRoute route, std::string_view allow, std::s
   respond(std::move(res));
 }
 
-void HttpApi::admin(const http::Request& req, std::string_view path,
-                    http::Responder respond) const {
+void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder respond) const {
   const std::string_view auth = req[bhttp::field::authorization];
   constexpr std::string_view kBearer = "Bearer ";
   if (admin_token_.empty() || !auth.starts_with(kBearer) ||
@@ -281,8 +242,14 @@ void HttpApi::admin(const http::Request& req, std::string_view path,
     log::warn("admin request refused", {{"path", path}, {"reason", "missing or wrong token"}});
     auto res = make_response(401, error_body("unauthorized"));
     res.set(bhttp::field::www_authenticate, "Bearer");
-    metrics_.count_request(HttpRoute::admin, 401);
+    metrics_.count_request(route_of(path), 401);
     return respond(std::move(res));
+  }
+  if (path == kMessages) {
+    if (req.method() != bhttp::verb::post) {
+      return method_not_allowed(HttpRoute::messages, "POST", path, respond);
+    }
+    return send_message(std::move(req), std::move(respond));
   }
   if (path == kTargets) {
     if (req.method() != bhttp::verb::get) {
@@ -336,6 +303,59 @@ void HttpApi::list_dead_letters(const http::Request& req, http::Responder respon
         body += "]}";
         send(HttpRoute::admin, 200, std::move(body), respond);
       });
+}
+
+void HttpApi::send_message(http::Request&& req, http::Responder respond) const {
+  OutboundMessage m;
+  std::string detail;
+  auto refuse = [&](unsigned status, std::string_view code) {
+    log::warn("message refused", {{"status", status}, {"detail", detail}});
+    send(HttpRoute::messages, status, error_body(code), respond);
+  };
+  if (auto st = parse_outbound_message(req.body(), m, detail); st != CodecStatus::ok) {
+    return refuse(400, st == CodecStatus::missing_field ? "missing_field" : "malformed");
+  }
+  auto pool = pools_.find(m.pool);
+  if (pool == pools_.end()) {
+    detail = "no pool named " + m.pool;
+    return refuse(404, "unknown_pool");
+  }
+  if (!pool->second) {
+    detail = "pool " + m.pool + " holds http targets, not accounts";
+    return refuse(400, "not_an_account_pool");
+  }
+  if (m.id.empty()) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    m.id = fmt::format("msg-{:016x}{:016x}", rng(), rng());
+  }
+  auto ev = std::make_shared<Event>();
+  ev->source = std::string(kApiSource);
+  ev->id = std::move(m.id);
+  ev->conversation = std::move(m.to);
+  ev->sender = std::string(kApiSource);
+  ev->type = "message";
+  ev->text = std::move(m.text);
+  ev->raw = std::move(req.body());
+  ev->route = std::move(m.pool);
+  ev->received_at = Clock::now();
+  ev->received_wall = std::chrono::system_clock::now();
+  std::string id = ev->id;
+  shards_.submit(std::move(ev), [this, respond = std::move(respond), id](IngestStatus status) {
+    if (status == IngestStatus::full || status == IngestStatus::failed) {
+      log::warn("message not queued",
+                {{"id", id}, {"reason", status == IngestStatus::full ? "shards full" : "storage"}});
+      auto res = make_response(
+          503, error_body(status == IngestStatus::full ? "shards_full" : "storage_error"));
+      res.set(bhttp::field::retry_after, "1");
+      metrics_.count_request(HttpRoute::messages, 503);
+      return respond(std::move(res));
+    }
+    std::string body = status == IngestStatus::duplicate ? R"({"status":"duplicate","id":)"
+                                                         : R"({"status":"accepted","id":)";
+    append_json_string(body, id);
+    body += "}";
+    send(HttpRoute::messages, 200, std::move(body), respond);
+  });
 }
 
 void HttpApi::list_targets(http::Responder respond) const {

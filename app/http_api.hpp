@@ -10,6 +10,7 @@
 #include "actors/dingdong.hpp"
 #include "actors/router_set.hpp"
 #include "actors/shard_set.hpp"
+#include "app/callback_api.hpp"
 #include "app/config.hpp"
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
@@ -20,7 +21,7 @@ class HttpApi {
  public:
   // `dings` may be null (no dingdong probe configured).
   HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards, const RouterSet& routers,
-          DingRegistry* dings, const std::atomic<bool>& ready);
+          DingRegistry* dings, const std::atomic<bool>& ready, boost::asio::io_context& ioc);
 
   void handle(http::Request&& req, http::Responder respond) const;
   void on_refusal(http::Refusal why, const std::string& peer) const;
@@ -32,9 +33,11 @@ class HttpApi {
             std::string_view type = "application/json") const;
   void method_not_allowed(HttpRoute route, std::string_view allow, std::string_view path,
                           const http::Responder& respond) const;
-  void admin(const http::Request& req, std::string_view path, http::Responder respond) const;
+  void admin(http::Request&& req, std::string_view path, http::Responder respond) const;
   void list_dead_letters(const http::Request& req, http::Responder respond) const;
   void list_targets(http::Responder respond) const;
+  // POST /v1/messages: queue a message for sending through an account pool.
+  void send_message(http::Request&& req, http::Responder respond) const;
   // An inbound dong answers a dingdong probe and is not queued; true when `ev` was one.
   bool claim_probe_answer(const Event& ev, const http::Responder& respond) const;
   void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;
@@ -42,6 +45,8 @@ class HttpApi {
               const http::Responder& respond) const;
 
   std::unordered_map<std::string, const SourceConfig*> sources_;
+  std::unordered_map<std::string, bool> pools_;  // pool name -> holds account targets
+  CallbackApi callbacks_;
   std::string admin_token_;  // empty: every admin request is refused
   Metrics& metrics_;
   const ShardSet& shards_;

@@ -18,6 +18,9 @@ struct Event {
   std::string type;
   std::string text;
   std::string raw;  // the body exactly as received; this is what backends get
+  // The pool it is delivered through, chosen at ingest (route rules, a reply's account pool);
+  // empty: its source's `route`.
+  std::string route;
   Clock::time_point received_at{};
   std::chrono::system_clock::time_point received_wall{};
 };

@@ -38,6 +38,12 @@ const char* to_string(HttpRoute r) {
       return "metrics";
     case HttpRoute::events:
       return "events";
+    case HttpRoute::wechat:
+      return "wechat";
+    case HttpRoute::wecom:
+      return "wecom";
+    case HttpRoute::messages:
+      return "messages";
     case HttpRoute::admin:
       return "admin";
     case HttpRoute::unknown:
@@ -238,6 +244,31 @@ std::string Metrics::render() const {
         "botgate_target_health_transitions_total{{target=\"{}\",to=\"unhealthy\"}} {}\n", t->name,
         t->became_unhealthy.value());
   }
+  out += "# HELP botgate_token_fetches_total Access-token fetches by account target and result.\n";
+  out += "# TYPE botgate_token_fetches_total counter\n";
+  for (const auto& t : targets_) {
+    out += fmt::format("botgate_token_fetches_total{{target=\"{}\",result=\"ok\"}} {}\n", t->name,
+                       t->token_fetches_ok.value());
+    out += fmt::format("botgate_token_fetches_total{{target=\"{}\",result=\"fail\"}} {}\n", t->name,
+                       t->token_fetches_failed.value());
+  }
+  labelled(out, "botgate_platform_errors_total", "counter",
+           "Sends an account target's platform answered with a non-zero errcode.", "target",
+           targets_, [](const TargetMetrics& t) { return t.platform_errors.value(); });
+  scalar(out, "botgate_passive_replies_total", "counter",
+         "WeChat/WeCom callbacks answered with a passive reply (route rule or heartbeat).",
+         passive_replies_.value());
+  scalar(out, "botgate_late_acks_total", "counter",
+         "Callbacks answered \"success\" at the ack deadline before storage confirmed them.",
+         late_acks_.value());
+  scalar(out, "botgate_events_unrouted_total", "counter",
+         "Callbacks accepted that no rule or route forwards (answered, not stored).",
+         unrouted_.value());
+  scalar(out, "botgate_replies_queued_total", "counter",
+         "Backend replies queued for sending through an account pool.", replies_queued_.value());
+  scalar(out, "botgate_replies_dropped_total", "counter",
+         "Backend replies dropped: malformed, or the source has no account pool.",
+         replies_dropped_.value());
   labelled(out, "botgate_router_waiting", "gauge",
            "Deliveries waiting in a pool's router for an eligible target.", "pool", pools_,
            [](const PoolMetrics& p) { return p.waiting.value(); });

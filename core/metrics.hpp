@@ -49,7 +49,18 @@ class Histogram {
   Counter sum_ns_;
 };
 
-enum class HttpRoute { healthz, readyz, metrics, events, admin, unknown, count_ };
+enum class HttpRoute {
+  healthz,
+  readyz,
+  metrics,
+  events,
+  wechat,
+  wecom,
+  messages,
+  admin,
+  unknown,
+  count_
+};
 enum class RejectReason {
   bad_signature,
   stale_timestamp,
@@ -81,6 +92,10 @@ struct TargetMetrics {
   Counter probes_failed;
   Counter became_healthy;
   Counter became_unhealthy;
+  // Account targets: access-token fetches (ok / failed) and platform error codes answered.
+  Counter token_fetches_ok;
+  Counter token_fetches_failed;
+  Counter platform_errors;
   void count(DeliveryOutcome o) noexcept { deliveries[static_cast<std::size_t>(o)].inc(); }
 };
 
@@ -119,6 +134,12 @@ class Metrics {
   TargetMetrics* find_target(const std::string& name) noexcept;
   PoolMetrics* find_pool(const std::string& name) noexcept;
   Histogram& ingest_to_ack() noexcept { return ingest_to_ack_; }
+  // WeChat / WeCom callbacks and replies.
+  Counter& passive_replies() noexcept { return passive_replies_; }
+  Counter& late_acks() noexcept { return late_acks_; }
+  Counter& events_unrouted() noexcept { return unrouted_; }
+  Counter& replies_queued() noexcept { return replies_queued_; }
+  Counter& replies_dropped() noexcept { return replies_dropped_; }
   Histogram& end_to_end() noexcept { return end_to_end_; }
 
   std::uint64_t rejected(RejectReason r) const noexcept {
@@ -156,6 +177,11 @@ class Metrics {
   std::vector<std::unique_ptr<PoolMetrics>> pools_;
   Histogram ingest_to_ack_;
   Histogram end_to_end_;
+  Counter passive_replies_;
+  Counter late_acks_;
+  Counter unrouted_;
+  Counter replies_queued_;
+  Counter replies_dropped_;
 };
 
 }  // namespace botgate

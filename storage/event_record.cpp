@@ -5,7 +5,9 @@
 namespace botgate::storage {
 namespace {
 
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion = 2;         // event payloads written now
+constexpr std::uint8_t kVersionNoRoute = 1;  // still read: no route field
+constexpr std::uint8_t kDeadLetterVersion = 1;
 
 void put_u32(std::string& out, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
@@ -58,13 +60,13 @@ std::int64_t to_unix_ms(std::chrono::system_clock::time_point t) noexcept {
 }
 
 void encode_event(const Event& ev, std::string& out) {
-  out.reserve(out.size() + 1 + 8 + 7 * 4 + ev.source.size() + ev.id.size() +
+  out.reserve(out.size() + 1 + 8 + 8 * 4 + ev.source.size() + ev.id.size() +
               ev.conversation.size() + ev.sender.size() + ev.type.size() + ev.text.size() +
-              ev.raw.size());
+              ev.raw.size() + ev.route.size());
   out.push_back(static_cast<char>(kVersion));
   put_u64(out, static_cast<std::uint64_t>(to_unix_ms(ev.received_wall)));
   for (const std::string* s :
-       {&ev.source, &ev.id, &ev.conversation, &ev.sender, &ev.type, &ev.text, &ev.raw})
+       {&ev.source, &ev.id, &ev.conversation, &ev.sender, &ev.type, &ev.text, &ev.raw, &ev.route})
     put_str(out, *s);
 }
 
@@ -79,11 +81,13 @@ std::optional<Event> decode_event(std::string_view payload, Clock::time_point no
   Reader r(payload);
   std::uint8_t version = 0;
   std::uint64_t wall_ms = 0;
-  if (!r.u8(version) || version != kVersion || !r.u64(wall_ms)) return std::nullopt;
+  if (!r.u8(version) || (version != kVersion && version != kVersionNoRoute) || !r.u64(wall_ms))
+    return std::nullopt;
   Event ev;
   for (std::string* s :
        {&ev.source, &ev.id, &ev.conversation, &ev.sender, &ev.type, &ev.text, &ev.raw})
     if (!r.str(*s)) return std::nullopt;
+  if (version == kVersion && !r.str(ev.route)) return std::nullopt;
   if (!r.rest().empty()) return std::nullopt;
   ev.received_wall = std::chrono::system_clock::time_point(
       std::chrono::milliseconds(static_cast<std::int64_t>(wall_ms)));
@@ -95,7 +99,7 @@ std::optional<Event> decode_event(std::string_view payload, Clock::time_point no
 std::string encode_dead_letter(const Event& ev, std::uint32_t attempts, std::int64_t dead_at_ms,
                                std::string_view error) {
   std::string out;
-  out.push_back(static_cast<char>(kVersion));
+  out.push_back(static_cast<char>(kDeadLetterVersion));
   put_u32(out, attempts);
   put_u64(out, static_cast<std::uint64_t>(dead_at_ms));
   put_str(out, error);
@@ -109,7 +113,7 @@ std::optional<DeadLetter> decode_dead_letter(std::string_view payload, Clock::ti
   std::uint8_t version = 0;
   std::uint64_t dead_at = 0;
   DeadLetter dl;
-  if (!r.u8(version) || version != kVersion || !r.u32(dl.attempts) || !r.u64(dead_at) ||
+  if (!r.u8(version) || version != kDeadLetterVersion || !r.u32(dl.attempts) || !r.u64(dead_at) ||
       !r.str(dl.error))
     return std::nullopt;
   auto ev = decode_event(r.rest(), now_steady, now_wall);

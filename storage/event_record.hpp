@@ -1,16 +1,17 @@
 // How an Event and a dead letter are laid out inside a segment-log record payload.
 //
-// Event payload (version 1), little-endian:
-//   u8  version = 1
+// Event payload (version 2), little-endian:
+//   u8  version = 2
 //   i64 received_wall   unix time in milliseconds
-//   7 × (u32 length, bytes): source, id, conversation, sender, type, text, raw
+//   8 × (u32 length, bytes): source, id, conversation, sender, type, text, raw, route
+// Version 1 (written before routes) is the same without `route`, and is still read.
 //
 // Dead-letter payload (version 1):
 //   u8  version = 1
 //   u32 attempts
 //   i64 dead_at         unix ms
 //   u32 length, bytes   the last error
-//   the event payload above
+//   the event payload above (either version)
 //
 // Decoding never throws: a payload that does not parse is reported as nullopt (the CRC
 // already vouched for the bytes, so this only happens across incompatible versions).

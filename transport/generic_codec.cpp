@@ -105,6 +105,22 @@ constexpr KnownField kFields[] = {{"id", &Event::id},
                                   {"type", &Event::type},
                                   {"text", &Event::text}};
 
+// The id rules: what may travel as an Idempotency-Key header or a platform user id (at most
+// kMaxKeyLength bytes, no control characters).
+bool valid_key(std::string_view v, const char* name, std::string& detail) {
+  if (v.size() > kMaxKeyLength) {
+    detail = std::string("\"") + name + "\" longer than 256 bytes";
+    return false;
+  }
+  for (unsigned char c : v) {
+    if (c < 0x20 || c == 0x7f) {
+      detail = std::string("\"") + name + "\" contains a control character";
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 const char* to_string(CodecStatus s) {
@@ -215,19 +231,122 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
       detail = std::string("missing or empty \"") + name + "\"";
       return CodecStatus::missing_field;
     }
-    if (v.size() > kMaxKeyLength) {
-      detail = std::string("\"") + name + "\" longer than 256 bytes";
-      return CodecStatus::malformed;
-    }
-    // The id travels as the Idempotency-Key header: no control characters.
-    for (unsigned char c : v) {
-      if (c < 0x20 || c == 0x7f) {
-        detail = std::string("\"") + name + "\" contains a control character";
-        return CodecStatus::malformed;
-      }
-    }
+    if (!valid_key(v, name, detail)) return CodecStatus::malformed;
   }
   out.raw = std::move(body);
+  return CodecStatus::ok;
+}
+
+CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendReply>& out,
+                                  std::string& detail) {
+  out.clear();
+  const auto first = body.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || body[first] != '{') return CodecStatus::ok;
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  // Only a whole, valid JSON document can carry replies: anything else is a body that merely
+  // starts with '{', and holds none.
+  {
+    od::value root;
+    if (parser.iterate(padded).get(doc) || doc.get_value().get(root) || validate(root, 1) ||
+        doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
+      return CodecStatus::ok;
+    }
+  }
+  od::object obj;
+  if (parser.iterate(padded).get(doc) || doc.get_object().get(obj)) return CodecStatus::ok;
+  od::value replies;
+  const auto found = obj.find_field_unordered("replies").get(replies);
+  if (found == simdjson::NO_SUCH_FIELD) return CodecStatus::ok;
+  auto fail = [&](std::string why) {
+    out.clear();
+    detail = std::move(why);
+    return CodecStatus::malformed;
+  };
+  od::array arr;
+  if (found != simdjson::SUCCESS || replies.get_array().get(arr)) {
+    return fail("\"replies\" is not an array");
+  }
+  for (auto element : arr) {
+    od::object item;
+    if (element.get_object().get(item)) return fail("a reply is not an object");
+    BackendReply r;
+    for (auto field : item) {
+      std::string_view key, value;
+      if (field.unescaped_key().get(key)) return fail("a reply is not valid JSON");
+      if (key != "text" && key != "to") continue;
+      if (field.value().get_string().get(value)) {
+        return fail("reply \"" + std::string(key) + "\" is not a string");
+      }
+      (key == "text" ? r.text : r.to) = std::string(value);
+    }
+    if (r.text.empty()) return fail("a reply has no \"text\"");
+    if (out.size() == kMaxReplies) {
+      return fail("more than " + std::to_string(kMaxReplies) + " replies");
+    }
+    out.push_back(std::move(r));
+  }
+  return CodecStatus::ok;
+}
+
+CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
+                                   std::string& detail) {
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  od::object obj;
+  if (auto e = parser.iterate(padded).get(doc)) {
+    detail = simdjson::error_message(e);
+    return CodecStatus::malformed;
+  }
+  if (doc.get_object().get(obj)) {
+    detail = "body is not a JSON object";
+    return CodecStatus::malformed;
+  }
+  for (auto field : obj) {
+    std::string_view key;
+    od::value value;
+    if (auto e = field.unescaped_key().get(key)) {
+      detail = simdjson::error_message(e);
+      return CodecStatus::malformed;
+    }
+    if (auto e = field.value().get(value)) {
+      detail = simdjson::error_message(e);
+      return CodecStatus::malformed;
+    }
+    std::string* target = key == "pool"   ? &out.pool
+                          : key == "to"   ? &out.to
+                          : key == "text" ? &out.text
+                          : key == "id"   ? &out.id
+                                          : nullptr;
+    if (target == nullptr) {
+      if (auto e = validate(value, 2)) {
+        detail = simdjson::error_message(e);
+        return CodecStatus::malformed;
+      }
+      continue;
+    }
+    std::string_view s;
+    if (value.get_string().get(s)) {
+      detail = "field \"" + std::string(key) + "\" must be a string";
+      return CodecStatus::malformed;
+    }
+    *target = std::string(s);
+  }
+  if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
+    detail = "trailing content after the JSON document";
+    return CodecStatus::malformed;
+  }
+  for (auto [v, name] : {std::pair{&out.pool, "pool"}, {&out.to, "to"}, {&out.text, "text"}}) {
+    if (v->empty()) {
+      detail = std::string("missing or empty \"") + name + "\"";
+      return CodecStatus::missing_field;
+    }
+  }
+  if (!valid_key(out.to, "to", detail) || !valid_key(out.id, "id", detail)) {
+    return CodecStatus::malformed;
+  }
   return CodecStatus::ok;
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/event.hpp"
 #include "core/units.hpp"
@@ -27,5 +28,35 @@ CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_h
 // document is validated, including UTF-8 and trailing content, not just the fields
 // read. On failure `detail` says why, in words safe to log.
 CodecStatus parse_generic_event(std::string body, Event& out, std::string& detail);
+
+// The body of POST /v1/messages: {"pool":"...","to":"...","text":"...","id":"..."}. `id`
+// (optional) is the idempotency key: a message sent twice with one id goes out once.
+struct OutboundMessage {
+  std::string pool;
+  std::string to;
+  std::string text;
+  std::string id;
+};
+
+// pool, to and text are required non-empty strings (missing_field); to and id follow the
+// id rules of generic events (at most kMaxKeyLength bytes, no control characters).
+CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
+                                   std::string& detail);
+
+// One reply a backend returned with its 2xx answer: {"replies":[{"text":"...","to":"..."}]}.
+// `to` is optional (empty: the conversation the event came from).
+struct BackendReply {
+  std::string text;
+  std::string to;
+};
+
+// At most this many replies are taken from one answer; more is malformed.
+inline constexpr std::size_t kMaxReplies = 16;
+
+// The replies in a backend's answer body. A body that is empty, not one whole valid JSON
+// document, or has no "replies" holds none (ok). A "replies" that is not an array of objects with a
+// non-empty string "text" (and an optional string "to") is malformed, with `detail` saying why.
+CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendReply>& out,
+                                  std::string& detail);
 
 }  // namespace botgate

@@ -1,12 +1,21 @@
 #include "transport/http_client.hpp"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
+#include <stdexcept>
 
 #include "transport/lazy_timer.hpp"
 
@@ -15,7 +24,9 @@ namespace botgate::http {
 namespace beast = boost::beast;
 namespace net = boost::asio;
 namespace bhttp = beast::http;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+using TlsStream = ssl::stream<tcp::socket&>;  // TLS over the connection's own socket
 using SteadyClock = std::chrono::steady_clock;
 using Strand = net::strand<net::io_context::executor_type>;
 
@@ -29,14 +40,16 @@ struct HttpClient::Job {
 struct HttpClient::Connection {
   explicit Connection(const Strand& ex) : socket(ex), timer(ex) {}
   tcp::socket socket;
-  LazyTimer timer;  // the nearest deadline: connect, or the oldest written request
+  std::optional<TlsStream> tls;  // https only: the TLS layer over `socket`
+  LazyTimer timer;               // the nearest deadline: connect, or the oldest written request
   beast::flat_buffer buffer;
   std::optional<bhttp::response_parser<bhttp::string_body>> parser;  // the answer being read
   std::deque<JobPtr> queue;  // assigned, in order; queue[0, written) are on the wire
   std::size_t written = 0;
   std::string out;  // bytes of the write in progress
   SteadyClock::time_point connect_deadline{};
-  bool connected = false;
+  bool connected = false;  // and, with TLS, handshaken
+  bool handshaking = false;
   bool writing = false;
   bool reading = false;
   bool dead = false;
@@ -56,6 +69,58 @@ ClientResponse failure(ClientResponse::Error error, std::string message) {
   return res;
 }
 
+// Runs `op` on the connection's stream: the TLS stream when there is one, else the
+// socket itself. One branch per I/O operation, no type erasure, no allocation.
+template <typename Op>
+void with_stream(HttpClient::Connection& conn, Op&& op) {
+  if (conn.tls) {
+    op(*conn.tls);
+  } else {
+    op(conn.socket);
+  }
+}
+
+// The OpenSSL error queue's first entry, for messages about the TLS set-up.
+std::string openssl_error() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+// The client-wide TLS context: TLS 1.2 or later, the server's chain verified
+// against `ca_file` (or the system's CAs) and its certificate checked for `host`
+// by OpenSSL during the handshake, so a mismatch has its own verify error.
+std::unique_ptr<ssl::context> make_tls_context(const ClientOptions& o, bool host_is_ip) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  SSL_CTX* native = ctx->native_handle();
+  if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
+    throw std::runtime_error("TLS: cannot require TLS 1.2: " + openssl_error());
+  }
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_compression);
+  if (!o.verify_peer) {
+    ctx->set_verify_mode(ssl::verify_none);
+    return ctx;
+  }
+  ctx->set_verify_mode(ssl::verify_peer);
+  boost::system::error_code ec;
+  if (o.ca_file.empty()) {
+    ctx->set_default_verify_paths(ec);
+    if (ec) throw std::runtime_error("TLS: cannot load the system CA paths: " + ec.message());
+  } else {
+    ctx->load_verify_file(o.ca_file, ec);
+    if (ec) throw std::runtime_error("TLS: cannot load CA file " + o.ca_file + ": " + ec.message());
+  }
+  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(native);
+  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  const int ok = host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, o.host.c_str())
+                            : X509_VERIFY_PARAM_set1_host(param, o.host.data(), o.host.size());
+  if (ok != 1) throw std::runtime_error("TLS: cannot verify against host " + o.host);
+  return ctx;
+}
+
 }  // namespace
 
 std::shared_ptr<HttpClient> HttpClient::create(net::io_context& ioc, ClientOptions options) {
@@ -71,7 +136,20 @@ HttpClient::HttpClient(net::io_context& ioc, ClientOptions options,
       host_header_(options_.host + ":" + std::to_string(options_.port)),
       endpoints_(std::move(endpoints)) {
   options_.pipeline = std::max<std::size_t>(options_.pipeline, 1);
+  if (options_.tls) {
+    boost::system::error_code ec;
+    net::ip::make_address(options_.host, ec);
+    host_is_ip_ = !ec;
+    // RFC 6066: SNI carries DNS names only, of at most 255 bytes.
+    if (!host_is_ip_ && (options_.host.empty() || options_.host.size() > 255)) {
+      throw std::runtime_error("TLS: host name not usable for SNI: " + options_.host);
+    }
+    tls_ = make_tls_context(options_, host_is_ip_);
+    if (options_.port == 443) host_header_ = options_.host;  // the https default port
+  }
 }
+
+HttpClient::~HttpClient() = default;
 
 void HttpClient::post(const std::string& target, const std::string& body, const HeaderList& headers,
                       ClientCallback done) {
@@ -170,17 +248,47 @@ void HttpClient::open(JobPtr first) {
   conn->queue.push_back(std::move(first));
   conn->connect_deadline = SteadyClock::now() + options_.connect_timeout;
   arm_timer(conn);
+  if (tls_) conn->tls.emplace(conn->socket, *tls_);
   net::async_connect(
       conn->socket, endpoints_,
       [self = shared_from_this(), conn](boost::system::error_code ec, const tcp::endpoint&) {
         if (conn->dead) return;
         if (ec) return self->broken(conn, ec, "connect");
-        conn->connected = true;
         boost::system::error_code ignored;
         conn->socket.set_option(tcp::no_delay(true), ignored);
-        self->flush(conn);
-        self->next_waiting();  // pipeline what queued up while connecting
+        if (conn->tls) return self->handshake(conn);
+        self->on_connected(conn);
       });
+}
+
+// The TLS handshake, under the connect deadline that is already armed.
+void HttpClient::handshake(const ConnPtr& conn) {
+  SSL* native = conn->tls->native_handle();
+  if (!host_is_ip_ && SSL_set_tlsext_host_name(native, options_.host.c_str()) != 1) {
+    return broken(conn, net::error::invalid_argument, "TLS handshake",
+                  "TLS handshake: cannot set SNI: " + openssl_error());
+  }
+  conn->handshaking = true;
+  conn->tls->async_handshake(
+      ssl::stream_base::client, [self = shared_from_this(), conn](boost::system::error_code ec) {
+        conn->handshaking = false;
+        if (conn->dead) return;
+        if (!ec) return self->on_connected(conn);
+        std::string message = "TLS handshake with " + self->host_header_ + " failed: ";
+        message += ec.message();
+        const long verify = SSL_get_verify_result(conn->tls->native_handle());
+        if (self->options_.verify_peer && verify != X509_V_OK) {
+          message += "; certificate verify error: ";
+          message += X509_verify_cert_error_string(verify);
+        }
+        self->broken(conn, ec, "TLS handshake", std::move(message));
+      });
+}
+
+void HttpClient::on_connected(const ConnPtr& conn) {
+  conn->connected = true;
+  flush(conn);
+  next_waiting();  // pipeline what queued up while connecting
 }
 
 // Writes every assigned request not yet written, in one write.
@@ -196,15 +304,17 @@ void HttpClient::flush(const ConnPtr& conn) {
   conn->written = conn->queue.size();
   conn->writing = true;
   arm_timer(conn);
-  net::async_write(conn->socket, net::buffer(conn->out),
-                   [self = shared_from_this(), conn](boost::system::error_code ec, std::size_t) {
-                     conn->writing = false;
-                     conn->out.clear();
-                     if (conn->dead) return;
-                     if (ec) return self->broken(conn, ec, "write");
-                     self->flush(conn);
-                     self->become_idle(conn);  // answered before its write ended
-                   });
+  with_stream(*conn, [&](auto& stream) {
+    net::async_write(stream, net::buffer(conn->out),
+                     [self = shared_from_this(), conn](boost::system::error_code ec, std::size_t) {
+                       conn->writing = false;
+                       conn->out.clear();
+                       if (conn->dead) return;
+                       if (ec) return self->broken(conn, ec, "write");
+                       self->flush(conn);
+                       self->become_idle(conn);  // answered before its write ended
+                     });
+  });
   // Read while writing: a server may answer (and close) before taking the whole body.
   read(conn);
 }
@@ -214,20 +324,22 @@ void HttpClient::read(const ConnPtr& conn) {
   conn->reading = true;
   conn->parser.emplace();
   conn->parser->body_limit(options_.max_response_body);
-  bhttp::async_read(conn->socket, conn->buffer, *conn->parser,
-                    [self = shared_from_this(), conn](boost::system::error_code ec, std::size_t) {
-                      conn->reading = false;
-                      if (conn->dead) return;
-                      if (ec) return self->broken(conn, ec, "read");
-                      const unsigned status = conn->parser->get().result_int();
-                      if (status >= 100 && status < 200 && status != 101) {
-                        return self->read(conn);  // interim answer: the final one follows
-                      }
-                      auto msg = conn->parser->release();
-                      conn->parser.reset();
-                      self->on_answer(conn, msg.result_int(), std::move(msg.body()),
-                                      msg.keep_alive());
-                    });
+  with_stream(*conn, [&](auto& stream) {
+    bhttp::async_read(stream, conn->buffer, *conn->parser,
+                      [self = shared_from_this(), conn](boost::system::error_code ec, std::size_t) {
+                        conn->reading = false;
+                        if (conn->dead) return;
+                        if (ec) return self->broken(conn, ec, "read");
+                        const unsigned status = conn->parser->get().result_int();
+                        if (status >= 100 && status < 200 && status != 101) {
+                          return self->read(conn);  // interim answer: the final one follows
+                        }
+                        auto msg = conn->parser->release();
+                        conn->parser.reset();
+                        self->on_answer(conn, msg.result_int(), std::move(msg.body()),
+                                        msg.keep_alive());
+                      });
+  });
 }
 
 void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& body,
@@ -280,7 +392,9 @@ void HttpClient::arm_timer(const ConnPtr& conn) {
 void HttpClient::on_timer(const ConnPtr& conn) {
   const auto now = SteadyClock::now();
   if (!conn->connected) {
-    if (now >= conn->connect_deadline) return broken(conn, net::error::timed_out, "connect");
+    if (now >= conn->connect_deadline) {
+      return broken(conn, net::error::timed_out, conn->handshaking ? "TLS handshake" : "connect");
+    }
   } else if (conn->written > 0 && now >= conn->queue.front()->deadline) {
     return broken(conn, net::error::timed_out, "exchange");
   }
@@ -291,11 +405,15 @@ void HttpClient::on_timer(const ConnPtr& conn) {
 // connection when no byte of their answer was read and the failure says nothing
 // about them: behind the front of a pipeline, or at the front of a kept-alive
 // connection that the peer had already closed.
-void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const char* what) {
+// `detail`, when given, is the whole message.
+void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
+                        std::string detail) {
   if (conn->dead) return;
   close(conn);
   const bool timed_out = ec == net::error::timed_out;
-  const std::string message = std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
+  const std::string message =
+      !detail.empty() ? std::move(detail)
+                      : std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
   const bool front_answering = conn->parser && conn->parser->got_some();
   std::vector<JobPtr> again;
   std::vector<JobPtr> failed;

@@ -54,6 +54,7 @@ struct TestBackend::Impl {
   FaultMode mode = FaultMode::ok;
   int status = 200;
   std::chrono::milliseconds delay{0};
+  std::function<std::string(const BackendRequest&)> answer_body;  // empty: "{}"
   bool running = false;
   std::uint64_t accepted = 0;
   std::atomic<std::uint16_t> port{0};
@@ -145,8 +146,10 @@ struct TestBackend::Impl {
       int status;
       std::chrono::milliseconds delay;
       std::size_t idx;
+      std::string ok_body = "{}";
       {
         std::lock_guard lk(self->mu);
+        if (self->answer_body) ok_body = self->answer_body(r);
         mode = self->mode;
         status = mode == FaultMode::status ? self->status
                  : (mode == FaultMode::ok || mode == FaultMode::slow ||
@@ -189,7 +192,7 @@ struct TestBackend::Impl {
       http::response<http::string_body> res{static_cast<http::status>(status), req.version()};
       res.set(http::field::server, "botgate-test-backend");
       res.set(http::field::content_type, "application/json");
-      res.body() = status >= 200 && status < 300 ? "{}" : "{\"error\":\"injected\"}";
+      res.body() = status >= 200 && status < 300 ? ok_body : "{\"error\":\"injected\"}";
       res.keep_alive(req.keep_alive() && mode != FaultMode::close_after_answer);
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(*s, res, kTuple);
@@ -257,6 +260,11 @@ std::uint16_t TestBackend::port() const {
 
 std::string TestBackend::url(const std::string& path) const {
   return "http://127.0.0.1:" + std::to_string(port()) + path;
+}
+
+void TestBackend::set_answer_body(std::function<std::string(const BackendRequest&)> body) {
+  std::lock_guard lk(impl_->mu);
+  impl_->answer_body = std::move(body);
 }
 
 void TestBackend::set_ok() {

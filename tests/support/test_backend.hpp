@@ -59,6 +59,9 @@ class TestBackend {
   std::uint16_t port() const;
   std::string url(const std::string& path = "/events") const;
 
+  // The body of a 2xx answer, computed from the request (e.g. {"replies":[...]}); by
+  // default "{}". Runs under the backend's lock: keep it quick.
+  void set_answer_body(std::function<std::string(const BackendRequest&)> body);
   void set_ok();
   void set_status(int status);
   void set_hang();

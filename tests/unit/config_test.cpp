@@ -141,7 +141,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
 
   REQUIRE(c.sources.size() == 1);
   CHECK(c.sources[0].name == "demo");
-  CHECK(c.sources[0].kind == "generic");
+  CHECK(c.sources[0].kind == botgate::SourceKind::generic);
   CHECK(c.sources[0].secret == "s3cret-value");
   CHECK(c.sources[0].route == "backends");
   CHECK(c.sources[0].max_skew == Duration(300s));
@@ -154,7 +154,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
   REQUIRE(c.targets.size() == 1);
   const auto& t = c.targets[0];
   CHECK(t.name == "b1");
-  CHECK(t.kind == "http");
+  CHECK(t.kind == botgate::TargetKind::http);
   CHECK(t.url == "http://127.0.0.1:9001/events");
   CHECK(t.host == "127.0.0.1");
   CHECK(t.port == 9001);
@@ -521,12 +521,8 @@ TEST_CASE("source validation", "[config]") {
     return "[[sources]]\n" + body + "\n" + kPools + kTargets;
   };
   SECTION("unsupported and unknown kinds") {
-    for (const char* kind : {"wechat", "wecom", "slack"}) {
-      INFO(kind);
-      expect_one(source("name = \"a\"\nsecret = \"x\"\nroute = \"backends\"\nkind = \"" +
-                        std::string(kind) + "\""),
-                 "sources[0].kind", "source kind '" + std::string(kind) + "' is not supported yet");
-    }
+    expect_one(source("name = \"a\"\nsecret = \"x\"\nroute = \"backends\"\nkind = \"slack\""),
+               "sources[0].kind", "source kind 'slack' is not supported yet");
     expect_one(source("name = \"a\"\nsecret = \"x\"\nroute = \"backends\"\nkind = \"irc\""),
                "sources[0].kind", "unknown source kind");
   }
@@ -639,10 +635,15 @@ TEST_CASE("target validation", "[config]") {
     CHECK(c.targets[0].port == 80);
     CHECK(c.targets[0].path == "/v1/hook");
   }
-  SECTION("https is not supported yet") {
-    auto e = expect_one(url("https://example.com/x"), "targets[0].url",
-                        "https targets are not supported yet");
-    CHECK(e.line == 12);
+  SECTION("https uses TLS, on port 443 unless given") {
+    auto c = expect_ok(url("https://example.com/x"));
+    CHECK(c.targets[0].tls);
+    CHECK(c.targets[0].port == 443);
+    CHECK(c.targets[0].path == "/x");
+    c = expect_ok(url("HTTPS://example.com:8443/"));
+    CHECK(c.targets[0].tls);
+    CHECK(c.targets[0].port == 8443);
+    CHECK_FALSE(expect_ok(url("http://example.com/")).targets[0].tls);
   }
   SECTION("bad urls") {
     for (const char* bad :
@@ -703,7 +704,7 @@ targets = ["b1", "nope"]
 
 [[targets]]
 name = "b1"
-url = "https://secure.example.com/"
+url = "ftp://secure.example.com/"
 )";
   auto errs = expect_errors(text);
   REQUIRE(errs.size() == 10);
@@ -722,7 +723,7 @@ url = "https://secure.example.com/"
       {16, "sources[0].route", "unknown pool 'missing-pool'"},
       {20, "pools[0].policy", "unknown policy 'stikcy'"},
       {21, "pools[0].targets[1]", "unknown target 'nope'"},
-      {25, "targets[0].url", "https targets are not supported yet"},
+      {25, "targets[0].url", "invalid url"},
   };
   for (std::size_t i = 0; i < errs.size(); ++i) {
     INFO(i);
@@ -964,4 +965,574 @@ TEST_CASE("format_error", "[config]") {
   CHECK(botgate::format_error("a.toml", ConfigError{7, "", "syntax"}) == "a.toml:7: syntax");
   CHECK(botgate::format_error("a.toml", ConfigError{0, "sources", "missing"}) ==
         "a.toml: sources: missing");
+}
+
+// ---------------------------------------------------------------------------
+// WeChat / WeCom sources, [[routes]] and account targets
+
+namespace {
+namespace wxcfg {
+
+const std::string kAesKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";  // 43 characters
+
+// A WeChat Official Account source in safe mode, replying through the pool of OA accounts.
+const std::string kWechatSource = R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "wx-callback-token"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+app_id = "wx1234567890abcdef"
+accounts = "wx-accounts"
+)";
+
+// "backends" holds http target b1; "wx-accounts" and "kf-accounts" hold account targets.
+const std::string kPoolsAll = R"(
+[[pools]]
+name = "backends"
+targets = ["b1"]
+
+[[pools]]
+name = "wx-accounts"
+targets = ["oa1"]
+
+[[pools]]
+name = "kf-accounts"
+targets = ["kf1"]
+)";
+
+const std::string kOaTarget = R"(
+[[targets]]
+name = "oa1"
+kind = "wechat-oa"
+app_id = "wx1234567890abcdef"
+app_secret = "oa-app-secret-value"
+)";
+
+const std::string kKfTarget = R"(
+[[targets]]
+name = "kf1"
+kind = "wecom-kf"
+corp_id = "ww0123456789"
+corp_secret = "kf-corp-secret-value"
+open_kfid = "wkAbCdEf0123"
+)";
+
+const std::string kTargetsAll = kTargets + kOaTarget + kKfTarget;
+
+// `sources` (and any [[routes]]) followed by every pool and target.
+std::string config(const std::string& sources) {
+  return sources + kPoolsAll + kTargetsAll;
+}
+
+// One [[sources]] entry of kind `kind` made of `body`, then every pool and target.
+std::string source(const std::string& kind, const std::string& body) {
+  return config("[[sources]]\nkind = \"" + kind + "\"\n" + body + "\n");
+}
+
+// Every pool, then one account target made of `body` (after kTargets' b1): targets[1].
+std::string account_target(const std::string& body) {
+  return kSources + kPoolsAll + kTargets + "\n[[targets]]\n" + body + "\n" + kOaTarget + kKfTarget;
+}
+
+}  // namespace wxcfg
+}  // namespace
+
+TEST_CASE("a wechat source parses with its defaults", "[config][wechat]") {
+  const Config c = expect_ok(wxcfg::config(wxcfg::kWechatSource));
+  REQUIRE(c.sources.size() == 1);
+  const auto& s = c.sources[0];
+  CHECK(s.name == "wx");
+  CHECK(s.kind == botgate::SourceKind::wechat);
+  CHECK(s.token == "wx-callback-token");
+  CHECK(s.encoding_aes_key == wxcfg::kAesKey);
+  CHECK(s.app_id == "wx1234567890abcdef");
+  CHECK(s.accounts == "wx-accounts");
+  CHECK(s.route.empty());  // optional for wechat
+  CHECK(s.secret.empty());
+  CHECK(s.corp_id.empty());
+  CHECK(s.answer_ding);
+  CHECK(s.ack_deadline == Duration(4500ms));
+  CHECK(s.max_skew == Duration(300s));
+  CHECK(c.routes.empty());
+}
+
+TEST_CASE("a wechat source reads route, answer_ding and ack_deadline", "[config][wechat]") {
+  const Config c =
+      expect_ok(wxcfg::config(wxcfg::kWechatSource + "route = \"backends\"\nanswer_ding = false\n"
+                                                     "ack_deadline = \"2s\"\n"));
+  const auto& s = c.sources.at(0);
+  CHECK(s.route == "backends");
+  CHECK_FALSE(s.answer_ding);
+  CHECK(s.ack_deadline == Duration(2s));
+  CHECK(expect_ok(wxcfg::config(wxcfg::kWechatSource + "ack_deadline = \"4500ms\"\n"))
+            .sources.at(0)
+            .ack_deadline == Duration(4500ms));
+}
+
+TEST_CASE("a wechat source without encoding_aes_key is plaintext mode", "[config][wechat]") {
+  Config c = expect_ok(wxcfg::source("wechat", "name = \"wx\"\ntoken = \"tok\""));
+  const auto& s = c.sources.at(0);
+  CHECK(s.kind == botgate::SourceKind::wechat);
+  CHECK(s.token == "tok");
+  CHECK(s.encoding_aes_key.empty());
+  CHECK(s.app_id.empty());
+  CHECK(s.accounts.empty());
+  // An app id without a key is fine too.
+  c = expect_ok(wxcfg::source("wechat", "name = \"wx\"\ntoken = \"tok\"\napp_id = \"wxA\""));
+  CHECK(c.sources.at(0).app_id == "wxA");
+}
+
+TEST_CASE("a wechat source needs a token", "[config][wechat]") {
+  expect_one(wxcfg::source("wechat", "name = \"wx\""), "sources[0].token", "missing required key");
+  expect_one(wxcfg::source("wechat", "name = \"wx\"\ntoken = \"\""), "sources[0].token",
+             "must not be empty");
+}
+
+TEST_CASE("a wechat source with a key needs an app_id", "[config][wechat]") {
+  expect_one(wxcfg::source("wechat", "name = \"wx\"\ntoken = \"tok\"\nencoding_aes_key = \"" +
+                                         wxcfg::kAesKey + "\""),
+             "sources[0].app_id", "missing required key");
+}
+
+TEST_CASE("a bad encoding_aes_key is reported without echoing it", "[config][wechat]") {
+  const std::string key42 = wxcfg::kAesKey.substr(0, 42);
+  const std::string bad_chars = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF!";  // 43, not base64
+  for (const std::string& key : {key42, bad_chars}) {
+    INFO("key: " << key);
+    for (const std::string kind : {"wechat", "wecom"}) {
+      INFO("kind: " << kind);
+      const std::string body = "name = \"s\"\ntoken = \"tok\"\nencoding_aes_key = \"" + key +
+                               "\"\n" +
+                               (kind == "wechat" ? "app_id = \"wxA\"" : "corp_id = \"ww1\"");
+      const ConfigError e =
+          expect_one(wxcfg::source(kind, body), "sources[0].encoding_aes_key", "EncodingAESKey");
+      const std::string line = botgate::format_error("test.toml", e);
+      CHECK(line.find(key) == std::string::npos);
+      CHECK(line.find("abcdefghij") == std::string::npos);
+    }
+  }
+  const ConfigError e = expect_one(
+      wxcfg::source(
+          "wechat",
+          "name = \"s\"\ntoken = \"tok\"\napp_id = \"wxA\"\nencoding_aes_key = \"" + key42 + "\""),
+      "sources[0].encoding_aes_key", "43");
+  CHECK(e.line == 6);
+}
+
+TEST_CASE("a wecom source without name takes its corp_id as name", "[config][wechat]") {
+  const Config c = expect_ok(wxcfg::config(R"(
+[[sources]]
+kind = "wecom"
+token = "wc-token"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+corp_id = "ww0123456789"
+accounts = "kf-accounts"
+
+[[routes]]
+source = "ww0123456789"
+text = "help"
+reply = "see the manual"
+)"));
+  const auto& s = c.sources.at(0);
+  CHECK(s.kind == botgate::SourceKind::wecom);
+  CHECK(s.name == "ww0123456789");
+  CHECK(s.corp_id == "ww0123456789");
+  CHECK(s.token == "wc-token");
+  CHECK(s.encoding_aes_key == wxcfg::kAesKey);
+  CHECK(s.accounts == "kf-accounts");
+  CHECK(s.route.empty());
+  CHECK(s.answer_ding);
+  CHECK(s.ack_deadline == Duration(4500ms));
+  REQUIRE(c.routes.size() == 1);
+  CHECK(c.routes[0].source == "ww0123456789");
+  // A name given explicitly wins.
+  const Config named = expect_ok(wxcfg::source(
+      "wecom", "name = \"corp\"\ntoken = \"t\"\ncorp_id = \"ww1\"\nencoding_aes_key = \"" +
+                   wxcfg::kAesKey + "\""));
+  CHECK(named.sources.at(0).name == "corp");
+  CHECK(named.sources.at(0).corp_id == "ww1");
+}
+
+TEST_CASE("a wecom source needs a key, a token and a corp_id", "[config][wechat]") {
+  expect_one(wxcfg::source("wecom", "token = \"t\"\ncorp_id = \"ww1\""),
+             "sources[0].encoding_aes_key", "missing required key");
+  expect_one(
+      wxcfg::source("wecom", "corp_id = \"ww1\"\nencoding_aes_key = \"" + wxcfg::kAesKey + "\""),
+      "sources[0].token", "missing required key");
+  auto errs = expect_errors(
+      wxcfg::source("wecom", "token = \"t\"\nencoding_aes_key = \"" + wxcfg::kAesKey + "\""));
+  CHECK(has_error(errs, "sources[0].corp_id", "missing required key"));
+  expect_one(wxcfg::source("wecom",
+                           "name = \"n\"\ntoken = \"t\"\ncorp_id = \"w w\"\nencoding_aes_key = \"" +
+                               wxcfg::kAesKey + "\""),
+             "sources[0].corp_id", "invalid corp id");
+}
+
+TEST_CASE("two wecom sources may not share a corp id", "[config][wechat]") {
+  const std::string wecom = "kind = \"wecom\"\ntoken = \"t\"\nencoding_aes_key = \"" +
+                            wxcfg::kAesKey + "\"\ncorp_id = \"ww1\"\n";
+  const ConfigError e = expect_one(
+      wxcfg::config("[[sources]]\nname = \"a\"\n" + wecom + "[[sources]]\nname = \"b\"\n" + wecom),
+      "sources[1].corp_id", "duplicate corp id");
+  CHECK_THAT(e.message, Catch::Contains("line 6"));
+  // Different corp ids are fine.
+  const std::string other = "kind = \"wecom\"\ntoken = \"t\"\nencoding_aes_key = \"" +
+                            wxcfg::kAesKey + "\"\ncorp_id = \"ww2\"\n";
+  CHECK(
+      expect_ok(wxcfg::config("[[sources]]\n" + wecom + "[[sources]]\n" + other)).sources.size() ==
+      2);
+}
+
+TEST_CASE("keys of another source kind are refused", "[config][wechat]") {
+  const std::string wx = "name = \"wx\"\ntoken = \"tok\"\n";
+  expect_one(wxcfg::source("wechat", wx + "secret = \"s3cret\""), "sources[0].secret",
+             "not a key of a wechat source");
+  expect_one(wxcfg::source("wechat", wx + "corp_id = \"ww1\""), "sources[0].corp_id",
+             "not a key of a wechat source");
+  const std::string wc =
+      "token = \"t\"\ncorp_id = \"ww1\"\nencoding_aes_key = \"" + wxcfg::kAesKey + "\"\n";
+  expect_one(wxcfg::source("wecom", wc + "secret = \"s3cret\""), "sources[0].secret",
+             "not a key of a wecom source");
+  expect_one(wxcfg::source("wecom", wc + "app_id = \"wxA\""), "sources[0].app_id",
+             "not a key of a wecom source");
+  const std::string generic = "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n";
+  for (const std::string key : {"token", "app_id", "corp_id", "ack_deadline"}) {
+    INFO(key);
+    expect_one(wxcfg::source("generic", generic + key + " = \"1s\""), "sources[0]." + key,
+               "not a key of a generic source");
+  }
+}
+
+TEST_CASE("ack_deadline must be at most 4500ms", "[config][wechat]") {
+  for (const std::string d : {"5s", "4501ms", "1m"}) {
+    INFO(d);
+    expect_one(wxcfg::config(wxcfg::kWechatSource + "ack_deadline = \"" + d + "\"\n"),
+               "sources[0].ack_deadline", "at most 4500ms");
+  }
+  expect_one(wxcfg::config(wxcfg::kWechatSource + "ack_deadline = \"soon\"\n"),
+             "sources[0].ack_deadline", "invalid duration");
+  expect_one(wxcfg::config(wxcfg::kWechatSource + "answer_ding = \"yes\"\n"),
+             "sources[0].answer_ding", "expected true or false");
+}
+
+TEST_CASE("[[routes]] rules are read in order", "[config][wechat]") {
+  const Config c = expect_ok(wxcfg::config(wxcfg::kWechatSource + R"(
+[[routes]]
+source = "wx"
+type = "text"
+text = "help"
+reply = "see the manual"
+
+[[routes]]
+text_regex = "order [0-9]+"
+pool = "backends"
+
+[[routes]]
+type = "event:subscribe"
+reply = "welcome"
+pool = "backends"
+)"));
+  REQUIRE(c.routes.size() == 3);
+  const auto& r0 = c.routes[0];
+  CHECK(r0.index == 0);
+  CHECK(r0.source == "wx");
+  CHECK(r0.type == "text");
+  REQUIRE(r0.text.has_value());
+  CHECK(*r0.text == "help");
+  CHECK_FALSE(r0.text_regex.has_value());
+  CHECK(r0.reply == "see the manual");
+  CHECK(r0.pool.empty());
+
+  const auto& r1 = c.routes[1];
+  CHECK(r1.index == 1);
+  CHECK(r1.source.empty());
+  CHECK(r1.type.empty());
+  CHECK_FALSE(r1.text.has_value());
+  REQUIRE(r1.text_regex.has_value());
+  CHECK(r1.reply.empty());
+  CHECK(r1.pool == "backends");
+  botgate::Event ev;
+  ev.source = "wx";
+  ev.type = "text";
+  ev.text = "order 42";
+  CHECK(r1.matches(ev));
+  ev.text = "my order 42";
+  CHECK_FALSE(r1.matches(ev));
+
+  const auto& r2 = c.routes[2];
+  CHECK(r2.index == 2);
+  CHECK(r2.type == "event:subscribe");
+  CHECK(r2.reply == "welcome");
+  CHECK(r2.pool == "backends");
+}
+
+TEST_CASE("bad [[routes]] rules are errors with their key", "[config][wechat]") {
+  const auto rules = [](const std::string& body) {
+    return wxcfg::config(wxcfg::kWechatSource + "\n[[routes]]\n" + body + "\n");
+  };
+  expect_one(rules("text = \"a\"\ntext_regex = \"a+\"\nreply = \"r\""), "routes[0].text_regex",
+             "not both");
+  expect_one(rules("text_regex = \"(unclosed\"\nreply = \"r\""), "routes[0].text_regex",
+             "invalid regular expression");
+  expect_one(rules("text_regex = \"[z-a]\"\npool = \"backends\""), "routes[0].text_regex",
+             "invalid regular expression");
+  auto e = expect_one(rules("source = \"wx\"\ntext = \"a\""), "routes[0]",
+                      "a rule needs a reply, a pool, or both");
+  CHECK(e.line == 10);
+  expect_one(rules("source = \"nope\"\nreply = \"r\""), "routes[0].source",
+             "unknown source 'nope'");
+  expect_one(rules("pool = \"nowhere\""), "routes[0].pool", "unknown pool 'nowhere'");
+  expect_one(rules("pool = \"wx-accounts\""), "routes[0].pool",
+             "events are forwarded to http targets");
+  expect_one(rules("reply = \"r\"\ncolour = \"red\""), "routes[0].colour", "unknown key");
+  expect_one(rules("reply = \"\""), "routes[0].reply", "must not be empty");
+  expect_one(wxcfg::config("routes = \"all\"\n" + wxcfg::kWechatSource), "routes",
+             "expected an array of tables");
+}
+
+TEST_CASE("account targets default to the platforms' API hosts", "[config][wechat]") {
+  const Config c = expect_ok(wxcfg::config(wxcfg::kWechatSource));
+  REQUIRE(c.targets.size() == 3);
+  const auto& oa = c.targets[1];
+  CHECK(oa.name == "oa1");
+  CHECK(oa.kind == botgate::TargetKind::wechat_oa);
+  CHECK(oa.url == "https://api.weixin.qq.com");
+  CHECK(oa.tls);
+  CHECK(oa.host == "api.weixin.qq.com");
+  CHECK(oa.port == 443);
+  CHECK(oa.path == "");
+  CHECK(oa.app_id == "wx1234567890abcdef");
+  CHECK(oa.app_secret == "oa-app-secret-value");
+  CHECK(oa.token_margin == Duration(5min));
+
+  const auto& kf = c.targets[2];
+  CHECK(kf.name == "kf1");
+  CHECK(kf.kind == botgate::TargetKind::wecom_kf);
+  CHECK(kf.url == "https://qyapi.weixin.qq.com");
+  CHECK(kf.tls);
+  CHECK(kf.host == "qyapi.weixin.qq.com");
+  CHECK(kf.port == 443);
+  CHECK(kf.path == "");
+  CHECK(kf.corp_id == "ww0123456789");
+  CHECK(kf.corp_secret == "kf-corp-secret-value");
+  CHECK(kf.open_kfid == "wkAbCdEf0123");
+}
+
+TEST_CASE("an account target's api_base sets host, port and path prefix", "[config][wechat]") {
+  Config c = expect_ok(wxcfg::account_target(
+      "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\"\napp_secret = \"s\"\n"
+      "api_base = \"http://127.0.0.1:9000/wx/\"\ntoken_margin = \"1m\""));
+  const auto& t = c.targets.at(1);
+  CHECK(t.name == "oa2");
+  CHECK_FALSE(t.tls);
+  CHECK(t.host == "127.0.0.1");
+  CHECK(t.port == 9000);
+  CHECK(t.path == "/wx");
+  CHECK(t.token_margin == Duration(1min));
+  c = expect_ok(wxcfg::account_target(
+      "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_id = \"c\"\ncorp_secret = \"s\"\n"
+      "open_kfid = \"k\"\napi_base = \"http://localhost:8081\""));
+  CHECK_FALSE(c.targets.at(1).tls);
+  CHECK(c.targets.at(1).host == "localhost");
+  CHECK(c.targets.at(1).port == 8081);
+  CHECK(c.targets.at(1).path == "");
+  expect_one(wxcfg::account_target("name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\"\n"
+                                   "app_secret = \"s\"\napi_base = \"ftp://example.com\""),
+             "targets[1].api_base", "invalid url");
+}
+
+TEST_CASE("account targets need their credentials", "[config][wechat]") {
+  expect_one(wxcfg::account_target("name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\""),
+             "targets[1].app_secret", "missing required key");
+  expect_one(wxcfg::account_target("name = \"oa2\"\nkind = \"wechat-oa\"\napp_secret = \"s\""),
+             "targets[1].app_id", "missing required key");
+  expect_one(wxcfg::account_target(
+                 "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_id = \"c\"\ncorp_secret = \"s\""),
+             "targets[1].open_kfid", "missing required key");
+  expect_one(wxcfg::account_target(
+                 "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_id = \"c\"\nopen_kfid = \"k\""),
+             "targets[1].corp_secret", "missing required key");
+  expect_one(wxcfg::account_target(
+                 "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_secret = \"s\"\nopen_kfid = \"k\""),
+             "targets[1].corp_id", "missing required key");
+}
+
+TEST_CASE("account targets refuse url and the other kind's keys", "[config][wechat]") {
+  const std::string oa =
+      "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\"\napp_secret = \"s\"\n";
+  expect_one(wxcfg::account_target(oa + "url = \"http://127.0.0.1:9000/\""), "targets[1].url",
+             "not a key of an account target");
+  expect_one(wxcfg::account_target(oa + "open_kfid = \"k\""), "targets[1].open_kfid",
+             "not a key of a wechat-oa target");
+  const std::string kf =
+      "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_id = \"c\"\n"
+      "corp_secret = \"s\"\nopen_kfid = \"k\"\n";
+  expect_one(wxcfg::account_target(kf + "url = \"http://127.0.0.1:9000/\""), "targets[1].url",
+             "not a key of an account target");
+  expect_one(wxcfg::account_target(kf + "app_secret = \"s\""), "targets[1].app_secret",
+             "not a key of a wecom-kf target");
+  expect_one(kSources + kPools + kTargets + "api_base = \"http://127.0.0.1:1/\"\n",
+             "targets[0].api_base", "not a key of an http target");
+  expect_one(kSources + kPools + kTargets + "app_secret = \"s\"\n", "targets[0].app_secret",
+             "not a key of an http target");
+}
+
+TEST_CASE("an account target is probed by dingdong, not http", "[config][wechat]") {
+  const std::string oa =
+      "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\"\napp_secret = \"s\"\n";
+  const auto errs = expect_errors(wxcfg::account_target(oa + "[targets.probe]\nkind = \"http\""));
+  REQUIRE(errs.size() == 1);
+  CHECK_THAT(errs[0].message, Catch::Contains("probed by dingdong"));
+  CHECK(errs[0].key == "targets[1].probe.kind");
+  CHECK(errs[0].line > 0);
+  const Config c = expect_ok(wxcfg::account_target(
+      oa + "[targets.probe]\nkind = \"dingdong\"\npeer = \"oPeer\"\nsource = \"demo\""));
+  CHECK(c.targets.at(1).probe.kind == botgate::ProbeKind::dingdong);
+  CHECK(c.targets.at(1).probe.peer == "oPeer");
+}
+
+TEST_CASE("pools are checked for the family of targets they are used for", "[config][wechat]") {
+  // accounts must name a pool of account targets.
+  auto e = expect_one(wxcfg::config(R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "tok"
+accounts = "backends"
+)"),
+                      "sources[0].accounts", "pool 'backends' holds http target 'b1'");
+  CHECK_THAT(e.message, Catch::Contains("account targets"));
+  CHECK(e.line == 6);
+  // route must name a pool of http targets.
+  e = expect_one(wxcfg::config(R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "tok"
+route = "wx-accounts"
+)"),
+                 "sources[0].route", "pool 'wx-accounts' holds wechat-oa target 'oa1'");
+  CHECK_THAT(e.message, Catch::Contains("http targets"));
+  expect_one(wxcfg::config(R"(
+[[sources]]
+name = "g"
+secret = "s"
+route = "kf-accounts"
+)"),
+             "sources[0].route", "holds wecom-kf target 'kf1'");
+  expect_one(wxcfg::config(wxcfg::kWechatSource + "route = \"missing\"\n"), "sources[0].route",
+             "unknown pool 'missing'");
+  expect_one(wxcfg::config(R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "tok"
+accounts = "nowhere"
+)"),
+             "sources[0].accounts", "unknown pool 'nowhere'");
+  // A pool mixing both families fits neither use.
+  const std::string mixed = R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "tok"
+accounts = "mixed"
+
+[[pools]]
+name = "mixed"
+targets = ["oa1", "b1"]
+)";
+  expect_one(wxcfg::config(mixed), "sources[0].accounts", "holds http target 'b1'");
+}
+
+TEST_CASE("secrets of wechat sources and account targets never appear in errors",
+          "[config][wechat]") {
+  const std::vector<std::string> secrets{
+      "wx-token-secret-1", "wx-generic-secret-2",
+      "wc-token-secret-3", "g-token-secret-4",
+      "oa-app-secret-5",   "oa-corp-secret-6",
+      "kf-corp-secret-7",  "kf-app-secret-8",
+      "http-app-secret-9", "http-corp-secret-10",
+      "oa-list-secret-11", "kf-list-secret-12",
+      "wx-list-token-13",  "abcdefghijklmnopqrstuvwxyz0123456789ABCDE"};
+  const auto errs = expect_errors(R"(
+[[sources]]
+name = "wx"
+kind = "wechat"
+token = "wx-token-secret-1"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDE"
+secret = "wx-generic-secret-2"
+
+[[sources]]
+name = "wc"
+kind = "wecom"
+token = "wc-token-secret-3"
+corp_id = "ww1"
+ack_deadline = "9s"
+
+[[sources]]
+name = "g"
+secret = "s"
+route = "backends"
+token = "g-token-secret-4"
+
+[[sources]]
+name = "wx2"
+kind = "wechat"
+token = ["wx-list-token-13"]
+)" + wxcfg::kPoolsAll +
+                                  R"(
+[[targets]]
+name = "b1"
+url = "http://127.0.0.1:9001/events"
+app_secret = "http-app-secret-9"
+corp_secret = "http-corp-secret-10"
+
+[[targets]]
+name = "oa1"
+kind = "wechat-oa"
+app_secret = "oa-app-secret-5"
+corp_secret = "oa-corp-secret-6"
+
+[[targets]]
+name = "kf1"
+kind = "wecom-kf"
+corp_secret = "kf-corp-secret-7"
+app_secret = "kf-app-secret-8"
+
+[[targets]]
+name = "oa3"
+kind = "wechat-oa"
+app_id = "a"
+app_secret = ["oa-list-secret-11"]
+
+[[targets]]
+name = "kf3"
+kind = "wecom-kf"
+corp_id = "c"
+open_kfid = "k"
+corp_secret = { value = "kf-list-secret-12" }
+)");
+  // Every entry above is wrong somewhere; make sure those errors were reported.
+  CHECK(has_error(errs, "sources[0].encoding_aes_key", "43"));
+  CHECK(has_error(errs, "sources[0].secret", "not a key of"));
+  CHECK(has_error(errs, "sources[1].encoding_aes_key", "missing required key"));
+  CHECK(has_error(errs, "sources[1].ack_deadline", "at most 4500ms"));
+  CHECK(has_error(errs, "sources[2].token", "not a key of"));
+  CHECK(has_error(errs, "sources[3].token", "expected a string"));
+  CHECK(has_error(errs, "targets[0].app_secret", "not a key of"));
+  CHECK(has_error(errs, "targets[1].app_id", "missing required key"));
+  CHECK(has_error(errs, "targets[1].corp_secret", "not a key of"));
+  CHECK(has_error(errs, "targets[2].open_kfid", "missing required key"));
+  CHECK(has_error(errs, "targets[2].app_secret", "not a key of"));
+  CHECK(has_error(errs, "targets[3].app_secret", "expected a string"));
+  CHECK(has_error(errs, "targets[4].corp_secret", "expected a string"));
+  for (const auto& e : errs) {
+    const std::string line = botgate::format_error("f.toml", e);
+    for (const auto& secret : secrets) {
+      INFO(line);
+      CHECK(line.find(secret) == std::string::npos);
+    }
+  }
 }

@@ -420,3 +420,257 @@ TEST_CASE("CodecStatus has a readable name for every value", "[codec]") {
   CHECK(std::string(botgate::to_string(CodecStatus::malformed)) == "malformed");
   CHECK(std::string(botgate::to_string(CodecStatus::missing_field)) == "missing_field");
 }
+
+// ---------------------------------------------------------------------------
+// parse_backend_replies
+
+namespace {
+
+using botgate::BackendReply;
+using botgate::kMaxReplies;
+using botgate::OutboundMessage;
+using botgate::parse_backend_replies;
+using botgate::parse_outbound_message;
+
+// Starts from a non-empty list, so that a result of "none" is seen to clear it.
+CodecStatus replies_of(const std::string& body, std::vector<BackendReply>& out,
+                       std::string& detail) {
+  out.assign(2, BackendReply{"stale", "stale"});
+  detail.clear();
+  return parse_backend_replies(body, out, detail);
+}
+
+std::string reply_items(std::size_t n) {
+  std::string body = R"({"replies":[)";
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i != 0) body += ",";
+    body += R"({"text":"r)" + std::to_string(i) + R"("})";
+  }
+  return body + "]}";
+}
+
+}  // namespace
+
+TEST_CASE("parse_backend_replies finds none in an empty or non-JSON body", "[replies]") {
+  for (std::string body : {"", " ", "\r\n", "OK", "accepted\n", "<html><body>ok</body></html>",
+                           "200 OK {\"replies\":[{\"text\":\"x\"}]}"}) {
+    INFO("body: '" << body << "'");
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::ok);
+    CHECK(out.empty());
+  }
+}
+
+TEST_CASE("parse_backend_replies finds none in JSON without replies", "[replies]") {
+  for (std::string body :
+       {"{}", R"({"status":"ok"})", R"({"reply":[{"text":"x"}],"Replies":[{"text":"y"}]})",
+        R"([{"replies":[{"text":"x"}]}])", R"("replies")", "42", "null", R"({"replies":[]})"}) {
+    INFO("body: " << body);
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::ok);
+    CHECK(out.empty());
+  }
+}
+
+TEST_CASE("parse_backend_replies reads one reply", "[replies]") {
+  std::vector<BackendReply> out;
+  std::string detail;
+  REQUIRE(replies_of(R"({"status":"ok","replies":[{"text":"hello back"}]})", out, detail) ==
+          CodecStatus::ok);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].text == "hello back");
+  CHECK(out[0].to.empty());
+}
+
+TEST_CASE("parse_backend_replies reads several replies in order, with optional to", "[replies]") {
+  std::vector<BackendReply> out;
+  std::string detail;
+  REQUIRE(replies_of(R"({"replies":[{"text":"one"},{"to":"user-2","text":"two"},)"
+                     R"({"text":"th\"ree\n\u4f60","to":"u3","extra":[1,{"x":null}]}]})",
+                     out, detail) == CodecStatus::ok);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].text == "one");
+  CHECK(out[0].to.empty());
+  CHECK(out[1].text == "two");
+  CHECK(out[1].to == "user-2");
+  CHECK(out[2].text == "th\"ree\n\xe4\xbd\xa0");
+  CHECK(out[2].to == "u3");
+}
+
+TEST_CASE("parse_backend_replies refuses replies that are not an array", "[replies]") {
+  for (std::string body : {R"({"replies":"hi"})", R"({"replies":{"text":"hi"}})",
+                           R"({"replies":null})", R"({"replies":5})", R"({"replies":true})"}) {
+    INFO("body: " << body);
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::malformed);
+    CHECK(out.empty());
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("parse_backend_replies refuses a reply that is not an object", "[replies]") {
+  for (std::string body : {R"({"replies":["hi"]})", R"({"replies":[{"text":"a"},1]})",
+                           R"({"replies":[[{"text":"a"}]]})", R"({"replies":[null]})"}) {
+    INFO("body: " << body);
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::malformed);
+    CHECK(out.empty());
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("parse_backend_replies refuses a reply without a non-empty string text", "[replies]") {
+  for (std::string body :
+       {R"({"replies":[{"to":"u1"}]})", R"({"replies":[{}]})", R"({"replies":[{"text":""}]})",
+        R"({"replies":[{"text":"ok"},{"text":""}]})", R"({"replies":[{"text":5}]})",
+        R"({"replies":[{"text":null}]})", R"({"replies":[{"text":["a"]}]})",
+        R"({"replies":[{"text":{"content":"a"}}]})", R"({"replies":[{"text":"a","to":7}]})",
+        R"({"replies":[{"text":"a","to":null}]})"}) {
+    INFO("body: " << body);
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::malformed);
+    CHECK(out.empty());
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("parse_backend_replies takes at most kMaxReplies replies", "[replies]") {
+  REQUIRE(kMaxReplies == 16);
+  std::vector<BackendReply> out;
+  std::string detail;
+  REQUIRE(replies_of(reply_items(kMaxReplies), out, detail) == CodecStatus::ok);
+  REQUIRE(out.size() == kMaxReplies);
+  CHECK(out.front().text == "r0");
+  CHECK(out.back().text == "r15");
+  CHECK(replies_of(reply_items(kMaxReplies + 1), out, detail) == CodecStatus::malformed);
+  CHECK(out.empty());
+  CHECK_FALSE(detail.empty());
+  CHECK(replies_of(reply_items(1000), out, detail) == CodecStatus::malformed);
+  CHECK(out.empty());
+}
+
+// ---------------------------------------------------------------------------
+// parse_outbound_message
+
+namespace {
+
+CodecStatus outbound(const std::string& body, OutboundMessage& m) {
+  std::string detail;
+  return parse_outbound_message(body, m, detail);
+}
+
+CodecStatus outbound(const std::string& body) {
+  OutboundMessage m;
+  return outbound(body, m);
+}
+
+}  // namespace
+
+TEST_CASE("parse_outbound_message reads pool, to, text and id", "[replies]") {
+  OutboundMessage m;
+  REQUIRE(outbound(R"({"pool":"wx-accounts","to":"oUser-1","text":"hello\n\u4f60","id":"m-1"})",
+                   m) == CodecStatus::ok);
+  CHECK(m.pool == "wx-accounts");
+  CHECK(m.to == "oUser-1");
+  CHECK(m.text == "hello\n\xe4\xbd\xa0");
+  CHECK(m.id == "m-1");
+}
+
+TEST_CASE("parse_outbound_message takes a message without id", "[replies]") {
+  OutboundMessage m;
+  REQUIRE(outbound(R"({"text":"hi","to":"u","pool":"p"})", m) == CodecStatus::ok);
+  CHECK(m.pool == "p");
+  CHECK(m.to == "u");
+  CHECK(m.text == "hi");
+  CHECK(m.id.empty());
+}
+
+TEST_CASE("parse_outbound_message ignores unknown fields", "[replies]") {
+  OutboundMessage m;
+  REQUIRE(outbound(R"({"meta":{"a":[1,null,true]},"pool":"p","to":"u","text":"t","n":-1.5e3})",
+                   m) == CodecStatus::ok);
+  CHECK(m.pool == "p");
+  CHECK(m.to == "u");
+  CHECK(m.text == "t");
+}
+
+TEST_CASE("parse_outbound_message needs pool, to and text", "[replies]") {
+  for (std::string body :
+       {R"({"to":"u","text":"t"})", R"({"pool":"p","text":"t"})", R"({"pool":"p","to":"u"})",
+        R"({"pool":"","to":"u","text":"t"})", R"({"pool":"p","to":"","text":"t"})",
+        R"({"pool":"p","to":"u","text":""})", R"({})", R"({"id":"m"})"}) {
+    INFO("body: " << body);
+    OutboundMessage m;
+    std::string detail;
+    CHECK(parse_outbound_message(body, m, detail) == CodecStatus::missing_field);
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("parse_outbound_message refuses fields that are not strings", "[replies]") {
+  for (std::string body :
+       {R"({"pool":1,"to":"u","text":"t"})", R"({"pool":"p","to":null,"text":"t"})",
+        R"({"pool":"p","to":"u","text":["t"]})", R"({"pool":"p","to":"u","text":"t","id":5})",
+        R"({"pool":"p","to":{"id":"u"},"text":"t"})"}) {
+    INFO("body: " << body);
+    CHECK(outbound(body) == CodecStatus::malformed);
+  }
+}
+
+TEST_CASE("parse_outbound_message refuses bodies that are not one JSON object", "[replies]") {
+  const std::string valid = R"({"pool":"p","to":"u","text":"t"})";
+  REQUIRE(outbound(valid) == CodecStatus::ok);
+  for (std::string body : {valid + "x", valid + " {}", valid + valid, valid + ",", std::string(""),
+                           std::string("not json"), "[" + valid + "]", std::string(R"("p")"),
+                           valid.substr(0, valid.size() - 1),
+                           std::string(R"({"pool":"p","to":"u","text":"t","x":[1,]})")}) {
+    INFO("body: " << body);
+    OutboundMessage m;
+    std::string detail;
+    CHECK(parse_outbound_message(body, m, detail) == CodecStatus::malformed);
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("parse_outbound_message refuses control characters in to and id", "[replies]") {
+  CHECK(outbound(R"({"pool":"p","to":"u\r\nX: 1","text":"t"})") == CodecStatus::malformed);
+  CHECK(outbound(R"({"pool":"p","to":"u\u0000","text":"t"})") == CodecStatus::malformed);
+  CHECK(outbound(R"({"pool":"p","to":"u\u007f","text":"t"})") == CodecStatus::malformed);
+  CHECK(outbound(R"({"pool":"p","to":"u","text":"t","id":"m\n"})") == CodecStatus::malformed);
+  CHECK(outbound(R"({"pool":"p","to":"u","text":"t","id":"m\t1"})") == CodecStatus::malformed);
+  // The text may hold them.
+  CHECK(outbound(R"({"pool":"p","to":"u","text":"l1\r\nl2\t"})") == CodecStatus::ok);
+}
+
+TEST_CASE("parse_outbound_message limits to and id to 256 bytes", "[replies]") {
+  const std::string k256(256, 'k'), k257(257, 'k');
+  OutboundMessage m;
+  REQUIRE(outbound(R"({"pool":"p","to":")" + k256 + R"(","text":"t","id":")" + k256 + R"("})", m) ==
+          CodecStatus::ok);
+  CHECK(m.to == k256);
+  CHECK(m.id == k256);
+  CHECK(outbound(R"({"pool":"p","to":")" + k257 + R"(","text":"t"})") == CodecStatus::malformed);
+  CHECK(outbound(R"({"pool":"p","to":"u","text":"t","id":")" + k257 + R"("})") ==
+        CodecStatus::malformed);
+  // The text has no such limit.
+  CHECK(outbound(R"({"pool":"p","to":"u","text":")" + std::string(10000, 't') + R"("})") ==
+        CodecStatus::ok);
+}
+
+TEST_CASE("a body that is not one whole valid JSON document carries no replies", "[replies]") {
+  for (const char* body :
+       {R"({"replies":[{"text":"a"}]} x)", R"({"replies":[{"text":"a"}],"x":tru})",
+        R"({"replies":[{"text":"a"}]}{})", R"({"replies":[{"text":"a"})",
+        R"({"replies":[{"text":"a"},]})"}) {
+    INFO(body);
+    std::vector<botgate::BackendReply> out{{"stale", ""}};
+    std::string detail;
+    CHECK(botgate::parse_backend_replies(body, out, detail) == botgate::CodecStatus::ok);
+    CHECK(out.empty());
+  }
+}

@@ -185,7 +185,8 @@ struct Harness {
     ropts.attempt_timeout = attempt_timeout;
     router = sys->spawn(botgate::router, std::vector<target_actor>{t1, t2},
                         std::vector<std::string>{"t1", "t2"}, ropts);
-    std::unordered_map<std::string, router_actor> routes{{"src", router}};
+    std::unordered_map<std::string, router_actor> routes{{"pool", router}};
+    opts.sources["src"] = botgate::SourceRoutes{"pool", ""};
     auto recovered = std::make_shared<botgate::storage::Recovered>();
     std::shared_ptr<botgate::storage::ShardStore> store =
         botgate::storage::ShardStore::open(dir->path, store_options, *recovered);

@@ -1,0 +1,290 @@
+#include "app/callback_api.hpp"
+
+#include <atomic>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <charconv>
+
+#include "app/http_util.hpp"
+#include "core/log.hpp"
+#include "policies/route_rules.hpp"
+
+namespace botgate {
+namespace {
+
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+
+// Longest timestamp or nonce taken from a query; real ones are 10 digits and ~10 characters.
+constexpr std::size_t kMaxQueryValue = 128;
+
+constexpr std::string_view kSuccess = "success";
+
+// Decimal unix seconds within `max_skew` of now.
+bool fresh_timestamp(std::string_view ts, Duration max_skew) {
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(ts.data(), ts.data() + ts.size(), v);
+  if (ec != std::errc{} || ptr != ts.data() + ts.size()) return false;
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const auto skew = std::chrono::duration_cast<std::chrono::seconds>(max_skew).count();
+  return v >= now - skew && v <= now + skew;
+}
+
+// 401 for what proves the sender does not hold the key; 400 for a garbled ciphertext.
+unsigned crypto_status_code(wechat::CryptoStatus s) {
+  return s == wechat::CryptoStatus::receiver_mismatch ? 401 : 400;
+}
+
+// One forwarded callback waiting for its shard's ack, raced by the ack deadline: whichever
+// comes first answers; the other finds `answered` set.
+struct Exchange {
+  Exchange(net::io_context& ioc, http::Responder r) : timer(ioc), respond(std::move(r)) {}
+  net::steady_timer timer;
+  http::Responder respond;
+  http::Response ready;  // the answer once the event is stored
+  std::atomic<bool> answered{false};
+  bool claim() { return !answered.exchange(true); }
+};
+
+}  // namespace
+
+CallbackApi::CallbackApi(const Config& config, Metrics& metrics, const ShardSet& shards,
+                         DingRegistry* dings, net::io_context& ioc)
+    : rules_(config.routes), metrics_(metrics), shards_(shards), dings_(dings), ioc_(ioc) {
+  for (const auto& s : config.sources) {
+    if (s.kind == SourceKind::generic) continue;
+    Source src;
+    src.config = &s;
+    std::string error;
+    if (!s.encoding_aes_key.empty()) src.key = wechat::AesKey::parse(s.encoding_aes_key, error);
+    if (s.kind == SourceKind::wechat) {
+      src.receiver_id = s.app_id;
+      src.route = HttpRoute::wechat;
+      wechat_.emplace(s.name, std::move(src));
+    } else {
+      src.receiver_id = s.corp_id;
+      src.route = HttpRoute::wecom;
+      wecom_.emplace(s.corp_id, std::move(src));
+    }
+  }
+}
+
+void CallbackApi::reject(HttpRoute route, RejectReason why, unsigned status,
+                         std::string_view source, std::string_view detail,
+                         const http::Responder& respond) const {
+  refuse_event(metrics_, route, why, status, source, detail, "GET, POST", respond);
+}
+
+void CallbackApi::handle(http::Request&& req, std::string_view path,
+                         http::Responder respond) const {
+  const bool wecom = path.starts_with(kWecomPrefix);
+  const HttpRoute route = wecom ? HttpRoute::wecom : HttpRoute::wechat;
+  const std::string key(path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size()));
+  const auto& table = wecom ? wecom_ : wechat_;
+  auto it = table.find(key);
+  if (it == table.end()) {
+    return reject(route, RejectReason::unknown_source, 404, key,
+                  wecom ? "no wecom source with this corp id" : "no wechat source", respond);
+  }
+  if (req.method() == bhttp::verb::get) return verify_url(req, it->second, respond);
+  if (req.method() == bhttp::verb::post)
+    return receive(std::move(req), it->second, std::move(respond));
+  reject(route, RejectReason::wrong_method, 405, key, "only GET and POST are allowed", respond);
+}
+
+void CallbackApi::verify_url(const http::Request& req, const Source& src,
+                             const http::Responder& respond) const {
+  const SourceConfig& cfg = *src.config;
+  const bool wecom = cfg.kind == SourceKind::wecom;
+  const auto sig = query_param(req.target(), wecom ? "msg_signature" : "signature");
+  const auto ts = query_param(req.target(), "timestamp");
+  const auto nonce = query_param(req.target(), "nonce");
+  const auto echo = query_param(req.target(), "echostr");
+  if (!sig || !ts || !nonce || !echo || echo->empty()) {
+    return reject(src.route, RejectReason::missing_field, 400, cfg.name,
+                  "URL verification needs signature, timestamp, nonce and echostr", respond);
+  }
+  if (!fresh_timestamp(*ts, cfg.max_skew)) {
+    return reject(src.route, RejectReason::stale_timestamp, 401, cfg.name,
+                  "timestamp outside the window", respond);
+  }
+  std::string plain;
+  if (wecom) {
+    if (!wechat::verify_msg_signature(*sig, cfg.token, *ts, *nonce, *echo)) {
+      return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad msg_signature",
+                    respond);
+    }
+    const auto st = wechat::decrypt(*src.key, *echo, src.receiver_id, plain);
+    if (st != wechat::CryptoStatus::ok) {
+      return reject(src.route, RejectReason::malformed, crypto_status_code(st), cfg.name,
+                    std::string("echostr: ") + wechat::to_string(st), respond);
+    }
+  } else {
+    if (!wechat::verify_signature(*sig, cfg.token, *ts, *nonce)) {
+      return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad signature",
+                    respond);
+    }
+    plain = *echo;
+  }
+  log::info("callback URL verified", {{"source", cfg.name}});
+  metrics_.count_request(src.route, 200);
+  respond(make_response(200, std::move(plain), "text/plain; charset=utf-8"));
+}
+
+void CallbackApi::receive(http::Request&& req, const Source& src, http::Responder respond) const {
+  const SourceConfig& cfg = *src.config;
+  const auto received_at = Clock::now();
+  Call call;
+  call.source = &src;
+  call.encrypted = cfg.kind == SourceKind::wecom ||
+                   query_param(req.target(), "encrypt_type").value_or("") == "aes";
+  const auto sig = query_param(req.target(), call.encrypted ? "msg_signature" : "signature");
+  auto ts = query_param(req.target(), "timestamp");
+  auto nonce = query_param(req.target(), "nonce");
+  if (!sig || !ts || !nonce) {
+    return reject(src.route, RejectReason::bad_signature, 401, cfg.name,
+                  call.encrypted ? "missing msg_signature, timestamp or nonce"
+                                 : "missing signature, timestamp or nonce",
+                  respond);
+  }
+  if (ts->size() > kMaxQueryValue || nonce->size() > kMaxQueryValue) {
+    return reject(src.route, RejectReason::malformed, 400, cfg.name, "timestamp or nonce too long",
+                  respond);
+  }
+  if (!fresh_timestamp(*ts, cfg.max_skew)) {
+    return reject(src.route, RejectReason::stale_timestamp, 401, cfg.name,
+                  "timestamp outside the window", respond);
+  }
+  std::string detail;
+  std::string xml;
+  if (call.encrypted) {
+    if (!src.key) {
+      return reject(src.route, RejectReason::malformed, 400, cfg.name,
+                    "safe mode message, but the source has no encoding_aes_key", respond);
+    }
+    WechatEnvelope env;
+    if (auto st = parse_wechat_envelope(req.body(), env, detail); st != CodecStatus::ok) {
+      return reject(
+          src.route,
+          st == CodecStatus::missing_field ? RejectReason::missing_field : RejectReason::malformed,
+          400, cfg.name, "envelope: " + detail, respond);
+    }
+    // Verify before decrypting: the ciphertext alone is not authenticated.
+    if (!wechat::verify_msg_signature(*sig, cfg.token, *ts, *nonce, env.encrypt)) {
+      return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad msg_signature",
+                    respond);
+    }
+    const auto st = wechat::decrypt(*src.key, env.encrypt, src.receiver_id, xml);
+    if (st != wechat::CryptoStatus::ok) {
+      return reject(src.route,
+                    st == wechat::CryptoStatus::receiver_mismatch ? RejectReason::bad_signature
+                                                                  : RejectReason::malformed,
+                    crypto_status_code(st), cfg.name, wechat::to_string(st), respond);
+    }
+  } else {
+    if (!wechat::verify_signature(*sig, cfg.token, *ts, *nonce)) {
+      return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad signature",
+                    respond);
+    }
+    xml = std::move(req.body());
+  }
+  Event ev;
+  WechatMessage msg;
+  if (auto st = parse_wechat_message(std::move(xml), ev, msg, detail); st != CodecStatus::ok) {
+    return reject(
+        src.route,
+        st == CodecStatus::missing_field ? RejectReason::missing_field : RejectReason::malformed,
+        400, cfg.name, detail, respond);
+  }
+  ev.source = cfg.name;
+  ev.received_at = received_at;
+  ev.received_wall = std::chrono::system_clock::now();
+  call.timestamp = std::move(*ts);
+  call.nonce = std::move(*nonce);
+  route(std::move(call), std::move(ev), msg, std::move(respond));
+}
+
+http::Response CallbackApi::answer(const Call& call, const WechatMessage& msg,
+                                   const std::string& reply) const {
+  if (reply.empty()) return make_response(200, std::string(kSuccess), "text/plain; charset=utf-8");
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  std::string xml = build_wechat_text_reply(msg.from_user, msg.to_user, now_s, reply);
+  if (call.encrypted) {
+    const Source& src = *call.source;
+    std::string encrypted;
+    if (wechat::encrypt(*src.key, xml, src.receiver_id, encrypted) != wechat::CryptoStatus::ok) {
+      // No randomness: answer without the reply rather than fail the callback.
+      log::error("passive reply not encrypted", {{"source", src.config->name}});
+      return make_response(200, std::string(kSuccess), "text/plain; charset=utf-8");
+    }
+    const std::string ts = std::to_string(now_s);
+    xml = build_wechat_encrypted_reply(
+        encrypted, wechat::msg_signature(src.config->token, ts, call.nonce, encrypted), ts,
+        call.nonce);
+  }
+  return make_response(200, std::move(xml), "application/xml; charset=utf-8");
+}
+
+void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
+                        http::Responder respond) const {
+  const Source& src = *call.source;
+  const SourceConfig& cfg = *src.config;
+  // A dong answering one of our dingdong probes: consumed here, never queued.
+  if (dings_ != nullptr && dings_->claim(ev) != DingRegistry::Claim::none) {
+    metrics_.count_request(src.route, 200);
+    return respond(answer(call, msg, {}));
+  }
+  const RouteDecision d = decide_route(rules_, ev, cfg.answer_ding, cfg.route);
+  if (!d.reply.empty()) metrics_.passive_replies().inc();
+  if (d.pool.empty()) {
+    if (d.reply.empty()) {
+      metrics_.events_unrouted().inc();
+      log::debug("callback not routed", {{"source", cfg.name}, {"id", ev.id}, {"type", ev.type}});
+    }
+    metrics_.count_request(src.route, 200);
+    return respond(answer(call, msg, d.reply));
+  }
+  ev.route = d.pool;
+  auto ex = std::make_shared<Exchange>(ioc_, std::move(respond));
+  ex->ready = answer(call, msg, d.reply);
+  ex->timer.expires_after(cfg.ack_deadline);
+  ex->timer.async_wait(
+      [this, ex, name = cfg.name, route = src.route](const boost::system::error_code& ec) {
+        if (ec || !ex->claim()) return;
+        // Storage is slow: the platform gets its answer in time, the store goes on.
+        metrics_.late_acks().inc();
+        metrics_.count_request(route, 200);
+        log::warn("callback acked at the deadline before it was stored", {{"source", name}});
+        ex->respond(std::move(ex->ready));
+      });
+  auto event = std::make_shared<const Event>(std::move(ev));
+  shards_.submit(event, [this, ex, event, route = src.route,
+                         received_at = event->received_at](IngestStatus status) {
+    if (!ex->claim()) {
+      if (status == IngestStatus::full || status == IngestStatus::failed) {
+        log::error("an event acked at the deadline was not stored",
+                   {{"source", event->source}, {"id", event->id}});
+      }
+      return;
+    }
+    net::post(ex->timer.get_executor(), [ex] { ex->timer.cancel(); });
+    if (status == IngestStatus::full || status == IngestStatus::failed) {
+      return reject(
+          route,
+          status == IngestStatus::full ? RejectReason::shards_full : RejectReason::storage_error,
+          503, event->source,
+          status == IngestStatus::full ? "shard queue full" : "the shard log cannot store events",
+          ex->respond);
+    }
+    if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
+    metrics_.count_request(route, 200);
+    ex->respond(std::move(ex->ready));
+    metrics_.ingest_to_ack().observe(Clock::now() - received_at);
+  });
+}
+
+}  // namespace botgate

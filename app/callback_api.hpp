@@ -1,0 +1,74 @@
+// The WeChat Official Account and WeCom callback endpoints:
+//   GET  /wechat/{source}    URL verification (signature over token, timestamp, nonce)
+//   POST /wechat/{source}    a message, plaintext or safe mode (encrypt_type=aes)
+//   GET  /callback/{corpId}  WeCom URL verification (echostr decrypted)
+//   POST /callback/{corpId}  a WeCom message (always encrypted)
+//
+// A message is verified (signature before any decryption: CBC alone is not tamper-proof),
+// decrypted, parsed, and routed by the rule table. When it is forwarded it is stored in its
+// shard, and the answer waits for the store, but never past the source's ack_deadline (4.5 s):
+// then "success" goes out anyway and the late ack is counted. A rule's static reply (or the
+// heartbeat's "dong") is the answer itself, as passive-reply XML, encrypted in safe mode.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "actors/dingdong.hpp"
+#include "actors/shard_set.hpp"
+#include "app/config.hpp"
+#include "core/metrics.hpp"
+#include "transport/http_server.hpp"
+#include "transport/wechat_codec.hpp"
+#include "transport/wechat_crypto.hpp"
+
+namespace botgate {
+
+inline constexpr std::string_view kWechatPrefix = "/wechat/";
+inline constexpr std::string_view kWecomPrefix = "/callback/";
+
+class CallbackApi {
+ public:
+  CallbackApi(const Config& config, Metrics& metrics, const ShardSet& shards, DingRegistry* dings,
+              boost::asio::io_context& ioc);
+
+  // `path` (no query) starts with kWechatPrefix or kWecomPrefix.
+  void handle(http::Request&& req, std::string_view path, http::Responder respond) const;
+
+ private:
+  struct Source {
+    const SourceConfig* config = nullptr;
+    std::optional<wechat::AesKey> key;  // none: plaintext mode only (wechat)
+    std::string receiver_id;            // app id or corp id
+    HttpRoute route = HttpRoute::wechat;
+  };
+  // What one callback request carried, once read from the query.
+  struct Call {
+    const Source* source = nullptr;
+    std::string timestamp;
+    std::string nonce;
+    bool encrypted = false;
+  };
+
+  void verify_url(const http::Request& req, const Source& src,
+                  const http::Responder& respond) const;
+  void receive(http::Request&& req, const Source& src, http::Responder respond) const;
+  void route(Call call, Event&& ev, const WechatMessage& msg, http::Responder respond) const;
+  // The answer to a stored (or unstored) message: the passive reply, else "success".
+  http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;
+  void reject(HttpRoute route, RejectReason why, unsigned status, std::string_view source,
+              std::string_view detail, const http::Responder& respond) const;
+
+  std::unordered_map<std::string, Source> wechat_;  // by source name
+  std::unordered_map<std::string, Source> wecom_;   // by corp id
+  const std::vector<RouteRule>& rules_;
+  Metrics& metrics_;
+  const ShardSet& shards_;
+  DingRegistry* dings_;
+  boost::asio::io_context& ioc_;
+};
+
+}  // namespace botgate

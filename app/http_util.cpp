@@ -1,0 +1,85 @@
+#include "app/http_util.hpp"
+
+#include "core/json.hpp"
+#include "core/log.hpp"
+
+namespace botgate {
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+http::Response make_response(unsigned status, std::string body, std::string_view type) {
+  http::Response res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::content_type, type);
+  res.set(bhttp::field::server, "botgate");
+  res.body() = std::move(body);
+  return res;
+}
+
+std::string error_body(std::string_view code) {
+  std::string body = "{\"error\":";
+  append_json_string(body, code);
+  body += "}";
+  return body;
+}
+
+std::optional<std::string> percent_decode(std::string_view in, bool query) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (query && in[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> query_param(std::string_view target, std::string_view name) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) != name) continue;
+    if (eq == std::string_view::npos) return std::string();
+    return percent_decode(pair.substr(eq + 1), true);
+  }
+  return std::nullopt;
+}
+
+void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
+                  std::string_view source, std::string_view detail, std::string_view allow,
+                  const http::Responder& respond) {
+  metrics.count_rejected(why);
+  metrics.count_request(route, status);
+  log::warn(
+      "event rejected",
+      {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
+  auto res = make_response(status, error_body(to_string(why)));
+  if (status == 405) res.set(bhttp::field::allow, allow);
+  if (status == 503) res.set(bhttp::field::retry_after, "1");
+  respond(std::move(res));
+}
+
+}  // namespace botgate

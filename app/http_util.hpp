@@ -1,0 +1,37 @@
+// Small helpers the HTTP endpoint handlers share: responses, error bodies, query strings.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/metrics.hpp"
+#include "transport/http_server.hpp"
+
+namespace botgate {
+
+http::Response make_response(unsigned status, std::string body,
+                             std::string_view type = "application/json");
+
+// {"error":"<code>"}
+std::string error_body(std::string_view code);
+
+// Decodes %XX escapes (and '+' as space in a query); nullopt when an escape is broken.
+std::optional<std::string> percent_decode(std::string_view in, bool query);
+
+// The decoded value of query parameter `name` in a request target, if present.
+std::optional<std::string> query_param(std::string_view target, std::string_view name);
+
+// Refuses an inbound event (bad input, or no room): counts it by reason and by route and status,
+// logs one line, and answers {"error":"<reason>"}, with Allow on a 405 and Retry-After on a 503.
+void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
+                  std::string_view source, std::string_view detail, std::string_view allow,
+                  const http::Responder& respond);
+
+// The request target without its query string.
+inline std::string_view path_of(std::string_view target) {
+  const auto q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+}  // namespace botgate

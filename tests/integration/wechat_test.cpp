@@ -1,0 +1,627 @@
+// WeChat Official Account and WeCom end to end (issue 5): the real botgate binary between a
+// real HTTP backend and a fake platform on 127.0.0.1 that speaks the platforms' JSON APIs
+// (tests/support/fake_wechat.hpp). Callbacks are signed and encrypted exactly as the
+// platforms do; replies go out through account targets with tokens, failover and dead
+// letters; bad input is refused with nothing stored.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <ctime>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/client.hpp"
+#include "tests/support/fake_wechat.hpp"
+#include "tests/support/gateway.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_backend.hpp"
+#include "transport/wechat_crypto.hpp"
+
+using namespace botgate::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kAesKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const std::string kAppId = "wxcallbackapp";
+const std::string kCorpId = "wwcorp0001";
+const WechatCallbackKeys kOaKeys{"cb-token", kAesKey, kAppId};
+const WechatCallbackKeys kWecomKeys{"wecom-token", kAesKey, kCorpId};
+const std::string kAdmin = "admin-token";
+
+std::int64_t now_s() {
+  return static_cast<std::int64_t>(std::time(nullptr));
+}
+
+// What the tests vary in the WeChat part of the config.
+struct Setup {
+  std::string accounts_policy = "failover";
+  std::string ack_deadline;  // empty: the default
+  std::string extra_source;  // appended to the oa source
+  std::string extra;         // more TOML at the end
+  std::string a_secret = "secret-a";
+  std::string a_probe;  // TOML after acct-a's [[targets]] entry, e.g. its [targets.probe]
+  bool with_b = true;
+};
+
+template <typename F>
+Setup setup(F change) {
+  Setup s;
+  change(s);
+  return s;
+}
+
+// The demo generic source and the `backends` pool come from make_config; added: the OA
+// source "oa" and the WeCom source, both forwarding to `backends`, a static rule, accounts A
+// and B (wechat-oa) in pool "accts", and a wecom-kf account in pool "kf".
+std::string wechat_config(GatewayOptions& o, const FakeWechat& fake, const Setup& s = {}) {
+  o.backoff_base = "10ms";
+  o.backoff_cap = "50ms";
+  o.max_attempts = 6;
+  std::string deadline =
+      s.ack_deadline.empty() ? "" : "ack_deadline = \"" + s.ack_deadline + "\"\n";
+  o.extra = fmt::format(R"(
+[[sources]]
+name = "oa"
+kind = "wechat"
+token = "{token}"
+encoding_aes_key = "{key}"
+app_id = "{app}"
+route = "backends"
+accounts = "accts"
+{deadline}{extra_source}
+[[sources]]
+kind = "wecom"
+corp_id = "{corp}"
+token = "{wtoken}"
+encoding_aes_key = "{key}"
+route = "backends"
+accounts = "kf"
+
+[[routes]]
+text = "help"
+reply = "How can I help?"
+
+[[routes]]
+type = "event:subscribe"
+reply = "Welcome!"
+
+[[pools]]
+name = "accts"
+policy = "{policy}"
+targets = [{members}]
+
+[[pools]]
+name = "kf"
+targets = ["kf-1"]
+
+[[targets]]
+name = "acct-a"
+kind = "wechat-oa"
+app_id = "wxa"
+app_secret = "{a_secret}"
+api_base = "{base}"
+timeout = "2s"
+{a_probe}
+[[targets]]
+name = "acct-b"
+kind = "wechat-oa"
+app_id = "wxb"
+app_secret = "secret-b"
+api_base = "{base}/"
+timeout = "2s"
+
+[[targets]]
+name = "kf-1"
+kind = "wecom-kf"
+corp_id = "{corp}"
+corp_secret = "secret-kf"
+open_kfid = "wkKF001"
+api_base = "{base}"
+{extra}
+)",
+                        fmt::arg("token", kOaKeys.token), fmt::arg("key", kAesKey),
+                        fmt::arg("app", kAppId), fmt::arg("deadline", deadline),
+                        fmt::arg("extra_source", s.extra_source), fmt::arg("corp", kCorpId),
+                        fmt::arg("wtoken", kWecomKeys.token), fmt::arg("policy", s.accounts_policy),
+                        fmt::arg("members", s.with_b ? R"("acct-a", "acct-b")" : R"("acct-a")"),
+                        fmt::arg("a_secret", s.a_secret), fmt::arg("a_probe", s.a_probe),
+                        fmt::arg("base", fake.api_base()), fmt::arg("extra", s.extra));
+  return make_config(o);
+}
+
+struct Fixture {
+  Fixture(const Setup& s = {}) {
+    fake.add_oa("wxa", "secret-a");
+    fake.add_oa("wxb", "secret-b");
+    fake.add_corp(kCorpId, "secret-kf");
+    o.backend_ports = {backend.port()};
+    config = wechat_config(o, fake, s);
+    gw = std::make_unique<Gateway>(botgate_binary(), dir, config);
+  }
+  std::uint16_t port() { return gw->port(); }
+  std::string metrics() { return http_request(port(), "GET", "/metrics").body; }
+  double metric(const std::string& series) { return metric_value(metrics(), series).value_or(-1); }
+
+  TempDir dir;
+  FakeWechat fake;
+  TestBackend backend;
+  GatewayOptions o;
+  std::string config;
+  std::unique_ptr<Gateway> gw;
+};
+
+// The backend answers each delivery of a user message with one reply naming its MsgId.
+void reply_to_everything(TestBackend& b) {
+  b.set_answer_body([](const BackendRequest& r) {
+    const auto id = r.idempotency_key();
+    if (id.find("#reply") != std::string::npos) return std::string("{}");
+    return R"({"replies":[{"text":"re: )" + id + R"("}]})";
+  });
+}
+
+std::vector<std::string> contents(const std::vector<SentMessage>& sent) {
+  std::vector<std::string> out;
+  for (const auto& m : sent) out.push_back(m.content);
+  return out;
+}
+
+Response admin(std::uint16_t port, const std::string& method, const std::string& path,
+               const std::string& body = {}) {
+  return http_request(port, method, path, {{"Authorization", "Bearer " + kAdmin}}, body);
+}
+
+}  // namespace
+
+TEST_CASE("wechat: URL verification answers echostr, WeCom's decrypted; bad ones are 401",
+          "[integration][wechat]") {
+  Fixture f;
+  auto ok = verify_oa_url(f.port(), "oa", kOaKeys, "echo-12345");
+  CHECK(ok.status == 200);
+  CHECK(ok.body == "echo-12345");
+  auto wrong = verify_oa_url(f.port(), "oa", {"not-the-token", kAesKey, kAppId}, "echo");
+  CHECK(wrong.status == 401);
+  CHECK(wrong.body != "echo");
+
+  auto wecom = verify_wecom_url(f.port(), kCorpId, kWecomKeys, "plain-echo-678");
+  CHECK(wecom.status == 200);
+  CHECK(wecom.body == "plain-echo-678");
+  auto wecom_bad = verify_wecom_url(f.port(), kCorpId, {"wrong", kAesKey, kCorpId}, "x");
+  CHECK(wecom_bad.status == 401);
+  // A ciphertext sealed for another corp: the signature holds, the receiver id does not.
+  auto other = verify_wecom_url(f.port(), kCorpId, {kWecomKeys.token, kAesKey, "wwother"}, "x");
+  CHECK(other.status == 401);
+  CHECK(verify_oa_url(f.port(), "nope", kOaKeys, "e").status == 404);
+  CHECK(verify_wecom_url(f.port(), "wwnope", kWecomKeys, "e").status == 404);
+}
+
+TEST_CASE("wechat: a user message reaches the backend and its reply goes out through account A",
+          "[integration][wechat]") {
+  Fixture f;
+  reply_to_everything(f.backend);
+  for (bool safe : {false, true}) {
+    const std::string msg_id = safe ? "7001" : "7000";
+    INFO((safe ? "safe mode" : "plaintext"));
+    auto res = post_oa_callback(
+        f.port(), "oa", kOaKeys,
+        oa_text_xml("gh_account", "user-1", now_s(), "你好 botgate", msg_id), safe);
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");
+  }
+  REQUIRE(f.backend.wait_for_delivered(2));
+  const auto reqs = f.backend.requests();
+  CHECK(reqs[0].idempotency_key() == "7000");
+  CHECK(reqs[0].header("x-botgate-source") == "oa");
+  // The backend gets the decrypted XML, unchanged.
+  CHECK(xml_field(reqs[1].body, "Content") == "你好 botgate");
+  CHECK(xml_field(reqs[1].body, "MsgId") == "7001");
+
+  REQUIRE(f.fake.wait_for_delivered(2));
+  auto sent = f.fake.delivered();
+  const auto sent_texts = contents(sent);
+  std::set<std::string> texts(sent_texts.begin(), sent_texts.end());
+  CHECK(texts == std::set<std::string>{"re: 7000", "re: 7001"});
+  for (const auto& m : sent) {
+    CHECK(m.api == "custom");
+    CHECK(m.account == "wxa");  // failover: the first account while it works
+    CHECK(m.touser == "user-1");
+  }
+  CHECK(f.fake.token_fetches("wxa") == 1);
+  CHECK(f.metric("botgate_replies_queued_total") == 2);
+}
+
+TEST_CASE("wechat: when account A answers system busy, the reply goes through account B",
+          "[integration][wechat]") {
+  Fixture f;
+  reply_to_everything(f.backend);
+  f.fake.set_always_error("wxa", -1);
+  auto res =
+      post_oa_callback(f.port(), "oa", kOaKeys,
+                       oa_text_xml("gh_account", "user-2", now_s(), "order status", "8001"), true);
+  REQUIRE(res.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  auto sent = f.fake.sent();
+  REQUIRE(!sent.empty());
+  CHECK(sent.front().account == "wxa");
+  CHECK(sent.front().errcode == -1);
+  auto delivered = f.fake.delivered();
+  REQUIRE(delivered.size() == 1);
+  CHECK(delivered[0].account == "wxb");
+  CHECK(delivered[0].content == "re: 8001");
+  CHECK(delivered[0].touser == "user-2");
+  CHECK(f.metric("botgate_platform_errors_total{target=\"acct-a\"}") >= 1);
+}
+
+TEST_CASE("wechat: a token that expires mid-run is refetched exactly once",
+          "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.with_b = false; }));
+  constexpr int kBatch = 20;
+  auto send_batch = [&](int from) {
+    for (int i = from; i < from + kBatch; ++i) {
+      auto body =
+          fmt::format(R"({{"pool":"accts","to":"user-{}","text":"n{}","id":"m{}"}})", i % 5, i, i);
+      auto r = admin(f.port(), "POST", "/v1/messages", body);
+      REQUIRE(r.status == 200);
+    }
+  };
+  send_batch(0);
+  REQUIRE(f.fake.wait_for_delivered(kBatch));
+  CHECK(f.fake.token_fetches("wxa") == 1);
+
+  f.fake.expire_tokens("wxa");
+  send_batch(kBatch);
+  REQUIRE(f.fake.wait_for_delivered(2 * kBatch));
+  std::this_thread::sleep_for(200ms);
+  CHECK(f.fake.token_fetches("wxa") == 2);
+  CHECK(f.fake.delivered().size() == 2 * kBatch);
+  // Some sends of the second batch met the expired token and were sent again.
+  const auto sent = f.fake.sent();
+  CHECK(std::count_if(sent.begin(), sent.end(),
+                      [](const SentMessage& m) { return m.errcode == 42001; }) >= 1);
+}
+
+TEST_CASE("wechat: a token is refreshed token_margin before it expires, without traffic",
+          "[integration][wechat]") {
+  FakeWechat fake;
+  fake.add_oa("wxa", "secret-a");
+  fake.add_oa("wxb", "secret-b");
+  fake.add_corp(kCorpId, "secret-kf");
+  fake.set_expires_in("wxa", 4);
+  TestBackend backend;
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  Setup s;
+  s.with_b = false;
+  s.a_probe = "token_margin = \"1s\"\n";
+  Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
+  auto r = admin(gw.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","text":"one"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(fake.wait_for_delivered(1));
+  const auto first = std::chrono::steady_clock::now();
+  CHECK(fake.token_fetches("wxa") == 1);
+  // Refreshed at 4 s - 1 s, with nothing being sent.
+  CHECK(eventually([&] { return fake.token_fetches("wxa") == 2; }, 5s));
+  const auto refreshed_after = std::chrono::steady_clock::now() - first;
+  CHECK(refreshed_after < 3800ms);
+  // The old token has expired by now; the next message goes out on the new one, first time.
+  std::this_thread::sleep_for(1500ms);
+  r = admin(gw.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","text":"two"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(fake.wait_for_delivered(2));
+  for (const auto& m : fake.sent()) CHECK(m.errcode == 0);
+}
+
+TEST_CASE("wechat: a retried MsgId is acked each time and delivered once",
+          "[integration][wechat]") {
+  Fixture f;
+  const auto xml = oa_text_xml("gh_account", "user-3", now_s(), "hello again", "9001");
+  for (int i = 0; i < 3; ++i) {
+    auto res = post_oa_callback(f.port(), "oa", kOaKeys, xml, i % 2 == 1);
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");
+  }
+  // An event has no MsgId: FromUserName + CreateTime (+ Event) is its id.
+  const auto t = now_s();
+  for (int i = 0; i < 2; ++i) {
+    auto res = post_oa_callback(f.port(), "oa", kOaKeys,
+                                oa_event_xml("gh_account", "user-3", t, "CLICK", "MENU_1"), false);
+    REQUIRE(res.status == 200);
+  }
+  REQUIRE(f.backend.wait_for_delivered(2));
+  std::this_thread::sleep_for(500ms);
+  const auto reqs = f.backend.requests();
+  REQUIRE(reqs.size() == 2);
+  CHECK(reqs[0].idempotency_key() == "9001");
+  CHECK(xml_field(reqs[1].body, "EventKey") == "MENU_1");
+  CHECK(f.metric("botgate_events_duplicate_total") == 3);
+}
+
+TEST_CASE("wechat: a static rule answers with a passive reply, encrypted in safe mode",
+          "[integration][wechat]") {
+  Fixture f;
+  auto plain = post_oa_callback(
+      f.port(), "oa", kOaKeys, oa_text_xml("gh_account", "user-4", now_s(), "help", "9101"), false);
+  REQUIRE(plain.status == 200);
+  CHECK(xml_field(plain.body, "Content") == "How can I help?");
+  CHECK(xml_field(plain.body, "ToUserName") == "user-4");
+  CHECK(xml_field(plain.body, "FromUserName") == "gh_account");
+
+  auto safe = post_oa_callback(f.port(), "oa", kOaKeys,
+                               oa_text_xml("gh_account", "user-4", now_s(), "help", "9102"), true);
+  REQUIRE(safe.status == 200);
+  CHECK(xml_field(safe.body, "Content").empty());  // nothing in clear
+  std::string why;
+  auto reply = decrypt_passive_reply(kOaKeys, safe.body, &why);
+  INFO(why);
+  REQUIRE(reply);
+  CHECK(xml_field(*reply, "Content") == "How can I help?");
+
+  // The heartbeat responder answers a ding before any rule.
+  auto ding =
+      post_oa_callback(f.port(), "oa", kOaKeys,
+                       oa_text_xml("gh_account", "peer", now_s(), "ding 42", "9103"), false);
+  CHECK(xml_field(ding.body, "Content") == "dong 42");
+
+  auto sub = post_wecom_callback(f.port(), kCorpId, kWecomKeys,
+                                 wecom_text_xml(kCorpId, "zhangsan", now_s(), "help", "9104"));
+  REQUIRE(sub.status == 200);
+  auto wreply = decrypt_passive_reply(kWecomKeys, sub.body, &why);
+  INFO(why);
+  REQUIRE(wreply);
+  CHECK(xml_field(*wreply, "Content") == "How can I help?");
+
+  // Rules without a pool store nothing and forward nothing.
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.backend.count() == 0);
+  CHECK(f.metric("botgate_passive_replies_total") == 4);
+}
+
+TEST_CASE("wechat: every bad callback is refused and nothing is enqueued",
+          "[integration][wechat]") {
+  Fixture f;
+  const auto good_xml = oa_text_xml("gh_account", "user-5", now_s(), "hi", "9201");
+  auto expect = [&](const CallbackRequest& req, int status, const std::string& what) {
+    INFO(what);
+    auto res = send_callback(f.port(), req);
+    CHECK(res.status == status);
+    CHECK(res.body != "success");
+  };
+  const auto ts = unix_now();
+  const auto nonce = wechat_nonce();
+
+  auto bad_sig = build_oa_callback("oa", kOaKeys, good_xml, false, ts, nonce);
+  bad_sig.target = bad_sig.target.replace(bad_sig.target.find("signature=") + 10, 4, "0000");
+  expect(bad_sig, 401, "wrong signature (plaintext)");
+  expect(build_oa_callback("oa", {"other-token", kAesKey, kAppId}, good_xml, true, ts, nonce), 401,
+         "wrong token (safe mode)");
+  expect(
+      build_oa_callback("oa", {kOaKeys.token, kAesKey, "wxsomeoneelse"}, good_xml, true, ts, nonce),
+      401, "wrong app id");
+  expect(build_oa_callback("oa", kOaKeys, good_xml, true, unix_now(-3600), nonce), 401,
+         "stale timestamp");
+  // Validly signed Encrypt values that do not decrypt: not base64, not whole AES blocks, and
+  // a real ciphertext whose padding byte is broken (in CBC, flipping a bit of the next-to-last
+  // block flips the same bit of the last plaintext block: pad byte p becomes p ^ 0x40 > 32).
+  auto raw = *botgate::wechat::base64_decode(wechat_encrypt(kOaKeys, good_xml));
+  raw[raw.size() - 17] = static_cast<char>(raw[raw.size() - 17] ^ 0x40);
+  for (const std::string& encrypt :
+       {std::string("!!not base64!!"), std::string("QUJD"), botgate::wechat::base64_encode(raw)}) {
+    CallbackRequest req;
+    req.method = "POST";
+    req.target = "/wechat/oa?timestamp=" + ts + "&nonce=" + nonce +
+                 "&encrypt_type=aes&msg_signature=" +
+                 botgate::wechat::msg_signature(kOaKeys.token, ts, nonce, encrypt);
+    req.body = "<xml><ToUserName><![CDATA[gh]]></ToUserName><Encrypt><![CDATA[" + encrypt +
+               "]]></Encrypt></xml>";
+    expect(req, 400, "undecryptable Encrypt " + encrypt);
+  }
+  auto truncated = build_oa_callback("oa", kOaKeys, good_xml, false, ts, nonce);
+  truncated.body = truncated.body.substr(0, truncated.body.size() / 2);
+  expect(truncated, 400, "truncated body");
+  auto bomb = build_oa_callback(
+      "oa", kOaKeys,
+      R"(<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&lol2;</Content></xml>)",
+      false, ts, nonce);
+  expect(bomb, 400, "XML bomb (DOCTYPE)");
+  expect(build_oa_callback("oa", kOaKeys,
+                           "<xml><ToUserName>a</ToUserName><CreateTime>1</CreateTime>"
+                           "<MsgType>text</MsgType><Content>x</Content></xml>",
+                           true, ts, nonce),
+         400, "missing FromUserName");
+  auto huge = build_oa_callback("oa", kOaKeys,
+                                oa_text_xml("gh", "u", now_s(), std::string(2 << 20, 'x'), "1"),
+                                false, ts, nonce);
+  expect(huge, 413, "huge body");
+  expect(build_oa_callback("nope", kOaKeys, good_xml, false, ts, nonce), 404, "unknown source");
+  auto put = build_oa_callback("oa", kOaKeys, good_xml, false, ts, nonce);
+  put.method = "PUT";
+  expect(put, 405, "wrong method");
+  auto wecom_wrong =
+      build_wecom_callback(kCorpId, {kWecomKeys.token, kAesKey, "wwother"},
+                           wecom_text_xml(kCorpId, "u", now_s(), "x", "1"), ts, nonce);
+  expect(wecom_wrong, 401, "WeCom ciphertext for another corp");
+
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.backend.count() == 0);
+  CHECK(f.metric("botgate_events_accepted_total") == 0);
+  CHECK(metric_sum(f.metrics(), "botgate_queue_depth") == 0);
+  // And the gateway still serves.
+  auto ok = post_oa_callback(f.port(), "oa", kOaKeys, good_xml, true);
+  CHECK(ok.status == 200);
+  CHECK(f.backend.wait_for_delivered(1));
+}
+
+TEST_CASE("wechat: 45015 and 45047 dead-letter the reply with the platform's reason",
+          "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.with_b = false; }));
+  f.fake.script_errors("wxa", {45015, 45047});
+  for (int i = 0; i < 2; ++i) {
+    auto r = admin(f.port(), "POST", "/v1/messages",
+                   fmt::format(R"({{"pool":"accts","to":"late-user-{}","text":"sorry"}})", i));
+    REQUIRE(r.status == 200);
+  }
+  bool listed = eventually(
+      [&] {
+        auto r = admin(f.port(), "GET", "/v1/dead-letters");
+        return r.body.find("45015") != std::string::npos &&
+               r.body.find("45047") != std::string::npos;
+      },
+      10s);
+  CHECK(listed);
+  auto list = admin(f.port(), "GET", "/v1/dead-letters").body;
+  CHECK(list.find("response out of time limit") != std::string::npos);
+  // Not retried: each was sent once.
+  CHECK(f.fake.sent().size() == 2);
+}
+
+TEST_CASE("wechat: refused credentials make the account unhealthy, with the platform's errmsg",
+          "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.a_secret = "wrong-secret"; }));
+  auto r = admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u-9","text":"t"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  CHECK(f.fake.delivered()[0].account == "wxb");
+  bool unhealthy = eventually(
+      [&] {
+        auto t = admin(f.port(), "GET", "/v1/targets").body;
+        return t.find("invalid appsecret") != std::string::npos;
+      },
+      5s);
+  CHECK(unhealthy);
+  CHECK(f.metric("botgate_token_fetches_total{target=\"acct-a\",result=\"fail\"}") >= 1);
+}
+
+TEST_CASE("wecom: an encrypted callback reaches the backend and the reply goes out via kf/send_msg",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  reply_to_everything(f.backend);
+  const auto xml = wecom_text_xml(kCorpId, "ext-user-1", now_s(), "你好", "wc-1", "1000002");
+  for (int i = 0; i < 2; ++i) {  // a retry of the same MsgId changes nothing
+    auto res = post_wecom_callback(f.port(), kCorpId, kWecomKeys, xml);
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");
+  }
+  REQUIRE(f.backend.wait_for_delivered(1));
+  CHECK(xml_field(f.backend.requests()[0].body, "Content") == "你好");
+  REQUIRE(f.fake.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  auto sent = f.fake.delivered();
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].api == "kf");
+  CHECK(sent[0].account == kCorpId);
+  CHECK(sent[0].open_kfid == "wkKF001");
+  CHECK(sent[0].touser == "ext-user-1");
+  CHECK(sent[0].content == "re: wc-1");
+  CHECK(sent[0].msgid.size() == 32);
+  CHECK(f.backend.requests().size() == 1);
+}
+
+TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and a body",
+          "[integration][wechat]") {
+  Fixture f;
+  const std::string body = R"({"pool":"accts","to":"u-1","text":"hello","id":"once"})";
+  CHECK(http_request(f.port(), "POST", "/v1/messages", {}, body).status == 401);
+  CHECK(admin(f.port(), "POST", "/v1/messages", R"({"pool":"nope","to":"u","text":"t"})").status ==
+        404);
+  CHECK(admin(f.port(), "POST", "/v1/messages", R"({"pool":"backends","to":"u","text":"t"})")
+            .status == 400);
+  CHECK(admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","text":"t"})").status == 400);
+  CHECK(admin(f.port(), "POST", "/v1/messages", "{not json").status == 400);
+  CHECK(admin(f.port(), "GET", "/v1/messages").status == 405);
+  auto first = admin(f.port(), "POST", "/v1/messages", body);
+  CHECK(first.status == 200);
+  CHECK(first.body.find("accepted") != std::string::npos);
+  auto again = admin(f.port(), "POST", "/v1/messages", body);
+  CHECK(again.status == 200);
+  CHECK(again.body.find("duplicate") != std::string::npos);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.fake.delivered().size() == 1);
+  CHECK(f.fake.delivered()[0].content == "hello");
+}
+
+TEST_CASE("wechat: a callback is answered by the ack deadline even when storage is slower",
+          "[integration][wechat]") {
+  // A deadline far below what a store takes: every answer comes from the deadline timer.
+  Fixture f(setup([](Setup& s) { s.ack_deadline = "1us"; }));
+  constexpr int kCallbacks = 20;
+  for (int i = 0; i < kCallbacks; ++i) {
+    auto res = post_oa_callback(f.port(), "oa", kOaKeys,
+                                oa_text_xml("gh_account", "user-d" + std::to_string(i), now_s(),
+                                            "x", fmt::format("d{}", i)),
+                                true);
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");
+  }
+  // The store went on after the answer: every event still arrives.
+  CHECK(f.backend.wait_for_delivered(kCallbacks));
+  CHECK(f.metric("botgate_late_acks_total") >= 1);
+}
+
+TEST_CASE("wechat: the dingdong probe works on wechat-oa accounts end to end",
+          "[integration][wechat][dingdong]") {
+  // Gateway A probes account acct-a by sending "ding <nonce>" to the user "peer-bot". The fake
+  // platform hands that message to gateway B as a callback; B's heartbeat responder answers
+  // "dong <nonce>" as a passive reply, which the platform delivers to A as a callback from
+  // "peer-bot".
+  // What the platform's relay hook uses lives longer than the platform.
+  std::atomic<std::uint16_t> a_port{0};
+  std::atomic<int> relayed{0};
+  FakeWechat fake;
+  fake.add_oa("wxa", "secret-a");
+  fake.add_oa("wxb", "secret-b");
+  fake.add_corp(kCorpId, "secret-kf");
+  TestBackend backend_a, backend_b;
+  TempDir dir;
+  GatewayOptions ob;
+  ob.queue_dir = "data-b";
+  ob.backend_ports = {backend_b.port()};
+  Gateway gw_b(botgate_binary(), dir, wechat_config(ob, fake), "gw-b");
+  GatewayOptions oa;
+  oa.queue_dir = "data-a";
+  oa.backend_ports = {backend_a.port()};
+  Setup s;
+  s.with_b = false;
+  s.a_probe = R"(
+[targets.probe]
+kind = "dingdong"
+peer = "peer-bot"
+source = "oa"
+interval = "300ms"
+timeout = "250ms"
+rise = 1
+fall = 1
+)";
+  const std::uint16_t b_port = gw_b.port();
+  fake.set_on_delivered([&](const SentMessage& m) {
+    if (m.touser != "peer-bot" || a_port == 0) return;
+    auto at_b = post_oa_callback(b_port, "oa", kOaKeys,
+                                 oa_text_xml("gh_b", "gw-a-bot", now_s(), m.content, ""), false);
+    const auto dong = xml_field(at_b.body, "Content");
+    if (dong.empty()) return;
+    post_oa_callback(a_port, "oa", kOaKeys, oa_text_xml("gh_a", "peer-bot", now_s(), dong, ""),
+                     true);
+    ++relayed;
+  });
+  std::string cfg = wechat_config(oa, fake, s);
+  Gateway gw_a(botgate_binary(), dir, cfg, "gw-a");
+  a_port = gw_a.port();
+  bool ok = eventually(
+      [&] {
+        auto m = http_request(gw_a.port(), "GET", "/metrics").body;
+        return metric_value(m, "botgate_probes_total{target=\"acct-a\",result=\"ok\"}")
+                   .value_or(0) >= 2;
+      },
+      10s);
+  INFO("relayed " << relayed.load());
+  CHECK(ok);
+  // The dongs were consumed, not forwarded to A's backend.
+  CHECK(backend_a.count() == 0);
+  fake.set_on_delivered(nullptr);
+}

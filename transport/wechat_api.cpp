@@ -1,0 +1,125 @@
+#include "transport/wechat_api.hpp"
+
+#include <openssl/sha.h>
+#include <simdjson.h>
+
+#include "core/json.hpp"
+
+namespace botgate::wechat {
+namespace {
+
+namespace od = simdjson::ondemand;
+
+void append_query_value(std::string& out, std::string_view v) {
+  constexpr char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : v) {
+    const bool plain = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                       c == '-' || c == '_' || c == '.' || c == '~';
+    if (plain) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+}
+
+}  // namespace
+
+std::string token_target(AccountApi api, std::string_view base_path, std::string_view id,
+                         std::string_view secret) {
+  std::string out(base_path);
+  if (api == AccountApi::official_account) {
+    out += "/cgi-bin/token?grant_type=client_credential&appid=";
+    append_query_value(out, id);
+    out += "&secret=";
+  } else {
+    out += "/cgi-bin/gettoken?corpid=";
+    append_query_value(out, id);
+    out += "&corpsecret=";
+  }
+  append_query_value(out, secret);
+  return out;
+}
+
+std::string send_target(AccountApi api, std::string_view base_path, std::string_view access_token) {
+  std::string out(base_path);
+  out += api == AccountApi::official_account ? "/cgi-bin/message/custom/send?access_token="
+                                             : "/cgi-bin/kf/send_msg?access_token=";
+  append_query_value(out, access_token);
+  return out;
+}
+
+std::string send_body(AccountApi api, std::string_view touser, std::string_view content,
+                      std::string_view open_kfid, std::string_view msgid) {
+  std::string out = "{\"touser\":";
+  append_json_string(out, touser);
+  if (api == AccountApi::wecom_kf) {
+    out += ",\"open_kfid\":";
+    append_json_string(out, open_kfid);
+    out += ",\"msgid\":";
+    append_json_string(out, msgid);
+  }
+  out += ",\"msgtype\":\"text\",\"text\":{\"content\":";
+  append_json_string(out, content);
+  out += "}}";
+  return out;
+}
+
+std::string kf_msgid(std::string_view source, std::string_view id) {
+  std::string key(source);
+  key.push_back('\0');
+  key.append(id);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+ApiAnswer parse_api_answer(std::string_view body) {
+  ApiAnswer a;
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  od::object obj;
+  if (parser.iterate(padded).get(doc) || doc.get_object().get(obj)) return a;
+  for (auto field : obj) {
+    std::string_view key;
+    if (field.unescaped_key().get(key)) return a;
+    od::value v;
+    if (field.value().get(v)) return a;
+    if (key == "errcode") {
+      std::int64_t n = 0;
+      if (v.get_int64().get(n)) return a;
+      a.errcode = static_cast<long>(n);
+    } else if (key == "errmsg") {
+      std::string_view s;
+      if (v.get_string().get(s)) return a;
+      a.errmsg = std::string(s);
+    } else if (key == "access_token") {
+      std::string_view s;
+      if (v.get_string().get(s)) return a;
+      a.access_token = std::string(s);
+    } else if (key == "expires_in") {
+      std::int64_t n = 0;
+      if (v.get_int64().get(n)) return a;
+      a.expires_in = n;
+    }
+  }
+  a.parsed = true;
+  return a;
+}
+
+std::string describe(const ApiAnswer& a) {
+  std::string out = "errcode " + std::to_string(a.errcode);
+  if (!a.errmsg.empty()) out += ": " + a.errmsg;
+  return out;
+}
+
+}  // namespace botgate::wechat
