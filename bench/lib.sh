@@ -318,6 +318,62 @@ histogram_quantile() {
     }' "$1"
 }
 
+# json_get FILE KEY: the value of KEY in the first JSON line of FILE that has it, unquoted
+# (flat values only: numbers, strings without commas or quotes, true/false/null).
+json_get() { grep -o "\"$2\":\"\\?[^,}\"]*" "$1" | head -n1 | sed 's/^[^:]*:"\{0,1\}//'; }
+
+# log_figures FILE: the durable log's figures from a /metrics scrape, into LOG_COMMITS (all
+# commits), LOG_EVENT_COMMITS (those that carried events), LOG_SYNCS, LOG_EVENTS (committed
+# events), LOG_ERRORS, LOG_PER_COMMIT (events per commit that carried events, 2 decimals, or
+# nan: commits of completions alone are not group commits), LOG_P50 and LOG_P99 (upper bounds
+# of the commit-latency buckets, seconds, or nan/+Inf).
+# shellcheck disable=SC2034  # the globals are for the caller
+log_figures() {
+  local m=$1
+  LOG_COMMITS=$(metric_sum "$m" botgate_log_commits_total)
+  LOG_EVENT_COMMITS=$(metric_sum "$m" botgate_log_event_commits_total)
+  LOG_SYNCS=$(metric_sum "$m" botgate_log_syncs_total)
+  LOG_EVENTS=$(metric_sum "$m" botgate_log_committed_events_total)
+  LOG_ERRORS=$(metric_sum "$m" botgate_log_errors_total)
+  LOG_PER_COMMIT=$(awk -v e="$LOG_EVENTS" -v c="$LOG_EVENT_COMMITS" \
+    'BEGIN { if (c > 0) printf "%.2f", e / c; else print "nan" }')
+  LOG_P50=$(histogram_quantile "$m" botgate_log_commit_seconds 0.50)
+  LOG_P99=$(histogram_quantile "$m" botgate_log_commit_seconds 0.99)
+}
+
+# print_log_summary [FILE]: scrapes botgate's /metrics (BOTGATE_PORT) into FILE (default
+# $TMP/metrics.txt) and prints the durable log summary of bench/README.md, or with JSON=1 its
+# {"durable_log":{...}} line. Reads FSYNC. Sets the LOG_* globals of log_figures; when the
+# scrape fails it says so on stderr, leaves LOG_COMMITS empty and still returns 0.
+print_log_summary() {
+  local m=${1:-$TMP/metrics.txt}
+  LOG_COMMITS=""
+  if ! scrape_metrics "$BOTGATE_PORT" >"$m"; then
+    bench_msg "could not scrape http://127.0.0.1:$BOTGATE_PORT/metrics"
+    return 0
+  fi
+  log_figures "$m"
+  if [[ ${JSON:-0} == 1 ]]; then
+    # Bounds in seconds as JSON numbers; null when there is no bound (no commits, or +Inf).
+    local j50=$LOG_P50 j99=$LOG_P99 per=$LOG_PER_COMMIT
+    [[ $j50 == nan || $j50 == +Inf ]] && j50=null
+    [[ $j99 == nan || $j99 == +Inf ]] && j99=null
+    [[ $per == nan ]] && per=null
+    printf '{"durable_log":{"fsync":"%s","commits":%s,"event_commits":%s,"syncs":%s,"committed_events":%s,"events_per_commit":%s,"log_errors":%s,"commit_p50_le_s":%s,"commit_p99_le_s":%s}}\n' \
+      "$FSYNC" "$LOG_COMMITS" "$LOG_EVENT_COMMITS" "$LOG_SYNCS" "$LOG_EVENTS" "$per" \
+      "$LOG_ERRORS" "$j50" "$j99"
+  else
+    echo "durable log (fsync=$FSYNC)"
+    printf '  commits          %s (%s with events)\n' "$LOG_COMMITS" "$LOG_EVENT_COMMITS"
+    printf '  syncs            %s\n' "$LOG_SYNCS"
+    printf '  committed events %s\n' "$LOG_EVENTS"
+    printf '  events/commit    %s (events per commit that carried events)\n' "$LOG_PER_COMMIT"
+    printf '  log errors       %s\n' "$LOG_ERRORS"
+    printf '  commit latency   p50 <= %s ms, p99 <= %s ms (upper bounds of the histogram buckets)\n' \
+      "$(sec_to_ms "$LOG_P50")" "$(sec_to_ms "$LOG_P99")"
+  fi
+}
+
 # seconds (or +Inf/nan) -> milliseconds, for printing a bucket bound.
 sec_to_ms() {
   case $1 in
@@ -333,6 +389,8 @@ sec_to_ms() {
 # the config file, so the queue lives next to FILE.
 # ROUTING_TOML, when set and not empty, replaces the pool and its one target: it must define
 # the pool "sinks" and its [[targets]] (SINK_PORT is then unused). failover.sh uses it.
+# SOURCES_TOML, when set and not empty, is written after the "bench" source: more
+# [[sources]] (wechat.sh adds its wechat source there).
 write_config() {
   local file=$1 sink_port=$2
   shift 2
@@ -358,6 +416,7 @@ name = "bench"
 secret = "bench-secret"
 route = "sinks"
 EOF
+    [[ -z ${SOURCES_TOML:-} ]] || printf '%s\n' "$SOURCES_TOML"
     if [[ -n ${ROUTING_TOML:-} ]]; then
       printf '%s\n' "$ROUTING_TOML"
     else

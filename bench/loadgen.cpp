@@ -1,4 +1,5 @@
-// loadgen: closed-loop HTTP/1.1 load generator for POST /v1/events/{source}.
+// loadgen: closed-loop HTTP/1.1 load generator for POST /v1/events/{source}, or (with
+// --wechat-source) for encrypted WeChat Official Account callbacks, POST /wechat/{source}.
 //
 // Every event is prepared before the timed phase: its body (all but the trailing
 // "sent_ns" value) and its HMAC midstate over "key^ipad || ts || '.' || body-prefix".
@@ -6,6 +7,10 @@
 // few hundred bytes, so the signing cost stays off the hot path while sent_ns still
 // is the CLOCK_MONOTONIC time at send (the sink measures end-to-end latency from it).
 // At start-up the midstate signer is checked against botgate::generic_signature.
+//
+// WeChat mode prepares each request whole (query signatures, AES envelope, headers) with
+// the gateway's own crypto (transport/wechat_crypto.hpp); sending it is one copy. sent_ns
+// cannot go into a ciphertext made ahead of time, so the sink has no end-to-end latency.
 //
 // One io_context, --threads threads, --connections keep-alive connections, each with
 // up to --pipeline requests outstanding. Bounded by --events and --duration (+ --drain).
@@ -39,6 +44,7 @@
 
 #include "bench/common.hpp"
 #include "transport/signature.hpp"
+#include "transport/wechat_crypto.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -76,6 +82,13 @@ struct Options {
   double drain_s = 5;
   double rate = 0;  // events per second over all connections; 0: as fast as answers allow
   bool json = false;
+  // WeChat mode, on when wechat_source is set: safe-mode callbacks to /wechat/{wechat_source}.
+  std::string wechat_source;
+  std::string wechat_token = "bench-token";
+  std::string wechat_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+  std::string wechat_app_id = "wxbench0000000001";
+
+  bool wechat() const { return !wechat_source.empty(); }
 };
 
 void usage(std::FILE* out) {
@@ -97,7 +110,18 @@ void usage(std::FILE* out) {
       "  --run-id ID          event id prefix, ids are ID-<n> (default random)\n"
       "  --text T             the event text (default hello)\n"
       "  --ids-file PATH      write the id of every event answered 2xx, one per line\n"
-      "  --json               print the summary as one JSON line\n",
+      "  --json               print the summary as one JSON line\n"
+      "WeChat mode: encrypted Official Account callbacks instead of generic events\n"
+      "  --wechat-source NAME POST /wechat/NAME?signature=..&timestamp=..&nonce=..\n"
+      "                       &encrypt_type=aes&msg_signature=.. with a safe-mode <Encrypt>\n"
+      "                       envelope around a text message (MsgId unique per event). Only\n"
+      "                       200 \"success\" counts as accepted. --source and --secret are\n"
+      "                       unused; --ids-file gets MsgIds\n"
+      "  --wechat-token T     the source's token (default bench-token)\n"
+      "  --wechat-aes-key K   the source's 43-character encoding_aes_key\n"
+      "                       (default abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG)\n"
+      "  --wechat-app-id A    the source's app_id, the receiver id in every ciphertext\n"
+      "                       (default wxbench0000000001)\n",
       out);
 }
 
@@ -157,6 +181,14 @@ std::optional<Options> parse_args(int argc, char** argv) {
           ok = bench::parse_decimal(val, o.drain_s);
         else if (a == "--rate")
           ok = bench::parse_decimal(val, o.rate);
+        else if (a == "--wechat-source")
+          o.wechat_source = val, ok = plain_token(val);
+        else if (a == "--wechat-token")
+          o.wechat_token = val, ok = !val.empty();
+        else if (a == "--wechat-aes-key")
+          o.wechat_aes_key = val;
+        else if (a == "--wechat-app-id")
+          o.wechat_app_id = val, ok = plain_token(val);
         else
           return bench::Flag::unknown;
         return ok ? bench::Flag::ok : bench::Flag::bad;
@@ -166,6 +198,17 @@ std::optional<Options> parse_args(int argc, char** argv) {
     fmt::print(stderr, "loadgen: --port is required\n");
     usage(stderr);
     return std::nullopt;
+  }
+  if (o.wechat()) {
+    std::string why;
+    if (!botgate::wechat::AesKey::parse(o.wechat_aes_key, why)) {
+      fmt::print(stderr, "loadgen: bad --wechat-aes-key: {}\n", why);
+      return std::nullopt;
+    }
+    if (o.text.find("]]>") != std::string::npos) {
+      fmt::print(stderr, "loadgen: --text must not contain ]]> in WeChat mode (it is CDATA)\n");
+      return std::nullopt;
+    }
   }
   if (o.run_id.empty()) {
     std::random_device rd;
@@ -232,7 +275,7 @@ class Signer {
 struct Event {
   SHA256_CTX mid;          // inner HMAC state after key^ipad || ts || "." || body prefix
   std::int64_t ts;         // X-Botgate-Timestamp it was signed with
-  std::uint32_t body_off;  // body prefix in Events::arena
+  std::uint32_t body_off;  // body prefix in Events::arena (WeChat mode: the whole request)
   std::uint32_t body_len;
 };
 
@@ -244,8 +287,120 @@ struct Events {
   std::string_view body_prefix(const Event& e) const {
     return {arena.data() + e.body_off, e.body_len};
   }
-  std::string id(std::uint64_t n) const { return fmt::format("{}-{}", run_id, n); }
 };
+
+// ---------------------------------------------------------------- WeChat callbacks
+
+std::uint64_t mix64(std::uint64_t x) {  // splitmix64's finaliser
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Builds whole safe-mode callback requests with the gateway's own crypto:
+//   POST /wechat/{source}?signature=S&timestamp=T&nonce=N&encrypt_type=aes&msg_signature=M
+//   <xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[...]]></Encrypt></xml>
+// around a text message from user-c<n mod conversations> whose MsgId is msg_id(n).
+class WechatBuilder {
+ public:
+  WechatBuilder(const Options& o, botgate::wechat::AesKey key, std::string host)
+      : opt_(o), key_(std::move(key)), host_(std::move(host)) {
+    // MsgIds are 64-bit integers on the platform: 30 bits from the run id, then n (< 2^32),
+    // so two runs never share ids.
+    std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
+    for (unsigned char c : o.run_id) h = (h ^ c) * 0x100000001b3ULL;
+    id_base_ = (h & 0x3fffffffULL) << 32;
+  }
+
+  std::uint64_t msg_id(std::uint64_t n) const { return id_base_ | n; }
+
+  // Appends the request for event n, signed and encrypted at unix time ts, to out.
+  void append(std::string& out, std::uint64_t n, std::int64_t ts) const {
+    namespace wx = botgate::wechat;
+    const std::uint64_t id = msg_id(n);
+    std::string plain;
+    fmt::format_to(std::back_inserter(plain),
+                   "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName>"
+                   "<FromUserName><![CDATA[user-c{}]]></FromUserName><CreateTime>{}</CreateTime>"
+                   "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content>"
+                   "<MsgId>{}</MsgId></xml>",
+                   n % opt_.conversations, ts, opt_.text, id);
+    std::string encrypted;
+    if (const auto st = wx::encrypt(key_, plain, opt_.wechat_app_id, encrypted);
+        st != wx::CryptoStatus::ok) {
+      throw std::runtime_error(std::string("wechat::encrypt: ") + wx::to_string(st));
+    }
+    const std::string tss = std::to_string(ts);
+    const std::string nonce = std::to_string(1'000'000'000 + mix64(id) % 9'000'000'000ULL);
+    const std::string body = fmt::format(
+        "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+        encrypted);
+    fmt::format_to(std::back_inserter(out),
+                   "POST /wechat/{}?signature={}&timestamp={}&nonce={}&encrypt_type=aes"
+                   "&msg_signature={} HTTP/1.1\r\nHost: {}\r\nUser-Agent: botgate-loadgen\r\n"
+                   "Content-Type: text/xml\r\nContent-Length: {}\r\n\r\n{}",
+                   opt_.wechat_source, wx::signature(opt_.wechat_token, tss, nonce), tss, nonce,
+                   wx::msg_signature(opt_.wechat_token, tss, nonce, encrypted), host_, body.size(),
+                   body);
+  }
+
+  // Round trip of event 0 through the gateway's checks: msg_signature, decrypt, app id.
+  bool self_check(std::string& why) const {
+    namespace wx = botgate::wechat;
+    std::string req;
+    append(req, 0, unix_s());
+    auto param = [&](std::string_view name) {
+      const std::string_view line(req.data(), req.find(' ', 5));
+      const auto at = line.find(fmt::format("{}=", name));
+      if (at == std::string_view::npos) return std::string_view();
+      auto v = line.substr(at + name.size() + 1);
+      return v.substr(0, v.find('&'));
+    };
+    const auto b = req.find("<![CDATA[", req.find("<Encrypt>")) + 9;
+    const std::string_view enc(req.data() + b, req.find("]]>", b) - b);
+    if (!wx::verify_msg_signature(param("msg_signature"), opt_.wechat_token, param("timestamp"),
+                                  param("nonce"), enc)) {
+      why = "msg_signature does not verify";
+      return false;
+    }
+    std::string plain;
+    if (const auto st = wx::decrypt(key_, enc, opt_.wechat_app_id, plain);
+        st != wx::CryptoStatus::ok) {
+      why = std::string("decrypt: ") + wx::to_string(st);
+      return false;
+    }
+    if (plain.find(fmt::format("<MsgId>{}</MsgId>", msg_id(0))) == std::string::npos) {
+      why = "decrypted message lacks its MsgId";
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  const Options& opt_;
+  botgate::wechat::AesKey key_;
+  std::string host_;
+  std::uint64_t id_base_ = 0;
+};
+
+// Every request whole, with the timestamp of the preparation.
+Events prepare_wechat(const Options& o, const WechatBuilder& wx) {
+  Events evs;
+  evs.run_id = o.run_id;
+  evs.list.resize(o.events);
+  evs.arena.reserve(o.events * (900 + o.text.size() * 4 / 3));
+  const std::int64_t ts = unix_s();
+  for (std::uint64_t n = 0; n < o.events; ++n) {
+    Event& e = evs.list[n];
+    e.ts = ts;
+    e.body_off = static_cast<std::uint32_t>(evs.arena.size());
+    wx.append(evs.arena, n, ts);
+    e.body_len = static_cast<std::uint32_t>(evs.arena.size() - e.body_off);
+    if (evs.arena.size() > 0xffffffffULL) throw std::runtime_error("too many events for one arena");
+  }
+  return evs;
+}
 
 // The body is {"id":...,"text":"...","sent_ns":<ns>}; sent_ns comes last so that only
 // "<ns>}" has to be hashed at send time.
@@ -284,7 +439,8 @@ Events prepare(const Options& o, const Signer& signer) {
 struct Stats {
   std::uint64_t sent = 0;
   std::uint64_t responses = 0;
-  std::uint64_t ok = 0;
+  std::uint64_t ok = 0;              // 2xx; WeChat mode: 200 with the body "success"
+  std::uint64_t not_success = 0;     // WeChat mode: 2xx whose body was not "success"
   std::uint64_t connect_errors = 0;  // failed connection attempts
   std::uint64_t io_errors = 0;       // established connection broke (reset, EOF, bad response)
   std::uint64_t server_closes = 0;   // response said Connection: close
@@ -301,6 +457,7 @@ class Conn;
 struct Run {
   const Options& opt;
   const Signer& signer;
+  const WechatBuilder* wechat;  // WeChat mode, else null
   Events& evs;
   asio::io_context& ioc;
   std::string head;  // request line + fixed headers, up to the timestamp value
@@ -441,7 +598,20 @@ class Conn {
 
   void append_request(std::uint32_t n, std::int64_t now_s) {
     Event& e = run_.evs.list[n];
-    if (now_s - e.ts > 240 || e.ts - now_s > 240) {  // server accepts +-300 s
+    const bool stale = now_s - e.ts > 240 || e.ts - now_s > 240;  // server accepts +-300 s
+    if (run_.wechat != nullptr) {
+      // The prepared request as it is, or one signed and encrypted afresh.
+      if (stale) {
+        run_.wechat->append(wbuf_, n, now_s);
+        ++stats.resigned;
+      } else {
+        wbuf_.append(run_.evs.body_prefix(e));
+      }
+      inflight_.push_back({n, mono_ns()});
+      ++stats.sent;
+      return;
+    }
+    if (stale) {
       sign_prefix(run_.signer, run_.evs, e, now_s);
       ++stats.resigned;
     }
@@ -494,8 +664,12 @@ class Conn {
         static_cast<std::uint32_t>(std::min<std::uint64_t>((now - f.sent_ns) / 1000, 0xffffffffu)));
     ++stats.status[code < stats.status.size() ? code : 0];
     if (code >= 200 && code < 300) {
-      ++stats.ok;
-      if (!run_.opt.ids_file.empty()) stats.ok_events.push_back(f.n);
+      if (run_.wechat != nullptr && (code != 200 || res.body() != "success")) {
+        ++stats.not_success;  // e.g. a passive reply: the event was not forwarded
+      } else {
+        ++stats.ok;
+        if (!run_.opt.ids_file.empty()) stats.ok_events.push_back(f.n);
+      }
     }
     if (!res.keep_alive()) return fail(IoKind::server_close);
     if (!inflight_.empty()) read_one();
@@ -575,6 +749,17 @@ int main(int argc, char** argv) {
   const tcp::endpoint ep(addr, static_cast<unsigned short>(opt.port));
 
   const Signer signer(opt.secret);
+  std::string host_hdr = addr.is_v6() ? fmt::format("[{}]:{}", opt.host, opt.port)
+                                      : fmt::format("{}:{}", opt.host, opt.port);
+  std::optional<WechatBuilder> wechat;
+  if (opt.wechat()) {
+    std::string why;
+    wechat.emplace(opt, *botgate::wechat::AesKey::parse(opt.wechat_aes_key, why), host_hdr);
+    if (!wechat->self_check(why)) {
+      fmt::print(stderr, "loadgen: internal error: WeChat request self-check: {}\n", why);
+      return 1;
+    }
+  }
 
   // Signals are caught from here on: one that arrives while events are being prepared is
   // queued and ends the run as soon as it starts, with a summary.
@@ -582,11 +767,11 @@ int main(int argc, char** argv) {
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
   const std::uint64_t prep_start = mono_ns();
-  Events evs = prepare(opt, signer);
+  Events evs = wechat ? prepare_wechat(opt, *wechat) : prepare(opt, signer);
   const double prep_s = static_cast<double>(mono_ns() - prep_start) / 1e9;
 
   // The midstate signer must agree with the gateway's own definition of the signature.
-  {
+  if (!wechat) {
     const Event& e = evs.list[0];
     const std::string body = std::string(evs.body_prefix(e)) + "123456789}";
     char sig[64];
@@ -599,9 +784,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::string host_hdr = addr.is_v6() ? fmt::format("[{}]:{}", opt.host, opt.port)
-                                      : fmt::format("{}:{}", opt.host, opt.port);
-  Run run{opt, signer, evs, ioc, {}, {}, {}, {}, {}, 0, {}};
+  Run run{opt, signer, wechat ? &*wechat : nullptr, evs, ioc, {}, {}, {}, {}, {}, 0, {}};
   run.head = fmt::format(
       "POST /v1/events/{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: botgate-loadgen\r\n"
       "Content-Type: application/json\r\nX-Botgate-Timestamp: ",
@@ -609,11 +792,12 @@ int main(int argc, char** argv) {
 
   const unsigned nconn =
       static_cast<unsigned>(std::min<std::uint64_t>(opt.connections, opt.events));
-  fmt::print(
-      stderr,
-      "loadgen: prepared {} events in {:.3f}s; target={} source={} connections={} pipeline={} "
-      "threads={} run_id={}\n",
-      opt.events, prep_s, host_hdr, opt.source, nconn, opt.pipeline, opt.threads, opt.run_id);
+  fmt::print(stderr,
+             "loadgen: prepared {} {} in {:.3f}s; target={} source={} connections={} pipeline={} "
+             "threads={} run_id={}\n",
+             opt.events, wechat ? "encrypted WeChat callbacks" : "events", prep_s, host_hdr,
+             wechat ? "/wechat/" + opt.wechat_source : opt.source, nconn, opt.pipeline, opt.threads,
+             opt.run_id);
   for (unsigned i = 0; i < nconn; ++i) run.conns.push_back(std::make_unique<Conn>(run, ep));
   run.active = nconn;
 
@@ -675,6 +859,7 @@ int main(int argc, char** argv) {
     total.sent += s.sent;
     total.responses += s.responses;
     total.ok += s.ok;
+    total.not_success += s.not_success;
     total.connect_errors += s.connect_errors;
     total.io_errors += s.io_errors;
     total.server_closes += s.server_closes;
@@ -713,7 +898,11 @@ int main(int argc, char** argv) {
       for (auto& c : run.conns) {
         for (std::uint32_t n : c->stats.ok_events) {
           line.clear();
-          fmt::format_to(std::back_inserter(line), "{}-{}\n", opt.run_id, n);
+          if (wechat) {
+            fmt::format_to(std::back_inserter(line), "{}\n", wechat->msg_id(n));
+          } else {
+            fmt::format_to(std::back_inserter(line), "{}-{}\n", opt.run_id, n);
+          }
           std::fwrite(line.data(), 1, line.size(), f);
         }
       }
@@ -734,19 +923,26 @@ int main(int argc, char** argv) {
         "},"
         "\"timed_out\":{},\"elapsed_s\":{:.6f},\"accepted_per_s\":{:.1f},\"responses_per_s\":{:.1f}"
         ","
-        "\"ack_p50_us\":{},\"ack_p99_us\":{},\"ack_p999_us\":{},\"ack_max_us\":{}}}\n",
+        "\"ack_p50_us\":{},\"ack_p99_us\":{},\"ack_p999_us\":{},\"ack_max_us\":{}{}}}\n",
         opt.run_id, opt.events, nconn, opt.pipeline, opt.threads, total.sent, total.responses,
         total.ok, non2xx_total, codes, errors, total.connect_errors, total.io_errors,
         total.server_closes, total.unanswered, timed_out ? "true" : "false", elapsed,
-        accepted_per_s, responses_per_s, p50, p99, p999, pmax);
+        accepted_per_s, responses_per_s, p50, p99, p999, pmax,
+        wechat ? fmt::format(",\"mode\":\"wechat\",\"not_success\":{}", total.not_success)
+               : std::string());
   } else {
     std::string codes;
     for (auto& [code, count] : non2xx)
       fmt::format_to(std::back_inserter(codes), " {}={}", code, count);
-    fmt::print("loadgen summary (run_id={}, connections={}, pipeline={}, threads={})\n", opt.run_id,
-               nconn, opt.pipeline, opt.threads);
+    fmt::print("loadgen summary ({}run_id={}, connections={}, pipeline={}, threads={})\n",
+               wechat ? "wechat, " : "", opt.run_id, nconn, opt.pipeline, opt.threads);
     fmt::print("  sent            {}\n", total.sent);
-    fmt::print("  2xx             {}\n", total.ok);
+    if (wechat) {
+      fmt::print("  200 success     {}\n", total.ok);
+      fmt::print("  2xx otherwise   {} (not \"success\": not accepted)\n", total.not_success);
+    } else {
+      fmt::print("  2xx             {}\n", total.ok);
+    }
     fmt::print("  non-2xx         {}{}\n", non2xx_total,
                codes.empty() ? "" : " (" + codes.substr(1) + ")");
     fmt::print("  errors          {} (connect={} io={} server_close={})\n", errors,
