@@ -38,7 +38,8 @@ struct HttpClient::Job {
 };
 
 struct HttpClient::Connection {
-  explicit Connection(const Strand& ex) : socket(ex), timer(ex) {}
+  // Pipelined answers arrive several to a segment; read them in one receive.
+  explicit Connection(const Strand& ex) : socket(ex), timer(ex) { buffer.reserve(16384); }
   tcp::socket socket;
   std::optional<TlsStream> tls;  // https only: the TLS layer over `socket`
   LazyTimer timer;               // the nearest deadline: connect, or the oldest written request

@@ -15,6 +15,8 @@ namespace botgate::http {
 
 namespace bhttp = beast::http;
 
+constexpr std::size_t kReadBufferReserve = 4096;
+
 struct ServerState {
   ServerOptions options;
   Handler handler;
@@ -34,6 +36,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket&& socket, std::shared_ptr<ServerState> state)
       : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)) {
     state_->open.fetch_add(1, std::memory_order_relaxed);
+    // Room for a whole typical request (a WeChat callback is about 1.2 KB), so that
+    // one receive usually reads one request; Beast would start at 512 bytes.
+    buffer_.reserve(kReadBufferReserve);
     beast::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
     if (!ec) peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());

@@ -5,9 +5,11 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "transport/signature.hpp"
 
@@ -43,7 +45,8 @@ bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::s
   if (cipher == nullptr || size % kAesBlock != 0 || size > static_cast<std::size_t>(INT_MAX)) {
     return false;
   }
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  // One context per thread, re-initialised for each call: no allocation per callback.
+  thread_local const CipherCtx ctx(EVP_CIPHER_CTX_new());
   if (!ctx) return false;
   if (EVP_CipherInit_ex2(ctx.get(), cipher, key.key(), key.iv(), encrypting ? 1 : 0, nullptr) !=
       1) {
@@ -80,15 +83,18 @@ std::string sorted_sha1_hex(std::string_view* parts, std::size_t count) {
   return out;
 }
 
-// 0..63 for an alphabet character, -1 otherwise.
-int base64_value(unsigned char c) noexcept {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
+// 0..63 for an alphabet character, 0xff otherwise: one load per character on the
+// decrypt path, which decodes every callback's Encrypt field.
+constexpr std::array<std::uint8_t, 256> kBase64Values = [] {
+  std::array<std::uint8_t, 256> table{};
+  table.fill(0xff);
+  constexpr std::string_view alphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::size_t i = 0; i < alphabet.size(); ++i) {
+    table[static_cast<unsigned char>(alphabet[i])] = static_cast<std::uint8_t>(i);
+  }
+  return table;
+}();
 
 }  // namespace
 
@@ -277,21 +283,30 @@ std::optional<std::string> base64_decode(std::string_view text) {
   while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') {
     ++padding;
   }
-
   const std::size_t data_chars = text.size() - padding;
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (std::size_t i = 0; i < data_chars; ++i) {
-    const int v = base64_value(static_cast<unsigned char>(text[i]));
-    if (v < 0) return std::nullopt;  // includes a stray '=' before the padding
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
+  const auto value = [&](std::size_t i) {
+    return std::uint32_t{kBase64Values[static_cast<unsigned char>(text[i])]};
+  };
+
+  // Each 4 characters give 3 bytes; the last group (with its padding) gives 1 or 2.
+  std::string out(data_chars * 6 / 8, '\0');
+  char* o = out.data();
+  std::size_t i = 0;
+  for (; i + 4 <= data_chars; i += 4) {
+    const std::uint32_t a = value(i), b = value(i + 1), c = value(i + 2), d = value(i + 3);
+    if ((a | b | c | d) > 63) return std::nullopt;  // includes a stray '=' before the padding
+    const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+    *o++ = static_cast<char>(v >> 16);
+    *o++ = static_cast<char>((v >> 8) & 0xff);
+    *o++ = static_cast<char>(v & 0xff);
+  }
+  const std::size_t rest = data_chars - i;  // 0, 2 or 3 (1 cannot happen: padding <= 2)
+  if (rest >= 2) {
+    const std::uint32_t a = value(i), b = value(i + 1), c = rest == 3 ? value(i + 2) : 0;
+    if ((a | b | c) > 63) return std::nullopt;
+    const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+    *o++ = static_cast<char>(v >> 16);
+    if (rest == 3) *o++ = static_cast<char>((v >> 8) & 0xff);
   }
   return out;
 }

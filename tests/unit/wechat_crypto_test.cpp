@@ -506,6 +506,28 @@ TEST_CASE("base64 round-trips the RFC 4648 test vectors", "[wechat][crypto]") {
   CHECK(wx::base64_decode(wx::base64_encode(all)) == all);
 }
 
+TEST_CASE("base64_decode refuses any byte outside the alphabet, at any place", "[wechat][crypto]") {
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  // A full group, a final group of 3 characters (one '=') and one of 2 ('==').
+  const std::string samples[] = {"Zm9vYmFy", "Zm9vYmE=", "Zm9vYg=="};
+  REQUIRE(wx::base64_decode(samples[0]) == std::string("foobar"));
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    // '=' is padding where it ends the text; a stray one is tested with decrypt above.
+    if (c == '=' || alphabet.find(c) != std::string::npos) continue;
+    for (const std::string& sample : samples) {
+      const std::size_t data =
+          sample.find('=') == std::string::npos ? sample.size() : sample.find('=');
+      for (std::size_t k = 0; k < data; ++k) {
+        std::string bad = sample;
+        bad[k] = c;
+        INFO("byte " << b << " at " << k << " of " << sample);
+        CHECK_FALSE(wx::base64_decode(bad).has_value());
+      }
+    }
+  }
+}
+
 TEST_CASE("to_string names every status", "[wechat][crypto]") {
   CHECK(std::string(wx::to_string(CryptoStatus::ok)) == "ok");
   CHECK(std::string(wx::to_string(CryptoStatus::bad_base64)) == "bad_base64");
