@@ -55,8 +55,9 @@ void commit(Self self) {
     self->send(st.shard, stored_atom::value, Commit{std::move(st.batch), st.failure});
     st.batch.clear();
   }
-  // Dead letters whose events this commit made durable leave the dead-letter log (synced
-  // by the next commit: a crash before it replays them again, a duplicate, never a loss).
+  // Dead letters whose events this commit made durable leave the dead-letter log (synced by
+  // the next commit that syncs, or within a second by housekeeping: a power loss before that
+  // replays them again, a duplicate, never a loss).
   if (!st.replayed.empty() && st.failure.empty()) {
     auto done = std::move(st.replayed);
     st.replayed.clear();

@@ -269,6 +269,7 @@ std::uint64_t SegmentLog::append_event(std::string_view payload) {
   const std::uint64_t seq = append_record(RecordType::event, payload, loc);
   pending_[seq] = loc;
   ++segments_.at(loc.segment).live_events;
+  unsynced_events_ = true;
   return seq;
 }
 
@@ -316,6 +317,7 @@ void SegmentLog::sync() {
     throw_errno(errno, "fdatasync", segments_.at(current_).path);
   }
   dirty_ = false;
+  unsynced_events_ = false;
   if (dir_dirty_) {
     if (::fsync(dir_fd_) != 0) {
       broken_ = true;

@@ -107,6 +107,8 @@ class SegmentLog {
   // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
   // directory if a segment was created. Does no system call when nothing was appended since.
   void sync();
+  // Whether an event record was appended since the last sync (completions do not count).
+  bool has_unsynced_events() const noexcept { return unsynced_events_; }
 
   // Deletes every closed (not current) segment whose events are all completed, and returns how
   // many were deleted. The current segment goes too (a new, empty one becomes current first) when
@@ -155,6 +157,7 @@ class SegmentLog {
   std::vector<int> unsynced_fds_;  // closed segments written since the last sync
   bool dir_dirty_ = false;         // a segment was created since the last sync
   bool dirty_ = false;             // records were appended since the last sync
+  bool unsynced_events_ = false;   // event records among them
   bool broken_ = false;            // an I/O error left the tail in an unknown state
   std::uint64_t current_ = 0;      // first seq of the current segment
   std::uint64_t next_seq_ = 1;

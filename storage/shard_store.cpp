@@ -68,7 +68,10 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
 }
 
 bool ShardStore::commit() {
-  const bool sync = mode_ != SyncMode::none;
+  // Acks wait for new events; a dead letter's completion waits for the dead letter. A commit
+  // of completions alone has neither, so it only writes: see the comment in the header.
+  const bool sync =
+      mode_ != SyncMode::none && (events_->has_unsynced_events() || !deferred_.empty());
   sync ? dead_->sync() : dead_->flush();
   for (std::uint64_t seq : deferred_) events_->append_completion(seq);
   deferred_.clear();
@@ -77,13 +80,20 @@ bool ShardStore::commit() {
   return sync;
 }
 
+void ShardStore::sync_lazy() {
+  if (mode_ == SyncMode::none) return;
+  dead_->sync();
+  events_->sync();
+  dedup_->sync();
+}
+
 void ShardStore::sync_all() {
   commit();
-  if (mode_ != SyncMode::none) dedup_->sync();
+  sync_lazy();
 }
 
 void ShardStore::collect(std::int64_t now_ms) {
-  if (mode_ != SyncMode::none) dedup_->sync();
+  sync_lazy();
   events_->collect();
   dead_->collect();
   dedup_->expire(now_ms);

@@ -10,13 +10,16 @@
 // shard needs to resume: the first events not completed, the ids it must treat as duplicates,
 // and the dead letters.
 //
-// commit() makes everything appended so far durable under the fsync mode. It syncs the dead
+// commit() writes everything appended so far, and makes it durable under the fsync mode when
+// something waits for that: new events (their acks) or a dead letter. It syncs the dead
 // letters first, then the event log, so that an event's completion is never on disk before
-// its dead letter. The dedup journal is written (write(2)) in every commit but synced only by
-// collect(), about once a second: that halves the fdatasyncs of a busy shard. A kill -9 loses
-// none of it (the kernel has it); a power loss can lose the last second of dedup entries, and
-// then a platform's resend of one of those events within the window is delivered again: a
-// duplicate, never a loss, like a lost completion.
+// its dead letter. A commit of plain completions alone, and the dedup journal in every commit,
+// are only written (write(2)); they are synced by the next commit that syncs or by collect(),
+// about once a second. On a busy shard that saves about half the fdatasyncs for the dedup
+// journal and a fifth more for completion-only commits. A kill -9 loses none of it (the
+// kernel has it); a power loss can lose the last second of completions and dedup entries:
+// those events are delivered again after the restart (same Idempotency-Key), and a platform's
+// resend of one of them within the window is too. A duplicate, never a loss.
 //
 // Not thread-safe: one actor owns it.
 #pragma once
@@ -73,18 +76,20 @@ class ShardStore {
   // (a full buffer, a read, a collect) can put the completion on disk without its dead letter.
   void complete_dead_letter(std::uint64_t event_seq) { deferred_.push_back(event_seq); }
 
-  // Writes (and, unless the mode is none, syncs) what was appended; returns whether it synced.
+  // Writes what was appended and syncs it when new events or dead letters are among it
+  // (never in mode none); returns whether it synced.
   bool commit();
 
   // commit(), and sync the dedup journal too (on the way out).
   void sync_all();
 
-  // Periodic housekeeping (about once a second): syncs the dedup journal, deletes completed
-  // segments and expired dedup files.
+  // Periodic housekeeping (about once a second): syncs what commits left unsynced
+  // (completions, dedup entries), deletes completed segments and expired dedup files.
   void collect(std::int64_t now_ms);
 
  private:
   ShardStore() = default;
+  void sync_lazy();  // every log, unless the mode is none
   std::unique_ptr<SegmentLog> events_;
   std::unique_ptr<SegmentLog> dead_;
   std::unique_ptr<DedupJournal> dedup_;

@@ -62,6 +62,50 @@ TEST_CASE("a dead letter's completion never reaches the disk before the dead let
   CHECK(crashed.dead_letters[0].error == "b1: HTTP 400");
 }
 
+TEST_CASE("a shard store syncs for events and dead letters, not for completions alone",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  const fs::path live = dir.path / "live";
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(live, {}, rec);
+  CHECK_FALSE(store->commit());  // nothing appended
+
+  const auto s1 = store->events().append_event(storage::encode_event(event("e1")));
+  const auto s2 = store->events().append_event(storage::encode_event(event("e2")));
+  CHECK(store->commit());  // acks wait for these
+
+  // A completion alone is written (a kill -9 keeps it) but not synced.
+  store->events().append_completion(s1);
+  CHECK_FALSE(store->commit());
+  auto crashed = after_kill(live, dir.path / "copy");
+  CHECK(crashed.pending == 1);
+
+  // A new event syncs, and takes the earlier completion with it.
+  store->events().append_completion(s2);
+  store->events().append_event(storage::encode_event(event("e3")));
+  CHECK(store->commit());
+  CHECK_FALSE(store->commit());
+
+  // A dead letter always syncs: its event's completion must not go before it.
+  const auto s4 = store->events().append_event(storage::encode_event(event("e4")));
+  CHECK(store->commit());
+  store->dead().append_event(
+      storage::encode_dead_letter(event("e4"), 3, 1700000000000, "HTTP 400"));
+  store->complete_dead_letter(s4);
+  CHECK(store->commit());
+  crashed = after_kill(live, dir.path / "copy");
+  CHECK(crashed.pending == 1);  // e3
+  CHECK(crashed.dead_letters.size() == 1);
+
+  // With fsync = none nothing ever syncs.
+  storage::StoreOptions none;
+  none.sync = storage::SyncMode::none;
+  storage::Recovered rec2;
+  auto unsynced = storage::ShardStore::open(dir.path / "none", none, rec2);
+  unsynced->events().append_event(storage::encode_event(event("n1")));
+  CHECK_FALSE(unsynced->commit());
+}
+
 TEST_CASE("a shard store accepts a record of the largest body the config allows",
           "[storage][store]") {
   botgate::test::ScratchDir dir("botgate-store");
