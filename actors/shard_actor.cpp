@@ -354,7 +354,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   st.pools = std::move(pools);
   st.log = self->spawn<caf::linked + caf::detached>(
       shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
-      std::move(recovered->dead_letters));
+      st.options.commit_interval, std::move(recovered->dead_letters));
   resume(self, *recovered);
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {

@@ -58,6 +58,7 @@ struct ShardOptions {
   Backoff backoff{std::chrono::milliseconds(100), std::chrono::seconds(30)};
   std::uint64_t memory_window = 10000;
   std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
+  Duration commit_interval{};  // the log's shortest time between syncs (fsync = batch)
 };
 
 struct QueuedEvent {

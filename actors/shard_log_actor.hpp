@@ -6,6 +6,8 @@
 // (write + fdatasync) runs, new appends pile up in the mailbox. So each commit covers every
 // append that arrived before it ran, and one fdatasync covers the whole batch. After the
 // commit the shard gets one `stored` message with the batch's sequence numbers, in order.
+// Under sustained load, syncs start at most once per [queue] commit_interval: a commit due
+// sooner sleeps out the rest and queues itself again, behind the appends that came meanwhile.
 // fsync = always commits after each append; fsync = none commits with write(2) only.
 //
 // Completions (delivered or dead-lettered events) ride along in the next commit; nobody waits
@@ -36,6 +38,8 @@ struct ShardLogState {
   std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
+  Duration commit_interval{};                    // see hold_commit in the .cpp
+  Clock::time_point last_sync_start;             // of the latest commit that synced
   std::string failure;                           // set once the store failed
   std::uint64_t last_seq = 0;                    // highest event seq appended
   std::uint64_t committed_seq = 0;               // highest event seq a finished commit covered
@@ -47,6 +51,6 @@ struct ShardLogState {
 shard_log_actor::behavior_type shard_log(shard_log_actor::stateful_pointer<ShardLogState> self,
                                          std::shared_ptr<storage::ShardStore> store,
                                          shard_actor shard, Metrics* metrics, std::size_t index,
-                                         DeadLetterList dead);
+                                         Duration commit_interval, DeadLetterList dead);
 
 }  // namespace botgate

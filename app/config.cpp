@@ -153,6 +153,12 @@ class Errors {
   std::vector<ConfigError> list_;
 };
 
+// Whether a duration key may be "0s" (a feature turned off) or must be positive.
+enum class ZeroDuration { refused, allowed };
+
+// The longest [queue] commit_interval: every ack of a busy shard may wait that long.
+constexpr Duration kMaxCommitInterval = std::chrono::milliseconds(100);
+
 // A view of one TOML table at `path`. Construction reports every key not in
 // `allowed`; the getters leave the output untouched when the key is absent and
 // report (then also leave it untouched) when the value is wrong.
@@ -247,7 +253,7 @@ class Table {
   }
 
   // Returns false when the key is present but invalid.
-  bool duration(std::string_view key, Duration& out) {
+  bool duration(std::string_view key, Duration& out, ZeroDuration zero = ZeroDuration::refused) {
     const toml::node* n = node(key);
     if (n == nullptr) return true;
     const auto* s = n->as_string();
@@ -264,7 +270,7 @@ class Table {
                       "\"2s\", \"1h30m\")");
       return false;
     }
-    if (d->count() <= 0) {
+    if (d->count() < 0 || (d->count() == 0 && zero == ZeroDuration::refused)) {
       errors_.add(*n, path(key), "duration must be greater than zero");
       return false;
     }
@@ -461,8 +467,8 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
   const toml::table* tbl = section(errors, root, "queue");
   if (tbl == nullptr) return;
   Table t(errors, *tbl, "queue",
-          {"dir", "fsync", "dedup_window", "memory_window", "segment_bytes", "shards",
-           "max_pending", "max_attempts", "max_age"});
+          {"dir", "fsync", "commit_interval", "dedup_window", "memory_window", "segment_bytes",
+           "shards", "max_pending", "max_attempts", "max_age"});
   constexpr auto int_max = std::numeric_limits<std::int64_t>::max();
   t.string("dir", out.dir, false, true);
   std::string mode;
@@ -473,6 +479,12 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
       errors.add(*n, t.path("fsync"),
                  "unknown fsync mode '" + mode + "' (expected batch, always or none)");
     }
+  }
+  if (t.duration("commit_interval", out.commit_interval, ZeroDuration::allowed) &&
+      out.commit_interval > kMaxCommitInterval) {
+    errors.add(*t.node("commit_interval"), t.path("commit_interval"),
+               "must be at most " + format_duration(kMaxCommitInterval) +
+                   " (every ack of a busy shard may wait this long)");
   }
   t.duration("dedup_window", out.dedup_window);
   t.integer("memory_window", out.memory_window, 16, int_max);

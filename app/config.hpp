@@ -44,6 +44,9 @@ struct QueueConfig {
   // against the directory of the config file.
   std::string dir = "data";
   FsyncMode fsync = FsyncMode::batch;
+  // fsync = batch: under sustained load, a shard's syncs start at most this often, so that
+  // each covers more events (0: each sync starts as soon as the previous one ended).
+  Duration commit_interval = std::chrono::milliseconds(1);
   Duration dedup_window = std::chrono::minutes(10);
   std::uint64_t memory_window = 10000;     // events per shard held in memory
   std::uint64_t segment_bytes = 64 << 20;  // "64MiB"

@@ -384,7 +384,8 @@ sec_to_ms() {
 
 # write_config FILE SINK_PORT [EXTRA_LINES...]: the botgate config both scripts run: source
 # "bench" (secret bench-secret) routed to one target "sink" on 127.0.0.1:SINK_PORT. Reads
-# LOG_LEVEL, FSYNC, SHARDS, TARGET_CONNECTIONS and PIPELINE. Each extra argument is one more
+# LOG_LEVEL, FSYNC, COMMIT_INTERVAL (botgate's default when unset), SHARDS,
+# TARGET_CONNECTIONS and PIPELINE. Each extra argument is one more
 # line of [queue] (or of a section it opens, e.g. "[backoff]"). dir = "queue" is relative to
 # the config file, so the queue lives next to FILE.
 # ROUTING_TOML, when set and not empty, replaces the pool and its one target: it must define
@@ -409,6 +410,7 @@ dir = "queue"
 fsync = "$FSYNC"
 shards = $SHARDS
 EOF
+    [[ -z ${COMMIT_INTERVAL:-} ]] || printf 'commit_interval = "%s"\n' "$COMMIT_INTERVAL"
     printf '%s\n' "$@"
     cat <<EOF
 [[sources]]

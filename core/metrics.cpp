@@ -192,7 +192,9 @@ std::string Metrics::render() const {
   scalar(out, "botgate_log_event_commits_total", "counter",
          "Commits that carried at least one event (the rest carry completions only).",
          event_commits_.value());
-  scalar(out, "botgate_log_syncs_total", "counter", "fdatasync calls made by the shard logs.",
+  scalar(out, "botgate_log_syncs_total", "counter",
+         "Syncs of the shard event logs: by commits, and by the housekeeping tick for what "
+         "commits left unsynced.",
          syncs_.value());
   scalar(out, "botgate_log_committed_events_total", "counter",
          "Events covered by commits (divide by event commits for events per commit).",

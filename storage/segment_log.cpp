@@ -298,10 +298,10 @@ void SegmentLog::flush() {
   buf_.clear();
 }
 
-void SegmentLog::sync() {
+bool SegmentLog::sync() {
   flush();
   check_usable();
-  if (!dirty_ && unsynced_fds_.empty() && !dir_dirty_) return;  // nothing new to make durable
+  if (!dirty_ && unsynced_fds_.empty() && !dir_dirty_) return false;  // nothing new to make durable
   // After a failed fdatasync the kernel may have dropped the dirty pages: never retry it.
   while (!unsynced_fds_.empty()) {
     const int fd = unsynced_fds_.back();
@@ -325,6 +325,7 @@ void SegmentLog::sync() {
     }
     dir_dirty_ = false;
   }
+  return true;
 }
 
 std::size_t SegmentLog::collect() {

@@ -105,8 +105,9 @@ class SegmentLog {
   // Writes buffered records to the current segment with write(2).
   void flush();
   // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
-  // directory if a segment was created. Does no system call when nothing was appended since.
-  void sync();
+  // directory if a segment was created. Does no system call when nothing was appended since;
+  // returns whether it synced.
+  bool sync();
   // Whether an event record was appended since the last sync (completions do not count).
   bool has_unsynced_events() const noexcept { return unsynced_events_; }
 

@@ -72,19 +72,28 @@ bool ShardStore::commit() {
   // of completions alone has neither, so it only writes: see the comment in the header.
   const bool sync =
       mode_ != SyncMode::none && (events_->has_unsynced_events() || !deferred_.empty());
-  sync ? dead_->sync() : dead_->flush();
+  if (sync) {
+    dead_->sync();
+  } else {
+    dead_->flush();
+  }
   for (std::uint64_t seq : deferred_) events_->append_completion(seq);
   deferred_.clear();
   dedup_->flush();  // synced by collect(), at most a second later
-  sync ? events_->sync() : events_->flush();
+  if (sync) {
+    events_->sync();
+  } else {
+    events_->flush();
+  }
   return sync;
 }
 
-void ShardStore::sync_lazy() {
-  if (mode_ == SyncMode::none) return;
+bool ShardStore::sync_lazy() {
+  if (mode_ == SyncMode::none) return false;
   dead_->sync();
-  events_->sync();
+  const bool synced = events_->sync();
   dedup_->sync();
+  return synced;
 }
 
 void ShardStore::sync_all() {
@@ -92,11 +101,12 @@ void ShardStore::sync_all() {
   sync_lazy();
 }
 
-void ShardStore::collect(std::int64_t now_ms) {
-  sync_lazy();
+bool ShardStore::collect(std::int64_t now_ms) {
+  const bool synced = sync_lazy();
   events_->collect();
   dead_->collect();
   dedup_->expire(now_ms);
+  return synced;
 }
 
 }  // namespace botgate::storage

@@ -85,11 +85,12 @@ class ShardStore {
 
   // Periodic housekeeping (about once a second): syncs what commits left unsynced
   // (completions, dedup entries), deletes completed segments and expired dedup files.
-  void collect(std::int64_t now_ms);
+  // Returns whether it synced the event log.
+  bool collect(std::int64_t now_ms);
 
  private:
   ShardStore() = default;
-  void sync_lazy();  // every log, unless the mode is none
+  bool sync_lazy();  // every log, unless the mode is none; whether the event log synced
   std::unique_ptr<SegmentLog> events_;
   std::unique_ptr<SegmentLog> dead_;
   std::unique_ptr<DedupJournal> dedup_;

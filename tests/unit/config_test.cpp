@@ -129,6 +129,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
   CHECK(c.queue.dir == "data");
   CHECK(c.queue.fsync == botgate::FsyncMode::batch);
   CHECK(c.queue.dedup_window == Duration(10min));
+  CHECK(c.queue.commit_interval == Duration(1ms));
   CHECK(c.queue.memory_window == 10000u);
   CHECK(c.queue.segment_bytes == 64u << 20);
   CHECK(c.queue.shards == 4);
@@ -188,6 +189,7 @@ threads = 8
 [queue]
 dir = "/var/lib/botgate"
 fsync = "always"
+commit_interval = "250us"
 dedup_window = "30m"
 memory_window = 500
 segment_bytes = "8MiB"
@@ -251,6 +253,7 @@ url = "http://backend.internal:8443/hooks/in?x=1"
   CHECK(c.queue.dir == "/var/lib/botgate");
   CHECK(c.queue.fsync == botgate::FsyncMode::always);
   CHECK(c.queue.dedup_window == Duration(30min));
+  CHECK(c.queue.commit_interval == Duration(250us));
   CHECK(c.queue.memory_window == 500u);
   CHECK(c.queue.segment_bytes == 8u << 20);
   CHECK(c.queue.shards == 16);
@@ -813,6 +816,17 @@ TEST_CASE("queue keys are validated", "[config]") {
   CHECK(errs.size() == 5);
   auto none = expect_ok("[queue]\nfsync = \"none\"\n" + kMinimal);
   CHECK(none.queue.fsync == botgate::FsyncMode::none);
+
+  // commit_interval may be 0 (off), and at most 100ms.
+  CHECK(expect_ok("[queue]\ncommit_interval = \"0s\"\n" + kMinimal).queue.commit_interval ==
+        Duration::zero());
+  CHECK(expect_ok("[queue]\ncommit_interval = \"100ms\"\n" + kMinimal).queue.commit_interval ==
+        Duration(100ms));
+  auto long_interval = expect_errors("[queue]\ncommit_interval = \"101ms\"\n" + kMinimal);
+  CHECK(has_error(long_interval, "queue.commit_interval", "must be at most 100ms"));
+  CHECK(long_interval.size() == 1);
+  auto not_duration = expect_errors("[queue]\ncommit_interval = 5\n" + kMinimal);
+  CHECK(has_error(not_duration, "queue.commit_interval", "expected a string"));
 }
 
 TEST_CASE("target limits and probe keys default sanely", "[config][ha]") {

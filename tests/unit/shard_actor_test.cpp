@@ -439,6 +439,40 @@ TEST_CASE("shard accepts again once a held event completes", "[actors][shard]") 
   CHECK(acks[1].second == IngestStatus::accepted);
 }
 
+TEST_CASE("under load a shard's log syncs at most once per commit_interval", "[actors][shard]") {
+  auto opts = fast_options();
+  opts.commit_interval = 1s;
+  Harness h(never_answers(), never_answers(), opts, 30s);  // no completions: syncs are events'
+  const auto syncs = [&] { return h.metrics.log_syncs().value(); };
+  const auto acked = [&](std::size_t n) {
+    return wait_for([&] { return h.rec->all_acks().size() == n; }, 10s);
+  };
+
+  h.ingest("A", "conv-A");  // nothing synced before: not held
+  REQUIRE(acked(1));
+  CHECK(syncs() == 1);
+
+  // Right behind a sync: held until a second after it started, then one sync for both.
+  const auto sent_b = std::chrono::steady_clock::now();
+  h.ingest("B", "conv-B");
+  h.ingest("C", "conv-C");
+  REQUIRE(acked(3));
+  CHECK(std::chrono::steady_clock::now() - sent_b >= 800ms);
+  CHECK(syncs() == 2);
+
+  // After a quiet spell longer than the interval, a commit is not held.
+  std::this_thread::sleep_for(1100ms);
+  const auto sent_d = std::chrono::steady_clock::now();
+  h.ingest("D", "conv-D");
+  REQUIRE(acked(4));
+  CHECK(std::chrono::steady_clock::now() - sent_d < 800ms);
+  CHECK(syncs() == 3);
+  for (const auto& [id, status] : h.rec->all_acks()) {
+    INFO(id);
+    CHECK(status == IngestStatus::accepted);
+  }
+}
+
 TEST_CASE("shard times out a silent target and retries on the other one",
           "[actors][shard][router]") {
   // t1 never answers. A1 goes to t1; B1 then takes t2, so the rotation points at
