@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <memory>
+#include <string>
 
 #include "tests/unit/scratch_dir.hpp"
 
@@ -32,16 +34,25 @@ storage::Recovered after_kill(const fs::path& live, const fs::path& copy) {
   return rec;
 }
 
+std::unique_ptr<storage::ShardStore> open_store(const fs::path& dir,
+                                                const storage::StoreOptions& o = {}) {
+  storage::Recovered rec;
+  return storage::ShardStore::open(dir, o, rec);
+}
+
+std::uint64_t append(storage::ShardStore& store, const std::string& id) {
+  return store.events().append_event(storage::encode_event(event(id)));
+}
+
 }  // namespace
 
 TEST_CASE("a dead letter's completion never reaches the disk before the dead letter",
           "[storage][store]") {
   botgate::test::ScratchDir dir("botgate-store");
   const fs::path live = dir.path / "live";
-  storage::Recovered rec;
-  auto store = storage::ShardStore::open(live, {}, rec);
+  auto store = open_store(live);
   const auto ev = event("e1");
-  const auto seq = store->events().append_event(storage::encode_event(ev));
+  const auto seq = append(*store, "e1");
   store->commit();
 
   // The event is dead-lettered...
@@ -66,12 +77,11 @@ TEST_CASE("a shard store syncs for events and dead letters, not for completions 
           "[storage][store]") {
   botgate::test::ScratchDir dir("botgate-store");
   const fs::path live = dir.path / "live";
-  storage::Recovered rec;
-  auto store = storage::ShardStore::open(live, {}, rec);
+  auto store = open_store(live);
   CHECK_FALSE(store->commit());  // nothing appended
 
-  const auto s1 = store->events().append_event(storage::encode_event(event("e1")));
-  const auto s2 = store->events().append_event(storage::encode_event(event("e2")));
+  const auto s1 = append(*store, "e1");
+  const auto s2 = append(*store, "e2");
   CHECK(store->commit());  // acks wait for these
 
   // A completion alone is written (a kill -9 keeps it) but not synced.
@@ -82,12 +92,12 @@ TEST_CASE("a shard store syncs for events and dead letters, not for completions 
 
   // A new event syncs, and takes the earlier completion with it.
   store->events().append_completion(s2);
-  store->events().append_event(storage::encode_event(event("e3")));
+  append(*store, "e3");
   CHECK(store->commit());
   CHECK_FALSE(store->commit());
 
   // A dead letter always syncs: its event's completion must not go before it.
-  const auto s4 = store->events().append_event(storage::encode_event(event("e4")));
+  const auto s4 = append(*store, "e4");
   CHECK(store->commit());
   store->dead().append_event(
       storage::encode_dead_letter(event("e4"), 3, 1700000000000, "HTTP 400"));
@@ -100,9 +110,8 @@ TEST_CASE("a shard store syncs for events and dead letters, not for completions 
   // With fsync = none nothing ever syncs.
   storage::StoreOptions none;
   none.sync = storage::SyncMode::none;
-  storage::Recovered rec2;
-  auto unsynced = storage::ShardStore::open(dir.path / "none", none, rec2);
-  unsynced->events().append_event(storage::encode_event(event("n1")));
+  auto unsynced = open_store(dir.path / "none", none);
+  append(*unsynced, "n1");
   CHECK_FALSE(unsynced->commit());
 }
 
