@@ -4,39 +4,19 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <atomic>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
 #include <condition_variable>
 #include <deque>
-#include <future>
 #include <mutex>
 #include <random>
-#include <set>
 #include <stdexcept>
 #include <thread>
 
 #include "tests/support/headers.hpp"
+#include "tests/support/mini_server.hpp"
 
 namespace botgate::test {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
-
 namespace {
-
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 
 // The body's "id" and "text" strings, empty when absent or not JSON.
 void read_id_and_text(simdjson::dom::parser& parser, const std::string& body, std::string& id,
@@ -87,72 +67,31 @@ struct FakePlatform::Impl {
   std::uint64_t dong_seq = 0;
   bool stopping = false;
 
-  // Owned by the io thread.
-  net::io_context ioc;
-  net::executor_work_guard<net::io_context::executor_type> guard{ioc.get_executor()};
-  tcp::acceptor acceptor{ioc};
-  std::set<std::shared_ptr<tcp::socket>> conns;
-  simdjson::dom::parser parser;
-  std::thread io_thread;
+  simdjson::dom::parser parser;  // used on the server's io thread only
   std::thread reply_thread;
-  std::atomic<std::uint16_t> port{0};
+  std::unique_ptr<MiniServer> server;  // made last, stopped first: handle() uses the above
 
-  static net::awaitable<void> accept_loop(Impl* self) {
-    for (;;) {
-      auto [ec, sock] = co_await self->acceptor.async_accept(kTuple);
-      if (ec) co_return;
-      auto s = std::make_shared<tcp::socket>(std::move(sock));
-      s->set_option(tcp::no_delay(true), ec);
-      self->conns.insert(s);
-      net::co_spawn(self->ioc, session(self, s), net::detached);
+  // Runs on the server's io thread for every request.
+  MiniReply handle(const MiniRequest& m) {
+    PlatformRequest r;
+    r.at = m.at;
+    r.method = m.method;
+    r.target = m.target;
+    r.headers = m.headers;
+    r.body = m.body;
+    read_id_and_text(parser, r.body, r.id, r.text);
+    if (r.method == "POST" && r.text.rfind("ding ", 0) == 0) r.ding_nonce = r.text.substr(5);
+    {
+      std::lock_guard lk(mu);
+      r.status = status;
+      reqs.push_back(r);
     }
-  }
-
-  static net::awaitable<void> session(Impl* self, std::shared_ptr<tcp::socket> s) {
-    beast::flat_buffer buffer;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(1024 * 1024);
-      auto [rec, rn] = co_await http::async_read(*s, buffer, parser, kTuple);
-      if (rec) break;
-      auto req = parser.release();
-
-      PlatformRequest r;
-      r.at = std::chrono::steady_clock::now();
-      r.method = std::string(req.method_string());
-      r.target = std::string(req.target());
-      for (const auto& f : req) r.headers[lower(f.name_string())] = std::string(f.value());
-      r.body = req.body();
-      read_id_and_text(self->parser, r.body, r.id, r.text);
-      if (r.method == "POST" && r.text.rfind("ding ", 0) == 0) r.ding_nonce = r.text.substr(5);
-
-      int status;
-      {
-        std::lock_guard lk(self->mu);
-        status = self->status;
-        r.status = status;
-        self->reqs.push_back(r);
-      }
-
-      http::response<http::string_body> res{static_cast<http::status>(status), req.version()};
-      res.set(http::field::server, "botgate-fake-platform");
-      res.set(http::field::content_type, "application/json");
-      res.body() = status >= 200 && status < 300 ? R"({"errcode":0})" : R"({"errcode":1})";
-      res.keep_alive(req.keep_alive());
-      res.prepare_payload();
-      auto [wec, wn] = co_await http::async_write(*s, res, kTuple);
-      if (wec) break;
-      // Like a real peer, the dong comes after the platform took the ding.
-      if (r.is_ding() && status >= 200 && status < 300) self->on_ding(r);
-      if (!res.keep_alive()) {
-        boost::system::error_code ec;
-        s->shutdown(tcp::socket::shutdown_send, ec);
-        break;
-      }
-    }
-    boost::system::error_code ec;
-    s->close(ec);
-    self->conns.erase(s);
+    const bool ok = r.status >= 200 && r.status < 300;
+    MiniReply reply{
+        r.status, "application/json", ok ? R"({"errcode":0})" : R"({"errcode":1})", {}, {}};
+    // Like a real peer, the dong comes after the platform took the ding.
+    if (r.is_ding() && ok) reply.after_write = [this, r] { on_ding(r); };
+    return reply;
   }
 
   // Schedules the dong for a ding, as the current mode says.
@@ -226,43 +165,28 @@ struct FakePlatform::Impl {
 };
 
 FakePlatform::FakePlatform() : impl_(std::make_shared<Impl>()) {
-  tcp::endpoint ep(net::ip::make_address("127.0.0.1"), 0);
-  impl_->acceptor.open(ep.protocol());
-  impl_->acceptor.set_option(net::socket_base::reuse_address(true));
-  impl_->acceptor.bind(ep);
-  impl_->acceptor.listen(net::socket_base::max_listen_connections);
-  impl_->port.store(impl_->acceptor.local_endpoint().port());
-  net::co_spawn(impl_->ioc, Impl::accept_loop(impl_.get()), net::detached);
-  impl_->io_thread = std::thread([impl = impl_.get()] { impl->ioc.run(); });
   impl_->reply_thread = std::thread([impl = impl_.get()] { impl->reply_loop(); });
+  impl_->server = std::make_unique<MiniServer>(
+      [impl = impl_.get()](const MiniRequest& m) { return impl->handle(m); },
+      "botgate-fake-platform");
 }
 
 FakePlatform::~FakePlatform() {
+  impl_->server.reset();  // no request is handled, and no ding scheduled, after this
   {
     std::lock_guard lk(impl_->mu);
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
   if (impl_->reply_thread.joinable()) impl_->reply_thread.join();
-  std::promise<void> closed;
-  net::post(impl_->ioc, [impl = impl_.get(), &closed] {
-    boost::system::error_code ec;
-    impl->acceptor.close(ec);
-    for (auto& s : impl->conns) s->close(ec);
-    closed.set_value();
-  });
-  closed.get_future().wait();
-  impl_->guard.reset();
-  impl_->ioc.stop();
-  if (impl_->io_thread.joinable()) impl_->io_thread.join();
 }
 
 std::uint16_t FakePlatform::port() const {
-  return impl_->port.load();
+  return impl_->server->port();
 }
 
 std::string FakePlatform::url(const std::string& path) const {
-  return "http://127.0.0.1:" + std::to_string(port()) + path;
+  return impl_->server->url(path);
 }
 
 void FakePlatform::set_gateway(std::uint16_t port, std::string source, std::string secret) {

@@ -160,7 +160,7 @@ struct MiniServer::Impl {
       try {
         reply = self->handler(r);
       } catch (const std::exception& e) {
-        reply = MiniReply{500, "text/plain", std::string("handler threw: ") + e.what(), {}};
+        reply = MiniReply{500, "text/plain", std::string("handler threw: ") + e.what(), {}, {}};
       }
       if (reply.delay.count() > 0) {
         net::steady_timer timer(self->ioc, reply.delay);
@@ -177,6 +177,7 @@ struct MiniServer::Impl {
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(*s, res, kTuple);
       if (wec) break;
+      if (reply.after_write) reply.after_write();
       if (!res.keep_alive()) {
         boost::system::error_code ec;
         s->shutdown(tcp::socket::shutdown_send, ec);

@@ -39,6 +39,8 @@ struct MiniReply {
   std::string body;
   // Wait this long before answering (the request is already handled).
   std::chrono::milliseconds delay{0};
+  // Called on the io thread once the answer is written (not if the write failed).
+  std::function<void()> after_write;
 };
 
 class MiniServer {
