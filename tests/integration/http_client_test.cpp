@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/client_response_text.hpp"
 #include "tests/support/test_backend.hpp"
 
 using namespace botgate::test;
@@ -35,20 +36,6 @@ using Clock = std::chrono::steady_clock;
 using Error = bh::ClientResponse::Error;
 
 namespace {
-
-const char* to_string(Error e) {
-  switch (e) {
-    case Error::none:
-      return "none";
-    case Error::connect:
-      return "connect";
-    case Error::timeout:
-      return "timeout";
-    case Error::io:
-      return "io";
-  }
-  return "?";
-}
 
 long long ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
@@ -157,7 +144,7 @@ std::map<std::string, std::vector<BackendRequest>> by_key(const TestBackend& bac
 }
 
 std::string describe(const Outcome& o) {
-  return "calls=" + std::to_string(o.calls) + " error=" + to_string(o.res.error) +
+  return "calls=" + std::to_string(o.calls) + " error=" + error_name(o.res.error) +
          " status=" + std::to_string(o.res.status) + " message=" + o.res.message +
          " body=" + o.res.body + " after=" + std::to_string(ms_between(o.posted, o.at)) + "ms";
 }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/client_response_text.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/tls_server.hpp"
 #include "transport/http_client.hpp"
@@ -28,25 +29,6 @@ using Clock = std::chrono::steady_clock;
 using Error = bh::ClientResponse::Error;
 
 namespace {
-
-const char* to_string(Error e) {
-  switch (e) {
-    case Error::none:
-      return "none";
-    case Error::connect:
-      return "connect";
-    case Error::timeout:
-      return "timeout";
-    case Error::io:
-      return "io";
-  }
-  return "?";
-}
-
-std::string describe(const bh::ClientResponse& r) {
-  return std::string("error=") + to_string(r.error) + " status=" + std::to_string(r.status) +
-         " message=" + r.message + " body=" + r.body.substr(0, 200);
-}
 
 // One HttpClient on its own io_context and thread; the destructor joins the thread.
 class ClientRig {
