@@ -6,7 +6,7 @@
 // (write + fdatasync) runs, new appends pile up in the mailbox. So each commit covers every
 // append that arrived before it ran, and one fdatasync covers the whole batch. After the
 // commit the shard gets one `stored` message with the batch's sequence numbers, in order.
-// Under sustained load, syncs start at most once per [queue] commit_interval: a commit due
+// Under sustained load, commits of events sync at most once per [queue] commit_interval: one due
 // sooner sleeps out the rest and queues itself again, behind the appends that came meanwhile.
 // fsync = always commits after each append; fsync = none commits with write(2) only.
 //

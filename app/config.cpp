@@ -480,11 +480,15 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
                  "unknown fsync mode '" + mode + "' (expected batch, always or none)");
     }
   }
-  if (t.duration("commit_interval", out.commit_interval, ZeroDuration::allowed) &&
-      out.commit_interval > kMaxCommitInterval) {
-    errors.add(*t.node("commit_interval"), t.path("commit_interval"),
-               "must be at most " + format_duration(kMaxCommitInterval) +
-                   " (every ack of a busy shard may wait this long)");
+  Duration interval = out.commit_interval;
+  if (t.duration("commit_interval", interval, ZeroDuration::allowed)) {
+    if (interval <= kMaxCommitInterval) {
+      out.commit_interval = interval;
+    } else {
+      errors.add(*t.node("commit_interval"), t.path("commit_interval"),
+                 "must be at most " + format_duration(kMaxCommitInterval) +
+                     " (every ack of a busy shard may wait this long)");
+    }
   }
   t.duration("dedup_window", out.dedup_window);
   t.integer("memory_window", out.memory_window, 16, int_max);

@@ -169,7 +169,13 @@ void SegmentLog::recover(RecoveryReport& report) {
     }
     if (map) ::munmap(map, size);
     seg.size = off;
-    if (bad == RecoveryReason::none) continue;
+    if (bad == RecoveryReason::none) {
+      // After a kill -9 the records may still be only in the page cache. Once recovered they
+      // count as stored (a resent event is acked as a duplicate at once), so make them durable
+      // before anything relies on them.
+      if (size > 0 && ::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
+      continue;
+    }
 
     // Cut the log at the last good record: truncate this segment, drop every later one.
     if (::ftruncate(fd.get(), static_cast<off_t>(off)) != 0) throw_errno(errno, "truncate", path);
@@ -189,6 +195,8 @@ void SegmentLog::recover(RecoveryReport& report) {
     if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
     break;
   }
+  // The segments' directory entries too (a segment created just before a crash).
+  if (!files.empty() && ::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
   next_seq_ = last_seq + 1;
   if (!segments_.empty()) next_seq_ = std::max(next_seq_, segments_.rbegin()->first);
 }

@@ -13,13 +13,13 @@
 // commit() writes everything appended so far, and makes it durable under the fsync mode when
 // something waits for that: new events (their acks) or a dead letter. It syncs the dead
 // letters first, then the event log, so that an event's completion is never on disk before
-// its dead letter. A commit of plain completions alone, and the dedup journal in every commit,
-// are only written (write(2)); they are synced by the next commit that syncs or by collect(),
-// about once a second. On a busy shard that saves about half the fdatasyncs for the dedup
-// journal and a fifth more for completion-only commits. A kill -9 loses none of it (the
-// kernel has it); a power loss can lose the last second of completions and dedup entries:
-// those events are delivered again after the restart (same Idempotency-Key), and a platform's
-// resend of one of them within the window is too. A duplicate, never a loss.
+// its dead letter. A commit of plain completions alone is only written (write(2)), and synced
+// by the next commit that syncs or by collect(), about once a second; the dedup journal is
+// written in every commit and synced by collect() only. On a busy shard that saves about half the
+// fdatasyncs for the dedup journal and a fifth more for completion-only commits. A kill -9 loses
+// none of it (the kernel has it); a power loss can lose the last second of completions and dedup
+// entries: those events are delivered again after the restart (same Idempotency-Key), and a
+// platform's resend of one of them within the window is too. A duplicate, never a loss.
 //
 // Not thread-safe: one actor owns it.
 #pragma once
@@ -80,7 +80,7 @@ class ShardStore {
   // (never in mode none); returns whether it synced.
   bool commit();
 
-  // commit(), and sync the dedup journal too (on the way out).
+  // commit(), then sync all three logs whatever commit() left (on the way out).
   void sync_all();
 
   // Periodic housekeeping (about once a second): syncs what commits left unsynced
