@@ -69,16 +69,10 @@ start_botgate "$CONFIG" botgate-1
 bench_msg "N=$N shards=$SHARDS memory_window=$MEMORY_WINDOW max_pending=$MAX_PENDING fsync=$FSYNC" \
   "botgate port=$BOTGATE_PORT sink port=$SINK_PORT (not started yet)"
 
-"$LOADGEN" --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
+run_loadgen --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
   --events "$N" --connections "$CONNECTIONS" --conversations "$CONVERSATIONS" \
-  --duration "$DURATION" --json >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
-LOADGEN_PID=$!
-bench_track "$LOADGEN_PID"
-reap "$LOADGEN_PID"
-if ((REAP_RC != 0)); then
-  cat "$TMP/loadgen.err" >&2
-  bench_die "loadgen exited with $REAP_RC"
-fi
+  --duration "$DURATION" --json
+((LOADGEN_RC == 0)) || bench_die "loadgen failed"
 ACKED=$(json_get "$TMP/loadgen.out" ok_2xx)
 INGEST_S=$(json_get "$TMP/loadgen.out" elapsed_s)
 INGEST_RATE=$(json_get "$TMP/loadgen.out" accepted_per_s)

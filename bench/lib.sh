@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shell plumbing shared by bench/run.sh and bench/backlog.sh. Source it, don't run it:
+# Shell plumbing shared by the bench scripts (run.sh, wechat.sh, backlog.sh, failover.sh).
+# Source it, do not run it:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   bench_binaries          # BUILD_DIR, BOTGATE, LOADGEN, SINK; exits 2 if one is missing
@@ -91,6 +92,31 @@ reap() {
   REAP_RC=0
   wait "$1" 2>/dev/null || REAP_RC=$?
   bench_forget "$1"
+}
+
+# run_loadgen ARGS...: runs $LOADGEN with ARGS, output in $TMP/loadgen.out and .err, in the
+# background and waited for, so that a signal to the script is handled at once. Sets
+# LOADGEN_RC to its exit status and reports a failure with its stderr.
+run_loadgen() {
+  "$LOADGEN" "$@" >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
+  local pid=$!
+  bench_track "$pid"
+  reap "$pid"
+  LOADGEN_RC=$REAP_RC
+  if ((LOADGEN_RC != 0)); then
+    bench_msg "loadgen exited with $LOADGEN_RC"
+    cat "$TMP/loadgen.err" >&2
+  fi
+}
+
+# wait_sink: the sink exits by itself at --expect or after SINK_IDLE idle seconds; waits for
+# that at most SINK_WAIT seconds, then stops it, and reaps it.
+wait_sink() {
+  if ! wait_exit "$SINK_PID" "$SINK_WAIT"; then
+    bench_msg "sink still waiting after ${SINK_WAIT}s; stopping it"
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+  fi
+  reap "$SINK_PID"
 }
 
 # Wall clock (CLOCK_REALTIME, like botgate's log timestamps) in milliseconds, from bash 5's

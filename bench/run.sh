@@ -41,26 +41,11 @@ start_botgate "$CONFIG" botgate
 
 bench_msg "sink port=$SINK_PORT botgate port=$BOTGATE_PORT events=$EVENTS connections=$CONNECTIONS conversations=$CONVERSATIONS fsync=$FSYNC"
 
-# ---- load
-# In the background and waited for, so that a signal to this script is handled at once.
-"$LOADGEN" --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
+# ---- load, then delivery
+run_loadgen --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
   --events "$EVENTS" --connections "$CONNECTIONS" --conversations "$CONVERSATIONS" \
-  --duration "$DURATION" "${json_flag[@]}" "$@" >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
-LOADGEN_PID=$!
-bench_track "$LOADGEN_PID"
-reap "$LOADGEN_PID"
-LOADGEN_RC=$REAP_RC
-if ((LOADGEN_RC != 0)); then
-  bench_msg "loadgen exited with $LOADGEN_RC"
-  cat "$TMP/loadgen.err" >&2
-fi
-
-# ---- wait for delivery: the sink exits by itself at --expect or after SINK_IDLE idle seconds
-if ! wait_exit "$SINK_PID" "$SINK_WAIT"; then
-  bench_msg "sink still waiting after ${SINK_WAIT}s; stopping it"
-  kill -TERM "$SINK_PID" 2>/dev/null || true
-fi
-reap "$SINK_PID"
+  --duration "$DURATION" "${json_flag[@]}" "$@"
+wait_sink
 
 cat "$TMP/loadgen.out"
 grep -v '^listening port=' "$TMP/sink.out" || true
