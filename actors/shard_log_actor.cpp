@@ -44,8 +44,7 @@ bool being_replayed(const ShardLogState& st, std::uint64_t dseq) {
 // quiet spell is not held: the interval only spaces syncs that would follow each other.
 bool hold_commit(Self self) {
   auto& st = self->state;
-  if (st.commit_interval <= Duration::zero() || st.batch.empty() ||
-      st.store->mode() != storage::SyncMode::batch || !st.failure.empty()) {
+  if (st.commit_interval <= Duration::zero() || st.batch.empty() || !st.failure.empty()) {
     return false;
   }
   const auto due = st.last_sync_start + st.commit_interval;
@@ -212,7 +211,9 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
                                          shard_actor shard, Metrics* metrics, std::size_t index,
                                          Duration commit_interval, DeadLetterList dead) {
   auto& st = self->state;
-  st.commit_interval = commit_interval;
+  // Only group commit spaces its syncs: `always` syncs each event, `none` never syncs.
+  st.commit_interval =
+      store->mode() == storage::SyncMode::batch ? commit_interval : Duration::zero();
   st.store = std::move(store);
   st.shard = std::move(shard);
   st.metrics = metrics;

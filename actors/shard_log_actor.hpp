@@ -38,7 +38,7 @@ struct ShardLogState {
   std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
-  Duration commit_interval{};                    // see hold_commit in the .cpp
+  Duration commit_interval{};                    // 0 unless fsync = batch; see hold_commit
   Clock::time_point last_sync_start;             // of the latest commit that synced
   std::string failure;                           // set once the store failed
   std::uint64_t last_seq = 0;                    // highest event seq appended

@@ -153,11 +153,12 @@ class Errors {
   std::vector<ConfigError> list_;
 };
 
-// Whether a duration key may be "0s" (a feature turned off) or must be positive.
-enum class ZeroDuration { refused, allowed };
-
-// The longest [queue] commit_interval: every ack of a busy shard may wait that long.
-constexpr Duration kMaxCommitInterval = std::chrono::milliseconds(100);
+// What a duration key accepts beyond "a positive duration".
+struct DurationLimits {
+  bool zero_allowed = false;  // "0s" turns a feature off
+  Duration max = Duration::max();
+  std::string_view why_max;  // said after "must be at most <max>"
+};
 
 // A view of one TOML table at `path`. Construction reports every key not in
 // `allowed`; the getters leave the output untouched when the key is absent and
@@ -253,7 +254,7 @@ class Table {
   }
 
   // Returns false when the key is present but invalid.
-  bool duration(std::string_view key, Duration& out, ZeroDuration zero = ZeroDuration::refused) {
+  bool duration(std::string_view key, Duration& out, const DurationLimits& limits = {}) {
     const toml::node* n = node(key);
     if (n == nullptr) return true;
     const auto* s = n->as_string();
@@ -270,8 +271,14 @@ class Table {
                       "\"2s\", \"1h30m\")");
       return false;
     }
-    if (d->count() < 0 || (d->count() == 0 && zero == ZeroDuration::refused)) {
+    if (d->count() < 0 || (d->count() == 0 && !limits.zero_allowed)) {
       errors_.add(*n, path(key), "duration must be greater than zero");
+      return false;
+    }
+    if (*d > limits.max) {
+      errors_.add(*n, path(key),
+                  "must be at most " + format_duration(limits.max) + " (" +
+                      std::string(limits.why_max) + ")");
       return false;
     }
     out = *d;
@@ -480,16 +487,9 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
                  "unknown fsync mode '" + mode + "' (expected batch, always or none)");
     }
   }
-  Duration interval = out.commit_interval;
-  if (t.duration("commit_interval", interval, ZeroDuration::allowed)) {
-    if (interval <= kMaxCommitInterval) {
-      out.commit_interval = interval;
-    } else {
-      errors.add(*t.node("commit_interval"), t.path("commit_interval"),
-                 "must be at most " + format_duration(kMaxCommitInterval) +
-                     " (every ack of a busy shard may wait this long)");
-    }
-  }
+  t.duration(
+      "commit_interval", out.commit_interval,
+      {true, std::chrono::milliseconds(100), "every ack of a busy shard may wait this long"});
   t.duration("dedup_window", out.dedup_window);
   t.integer("memory_window", out.memory_window, 16, int_max);
   t.size("segment_bytes", out.segment_bytes, kMiB, 4096 * kMiB, "1MiB", "4GiB");
@@ -572,6 +572,10 @@ void parse_aes_key(Errors& errors, Table& t, SourceConfig& s) {
   }
 }
 
+// WeChat and WeCom retry a callback not answered within 5 s.
+constexpr DurationLimits kAckDeadlineLimits{false, std::chrono::milliseconds(4500),
+                                            "WeChat gives up on a callback after 5s"};
+
 void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceConfig>& out,
                    std::vector<PoolReference>& pools) {
   Names names("source");
@@ -624,7 +628,7 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
           errors.add(t.line(), t.path("app_id"),
                      "missing required key (safe mode checks the app id in every message)");
         }
-        t.duration("ack_deadline", s.ack_deadline);
+        t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
         refuse_keys(errors, t, {"secret", "corp_id"}, "a wechat source");
         break;
       case SourceKind::wecom:
@@ -639,13 +643,9 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
           }
           if (name == nullptr) s.name = s.corp_id;
         }
-        t.duration("ack_deadline", s.ack_deadline);
+        t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
         refuse_keys(errors, t, {"secret", "app_id"}, "a wecom source");
         break;
-    }
-    if (s.ack_deadline > std::chrono::milliseconds(4500)) {
-      errors.add(*t.node("ack_deadline"), t.path("ack_deadline"),
-                 "must be at most 4500ms (WeChat gives up on a callback after 5s)");
     }
     if (!s.name.empty()) {
       const toml::node* n = name != nullptr ? name : t.node("corp_id");

@@ -192,10 +192,10 @@ void SegmentLog::recover(RecoveryReport& report) {
       ++report.segments_deleted;
       if (!ec) report.deleted_bytes += bytes;
     }
-    if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
     break;
   }
-  // The segments' directory entries too (a segment created just before a crash).
+  // The directory too: the entries of segments created just before a crash, and the unlinks
+  // of a cut.
   if (!files.empty() && ::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
   next_seq_ = last_seq + 1;
   if (!segments_.empty()) next_seq_ = std::max(next_seq_, segments_.rbegin()->first);

@@ -72,19 +72,12 @@ bool ShardStore::commit() {
   // of completions alone has neither, so it only writes: see the comment in the header.
   const bool sync =
       mode_ != SyncMode::none && (events_->has_unsynced_events() || !deferred_.empty());
-  if (sync) {
-    dead_->sync();
-  } else {
-    dead_->flush();
-  }
+  const auto settle = [sync](SegmentLog& log) { sync ? (void)log.sync() : log.flush(); };
+  settle(*dead_);
   for (std::uint64_t seq : deferred_) events_->append_completion(seq);
   deferred_.clear();
   dedup_->flush();  // synced by collect(), at most a second later
-  if (sync) {
-    events_->sync();
-  } else {
-    events_->flush();
-  }
+  settle(*events_);
   return sync;
 }
 

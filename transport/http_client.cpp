@@ -39,7 +39,10 @@ struct HttpClient::Job {
 
 struct HttpClient::Connection {
   // Pipelined answers arrive several to a segment; read them in one receive.
-  explicit Connection(const Strand& ex) : socket(ex), timer(ex) { buffer.reserve(16384); }
+  static constexpr std::size_t kReadBufferReserve = 16384;
+  explicit Connection(const Strand& ex) : socket(ex), timer(ex) {
+    buffer.reserve(kReadBufferReserve);
+  }
   tcp::socket socket;
   std::optional<TlsStream> tls;  // https only: the TLS layer over `socket`
   LazyTimer timer;               // the nearest deadline: connect, or the oldest written request

@@ -83,15 +83,17 @@ std::string sorted_sha1_hex(std::string_view* parts, std::size_t count) {
   return out;
 }
 
+// Standard base64 (RFC 4648 section 4), for encoding and decoding alike.
+constexpr std::string_view kBase64Alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 // 0..63 for an alphabet character, 0xff otherwise: one load per character on the
 // decrypt path, which decodes every callback's Encrypt field.
 constexpr std::array<std::uint8_t, 256> kBase64Values = [] {
   std::array<std::uint8_t, 256> table{};
   table.fill(0xff);
-  constexpr std::string_view alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (std::size_t i = 0; i < alphabet.size(); ++i) {
-    table[static_cast<unsigned char>(alphabet[i])] = static_cast<std::uint8_t>(i);
+  for (std::size_t i = 0; i < kBase64Alphabet.size(); ++i) {
+    table[static_cast<unsigned char>(kBase64Alphabet[i])] = static_cast<std::uint8_t>(i);
   }
   return table;
 }();
@@ -246,8 +248,7 @@ CryptoStatus encrypt(const AesKey& key, std::string_view message, std::string_vi
 }
 
 std::string base64_encode(std::string_view bytes) {
-  static constexpr char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  constexpr std::string_view alphabet = kBase64Alphabet;
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);
   std::size_t i = 0;
