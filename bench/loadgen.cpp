@@ -16,7 +16,6 @@
 // up to --pipeline requests outstanding. Bounded by --events and --duration (+ --drain).
 // See bench/README.md.
 #include <fmt/format.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <time.h>
 
@@ -220,60 +219,14 @@ std::optional<Options> parse_args(int argc, char** argv) {
 
 // ---------------------------------------------------------------- signing
 
-constexpr char kHex[] = "0123456789abcdef";
-
-// HMAC-SHA256 split at a midstate: the inner hash over key^ipad and a prepared
-// prefix is computed ahead of time; finish() absorbs the tail and runs the outer hash.
-class Signer {
- public:
-  explicit Signer(std::string_view secret) {
-    unsigned char key[SHA256_CBLOCK] = {};
-    if (secret.size() > SHA256_CBLOCK) {
-      SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), key);
-    } else {
-      std::memcpy(key, secret.data(), secret.size());
-    }
-    unsigned char ipad[SHA256_CBLOCK];
-    unsigned char opad[SHA256_CBLOCK];
-    for (int i = 0; i < SHA256_CBLOCK; ++i) {
-      ipad[i] = static_cast<unsigned char>(key[i] ^ 0x36);
-      opad[i] = static_cast<unsigned char>(key[i] ^ 0x5c);
-    }
-    SHA256_Init(&inner_);
-    SHA256_Update(&inner_, ipad, sizeof ipad);
-    SHA256_Init(&outer_);
-    SHA256_Update(&outer_, opad, sizeof opad);
-  }
-
-  SHA256_CTX begin() const { return inner_; }
-
-  static void absorb(SHA256_CTX& ctx, std::string_view s) {
-    SHA256_Update(&ctx, s.data(), s.size());
-  }
-
-  // Writes 64 lower-case hex characters to out.
-  void finish(SHA256_CTX inner, std::string_view tail, char* out) const {
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256_Update(&inner, tail.data(), tail.size());
-    SHA256_Final(d, &inner);
-    SHA256_CTX outer = outer_;
-    SHA256_Update(&outer, d, sizeof d);
-    SHA256_Final(d, &outer);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; ++i) {
-      out[2 * i] = kHex[d[i] >> 4];
-      out[2 * i + 1] = kHex[d[i] & 0x0f];
-    }
-  }
-
- private:
-  SHA256_CTX inner_{};
-  SHA256_CTX outer_{};
-};
+// HMAC-SHA256 split at a midstate (see botgate::HmacSha256): the inner hash over key^ipad
+// and a prepared prefix is computed ahead of time; at send time only the tail is absorbed.
+using Signer = botgate::HmacSha256;
 
 // ---------------------------------------------------------------- events
 
 struct Event {
-  SHA256_CTX mid;          // inner HMAC state after key^ipad || ts || "." || body prefix
+  Signer::State mid;       // inner HMAC state after key^ipad || ts || "." || body prefix
   std::int64_t ts;         // X-Botgate-Timestamp it was signed with
   std::uint32_t body_off;  // body prefix in Events::arena (WeChat mode: the whole request)
   std::uint32_t body_len;
@@ -621,8 +574,10 @@ class Conn {
     char* p = std::to_chars(tail, tail + 30, sent).ptr;
     *p++ = '}';
     const std::string_view tailv(tail, static_cast<std::size_t>(p - tail));
-    char sig[64];
-    run_.signer.finish(e.mid, tailv, sig);
+    char sig[Signer::kHexLength];
+    Signer::State st = e.mid;
+    Signer::absorb(st, tailv);
+    run_.signer.finish(st, sig);
 
     // head ends with "X-Botgate-Timestamp: "
     wbuf_.append(run_.head);
@@ -774,8 +729,10 @@ int main(int argc, char** argv) {
   if (!wechat) {
     const Event& e = evs.list[0];
     const std::string body = std::string(evs.body_prefix(e)) + "123456789}";
-    char sig[64];
-    signer.finish(e.mid, "123456789}", sig);
+    char sig[Signer::kHexLength];
+    Signer::State st = e.mid;
+    Signer::absorb(st, "123456789}");
+    signer.finish(st, sig);
     const std::string want = botgate::generic_signature(opt.secret, std::to_string(e.ts), body);
     if (want != "v1=" + std::string(sig, sizeof sig)) {
       fmt::print(stderr, "loadgen: internal error: midstate signature {} != {}\n",

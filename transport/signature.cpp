@@ -1,32 +1,86 @@
 #include "transport/signature.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+
+#include <cstring>
 
 namespace botgate {
 
-std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &len);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out(static_cast<std::size_t>(len) * 2, '\0');
-  for (unsigned int i = 0; i < len; ++i) {
-    out[2 * i] = hex[mac[i] >> 4];
-    out[2 * i + 1] = hex[mac[i] & 0x0f];
+void write_hex(const unsigned char* bytes, std::size_t n, char* out) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = kDigits[bytes[i] >> 4];
+    out[2 * i + 1] = kDigits[bytes[i] & 0x0f];
   }
+}
+
+void append_hex(std::string& out, const unsigned char* bytes, std::size_t n) {
+  const std::size_t at = out.size();
+  out.resize(at + 2 * n);
+  write_hex(bytes, n, out.data() + at);
+}
+
+HmacSha256::HmacSha256(std::string_view key) {
+  unsigned char block[SHA256_CBLOCK] = {};
+  if (key.size() > SHA256_CBLOCK) {
+    SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), block);
+  } else {
+    std::memcpy(block, key.data(), key.size());
+  }
+  unsigned char ipad[SHA256_CBLOCK];
+  unsigned char opad[SHA256_CBLOCK];
+  for (std::size_t i = 0; i < SHA256_CBLOCK; ++i) {
+    ipad[i] = static_cast<unsigned char>(block[i] ^ 0x36);
+    opad[i] = static_cast<unsigned char>(block[i] ^ 0x5c);
+  }
+  SHA256_Init(&inner_);
+  SHA256_Update(&inner_, ipad, sizeof ipad);
+  SHA256_Init(&outer_);
+  SHA256_Update(&outer_, opad, sizeof opad);
+  OPENSSL_cleanse(block, sizeof block);
+  OPENSSL_cleanse(ipad, sizeof ipad);
+  OPENSSL_cleanse(opad, sizeof opad);
+}
+
+void HmacSha256::finish(State st, char* out) const {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256_Final(d, &st);
+  State outer = outer_;
+  SHA256_Update(&outer, d, sizeof d);
+  SHA256_Final(d, &outer);
+  write_hex(d, sizeof d, out);
+}
+
+void HmacSha256::finish(State st, std::string& out) const {
+  const std::size_t at = out.size();
+  out.resize(at + kHexLength);
+  finish(st, out.data() + at);
+}
+
+std::string HmacSha256::hex(std::initializer_list<std::string_view> pieces) const {
+  State st = begin();
+  for (std::string_view p : pieces) absorb(st, p);
+  std::string out;
+  finish(st, out);
   return out;
+}
+
+std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
+  return HmacSha256(key).hex({message});
 }
 
 std::string generic_signature(std::string_view secret, std::string_view timestamp,
                               std::string_view body) {
-  std::string message;
-  message.reserve(timestamp.size() + 1 + body.size());
-  message.append(timestamp).push_back('.');
-  message.append(body);
-  return "v1=" + hmac_sha256_hex(secret, message);
+  const HmacSha256 mac(secret);
+  HmacSha256::State st = mac.begin();
+  HmacSha256::absorb(st, timestamp);
+  HmacSha256::absorb(st, ".");
+  HmacSha256::absorb(st, body);
+  std::string out;
+  out.reserve(3 + HmacSha256::kHexLength);
+  out = "v1=";
+  mac.finish(st, out);
+  return out;
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept {

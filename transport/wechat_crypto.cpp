@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <array>
@@ -21,13 +22,8 @@ constexpr std::size_t kHeaderLength = 16 + 4;  // random prefix + length field
 constexpr std::size_t kPadBlock = 32;          // WXBizMsgCrypt pads to 32, not AES's 16
 constexpr std::size_t kAesBlock = 16;
 
-// Fetched once: the implicit EVP_sha1()/EVP_aes_256_cbc() look the algorithm up on every
-// use in OpenSSL 3, which shows on a per-callback path.
-const EVP_MD* sha1_md() {
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
-  return md;
-}
-
+// Fetched once: the implicit EVP_aes_256_cbc() looks the algorithm up on every use in
+// OpenSSL 3, which shows on a per-callback path.
 const EVP_CIPHER* aes_256_cbc() {
   static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
   return cipher;
@@ -60,26 +56,17 @@ bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::s
   return static_cast<std::size_t>(written) + static_cast<std::size_t>(final_written) == size;
 }
 
+// SHA-1 over the parts sorted bytewise, on a stack context: no join, no allocation
+// beyond the 40-digit answer.
 std::string sorted_sha1_hex(std::string_view* parts, std::size_t count) {
   std::sort(parts, parts + count);
-  std::string joined;
-  std::size_t total = 0;
-  for (std::size_t i = 0; i < count; ++i) total += parts[i].size();
-  joined.reserve(total);
-  for (std::size_t i = 0; i < count; ++i) joined.append(parts[i]);
-
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  const EVP_MD* md = sha1_md();
-  if (md == nullptr || EVP_Digest(joined.data(), joined.size(), digest, &len, md, nullptr) != 1) {
-    return {};  // never equal to a 40-digit signature, so verification fails closed
-  }
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out(static_cast<std::size_t>(len) * 2, '\0');
-  for (unsigned int i = 0; i < len; ++i) {
-    out[2 * i] = hex[digest[i] >> 4];
-    out[2 * i + 1] = hex[digest[i] & 0x0f];
-  }
+  SHA_CTX ctx;
+  SHA1_Init(&ctx);
+  for (std::size_t i = 0; i < count; ++i) SHA1_Update(&ctx, parts[i].data(), parts[i].size());
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1_Final(digest, &ctx);
+  std::string out;
+  append_hex(out, digest, sizeof digest);
   return out;
 }
 
