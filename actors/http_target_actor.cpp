@@ -1,5 +1,8 @@
 #include "actors/http_target_actor.hpp"
 
+#include <charconv>
+#include <string_view>
+
 #include "policies/delivery_rules.hpp"
 
 namespace botgate {
@@ -47,13 +50,16 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           st.waiting.emplace(job,
                              HttpTargetState::Waiting{self->current_sender(), s.ticket, s.leg});
           st.metrics->in_flight.add(1);
-          http::HeaderList headers{{"Idempotency-Key", s.ev->id},
-                                   {"X-Botgate-Attempt", std::to_string(s.attempt)},
-                                   {"X-Botgate-Source", s.ev->source}};
+          char attempt[16];
+          const auto digits = std::to_chars(attempt, attempt + sizeof attempt, s.attempt);
           // The callback runs on the client's strand: it only mails the result back.
-          st.client->post(st.path, s.ev->raw, headers, [me, job](http::ClientResponse&& r) {
-            caf::anon_send(me, done_atom::value, job, std::move(r));
-          });
+          st.client->post(st.path, s.ev->raw,
+                          {{"Idempotency-Key", s.ev->id},
+                           {"X-Botgate-Attempt", std::string_view(attempt, digits.ptr - attempt)},
+                           {"X-Botgate-Source", s.ev->source}},
+                          [me, job](http::ClientResponse&& r) {
+                            caf::anon_send(me, done_atom::value, job, std::move(r));
+                          });
         }
       },
       [self](done_atom, std::uint64_t job, http::ClientResponse& r) {

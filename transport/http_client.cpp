@@ -62,7 +62,7 @@ struct HttpClient::Connection {
 
 namespace {
 
-void append_header_value(std::string& out, const std::string& value) {
+void append_header_value(std::string& out, std::string_view value) {
   for (char c : value) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
 }
 
@@ -155,17 +155,17 @@ HttpClient::HttpClient(net::io_context& ioc, ClientOptions options,
 
 HttpClient::~HttpClient() = default;
 
-void HttpClient::post(const std::string& target, const std::string& body, const HeaderList& headers,
+void HttpClient::post(const std::string& target, const std::string& body, HeaderList headers,
                       ClientCallback done) {
   submit("POST", target, body, headers, std::move(done));
 }
 
-void HttpClient::get(const std::string& target, const HeaderList& headers, ClientCallback done) {
+void HttpClient::get(const std::string& target, HeaderList headers, ClientCallback done) {
   submit("GET", target, {}, headers, std::move(done));
 }
 
 void HttpClient::submit(std::string_view method, const std::string& target, std::string_view body,
-                        const HeaderList& headers, ClientCallback done) {
+                        HeaderList headers, ClientCallback done) {
   auto job = std::make_shared<Job>();
   auto& w = job->wire;
   w.reserve(body.size() + 256);

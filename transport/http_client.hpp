@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -69,7 +70,10 @@ struct ClientResponse {
 };
 
 using ClientCallback = std::function<void(ClientResponse&&)>;
-using HeaderList = std::vector<std::pair<std::string, std::string>>;
+// Extra request headers, e.g. {{"Idempotency-Key", id}}. post() and get() serialize the
+// request before they return, so the views only need to outlive the call.
+using Header = std::pair<std::string_view, std::string_view>;
+using HeaderList = std::initializer_list<Header>;
 
 class HttpClient : public std::enable_shared_from_this<HttpClient> {
  public:
@@ -80,10 +84,10 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
 
   // Thread-safe. POSTs `body` as application/json. `done` runs exactly once, on
   // the client's strand. CR and LF in header values are replaced by spaces.
-  void post(const std::string& target, const std::string& body, const HeaderList& headers,
+  void post(const std::string& target, const std::string& body, HeaderList headers,
             ClientCallback done);
   // Thread-safe. GETs `target` (a health check); otherwise as post().
-  void get(const std::string& target, const HeaderList& headers, ClientCallback done);
+  void get(const std::string& target, HeaderList headers, ClientCallback done);
 
   // Closes idle connections; in-flight exchanges finish.
   void shutdown();
@@ -99,7 +103,7 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
 
  private:
   void submit(std::string_view method, const std::string& target, std::string_view body,
-              const HeaderList& headers, ClientCallback done);
+              HeaderList headers, ClientCallback done);
   void drain_inbox();
   bool try_assign(JobPtr& job);
   void assign(JobPtr job);

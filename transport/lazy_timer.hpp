@@ -8,7 +8,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <utility>
 
 namespace botgate::http {
@@ -21,18 +20,21 @@ class LazyTimer {
   explicit LazyTimer(const Executor& ex) : timer_(ex) {}
 
   // Makes sure `fire` runs (on the timer's executor) no later than `at`. `fire`
-  // should hold what it needs alive; it is dropped if the wait is superseded.
-  void ensure(TimePoint at, std::function<void()> fire) {
+  // should hold what it needs alive; it is dropped if the wait is superseded. A call
+  // that finds the timer armed early enough does nothing, and does not even copy
+  // `fire` (callers pass a lambda, not a std::function, so that this costs nothing).
+  template <typename Fire>
+  void ensure(TimePoint at, Fire&& fire) {
     if (armed_ && armed_at_ <= at) return;
     armed_ = true;
     armed_at_ = at;
     timer_.expires_at(at);  // a pending wait completes as superseded
-    timer_.async_wait(
-        [this, generation = ++generation_, fire = std::move(fire)](boost::system::error_code) {
-          if (generation != generation_) return;  // superseded or cancelled
-          armed_ = false;
-          fire();
-        });
+    timer_.async_wait([this, generation = ++generation_,
+                       fire = std::forward<Fire>(fire)](boost::system::error_code) mutable {
+      if (generation != generation_) return;  // superseded or cancelled
+      armed_ = false;
+      fire();
+    });
   }
 
   void cancel() {
