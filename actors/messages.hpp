@@ -259,7 +259,7 @@ using token_actor = caf::typed_actor<caf::replies_to<token_atom>::with<AccessTok
 // `replay` serve the dead-letter admin API (replay answers an empty string on success).
 using shard_actor = caf::typed_actor<
     caf::reacts_to<ingest_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, Answers>,
-    caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, std::string>,
+    caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, EventPtr>,
     caf::reacts_to<stored_atom, Commit>, caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
     caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,
     caf::replies_to<replay_atom, std::string, std::string>::with<std::string>>;

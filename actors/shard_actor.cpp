@@ -13,7 +13,7 @@ namespace {
 
 using Self = shard_actor::stateful_pointer<ShardState>;
 
-void dispatch(Self self, const std::string& key);
+void dispatch(Self self, QueueKey key);
 void maybe_read(Self self);
 void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack);
 void queue_replies(Self self, const Event& ev, const std::string& body);
@@ -21,12 +21,8 @@ void queue_replies(Self self, const Event& ev, const std::string& body);
 // Events queue per (destination pool, conversation): replies to a user never wait behind that
 // user's inbound events stuck on a failing backend, and order holds per destination. Events
 // without a route of their own (generic sources) queue by conversation alone.
-std::string queue_key(const Event& ev) {
-  if (ev.route.empty()) return ev.conversation;
-  std::string key = ev.route;
-  key.push_back('\x1f');
-  key += ev.conversation;
-  return key;
+QueueKey queue_key(const Event& ev) {
+  return QueueKey{ev.route, ev.conversation};
 }
 
 void update_depth(Self self) {
@@ -43,8 +39,14 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
     ++st.on_disk;
     return;
   }
-  const std::string key = queue_key(*stored.ev);
-  auto& conv = st.conversations[key];
+  const QueueKey key = queue_key(*stored.ev);
+  auto it = st.conversations.find(key);
+  if (it == st.conversations.end()) {
+    it = st.conversations.emplace(key.flat(), ConversationQueue{}).first;
+  } else if (it->second.events.empty()) {
+    --st.idle_conversations;
+  }
+  auto& conv = it->second;
   st.loaded_upto = std::max(st.loaded_upto, stored.seq);
   ++st.in_memory;
   conv.events.push_back(QueuedEvent{std::move(stored.ev), stored.seq, id});
@@ -52,7 +54,7 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
 }
 
 // The head of `key` is finished (delivered or given up): record it and go on.
-void finish(Self self, const std::string& key, Completion c) {
+void finish(Self self, QueueKey key, Completion c) {
   auto& st = self->state;
   auto it = st.conversations.find(key);
   if (it == st.conversations.end()) return;
@@ -75,14 +77,18 @@ void finish(Self self, const std::string& key, Completion c) {
   request_flush(self, self->state.flush_queued);
 
   if (conv.events.empty()) {
-    st.conversations.erase(it);
+    if (st.idle_conversations < kMaxIdleConversations) {
+      ++st.idle_conversations;
+    } else {
+      st.conversations.erase(it);
+    }
   } else {
     dispatch(self, key);
   }
   maybe_read(self);
 }
 
-void dead_letter(Self self, const std::string& key, const EventPtr& ev, std::uint32_t attempts,
+void dead_letter(Self self, QueueKey key, const EventPtr& ev, std::uint32_t attempts,
                  const std::string& why) {
   self->state.metrics->events_dead_lettered().inc();
   log::warn("event dead-lettered", {{"source", ev->source},
@@ -154,7 +160,7 @@ void queue_replies(Self self, const Event& ev, const std::string& body) {
 
 void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   auto& st = self->state;
-  const std::string key = queue_key(*answered);
+  const QueueKey key = queue_key(*answered);
   auto it = st.conversations.find(key);
   // Only the head in flight can be answered; anything else is not this shard's to act on.
   if (it == st.conversations.end() || !it->second.busy || it->second.events.empty() ||
@@ -188,12 +194,14 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
                                              {"attempt", conv.attempts},
                                              {"error", out.error},
                                              {"delay_ms", delay.count() / 1000000}});
-  self->delayed_send(self, delay, retry_atom::value, key);
+  self->delayed_send(self, delay, retry_atom::value, ev);
 }
 
-void dispatch(Self self, const std::string& key) {
+void dispatch(Self self, QueueKey key) {
   auto& st = self->state;
-  auto& conv = st.conversations[key];
+  auto it = st.conversations.find(key);
+  if (it == st.conversations.end()) return;
+  auto& conv = it->second;
   if (conv.busy || conv.events.empty()) return;
   const EventPtr ev = conv.events.front().ev;
   const std::string* pool = &ev->route;
@@ -293,6 +301,13 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
   enqueue(self, std::move(ev), id, std::move(ack));
 }
 
+void drop_idle_conversations(Self self) {
+  auto& st = self->state;
+  if (st.idle_conversations == 0) return;
+  std::erase_if(st.conversations, [](const auto& kv) { return kv.second.events.empty(); });
+  st.idle_conversations = 0;
+}
+
 // Forgets completed ids older than the dedup window (the journal on disk expires them too).
 void expire_ids(Self self) {
   auto& st = self->state;
@@ -344,6 +359,41 @@ void resume(Self self, storage::Recovered& rec) {
 
 }  // namespace
 
+std::string QueueKey::flat() const {
+  if (route.empty()) return std::string(conversation);
+  std::string out;
+  out.reserve(route.size() + 1 + conversation.size());
+  out.append(route).push_back('\x1f');
+  out.append(conversation);
+  return out;
+}
+
+namespace {
+// FNV-1a, fed piece by piece so that a key and its flat form hash alike.
+constexpr std::uint64_t kFnvOffset = 14695981039346656037ULL;
+constexpr std::uint64_t kFnvPrime = 1099511628211ULL;
+
+std::uint64_t fnv1a(std::uint64_t h, std::string_view bytes) noexcept {
+  for (unsigned char c : bytes) h = (h ^ c) * kFnvPrime;
+  return h;
+}
+}  // namespace
+
+std::size_t QueueKeyHash::operator()(const QueueKey& k) const noexcept {
+  if (k.route.empty()) return fnv1a(kFnvOffset, k.conversation);
+  return fnv1a(fnv1a(fnv1a(kFnvOffset, k.route), "\x1f"), k.conversation);
+}
+
+std::size_t QueueKeyHash::operator()(std::string_view flat) const noexcept {
+  return fnv1a(kFnvOffset, flat);
+}
+
+bool QueueKeyEqual::operator()(const QueueKey& k, std::string_view flat) const noexcept {
+  if (k.route.empty()) return flat == k.conversation;
+  return flat.size() == k.route.size() + 1 + k.conversation.size() && flat.starts_with(k.route) &&
+         flat[k.route.size()] == '\x1f' && flat.ends_with(k.conversation);
+}
+
 shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metrics,
                                  std::unordered_map<std::string, router_actor> pools,
                                  std::shared_ptr<storage::ShardStore> store,
@@ -363,7 +413,9 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         for (const auto& a : answers) on_outcome(self, a.ev, a.outcome);
       },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
-      [self](retry_atom, const std::string& key) {
+      [self](retry_atom, const EventPtr& head) {
+        // The head whose backoff ran out; the key is a view into it, alive as long as `head`.
+        const QueueKey key = queue_key(*head);
         auto it = self->state.conversations.find(key);
         if (it == self->state.conversations.end()) return;
         it->second.busy = false;
@@ -382,6 +434,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         });
       },
       [self](tick_atom) {
+        drop_idle_conversations(self);
         expire_ids(self);
         maybe_read(self);
         self->delayed_send(self, kHousekeepingInterval, tick_atom::value);

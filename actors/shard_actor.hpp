@@ -31,6 +31,7 @@
 #include <deque>
 #include <random>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -67,6 +68,31 @@ struct QueuedEvent {
   storage::IdHash id;
 };
 
+// The queue an event waits in: its destination pool (empty for generic sources, which route
+// by source) and its conversation. A view into the event, so that looking a queue up costs
+// no allocation; the map stores it flattened as route + '\x1f' + conversation (or the
+// conversation alone), and hashes and compares both forms as that byte sequence.
+struct QueueKey {
+  std::string_view route;
+  std::string_view conversation;
+  std::string flat() const;
+};
+
+struct QueueKeyHash {
+  using is_transparent = void;
+  std::size_t operator()(const QueueKey& k) const noexcept;
+  std::size_t operator()(std::string_view flat) const noexcept;
+};
+
+struct QueueKeyEqual {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+  bool operator()(const QueueKey& k, std::string_view flat) const noexcept;
+  bool operator()(std::string_view flat, const QueueKey& k) const noexcept {
+    return (*this)(k, flat);
+  }
+};
+
 struct ConversationQueue {
   std::deque<QueuedEvent> events;  // front() is the head, in flight or waiting
   std::uint32_t attempts = 0;      // attempts made for the head event
@@ -82,13 +108,19 @@ struct UnstoredEvent {
   std::vector<AckFn> duplicates;  // the same id arrived again meanwhile
 };
 
+inline constexpr std::size_t kMaxIdleConversations = 4096;
+
 struct ShardState {
   static inline const char* name = "shard";
   ShardOptions options;
   Metrics* metrics = nullptr;
   std::unordered_map<std::string, router_actor> pools;  // pool name -> its router
   shard_log_actor log;
-  std::unordered_map<std::string, ConversationQueue> conversations;
+  // A conversation whose queue empties stays here, idle, until the next housekeeping tick
+  // (at most kMaxIdleConversations of them): a busy conversation's next event then reuses
+  // its entry instead of allocating a map node and a deque again.
+  std::unordered_map<std::string, ConversationQueue, QueueKeyHash, QueueKeyEqual> conversations;
+  std::size_t idle_conversations = 0;  // entries with no events
   std::deque<UnstoredEvent> unstored;
   // Appends and completions not sent to the log yet, and deliveries not sent to the routers;
   // while any is non-empty, one `flush` to self is queued, so the log gets one message of each

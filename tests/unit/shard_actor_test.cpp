@@ -278,6 +278,44 @@ TEST_CASE("shard delivers one conversation strictly in order across retries", "[
   CHECK(h.metrics.queue_depth(0).value() == 0);
 }
 
+TEST_CASE("shard takes new events in order on a conversation whose queue had emptied",
+          "[actors][shard]") {
+  // B2 fails once: its retry runs on the reused (idle) queue of conversation B.
+  Script s = fail_on({{"B2", 1}}, 500);
+  Harness h(s, s, fast_options());
+  h.ingest("B1", "conv-B");
+  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  for (int i = 2; i <= 4; ++i) h.ingest("B" + std::to_string(i), "conv-B");
+  REQUIRE(wait_for([&] { return h.delivered() == 4; }));
+  const Seq expected{{"B1", 1}, {"B2", 1}, {"B2", 2}, {"B3", 1}, {"B4", 1}};
+  CHECK(sequence(h.rec->seen()) == expected);
+}
+
+TEST_CASE("a queue key and its flat form hash and compare alike", "[actors][shard]") {
+  using botgate::QueueKey;
+  const botgate::QueueKeyHash hash;
+  const botgate::QueueKeyEqual eq;
+  for (const QueueKey k :
+       {QueueKey{"", "conv"}, QueueKey{"pool", "conv"},
+        QueueKey{"accounts", "oABCDEFGHIJKLMNOPQRSTUVWXYZ01"}, QueueKey{"", ""}}) {
+    INFO(k.flat());
+    CHECK(hash(k) == hash(k.flat()));
+    CHECK(eq(k, k.flat()));
+    CHECK(eq(k.flat(), k));
+  }
+  CHECK(QueueKey{"pool", "conv"}.flat() ==
+        "pool\x1f"
+        "conv");
+  CHECK(QueueKey{"", "conv"}.flat() == "conv");
+  // Different pools or conversations are different queues.
+  CHECK_FALSE(eq(QueueKey{"pool", "conv"}, QueueKey{"pool", "conw"}.flat()));
+  CHECK_FALSE(eq(QueueKey{"pool", "conv"}, QueueKey{"poom", "conv"}.flat()));
+  CHECK_FALSE(eq(QueueKey{"pool", "conv"}, QueueKey{"", "conv"}.flat()));
+  CHECK_FALSE(eq(QueueKey{"", "conv"}, QueueKey{"pool", "conv"}.flat()));
+  CHECK_FALSE(eq(QueueKey{"pool", "conv"}, "pool-conv"));
+}
+
 TEST_CASE("shard keeps each of several interleaved conversations in order", "[actors][shard]") {
   Script s = fail_on({{"A1", 1}, {"B2", 1}, {"C1", 1}, {"C1", 2}}, 503);
   Harness h(s, s, fast_options());
