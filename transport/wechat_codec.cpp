@@ -3,7 +3,13 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <bitset>
+#include <boost/container/small_vector.hpp>
 #include <charconv>
+#include <forward_list>
+#include <initializer_list>
+#include <iterator>
+#include <optional>
 #include <pugixml.hpp>
 
 namespace botgate {
@@ -24,14 +30,15 @@ constexpr std::string_view kKeyFields[] = {"ToUserName", "FromUserName", "Create
                                            "MsgType",    "MsgId",        "Event",
                                            "Content",    "Encrypt",      "AgentID"};
 
-bool is_key_field(std::string_view name) {
-  for (std::string_view k : kKeyFields) {
-    if (k == name) return true;
-  }
-  return false;
-}
+constexpr std::size_t kNotKey = std::size(kKeyFields);
 
-using Fields = std::map<std::string, std::string, std::less<>>;
+// Index of `name` in kKeyFields, or kNotKey.
+std::size_t key_index(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(kKeyFields); ++i) {
+    if (kKeyFields[i] == name) return i;
+  }
+  return kNotKey;
+}
 
 // Checks size and encoding, parses, and finds the <xml> root; then walks the tree
 // iteratively (no recursion, whatever the nesting) to bound depth and node count.
@@ -112,66 +119,114 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
   return CodecStatus::ok;
 }
 
-// The text of an element made only of text and CDATA, concatenated: a value that held
-// "]]>" arrives split over two CDATA sections. False if it has child elements.
-bool simple_text(pugi::xml_node e, std::string& out) {
-  out.clear();
-  for (pugi::xml_node c : e.children()) {
-    switch (c.type()) {
-      case pugi::node_pcdata:
-      case pugi::node_cdata:
-        out += c.value();
-        break;
-      case pugi::node_element:
-        return false;
-      default:
-        break;
-    }
-  }
-  return true;
-}
-
-CodecStatus collect_fields(pugi::xml_node root, Fields& fields, std::string& detail) {
-  std::string text;
-  for (pugi::xml_node c : root.children()) {
-    if (c.type() == pugi::node_pcdata || c.type() == pugi::node_cdata) {
-      // Whitespace-only text is not kept by pugixml, so this is real stray text.
-      detail = "text directly inside <xml>";
-      return CodecStatus::malformed;
-    }
-    if (c.type() != pugi::node_element) continue;
-    const std::string_view name = c.name();
-    const bool key = is_key_field(name);
-    if (!simple_text(c, text)) {
-      if (key) {
-        // fmt, not `"<" + std::string(name)`: GCC 12 -O3 misreports that (bug 105651).
-        detail = fmt::format("<{}> must hold text, not elements", name);
+// The simple children of <xml> (those holding only text or CDATA), name -> text, in
+// document order. Both views point into the pugixml document, except a text made of
+// several pieces, which is joined into `joined_`; so a Fields must not outlive the
+// document it was collected from. Nothing is allocated for a typical callback (6 to 12
+// fields); lookups are linear scans.
+class Fields {
+ public:
+  // Enforces the document rules: no text directly inside <xml>; a key field holds
+  // text, never elements, and appears at most once. A structured non-key field (e.g.
+  // WeCom's BatchJob) is skipped: it stays in the raw body, unmapped.
+  CodecStatus collect(pugi::xml_node root, std::string& detail) {
+    std::bitset<std::size(kKeyFields)> seen;
+    for (pugi::xml_node c : root.children()) {
+      if (c.type() == pugi::node_pcdata || c.type() == pugi::node_cdata) {
+        // Whitespace-only text is not kept by pugixml, so this is real stray text.
+        detail = "text directly inside <xml>";
         return CodecStatus::malformed;
       }
-      continue;  // a structured field such as BatchJob: left in raw, not mapped
+      if (c.type() != pugi::node_element) continue;
+      const std::string_view name = c.name();
+      const std::size_t key = key_index(name);
+      std::string_view text;
+      if (!simple_text(c, text)) {
+        if (key != kNotKey) {
+          // fmt, not `"<" + std::string(name)`: GCC 12 -O3 misreports that (bug 105651).
+          detail = fmt::format("<{}> must hold text, not elements", name);
+          return CodecStatus::malformed;
+        }
+        continue;
+      }
+      if (key != kNotKey) {
+        if (seen[key]) {
+          detail = "repeated <" + std::string(name) + ">";
+          return CodecStatus::malformed;
+        }
+        seen[key] = true;
+      }
+      // A repeated non-key name is kept too; find() returns the first occurrence.
+      fields_.push_back({name, text});
     }
-    const bool inserted = fields.emplace(std::string(name), text).second;
-    if (!inserted && key) {
-      detail = "repeated <" + std::string(name) + ">";
-      return CodecStatus::malformed;
-    }
+    return CodecStatus::ok;
   }
-  return CodecStatus::ok;
-}
 
-const std::string* find(const Fields& f, std::string_view name) {
-  auto it = f.find(name);
-  return it == f.end() ? nullptr : &it->second;
-}
+  // The text of the first field called `name`; nullopt if there is none.
+  std::optional<std::string_view> find(std::string_view name) const {
+    for (const Field& f : fields_) {
+      if (f.name == name) return f.text;
+    }
+    return std::nullopt;
+  }
 
-// Non-empty value of `name`, or nullptr.
-const std::string* find_non_empty(const Fields& f, std::string_view name) {
-  const std::string* v = find(f, name);
-  return v != nullptr && !v->empty() ? v : nullptr;
+  // Non-empty text of `name`, or nullopt.
+  std::optional<std::string_view> find_non_empty(std::string_view name) const {
+    std::optional<std::string_view> v = find(name);
+    return v && !v->empty() ? v : std::nullopt;
+  }
+
+ private:
+  struct Field {
+    std::string_view name;
+    std::string_view text;
+  };
+
+  // The text of an element made only of text and CDATA, concatenated: a value that
+  // held "]]>" arrives split over two CDATA sections. False if it has child elements.
+  bool simple_text(pugi::xml_node e, std::string_view& out) {
+    pugi::xml_node first;
+    std::size_t pieces = 0;
+    for (pugi::xml_node c : e.children()) {
+      switch (c.type()) {
+        case pugi::node_pcdata:
+        case pugi::node_cdata:
+          if (pieces++ == 0) first = c;
+          break;
+        case pugi::node_element:
+          return false;
+        default:
+          break;
+      }
+    }
+    if (pieces <= 1) {
+      out = pieces == 0 ? std::string_view() : std::string_view(first.value());
+      return true;
+    }
+    std::string& joined = joined_.emplace_front();
+    for (pugi::xml_node c : e.children()) {
+      if (c.type() == pugi::node_pcdata || c.type() == pugi::node_cdata) joined += c.value();
+    }
+    out = joined;
+    return true;
+  }
+
+  boost::container::small_vector<Field, 16> fields_;
+  std::forward_list<std::string> joined_;  // node-based: views into it stay valid
+};
+
+// The parts, concatenated with a single allocation.
+std::string concat(std::initializer_list<std::string_view> parts) {
+  std::size_t size = 0;
+  for (std::string_view p : parts) size += p.size();
+  std::string s;
+  s.reserve(size);
+  for (std::string_view p : parts) s += p;
+  return s;
 }
 
 // Keys travel in headers and logs: bounded and free of control characters.
-bool check_key(std::string_view what, const std::string& v, std::string& detail) {
+bool check_key(std::string_view what, std::string_view v, std::string& detail) {
   if (v.size() > kMaxKeyLength) {
     detail = std::string(what) + " longer than " + std::to_string(kMaxKeyLength) + " bytes";
     return false;
@@ -196,27 +251,27 @@ constexpr Summary kSummaries[] = {
     {"image", "PicUrl", "MediaId"}, {"voice", "Recognition", "MediaId"}, {"video", "MediaId", ""},
     {"shortvideo", "MediaId", ""},  {"location", "Label", ""},           {"link", "Url", ""}};
 
-std::string summary_text(const Fields& f, const std::string& msg_type, const std::string& event) {
-  if (msg_type == "text") return *find(f, "Content");  // presence checked by the caller
+std::string summary_text(const Fields& f, std::string_view msg_type, std::string_view event) {
+  if (msg_type == "text") return std::string(*f.find("Content"));  // presence checked by the caller
   if (msg_type == "event") {
-    if (const std::string* key = find_non_empty(f, "EventKey")) return *key;
-    const std::string* lat = find_non_empty(f, "Latitude");
-    const std::string* lon = find_non_empty(f, "Longitude");
-    if (event == "LOCATION" && lat != nullptr && lon != nullptr) return *lat + "," + *lon;
+    if (auto key = f.find_non_empty("EventKey")) return std::string(*key);
+    const auto lat = f.find_non_empty("Latitude");
+    const auto lon = f.find_non_empty("Longitude");
+    if (event == "LOCATION" && lat && lon) return concat({*lat, ",", *lon});
     return {};
   }
   for (const Summary& s : kSummaries) {
     if (s.msg_type != msg_type) continue;
-    if (const std::string* v = find_non_empty(f, s.first)) return *v;
+    if (auto v = f.find_non_empty(s.first)) return std::string(*v);
     if (!s.second.empty()) {
-      if (const std::string* v = find_non_empty(f, s.second)) return *v;
+      if (auto v = f.find_non_empty(s.second)) return std::string(*v);
     }
     return {};
   }
   return {};
 }
 
-bool parse_create_time(const std::string& s, std::int64_t& out) {
+bool parse_create_time(std::string_view s, std::int64_t& out) {
   if (s.empty() || s.size() > 18) return false;  // 18 digits cannot overflow int64
   for (char c : s) {
     if (c < '0' || c > '9') return false;
@@ -279,53 +334,65 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
   pugi::xml_document doc;
   pugi::xml_node root;
   if (auto st = load_root(xml, doc, root, detail); st != CodecStatus::ok) return st;
-  WechatMessage m;
-  if (auto st = collect_fields(root, m.fields, detail); st != CodecStatus::ok) return st;
+  Fields f;
+  if (auto st = f.collect(root, detail); st != CodecStatus::ok) return st;
 
+  // Everything is checked on views into the document; strings are made only for what
+  // the outputs hold, once the message is known to be good.
   for (std::string_view name : {"ToUserName", "FromUserName", "CreateTime", "MsgType"}) {
-    if (find_non_empty(m.fields, name) == nullptr) {
+    if (!f.find_non_empty(name)) {
       detail = "missing or empty <" + std::string(name) + ">";
       return CodecStatus::missing_field;
     }
   }
-  m.to_user = *find(m.fields, "ToUserName");
-  m.from_user = *find(m.fields, "FromUserName");
-  m.msg_type = *find(m.fields, "MsgType");
-  if (!check_key("<ToUserName>", m.to_user, detail) ||
-      !check_key("<FromUserName>", m.from_user, detail) ||
-      !check_key("<MsgType>", m.msg_type, detail)) {
+  const std::string_view to_user = *f.find("ToUserName");
+  const std::string_view from_user = *f.find("FromUserName");
+  const std::string_view msg_type = *f.find("MsgType");
+  if (!check_key("<ToUserName>", to_user, detail) ||
+      !check_key("<FromUserName>", from_user, detail) ||
+      !check_key("<MsgType>", msg_type, detail)) {
     return CodecStatus::malformed;
   }
-  const std::string& create_time = *find(m.fields, "CreateTime");
-  if (!parse_create_time(create_time, m.create_time)) {
+  const std::string_view create_time = *f.find("CreateTime");
+  std::int64_t create_time_value = 0;
+  if (!parse_create_time(create_time, create_time_value)) {
     detail = "<CreateTime> is not a decimal integer";
     return CodecStatus::malformed;
   }
-  if (m.msg_type == "event") {
-    const std::string* ev = find_non_empty(m.fields, "Event");
-    if (ev == nullptr) {
+  const bool is_event = msg_type == "event";
+  std::string_view event;
+  if (is_event) {
+    const auto ev = f.find_non_empty("Event");
+    if (!ev) {
       detail = "missing or empty <Event> in an event";
       return CodecStatus::missing_field;
     }
-    m.event = *ev;
+    event = *ev;
   }
-  if (m.msg_type == "text" && find(m.fields, "Content") == nullptr) {
+  if (msg_type == "text" && !f.find("Content")) {
     detail = "missing <Content> in a text message";
     return CodecStatus::missing_field;
   }
-  if (const std::string* id = find(m.fields, "MsgId")) m.msg_id = *id;
-  if (const std::string* agent = find(m.fields, "AgentID")) m.agent_id = *agent;
-
-  std::string id = !m.msg_id.empty() ? m.msg_id
-                                     : m.from_user + "-" + create_time + "-" +
-                                           (m.msg_type == "event" ? m.event : m.msg_type);
+  const std::string_view msg_id = f.find("MsgId").value_or("");
+  std::string id = !msg_id.empty()
+                       ? std::string(msg_id)
+                       : concat({from_user, "-", create_time, "-", is_event ? event : msg_type});
   if (!check_key("message id", id, detail)) return CodecStatus::malformed;
 
+  WechatMessage m;
+  m.to_user = to_user;
+  m.from_user = from_user;
+  m.create_time = create_time_value;
+  m.msg_type = msg_type;
+  m.event = event;
+  m.msg_id = msg_id;
+  m.agent_id = f.find("AgentID").value_or("");
+
   out.id = std::move(id);
-  out.conversation = m.from_user;
-  out.sender = m.from_user;
-  out.type = m.msg_type == "event" ? "event:" + m.event : m.msg_type;
-  out.text = summary_text(m.fields, m.msg_type, m.event);
+  out.conversation = from_user;
+  out.sender = from_user;
+  out.type = is_event ? concat({"event:", event}) : std::string(msg_type);
+  out.text = summary_text(f, msg_type, event);
   out.raw = std::move(xml);
   msg = std::move(m);
   return CodecStatus::ok;
@@ -335,17 +402,17 @@ CodecStatus parse_wechat_envelope(std::string_view xml, WechatEnvelope& out, std
   pugi::xml_document doc;
   pugi::xml_node root;
   if (auto st = load_root(xml, doc, root, detail); st != CodecStatus::ok) return st;
-  Fields fields;
-  if (auto st = collect_fields(root, fields, detail); st != CodecStatus::ok) return st;
-  const std::string* encrypt = find_non_empty(fields, "Encrypt");
-  if (encrypt == nullptr) {
+  Fields f;
+  if (auto st = f.collect(root, detail); st != CodecStatus::ok) return st;
+  const auto encrypt = f.find_non_empty("Encrypt");
+  if (!encrypt) {
     detail = "missing or empty <Encrypt>";
     return CodecStatus::missing_field;
   }
   WechatEnvelope e;
   e.encrypt = *encrypt;
-  if (const std::string* to = find(fields, "ToUserName")) e.to_user = *to;
-  if (const std::string* agent = find(fields, "AgentID")) e.agent_id = *agent;
+  e.to_user = f.find("ToUserName").value_or("");
+  e.agent_id = f.find("AgentID").value_or("");
   out = std::move(e);
   return CodecStatus::ok;
 }

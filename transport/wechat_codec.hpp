@@ -5,8 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <map>
 #include <string>
 #include <string_view>
 
@@ -22,7 +20,8 @@ inline constexpr std::size_t kMaxWechatXmlBytes = 256 * 1024;
 inline constexpr std::size_t kMaxWechatXmlDepth = 16;  // <xml> itself is depth 1
 inline constexpr std::size_t kMaxWechatXmlNodes = 4096;
 
-// What a reply or a router needs beyond the Event.
+// What a reply or a router needs beyond the Event. Every other field (Location_X,
+// ThumbMediaId, WeCom's BatchJob, ...) is left in Event::raw, which backends get whole.
 struct WechatMessage {
   std::string to_user;    // ToUserName: the account (OA original id "gh_...", or WeCom corp id)
   std::string from_user;  // FromUserName: the user's openid (OA) or userid (WeCom)
@@ -31,10 +30,6 @@ struct WechatMessage {
   std::string event;             // Event, only for MsgType "event"
   std::string msg_id;            // MsgId, empty when absent (events)
   std::string agent_id;          // AgentID (WeCom application messages), empty when absent
-  // Every simple child of <xml> (one holding only text or CDATA), name -> text, for
-  // passing through. Children with child elements (e.g. WeCom's BatchJob) are skipped;
-  // for a repeated name the first occurrence wins.
-  std::map<std::string, std::string, std::less<>> fields;
 };
 
 // Parses a decrypted callback body. `xml` is taken by value: it becomes Event::raw

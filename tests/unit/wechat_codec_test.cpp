@@ -281,9 +281,6 @@ TEST_CASE("wechat: the official text sample maps to an Event", "[wechat][codec]"
   CHECK(p.msg.event.empty());
   CHECK(p.msg.msg_id == "1234567890123456");
   CHECK(p.msg.agent_id.empty());
-  CHECK(p.msg.fields.size() == 6);
-  CHECK(p.msg.fields.at("Content") == "this is a test");
-  CHECK(p.msg.fields.at("CreateTime") == "1348831860");
 }
 
 TEST_CASE("wechat: the WeCom WXBizMsgCrypt plaintext keeps its AgentID", "[wechat][codec]") {
@@ -329,21 +326,30 @@ TEST_CASE("wechat: every normal message type gets its type and summary text", "[
   }
 }
 
-TEST_CASE("wechat: type-specific fields are passed through in the field map", "[wechat][codec]") {
+TEST_CASE("wechat: type-specific fields reach backends through Event::raw", "[wechat][codec]") {
+  // Only the documented field becomes Event::text; the rest is in the raw body, as sent.
   const Parsed loc = parse(kLocation);
   REQUIRE(loc.status == CodecStatus::ok);
-  CHECK(loc.msg.fields.at("Location_X") == "23.134521");
-  CHECK(loc.msg.fields.at("Location_Y") == "113.358803");
-  CHECK(loc.msg.fields.at("Scale") == "20");
+  CHECK(loc.ev.text == "位置信息");
+  CHECK(loc.ev.raw == kLocation);
+  CHECK(loc.ev.raw.find("<Location_X>23.134521</Location_X>") != std::string::npos);
+  CHECK(loc.ev.raw.find("<Location_Y>113.358803</Location_Y>") != std::string::npos);
+  CHECK(loc.ev.raw.find("<Scale>20</Scale>") != std::string::npos);
 
   const Parsed link = parse(kLink);
   REQUIRE(link.status == CodecStatus::ok);
-  CHECK(link.msg.fields.at("Title") == "公众平台官网链接");
-  CHECK(link.msg.fields.at("Description") == "公众平台官网链接");
+  CHECK(link.ev.text == "url");
+  CHECK(link.ev.raw == kLink);
+  CHECK(link.ev.raw.find("<Title><![CDATA[公众平台官网链接]]></Title>") != std::string::npos);
+  CHECK(link.ev.raw.find("<Description><![CDATA[公众平台官网链接]]></Description>") !=
+        std::string::npos);
 
   const Parsed video = parse(kVideo);
   REQUIRE(video.status == CodecStatus::ok);
-  CHECK(video.msg.fields.at("ThumbMediaId") == "thumb_media_id");
+  CHECK(video.ev.text == "media_id");
+  CHECK(video.ev.raw == kVideo);
+  CHECK(video.ev.raw.find("<ThumbMediaId><![CDATA[thumb_media_id]]></ThumbMediaId>") !=
+        std::string::npos);
 }
 
 TEST_CASE("wechat: an image without PicUrl falls back to MediaId", "[wechat][codec]") {
@@ -353,14 +359,15 @@ TEST_CASE("wechat: an image without PicUrl falls back to MediaId", "[wechat][cod
 }
 
 TEST_CASE("wechat: an unknown message type is passed through, not refused", "[wechat][codec]") {
-  const Parsed p =
-      parse(message("miniprogrampage", "<Title><![CDATA[t]]></Title><MsgId>9</MsgId>"));
+  const std::string xml =
+      message("miniprogrampage", "<Title><![CDATA[t]]></Title><MsgId>9</MsgId>");
+  const Parsed p = parse(xml);
   INFO(p.detail);
   REQUIRE(p.status == CodecStatus::ok);
   CHECK(p.ev.type == "miniprogrampage");
   CHECK(p.ev.text.empty());
   CHECK(p.ev.id == "9");
-  CHECK(p.msg.fields.at("Title") == "t");
+  CHECK(p.ev.raw == xml);
 }
 
 // ---------------------------------------------------------------------------
@@ -396,13 +403,14 @@ TEST_CASE("wechat: events are typed event:<Event> with EventKey as text", "[wech
     CHECK(p.msg.create_time == 123456789);
     CHECK(p.ev.raw == *c.xml);
   }
+  // The fields not summarised stay in raw for the backend.
   const Parsed qr = parse(kSubscribeQr);
-  CHECK(qr.msg.fields.at("Ticket") == "TICKET");
+  CHECK(qr.ev.raw.find("<Ticket><![CDATA[TICKET]]></Ticket>") != std::string::npos);
   const Parsed loc = parse(kLocationEvent);
-  CHECK(loc.msg.fields.at("Precision") == "119.385040");
+  CHECK(loc.ev.raw.find("<Precision>119.385040</Precision>") != std::string::npos);
 }
 
-TEST_CASE("wechat: unknown events pass through with their fields", "[wechat][codec]") {
+TEST_CASE("wechat: unknown events pass through, their fields in raw", "[wechat][codec]") {
   const Parsed p = parse(kUserScanProduct);
   INFO(p.detail);
   REQUIRE(p.status == CodecStatus::ok);
@@ -410,21 +418,61 @@ TEST_CASE("wechat: unknown events pass through with their fields", "[wechat][cod
   CHECK(p.ev.conversation == "okkeXs1nI-xU4ql8-5BXkv1f0gDo");
   CHECK(p.ev.id == "okkeXs1nI-xU4ql8-5BXkv1f0gDo-1438250110-user_scan_product");
   CHECK(p.msg.to_user == "gh_4e47c9c9ecad");
-  CHECK(p.msg.fields.at("KeyStr") == "6901481811083");
-  CHECK(p.msg.fields.at("Country") == "中国");
-  CHECK(p.msg.fields.at("City") == "揭阳");
-  CHECK(p.msg.fields.at("Sex") == "1");
+  CHECK(p.ev.text.empty());  // no EventKey
+  CHECK(p.ev.raw == kUserScanProduct);
+  CHECK(p.ev.raw.find("<KeyStr><![CDATA[6901481811083]]></KeyStr>") != std::string::npos);
+  CHECK(p.ev.raw.find("<Country><![CDATA[中国]]></Country>") != std::string::npos);
+  CHECK(p.ev.raw.find("<City><![CDATA[揭阳]]></City>") != std::string::npos);
+  CHECK(p.ev.raw.find("<Sex>1</Sex>") != std::string::npos);
 }
 
-TEST_CASE("wechat: nested elements are skipped in the field map but kept in raw",
-          "[wechat][codec]") {
+TEST_CASE("wechat: nested elements are not mapped but kept in raw", "[wechat][codec]") {
   const Parsed p = parse(kWecomBatchJob);
   INFO(p.detail);
   REQUIRE(p.status == CodecStatus::ok);
   CHECK(p.ev.type == "event:batch_job_result");
-  CHECK(p.msg.fields.count("BatchJob") == 0);
-  CHECK(p.msg.fields.count("JobId") == 0);
+  CHECK(p.ev.text.empty());
+  CHECK(p.ev.id == "FromUser-1425284517-batch_job_result");
+  CHECK(p.ev.raw == kWecomBatchJob);
   CHECK(p.ev.raw.find("jobid_S0MrnndvRG5fadSlLwiBqiDDbM143UqTmKP3152FZk4") != std::string::npos);
+}
+
+TEST_CASE("wechat: a structured non-key field is skipped, not read as text", "[wechat][codec]") {
+  // EventKey is not a key field: holding elements, it is ignored rather than refused,
+  // and a later simple EventKey is the one used.
+  const Parsed nested =
+      parse(message("event", "<Event>CLICK</Event><EventKey><k>v</k></EventKey>"));
+  INFO(nested.detail);
+  REQUIRE(nested.status == CodecStatus::ok);
+  CHECK(nested.ev.text.empty());
+  const Parsed then_simple = parse(
+      message("event", "<Event>CLICK</Event><EventKey><k>v</k></EventKey><EventKey>K2</EventKey>"));
+  INFO(then_simple.detail);
+  REQUIRE(then_simple.status == CodecStatus::ok);
+  CHECK(then_simple.ev.text == "K2");
+}
+
+TEST_CASE("wechat: for a repeated non-key field the first occurrence wins", "[wechat][codec]") {
+  // Unlike the key fields (Content, MsgId, ...), these may repeat without being refused.
+  const Parsed image = parse(
+      message("image",
+              "<PicUrl>first</PicUrl><MediaId>m</MediaId><PicUrl>second</PicUrl><MsgId>1</MsgId>"));
+  INFO(image.detail);
+  REQUIRE(image.status == CodecStatus::ok);
+  CHECK(image.ev.text == "first");
+  const Parsed click =
+      parse(message("event", "<Event>CLICK</Event><EventKey>A</EventKey><EventKey>B</EventKey>"));
+  INFO(click.detail);
+  REQUIRE(click.status == CodecStatus::ok);
+  CHECK(click.ev.text == "A");
+  // An empty first occurrence still wins: a voice with an empty Recognition falls
+  // back to MediaId, not to a later Recognition.
+  const Parsed voice = parse(message("voice",
+                                     "<MediaId>m</MediaId><Recognition></Recognition>"
+                                     "<Recognition>later</Recognition><MsgId>1</MsgId>"));
+  INFO(voice.detail);
+  REQUIRE(voice.status == CodecStatus::ok);
+  CHECK(voice.ev.text == "m");
 }
 
 // ---------------------------------------------------------------------------
@@ -496,6 +544,41 @@ TEST_CASE("wechat: escapes are decoded, CDATA is literal, split CDATA is joined"
   // What a sender (our own reply builder included) writes for "a]]>b".
   CHECK(parse(text_message("<Content><![CDATA[a]]]]><![CDATA[>b]]></Content>")).ev.text == "a]]>b");
   CHECK(parse(text_message("<Content>x<![CDATA[y]]>z</Content>")).ev.text == "xyz");
+}
+
+TEST_CASE("wechat: values split over several CDATA sections arrive whole", "[wechat][codec]") {
+  // Every value of the document split, as a sender escaping "]]>" writes it: each output
+  // gets the joined text, however many split values there are.
+  const std::string split_from = "<FromUserName><![CDATA[u]]]]><![CDATA[>1]]></FromUserName>";
+  const std::string xml =
+      "<xml><ToUserName><![CDATA[gh]]]]><![CDATA[>a]]></ToUserName>" + split_from +
+      "<CreateTime>1348831860</CreateTime><MsgType><![CDATA[te]]><![CDATA[xt]]></MsgType>"
+      "<Content><![CDATA[a]]]]><![CDATA[>b]]]]><![CDATA[>c]]></Content>"
+      "<MsgId>12<![CDATA[34]]></MsgId></xml>";
+  const Parsed p = parse(xml);
+  INFO(p.detail);
+  REQUIRE(p.status == CodecStatus::ok);
+  CHECK(p.ev.text == "a]]>b]]>c");
+  CHECK(p.ev.type == "text");
+  CHECK(p.ev.id == "1234");
+  CHECK(p.ev.conversation == "u]]>1");
+  CHECK(p.ev.sender == "u]]>1");
+  CHECK(p.ev.raw == xml);
+  CHECK(p.msg.to_user == "gh]]>a");
+  CHECK(p.msg.from_user == "u]]>1");
+  CHECK(p.msg.msg_type == "text");
+  CHECK(p.msg.msg_id == "1234");
+  // A summary field other than Content, and the fallback id built from split values.
+  const Parsed ev =
+      parse("<xml><ToUserName>t</ToUserName>" + split_from +
+            "<CreateTime>1</CreateTime><MsgType>event</MsgType><Event><![CDATA[CL]]>ICK</Event>"
+            "<EventKey><![CDATA[k]]]]><![CDATA[>ey]]></EventKey></xml>");
+  INFO(ev.detail);
+  REQUIRE(ev.status == CodecStatus::ok);
+  CHECK(ev.ev.text == "k]]>ey");
+  CHECK(ev.ev.type == "event:CLICK");
+  CHECK(ev.ev.id == "u]]>1-1-CLICK");
+  CHECK(ev.msg.event == "CLICK");
 }
 
 TEST_CASE("wechat: UTF-8 Chinese text survives byte for byte", "[wechat][codec]") {
@@ -574,9 +657,12 @@ TEST_CASE("wechat: malformed documents are malformed, with a detail", "[wechat][
       kText + "trailing junk",
       "junk" + kText,
       text_message("<Content>x</Content><Content>y</Content>"),  // repeated key field
+      text_message("<Content>x</Content><Content></Content>"),   // even when empty
+      message("text", "<Content>x</Content><MsgId>1</MsgId><MsgId>1</MsgId>"),  // or identical
       message("text", "<Content>x</Content><MsgId>1</MsgId>") + "<!-- unclosed",
       text_message("<Content><b>bold</b></Content>"),  // key field with elements
       "<xml>stray text" + kText.substr(5),             // text directly in <xml>
+      "<xml><![CDATA[stray]]>" + kText.substr(5),      // CDATA directly in <xml>
   };
   for (const std::string& xml : cases) {
     Parsed p = parse(xml);
@@ -724,6 +810,18 @@ TEST_CASE("wechat: an Official Account envelope has no AgentID", "[wechat][codec
   CHECK(env.encrypt == "abc+/=");
   CHECK(env.to_user == "gh_b629c48b653e");
   CHECK(env.agent_id.empty());
+}
+
+TEST_CASE("wechat: an envelope value split over CDATA sections is joined", "[wechat][codec]") {
+  WechatEnvelope env;
+  std::string detail;
+  REQUIRE(botgate::parse_wechat_envelope(
+              "<xml><ToUserName><![CDATA[g]]>h</ToUserName><Encrypt><![CDATA[ab]]>c<![CDATA[d]]>"
+              "</Encrypt><AgentID>2<![CDATA[18]]></AgentID></xml>",
+              env, detail) == CodecStatus::ok);
+  CHECK(env.encrypt == "abcd");
+  CHECK(env.to_user == "gh");
+  CHECK(env.agent_id == "218");
 }
 
 TEST_CASE("wechat: bad envelopes are refused", "[wechat][codec]") {
