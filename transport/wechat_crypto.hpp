@@ -89,5 +89,7 @@ std::string base64_encode(std::string_view bytes);
 // Strict about the alphabet, length and padding; ignores the unused low bits of the last
 // character, as every WXBizMsgCrypt sample does (their EncodingAESKeys set them).
 std::optional<std::string> base64_decode(std::string_view text);
+// The same into `out` (its capacity reused); false, with `out` unspecified, if invalid.
+bool base64_decode_into(std::string_view text, std::string& out);
 
 }  // namespace botgate::wechat
