@@ -20,6 +20,7 @@
 #include "app/http_api.hpp"
 #include "app/queue_dir.hpp"
 #include "core/log.hpp"
+#include "transport/xml_pages.hpp"
 
 namespace botgate {
 namespace {
@@ -152,6 +153,7 @@ void stop_actors(const ShardSet& shards,
 
 int run_gateway(const Config& config) {
   log::configure(config.log.level, config.log.format);
+  use_xml_page_cache();  // before any thread parses a callback (transport/xml_pages.hpp)
 
   // Recover the durable queue before anything can be accepted.
   auto opened = open_queue(config.queue);
