@@ -3,9 +3,9 @@
 // happens on the Asio side and comes back as a done message.
 #pragma once
 
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
 #include "actors/messages.hpp"
 #include "actors/outbox.hpp"
@@ -26,7 +26,7 @@ struct HttpTargetState {
     std::uint64_t ticket = 0;
     std::uint64_t leg = 0;
   };
-  std::unordered_map<std::uint64_t, Waiting> waiting;
+  boost::unordered_flat_map<std::uint64_t, Waiting> waiting;  // no allocation per exchange
   ResultOutbox results;  // answers of this burst, per asker
   bool flush_queued = false;
 };

@@ -65,6 +65,7 @@ IdHash hash_id(std::string_view source, std::string_view id) noexcept;
 
 // For unordered containers: the bits of a cryptographic hash are already uniform.
 struct IdHashHasher {
+  using is_avalanching = void;  // boost::unordered_flat_map: no extra mixing needed
   std::size_t operator()(const IdHash& h) const noexcept { return static_cast<std::size_t>(h.lo); }
 };
 
