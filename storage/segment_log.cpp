@@ -374,31 +374,54 @@ std::vector<Record> SegmentLog::pending() {
   return read_pending(0, UINT64_MAX, pending_.size());
 }
 
+// Records lie in sequence order in their segment, so a run of pending records of one segment
+// is read with one pread, from the first one's header to the end of the last one's payload
+// (completions and completed events in between come along and are skipped). A run stops at
+// kReadSpan bytes unless one record alone is bigger: a backlog read back after a restart, or
+// past the memory window, costs a system call per run, not per event.
 std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t upto,
                                              std::size_t max) {
   flush();
   std::vector<Record> out;
   std::map<std::uint64_t, std::unique_ptr<Fd>> fds;
   std::string buf;
-  for (auto it = pending_.upper_bound(after);
-       it != pending_.end() && it->first <= upto && out.size() < max; ++it) {
-    const auto& [seq, loc] = *it;
-    const Segment& seg = segments_.at(loc.segment);
-    auto& fd = fds[loc.segment];
+  const auto run_end = [&](PendingMap::const_iterator i) {
+    return i == pending_.end() || i->first > upto;
+  };
+  auto it = pending_.upper_bound(after);
+  while (!run_end(it) && out.size() < max) {
+    const std::uint64_t segment = it->second.segment;
+    const std::uint64_t start = it->second.offset;
+    const auto end_of = [&](const Location& loc) {
+      return loc.offset + kRecordHeaderBytes + loc.length;
+    };
+    auto next = std::next(it);
+    std::size_t count = 1;
+    while (!run_end(next) && out.size() + count < max && next->second.segment == segment &&
+           end_of(next->second) - start <= kReadSpan) {
+      ++next;
+      ++count;
+    }
+    const Segment& seg = segments_.at(segment);
+    auto& fd = fds[segment];
     if (!fd) {
       fd = std::make_unique<Fd>(::open(seg.path.c_str(), O_RDONLY | O_CLOEXEC));
       if (fd->get() < 0) throw_errno(errno, "open", seg.path);
     }
-    const std::size_t bytes = kRecordHeaderBytes + loc.length;
+    const std::size_t bytes = end_of(std::prev(next)->second) - start;
     buf.resize(bytes);
-    const auto* r = reinterpret_cast<const unsigned char*>(buf.data());
-    if (pread_all(fd->get(), buf.data(), bytes, loc.offset, seg.path) != bytes ||
-        get_u32(r) != loc.length || get_u64(r + 8) != seq ||
-        crc32c(r + 8, 9 + std::size_t{loc.length}) != get_u32(r + 4))
-      throw std::system_error(
-          EIO, std::generic_category(),
-          "record " + std::to_string(seq) + " changed on disk in " + seg.path.string());
-    out.push_back(Record{seq, buf.substr(kRecordHeaderBytes)});
+    const std::size_t got = pread_all(fd->get(), buf.data(), bytes, start, seg.path);
+    for (; it != next; ++it) {
+      const auto& [seq, loc] = *it;
+      const auto* r = reinterpret_cast<const unsigned char*>(buf.data()) + (loc.offset - start);
+      if (end_of(loc) - start > got || get_u32(r) != loc.length || get_u64(r + 8) != seq ||
+          crc32c(r + 8, 9 + std::size_t{loc.length}) != get_u32(r + 4))
+        throw std::system_error(
+            EIO, std::generic_category(),
+            "record " + std::to_string(seq) + " changed on disk in " + seg.path.string());
+      out.push_back(Record{
+          seq, std::string(reinterpret_cast<const char*>(r) + kRecordHeaderBytes, loc.length)});
+    }
   }
   return out;
 }

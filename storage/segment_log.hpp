@@ -38,6 +38,8 @@ namespace botgate::storage {
 enum class RecordType : std::uint8_t { event = 1, completion = 2 };
 
 inline constexpr std::size_t kRecordHeaderBytes = 4 + 4 + 8 + 1;
+// read_pending() reads pending records back in runs of at most this many bytes per pread.
+inline constexpr std::uint64_t kReadSpan = 1 << 20;
 
 struct Options {
   // A new segment is started once the current one holds at least this many bytes.
@@ -121,7 +123,8 @@ class SegmentLog {
   // Every event not completed, in sequence order, read back from disk (flushes first).
   std::vector<Record> pending();
   // At most `max` events not completed with after < seq <= upto, in sequence order, read back
-  // from disk (flushes first). Throws std::system_error if a record changed on disk.
+  // from disk (flushes first) with one pread per run of up to kReadSpan bytes of a segment.
+  // Throws std::system_error if a record changed on disk.
   std::vector<Record> read_pending(std::uint64_t after, std::uint64_t upto, std::size_t max);
 
   std::size_t pending_count() const noexcept { return pending_.size(); }
@@ -164,7 +167,8 @@ class SegmentLog {
   std::uint64_t next_seq_ = 1;
   std::string buf_;
   std::map<std::uint64_t, Segment> segments_;  // by first seq
-  std::map<std::uint64_t, Location> pending_;  // by event seq
+  using PendingMap = std::map<std::uint64_t, Location>;
+  PendingMap pending_;  // by event seq
 };
 
 }  // namespace botgate::storage
