@@ -42,7 +42,7 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
   const QueueKey key = queue_key(*stored.ev);
   auto it = st.conversations.find(key);
   if (it == st.conversations.end()) {
-    it = st.conversations.emplace(key.flat(), ConversationQueue{}).first;
+    it = st.conversations.try_emplace(key.flat()).first;
   } else if (it->second.events.empty()) {
     --st.idle_conversations;
   }
@@ -384,7 +384,7 @@ std::size_t QueueKeyHash::operator()(const QueueKey& k) const noexcept {
   return fnv1a(fnv1a(fnv1a(kFnvOffset, k.route), "\x1f"), k.conversation);
 }
 
-std::size_t QueueKeyHash::operator()(std::string_view flat) const noexcept {
+std::size_t QueueKeyHash::operator()(std::string_view flat) const {
   return fnv1a(kFnvOffset, flat);
 }
 
@@ -417,7 +417,10 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         // The head whose backoff ran out; the key is a view into it, alive as long as `head`.
         const QueueKey key = queue_key(*head);
         auto it = self->state.conversations.find(key);
-        if (it == self->state.conversations.end()) return;
+        if (it == self->state.conversations.end() || it->second.events.empty() ||
+            it->second.events.front().ev != head) {
+          return;
+        }
         it->second.busy = false;
         dispatch(self, key);
       },

@@ -82,7 +82,9 @@ struct QueueKey {
 struct QueueKeyHash {
   using is_transparent = void;
   std::size_t operator()(const QueueKey& k) const noexcept;
-  std::size_t operator()(std::string_view flat) const noexcept;
+  // Not noexcept on purpose: libstdc++ then keeps each node's hash in the node instead of
+  // hashing the stored key again while it walks a bucket or rehashes.
+  std::size_t operator()(std::string_view flat) const;
 };
 
 struct QueueKeyEqual {

@@ -21,8 +21,8 @@ class LazyTimer {
 
   // Makes sure `fire` runs (on the timer's executor) no later than `at`. `fire`
   // should hold what it needs alive; it is dropped if the wait is superseded. A call
-  // that finds the timer armed early enough does nothing, and does not even copy
-  // `fire` (callers pass a lambda, not a std::function, so that this costs nothing).
+  // that finds the timer armed early enough does nothing with `fire` (callers pass a
+  // lambda, not a std::function, so that such a call allocates nothing).
   template <typename Fire>
   void ensure(TimePoint at, Fire&& fire) {
     if (armed_ && armed_at_ <= at) return;

@@ -17,6 +17,7 @@ struct Cache {
   Cache& operator=(const Cache&) = delete;
   ~Cache() {
     for (std::size_t i = 0; i < count; ++i) std::free(blocks[i]);
+    count = 0;  // a late pugixml call on this exiting thread then goes to malloc
   }
 };
 
