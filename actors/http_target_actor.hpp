@@ -27,7 +27,7 @@ struct HttpTargetState {
     std::uint64_t leg = 0;
   };
   boost::unordered_flat_map<std::uint64_t, Waiting> waiting;  // no allocation per exchange
-  ResultOutbox results;  // answers of this burst, per asker
+  ResultOutbox results;                                       // answers of this burst, per asker
   bool flush_queued = false;
 };
 
