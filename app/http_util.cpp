@@ -33,9 +33,14 @@ std::string error_body(std::string_view code) {
 }
 
 std::optional<std::string> percent_decode(std::string_view in, bool query) {
+  // Most values (signatures, timestamps, nonces) hold nothing to decode: copy them whole.
+  std::size_t first = 0;
+  while (first < in.size() && in[first] != '%' && !(query && in[first] == '+')) ++first;
+  if (first == in.size()) return std::string(in);
   std::string out;
   out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
+  out.append(in.substr(0, first));
+  for (std::size_t i = first; i < in.size(); ++i) {
     if (in[i] == '%') {
       if (i + 2 >= in.size()) return std::nullopt;
       const int hi = hex_value(in[i + 1]);
