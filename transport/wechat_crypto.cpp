@@ -34,25 +34,49 @@ struct CipherCtxFree {
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
 
+// One cipher context per thread and direction, keyed for the last key it ran with. Keying a
+// context (a new provider context, the key schedule, the padding parameter) cost more than
+// decrypting a whole callback; a context already keyed for this key only takes the IV again
+// (CBC carries state from call to call, so the IV is always set).
+struct KeyedContext {
+  CipherCtx ctx{EVP_CIPHER_CTX_new()};
+  std::array<unsigned char, AesKey::kKeyLength> key{};
+  bool keyed = false;
+  ~KeyedContext() { OPENSSL_cleanse(key.data(), key.size()); }
+};
+
 // Runs AES-256-CBC without OpenSSL's padding over whole blocks; false if OpenSSL fails.
+// `in` and `out` may be the same buffer.
 bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::size_t size,
              unsigned char* out) {
   const EVP_CIPHER* cipher = aes_256_cbc();
   if (cipher == nullptr || size % kAesBlock != 0 || size > static_cast<std::size_t>(INT_MAX)) {
     return false;
   }
-  // One context per thread, re-initialised for each call: no allocation per callback.
-  thread_local const CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx) return false;
-  if (EVP_CipherInit_ex2(ctx.get(), cipher, key.key(), key.iv(), encrypting ? 1 : 0, nullptr) !=
-      1) {
-    return false;
+  thread_local KeyedContext contexts[2];
+  KeyedContext& k = contexts[encrypting ? 1 : 0];
+  if (!k.ctx) return false;
+  const int enc = encrypting ? 1 : 0;
+  if (k.keyed && CRYPTO_memcmp(k.key.data(), key.key(), k.key.size()) == 0) {
+    if (EVP_CipherInit_ex2(k.ctx.get(), nullptr, nullptr, key.iv(), enc, nullptr) != 1) {
+      return false;
+    }
+  } else {
+    k.keyed = false;
+    if (EVP_CipherInit_ex2(k.ctx.get(), cipher, key.key(), key.iv(), enc, nullptr) != 1 ||
+        EVP_CIPHER_CTX_set_padding(k.ctx.get(), 0) != 1) {
+      return false;
+    }
+    std::copy(key.key(), key.key() + k.key.size(), k.key.begin());
+    k.keyed = true;
   }
-  if (EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1) return false;
   int written = 0;
   int final_written = 0;
-  if (EVP_CipherUpdate(ctx.get(), out, &written, in, static_cast<int>(size)) != 1) return false;
-  if (EVP_CipherFinal_ex(ctx.get(), out + written, &final_written) != 1) return false;
+  if (EVP_CipherUpdate(k.ctx.get(), out, &written, in, static_cast<int>(size)) != 1 ||
+      EVP_CipherFinal_ex(k.ctx.get(), out + written, &final_written) != 1) {
+    k.keyed = false;  // state unknown: key it afresh next time
+    return false;
+  }
   return static_cast<std::size_t>(written) + static_cast<std::size_t>(final_written) == size;
 }
 

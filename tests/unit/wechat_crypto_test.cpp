@@ -279,6 +279,27 @@ TEST_CASE("Official Account sample: message decrypts to the published XML", "[we
   CHECK(message == kOaPlain);
 }
 
+TEST_CASE("decrypt alternating keys on one thread opens every sample, every time",
+          "[wechat][crypto]") {
+  // Each thread keeps its cipher context keyed for the last key: switching keys must re-key
+  // it, and the same key again must start from the IV, not from the last call's CBC state.
+  const AesKey oa = key_of(kOaKey);
+  const AesKey wecom = key_of(kWecomKey);
+  for (int round = 0; round < 3; ++round) {
+    INFO("round " << round);
+    std::string message;
+    REQUIRE(open_with(oa, kOaEncrypt, kOaAppId, message) == CryptoStatus::ok);
+    CHECK(message == kOaPlain);
+    REQUIRE(open_with(oa, kOaEncrypt, kOaAppId, message) == CryptoStatus::ok);
+    CHECK(message == kOaPlain);
+    CHECK(open_with(oa, kWecomEncrypt, kWecomCorpId, message) != CryptoStatus::ok);
+    REQUIRE(open_wecom(kWecomEncrypt, message) == CryptoStatus::ok);
+    CHECK(message == kWecomMsgPlain);
+    REQUIRE(open_with(wecom, kWecomEncrypt, kWecomCorpId, message) == CryptoStatus::ok);
+    CHECK(message == kWecomMsgPlain);
+  }
+}
+
 TEST_CASE("encrypt with the samples' prefixes reproduces the published ciphertexts",
           "[wechat][crypto]") {
   std::string out;
