@@ -106,7 +106,9 @@ HttpApi::HttpApi(const Config& config, Metrics& metrics, const ShardSet& shards,
       dings_(dings),
       ready_(ready) {
   for (const auto& s : config.sources) {
-    if (s.kind == SourceKind::generic) sources_.emplace(s.name, &s);
+    if (s.kind == SourceKind::generic) {
+      sources_.emplace(s.name, GenericSource{&s, HmacSha256(s.secret)});
+    }
   }
   for (const auto& p : config.pools) {
     bool accounts = !p.targets.empty();
@@ -169,14 +171,14 @@ void HttpApi::reject(RejectReason why, unsigned status, std::string_view source,
 
 void HttpApi::ingest(http::Request&& req, std::string_view source, http::Responder respond) const {
   const auto received_at = Clock::now();
-  auto it = sources_.find(std::string(source));
+  auto it = sources_.find(source);
   if (it == sources_.end()) {
     return reject(RejectReason::unknown_source, 404, source, "no such source", respond);
   }
-  const SourceConfig& cfg = *it->second;
+  const SourceConfig& cfg = *it->second.config;
   const auto verdict =
-      verify_generic(cfg.secret, req["X-Botgate-Timestamp"], req["X-Botgate-Signature"], req.body(),
-                     std::chrono::system_clock::now(), cfg.max_skew);
+      verify_generic(it->second.mac, req["X-Botgate-Timestamp"], req["X-Botgate-Signature"],
+                     req.body(), std::chrono::system_clock::now(), cfg.max_skew);
   if (verdict == CodecStatus::stale_timestamp) {
     return reject(RejectReason::stale_timestamp, 401, source, "timestamp outside the window",
                   respond);

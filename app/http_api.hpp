@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <string>
 #include <unordered_map>
 
@@ -44,7 +45,12 @@ class HttpApi {
   void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
               const http::Responder& respond) const;
 
-  std::unordered_map<std::string, const SourceConfig*> sources_;
+  // Generic sources by name, each with its secret keyed once for HMAC.
+  struct GenericSource {
+    const SourceConfig* config;
+    HmacSha256 mac;
+  };
+  std::map<std::string, GenericSource, std::less<>> sources_;
   std::unordered_map<std::string, bool> pools_;  // pool name -> holds account targets
   CallbackApi callbacks_;
   std::string admin_token_;  // empty: every admin request is refused

@@ -139,7 +139,7 @@ const char* to_string(CodecStatus s) {
   return "unknown";
 }
 
-CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_header,
+CodecStatus verify_generic(const HmacSha256& mac, std::string_view timestamp_header,
                            std::string_view signature_header, std::string_view body,
                            std::chrono::system_clock::time_point now, Duration max_skew) {
   if (timestamp_header.empty() || signature_header.empty() || timestamp_header.size() > 12) {
@@ -158,7 +158,7 @@ CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_h
   if (skew > std::chrono::duration_cast<std::chrono::seconds>(max_skew).count()) {
     return CodecStatus::stale_timestamp;
   }
-  const std::string expected = generic_signature(secret, timestamp_header, body);
+  const std::string expected = generic_signature(mac, timestamp_header, body);
   if (!constant_time_equal(expected, signature_header)) return CodecStatus::bad_signature;
   return CodecStatus::ok;
 }

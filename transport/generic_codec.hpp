@@ -9,6 +9,7 @@
 
 #include "core/event.hpp"
 #include "core/units.hpp"
+#include "transport/signature.hpp"
 
 namespace botgate {
 
@@ -19,8 +20,9 @@ const char* to_string(CodecStatus s);
 // Longest id or conversation accepted; longer ones are malformed.
 inline constexpr std::size_t kMaxKeyLength = 256;
 
-// Checks the timestamp window first (cheap), then the HMAC in constant time.
-CodecStatus verify_generic(std::string_view secret, std::string_view timestamp_header,
+// Checks the timestamp window first (cheap), then the HMAC under the source's keyed secret
+// `mac`, in constant time.
+CodecStatus verify_generic(const HmacSha256& mac, std::string_view timestamp_header,
                            std::string_view signature_header, std::string_view body,
                            std::chrono::system_clock::time_point now, Duration max_skew);
 

@@ -51,36 +51,33 @@ void HmacSha256::finish(State st, char* out) const {
   write_hex(d, sizeof d, out);
 }
 
-void HmacSha256::finish(State st, std::string& out) const {
+void HmacSha256::append_hex(std::string& out,
+                            std::initializer_list<std::string_view> pieces) const {
+  State st = begin();
+  for (std::string_view p : pieces) absorb(st, p);
   const std::size_t at = out.size();
   out.resize(at + kHexLength);
   finish(st, out.data() + at);
 }
 
-std::string HmacSha256::hex(std::initializer_list<std::string_view> pieces) const {
-  State st = begin();
-  for (std::string_view p : pieces) absorb(st, p);
+std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
   std::string out;
-  finish(st, out);
+  HmacSha256(key).append_hex(out, {message});
   return out;
 }
 
-std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
-  return HmacSha256(key).hex({message});
+std::string generic_signature(const HmacSha256& mac, std::string_view timestamp,
+                              std::string_view body) {
+  std::string out;
+  out.reserve(3 + HmacSha256::kHexLength);
+  out = "v1=";
+  mac.append_hex(out, {timestamp, ".", body});
+  return out;
 }
 
 std::string generic_signature(std::string_view secret, std::string_view timestamp,
                               std::string_view body) {
-  const HmacSha256 mac(secret);
-  HmacSha256::State st = mac.begin();
-  HmacSha256::absorb(st, timestamp);
-  HmacSha256::absorb(st, ".");
-  HmacSha256::absorb(st, body);
-  std::string out;
-  out.reserve(3 + HmacSha256::kHexLength);
-  out = "v1=";
-  mac.finish(st, out);
-  return out;
+  return generic_signature(HmacSha256(secret), timestamp, body);
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept {

@@ -25,10 +25,13 @@ void append_hex(std::string& out, const unsigned char* bytes, std::size_t n);
 // message costs its own blocks and one outer block. A message may be fed in pieces:
 //
 //   HmacSha256 mac(key);
+//   mac.append_hex(out, {a, b});  // appends the 64 hex digits of HMAC(key, a + b)
+//
+// or, to keep a midstate (the load generator signs a prepared prefix ahead of time):
+//
 //   auto st = mac.begin();
 //   HmacSha256::absorb(st, a);
-//   HmacSha256::absorb(st, b);
-//   mac.finish(st, out);  // out: 64 hex digits of HMAC(key, a + b)
+//   ...later: HmacSha256::absorb(st, b); mac.finish(st, digits);
 class HmacSha256 {
  public:
   using State = SHA256_CTX;
@@ -40,13 +43,12 @@ class HmacSha256 {
   static void absorb(State& st, std::string_view piece) {
     SHA256_Update(&st, piece.data(), piece.size());
   }
-  // Appends the kHexLength lower-case hex digits of the MAC of what `st` absorbed.
-  void finish(State st, std::string& out) const;
-  // Writes them to out[0, kHexLength).
+  // Writes the kHexLength lower-case hex digits of the MAC of what `st` absorbed to
+  // out[0, kHexLength).
   void finish(State st, char* out) const;
 
-  // The hex MAC of `pieces` concatenated.
-  std::string hex(std::initializer_list<std::string_view> pieces) const;
+  // Appends the hex MAC of `pieces` concatenated.
+  void append_hex(std::string& out, std::initializer_list<std::string_view> pieces) const;
 
  private:
   State inner_{};
@@ -58,6 +60,9 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view message);
 
 // The generic-event signature header value: "v1=" + hex HMAC(secret, ts + "." + body).
 std::string generic_signature(std::string_view secret, std::string_view timestamp,
+                              std::string_view body);
+// The same with the secret keyed once (a source's key, kept for all its requests).
+std::string generic_signature(const HmacSha256& mac, std::string_view timestamp,
                               std::string_view body);
 
 // Compares in time that depends only on the lengths, never on where bytes differ.

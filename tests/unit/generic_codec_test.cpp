@@ -24,6 +24,7 @@ constexpr long long kNow = 1700000000;  // injected "now", unix seconds
 const std::chrono::system_clock::time_point kNowTp{std::chrono::seconds{kNow}};
 const botgate::Duration kSkew = 300s;
 const std::string kSecret = "s3cret-key";
+const botgate::HmacSha256 kMac(kSecret);  // the source's key, as the gateway keeps it
 const std::string kBody = R"({"id":"evt-1","conversation":"conv-1","text":"hello"})";
 
 // Computed independently of generic_signature(): "v1=" + hex HMAC(secret, ts "." body).
@@ -33,7 +34,7 @@ std::string sign(const std::string& secret, const std::string& ts, const std::st
 
 CodecStatus verify_at(long long ts_seconds, const std::string& body = kBody) {
   const std::string ts = std::to_string(ts_seconds);
-  return verify_generic(kSecret, ts, sign(kSecret, ts, body), body, kNowTp, kSkew);
+  return verify_generic(kMac, ts, sign(kSecret, ts, body), body, kNowTp, kSkew);
 }
 
 CodecStatus parse(std::string body, Event& ev) {
@@ -67,7 +68,7 @@ TEST_CASE("verify_generic accepts a correctly signed fresh request", "[codec][si
 
 TEST_CASE("verify_generic rejects a signature made with another secret", "[codec][signature]") {
   const std::string ts = std::to_string(kNow);
-  CHECK(verify_generic(kSecret, ts, sign("other-secret", ts, kBody), kBody, kNowTp, kSkew) ==
+  CHECK(verify_generic(kMac, ts, sign("other-secret", ts, kBody), kBody, kNowTp, kSkew) ==
         CodecStatus::bad_signature);
 }
 
@@ -76,33 +77,33 @@ TEST_CASE("verify_generic rejects a tampered body", "[codec][signature]") {
   const std::string sig = sign(kSecret, ts, kBody);
   std::string tampered = kBody;
   tampered[tampered.find("hello")] = 'j';
-  CHECK(verify_generic(kSecret, ts, sig, tampered, kNowTp, kSkew) == CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, sig, kBody + " ", kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, sig, tampered, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, sig, kBody + " ", kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic rejects a tampered timestamp", "[codec][signature]") {
   const std::string ts = std::to_string(kNow);
   const std::string sig = sign(kSecret, ts, kBody);
   // Still inside the window, so only the HMAC can catch it.
-  CHECK(verify_generic(kSecret, std::to_string(kNow + 1), sig, kBody, kNowTp, kSkew) ==
+  CHECK(verify_generic(kMac, std::to_string(kNow + 1), sig, kBody, kNowTp, kSkew) ==
         CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, std::to_string(kNow - 10), sig, kBody, kNowTp, kSkew) ==
+  CHECK(verify_generic(kMac, std::to_string(kNow - 10), sig, kBody, kNowTp, kSkew) ==
         CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic rejects missing headers", "[codec][signature]") {
   const std::string ts = std::to_string(kNow);
   const std::string sig = sign(kSecret, ts, kBody);
-  CHECK(verify_generic(kSecret, "", sig, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, "", "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, "", sig, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, "", "", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic rejects a non-numeric timestamp", "[codec][signature]") {
   for (std::string ts : {"abc", "17000000x0", "1700000000 ", " 1700000000", "-1700000000",
                          "+1700000000", "1.7e9", "0x6553f100"}) {
     INFO("timestamp header: '" << ts << "'");
-    CHECK(verify_generic(kSecret, ts, sign(kSecret, ts, kBody), kBody, kNowTp, kSkew) ==
+    CHECK(verify_generic(kMac, ts, sign(kSecret, ts, kBody), kBody, kNowTp, kSkew) ==
           CodecStatus::bad_signature);
   }
 }
@@ -110,19 +111,17 @@ TEST_CASE("verify_generic rejects a non-numeric timestamp", "[codec][signature]"
 TEST_CASE("verify_generic rejects a signature without the v1= prefix", "[codec][signature]") {
   const std::string ts = std::to_string(kNow);
   const std::string hex = botgate::hmac_sha256_hex(kSecret, ts + "." + kBody);
-  CHECK(verify_generic(kSecret, ts, hex, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, "v2=" + hex, kBody, kNowTp, kSkew) ==
-        CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, "V1=" + hex, kBody, kNowTp, kSkew) ==
-        CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, hex, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, "v2=" + hex, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, "V1=" + hex, kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic rejects a truncated or upper-cased signature", "[codec][signature]") {
   const std::string ts = std::to_string(kNow);
   const std::string sig = sign(kSecret, ts, kBody);
-  CHECK(verify_generic(kSecret, ts, sig.substr(0, sig.size() - 1), kBody, kNowTp, kSkew) ==
+  CHECK(verify_generic(kMac, ts, sig.substr(0, sig.size() - 1), kBody, kNowTp, kSkew) ==
         CodecStatus::bad_signature);
-  CHECK(verify_generic(kSecret, ts, sig + "0", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
+  CHECK(verify_generic(kMac, ts, sig + "0", kBody, kNowTp, kSkew) == CodecStatus::bad_signature);
 }
 
 TEST_CASE("verify_generic enforces the +-300 s timestamp window", "[codec][signature]") {
@@ -148,8 +147,8 @@ TEST_CASE("verify_generic checks the window against the injected clock", "[codec
   const std::string ts = std::to_string(kNow);
   const std::string sig = sign(kSecret, ts, kBody);
   const auto later = kNowTp + 301s;
-  CHECK(verify_generic(kSecret, ts, sig, kBody, later, kSkew) == CodecStatus::stale_timestamp);
-  CHECK(verify_generic(kSecret, ts, sig, kBody, later, 302s) == CodecStatus::ok);
+  CHECK(verify_generic(kMac, ts, sig, kBody, later, kSkew) == CodecStatus::stale_timestamp);
+  CHECK(verify_generic(kMac, ts, sig, kBody, later, 302s) == CodecStatus::ok);
 }
 
 // ---------------------------------------------------------------------------
