@@ -144,9 +144,8 @@ std::map<std::string, std::vector<BackendRequest>> by_key(const TestBackend& bac
 }
 
 std::string describe(const Outcome& o) {
-  return "calls=" + std::to_string(o.calls) + " error=" + error_name(o.res.error) +
-         " status=" + std::to_string(o.res.status) + " message=" + o.res.message +
-         " body=" + o.res.body + " after=" + std::to_string(ms_between(o.posted, o.at)) + "ms";
+  return "calls=" + std::to_string(o.calls) + " " + botgate::test::describe(o.res) +
+         " after=" + std::to_string(ms_between(o.posted, o.at)) + "ms";
 }
 
 // A raw HTTP/1.1 server for one connection that answers in batches: after a

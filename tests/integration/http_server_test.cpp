@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "tests/support/client.hpp"
+#include "tests/support/client_response_text.hpp"
 #include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
 #include "tests/support/process.hpp"
@@ -474,8 +475,7 @@ TEST_CASE("HttpClient resends transparently over a connection the server idled o
   REQUIRE(second);
   std::lock_guard lk(mu);
   for (auto& r : got) {
-    INFO("error=" << static_cast<int>(r.error) << " status=" << r.status << " message=" << r.message
-                  << " body=" << r.body);
+    INFO(botgate::test::describe(r));
     CHECK(r.error == botgate::http::ClientResponse::Error::none);
     CHECK(r.status == 200);
   }

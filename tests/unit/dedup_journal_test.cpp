@@ -296,13 +296,7 @@ TEST_CASE("dedup journal skips only the record with a flipped byte", "[dedup]") 
   for (std::size_t pos = 0; pos < kDedupRecordBytes; ++pos) {
     CAPTURE(pos);
     const auto at = static_cast<std::streamoff>(4 * kDedupRecordBytes + pos);
-    auto flip = [&] {
-      std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
-      f.seekg(at);
-      const char c = static_cast<char>(f.get() ^ 0x10);
-      f.seekp(at);
-      f.put(c);
-    };
+    auto flip = [&] { botgate::test::flip_byte(file, at, 0x10); };
     flip();
     {
       auto o = open_at(tmp.shard(), kT0 + 100);

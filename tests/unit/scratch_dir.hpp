@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <system_error>
@@ -39,6 +40,16 @@ inline std::vector<std::filesystem::path> log_files(const std::filesystem::path&
     if (e.path().extension() == ".log") out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// XORs the byte at `offset` of `file` with `mask`: a bit flipped on disk, for corruption tests.
+inline void flip_byte(const std::filesystem::path& file, std::streamoff offset,
+                      unsigned char mask) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  const char c = static_cast<char>(f.get() ^ mask);
+  f.seekp(offset);
+  f.put(c);
 }
 
 }  // namespace botgate::test

@@ -218,16 +218,8 @@ TEST_CASE("segment log drops records from a flipped byte on", "[storage]") {
     log->sync();
   }
   const auto file = segment_files(tmp.shard()).at(0);
-  {
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50);  // record 5
-    f.seekg(at);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x20);
-    f.seekp(at);
-    f.write(&c, 1);
-  }
+  botgate::test::flip_byte(file, static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50),
+                           0x20);  // record 5
   RecoveryReport report;
   {
     auto log = open_log(tmp.shard(), report);
@@ -480,17 +472,9 @@ TEST_CASE("segment log refuses to read back a record that changed on disk", "[st
   // Flip one payload byte of event 6, in the middle of what is read as one run.
   const auto files = segment_files(tmp.shard());
   REQUIRE(files.size() == 1);
-  {
-    std::fstream f(files.front(), std::ios::in | std::ios::out | std::ios::binary);
-    const std::streamoff at = 5 * static_cast<std::streamoff>(kRecordHeaderBytes + 100) +
-                              static_cast<std::streamoff>(kRecordHeaderBytes) + 10;
-    f.seekg(at);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x40);
-    f.seekp(at);
-    f.write(&c, 1);
-  }
+  botgate::test::flip_byte(
+      files.front(),
+      static_cast<std::streamoff>(5 * (kRecordHeaderBytes + 100) + kRecordHeaderBytes + 10), 0x40);
   CHECK(seqs(log->read_pending(0, 5, 100)) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
   CHECK_THROWS_WITH(log->read_pending(0, UINT64_MAX, 100),
                     Catch::Contains("record 6 changed on disk"));

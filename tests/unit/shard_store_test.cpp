@@ -118,8 +118,7 @@ TEST_CASE("a shard store syncs for events and dead letters, not for completions 
 TEST_CASE("a shard store accepts a record of the largest body the config allows",
           "[storage][store]") {
   botgate::test::ScratchDir dir("botgate-store");
-  storage::Recovered rec;
-  auto store = storage::ShardStore::open(dir.path / "s", {}, rec);
+  auto store = open_store(dir.path / "s");
   auto ev = event("big");
   ev.raw.assign(64u << 20, 'x');  // [server] max_body at most 64MiB
   ev.text.assign(32u << 20, 'y');

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/unit/wechat_samples.hpp"
+#include "transport/signature.hpp"
 
 namespace wx = botgate::wechat;
 using wx::AesKey;
@@ -68,12 +69,8 @@ AesKey key_of(const std::string& encoding_aes_key) {
 }
 
 std::string hex(const unsigned char* p, std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
   std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(digits[p[i] >> 4]);
-    out.push_back(digits[p[i] & 0x0f]);
-  }
+  botgate::append_hex(out, p, n);
   return out;
 }
 
