@@ -42,11 +42,11 @@ bool being_replayed(const ShardLogState& st, std::uint64_t dseq) {
 // too. Each fdatasync costs this VM about 70 us of CPU and a few interrupts and wake-ups
 // whatever it carries, so bigger batches leave more CPU for the events. A commit after a
 // quiet spell is not held: the interval only spaces syncs that would follow each other.
+// Nothing is held in the other modes, with no test for them here: `always` commits each append
+// at once, so a queued commit finds no batch, and `none` never syncs, so no sync is recent.
 bool hold_commit(Self self) {
   auto& st = self->state;
-  if (st.commit_interval <= Duration::zero() || st.batch.empty() || !st.failure.empty()) {
-    return false;
-  }
+  if (st.batch.empty() || !st.failure.empty()) return false;
   const auto due = st.last_sync_start + st.commit_interval;
   if (Clock::now() >= due) return false;
   std::this_thread::sleep_until(due);
@@ -211,9 +211,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
                                          shard_actor shard, Metrics* metrics, std::size_t index,
                                          Duration commit_interval, DeadLetterList dead) {
   auto& st = self->state;
-  // Only group commit spaces its syncs: `always` syncs each event, `none` never syncs.
-  st.commit_interval =
-      store->mode() == storage::SyncMode::batch ? commit_interval : Duration::zero();
+  st.commit_interval = commit_interval;
   st.store = std::move(store);
   st.shard = std::move(shard);
   st.metrics = metrics;

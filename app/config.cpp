@@ -271,7 +271,7 @@ class Table {
                       "\"2s\", \"1h30m\")");
       return false;
     }
-    if (d->count() < 0 || (d->count() == 0 && !limits.zero_allowed)) {
+    if (d->count() == 0 && !limits.zero_allowed) {
       errors_.add(*n, path(key), "duration must be greater than zero");
       return false;
     }

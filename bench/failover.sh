@@ -117,12 +117,10 @@ bench_track "$POLL_PID"
 
 # ---- load
 EVENTS=$((RATE * (BEFORE + AFTER)))
-"$LOADGEN" --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
+start_loadgen --host 127.0.0.1 --port "$BOTGATE_PORT" --source bench --secret bench-secret \
   --events "$EVENTS" --rate "$RATE" --connections "$CONNECTIONS" \
   --conversations "$CONVERSATIONS" --duration $((BEFORE + AFTER + 30)) --json \
-  --ids-file "$TMP/acked.ids" >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
-LOADGEN_PID=$!
-bench_track "$LOADGEN_PID"
+  --ids-file "$TMP/acked.ids"
 LOAD_START_MS=$(now_ms)
 
 sleep "$BEFORE"
@@ -134,11 +132,8 @@ KILL_MS=$((10#$t / 1000))
 } 2>/dev/null  # no "Killed" job notice
 bench_msg "killed $KILL (pid ${SPID[$KILL]}) at +$((KILL_MS - LOAD_START_MS)) ms"
 
-reap "$LOADGEN_PID"
-if ((REAP_RC != 0)); then
-  cat "$TMP/loadgen.err" >&2
-  bench_die "loadgen exited with $REAP_RC"
-fi
+finish_loadgen
+((LOADGEN_RC == 0)) || exit 1
 LOAD_END_MS=$(now_ms)
 
 # ---- wait until botgate holds nothing: every acked event delivered (or dead-lettered)

@@ -98,10 +98,21 @@ reap() {
 # background and waited for, so that a signal to the script is handled at once. Sets
 # LOADGEN_RC to its exit status and reports a failure with its stderr.
 run_loadgen() {
+  start_loadgen "$@"
+  finish_loadgen
+}
+
+# The two halves of run_loadgen, for a script that acts while the load runs (failover.sh):
+# start_loadgen ARGS... starts it in the background and sets LOADGEN_PID; finish_loadgen
+# reaps it, sets LOADGEN_RC, and prints its stderr if it failed.
+start_loadgen() {
   "$LOADGEN" "$@" >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
-  local pid=$!
-  bench_track "$pid"
-  reap "$pid"
+  LOADGEN_PID=$!
+  bench_track "$LOADGEN_PID"
+}
+
+finish_loadgen() {
+  reap "$LOADGEN_PID"
   LOADGEN_RC=$REAP_RC
   if ((LOADGEN_RC != 0)); then
     bench_msg "loadgen exited with $LOADGEN_RC"

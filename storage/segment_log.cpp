@@ -169,17 +169,16 @@ void SegmentLog::recover(RecoveryReport& report) {
     }
     if (map) ::munmap(map, size);
     seg.size = off;
-    if (bad == RecoveryReason::none) {
-      // After a kill -9 the records may still be only in the page cache. Once recovered they
-      // count as stored (a resent event is acked as a duplicate at once), so make them durable
-      // before anything relies on them.
-      if (size > 0 && ::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
-      continue;
+    // A bad record cuts the log there: this segment is truncated, every later one dropped.
+    if (bad != RecoveryReason::none && ::ftruncate(fd.get(), static_cast<off_t>(off)) != 0) {
+      throw_errno(errno, "truncate", path);
     }
+    // After a kill -9 the records may still be only in the page cache. Once recovered they
+    // count as stored (a resent event is acked as a duplicate at once), so make them (and a
+    // cut) durable before anything relies on them.
+    if (size > 0 && ::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
+    if (bad == RecoveryReason::none) continue;
 
-    // Cut the log at the last good record: truncate this segment, drop every later one.
-    if (::ftruncate(fd.get(), static_cast<off_t>(off)) != 0) throw_errno(errno, "truncate", path);
-    if (::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
     report.reason = bad;
     report.segment = path;
     report.truncated_at = off;
