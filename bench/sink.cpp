@@ -76,7 +76,8 @@ void usage(std::FILE* out) {
       "  --name NAME        start every printed line with [NAME] (not the --json line)\n"
       "  --keys-file PATH   append one line per POST once its 200 is written:\n"
       "                     KEY UNIX_US E2E_US (E2E_US -1 without sent_ns); one write(2)\n"
-      "                     per line, so the file is complete even after a SIGKILL\n",
+      "                     per write of answers, so the file is complete even after a\n"
+      "                     SIGKILL\n",
       out);
 }
 
@@ -281,6 +282,9 @@ constexpr std::string_view kTooLarge =
 constexpr std::string_view kBad =
     "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+// One connection. Requests a client pipelined that are already buffered are answered
+// together in one write, as nginx does; a client that waits for each answer gets one
+// write per answer.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket sock, const Options& opt, std::function<void()> on_expect)
@@ -289,10 +293,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() { read(); }
 
  private:
-  void read() {
+  void new_parser() {
     parser_.emplace();
     parser_->body_limit(opt_.max_body);
     parser_->header_limit(64 * 1024);
+  }
+
+  // Continues a request that parse_buffered() began, if any.
+  void read() {
+    if (!parser_) new_parser();
     http::async_read(
         sock_, buf_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -305,17 +314,45 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == http::error::body_limit) {
       if (opt_.print) print_request(parser_->get(), "-> 413 (body larger than --max-body)");
-      return reply(kTooLarge, false);
+      return refuse(kTooLarge);
     }
     if (ec) {
       if (opt_.print) emit_line(fmt::format("{}bad request -> 400 ({})\n", g_label, ec.message()));
-      return reply(kBad, false);
+      return refuse(kBad);
     }
+    answer();
+    while (keep_alive_ && parse_buffered(deferred_)) answer();
+    flush();
+  }
 
+  // Parses the next request from what is already buffered, without reading the socket.
+  // False when it is not all there yet (read() goes on with it) or on an error, which
+  // is left in ec for after the answers owed so far are written.
+  bool parse_buffered(beast::error_code& ec) {
+    if (buf_.size() == 0) return false;
+    new_parser();
+    while (buf_.size() > 0 && !parser_->is_done()) {
+      const std::size_t n = parser_->put(buf_.data(), ec);
+      buf_.consume(n);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec || n == 0) break;
+    }
+    return !ec && parser_->is_done();
+  }
+
+  void refuse(std::string_view wire) {
+    out_.append(wire);
+    keep_alive_ = false;
+    flush();
+  }
+
+  // Counts the parsed request and appends its answer to out_.
+  void answer() {
     const auto& req = parser_->get();
     if (opt_.print) print_request(req, {});
-    key_line_.clear();
-    bool last = false;
     ThreadStats& st = thread_stats();
     if (req.method() == http::verb::post) {
       const std::uint64_t now = mono_ns();
@@ -342,7 +379,7 @@ class Session : public std::enable_shared_from_this<Session> {
           ++st.no_sent_ns;
         }
         const std::uint64_t u = g_unique.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (opt_.expect != 0 && u == opt_.expect) last = true;
+        if (opt_.expect != 0 && u == opt_.expect) last_ = true;
       }
       if (g_first_event_ns.load(std::memory_order_relaxed) == 0) {
         std::uint64_t zero = 0;
@@ -352,20 +389,24 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       ++st.other;
     }
-    reply(req.keep_alive() ? kOk : kOkClose, req.keep_alive(), last);
+    keep_alive_ = req.keep_alive();
+    out_.append(keep_alive_ ? kOk : kOkClose);
+    parser_.reset();
   }
 
-  void reply(std::string_view wire, bool keep_alive, bool last = false) {
-    asio::async_write(
-        sock_, asio::buffer(wire.data(), wire.size()),
-        [self = shared_from_this(), keep_alive, last](beast::error_code ec, std::size_t) {
-          // --keys-file: only what was answered counts as received.
-          if (!ec && !self->key_line_.empty()) self->write_key_line();
-          // The event that completes --expect is answered before we stop.
-          if (last) self->on_expect_();
-          if (ec || !keep_alive) return self->close();
-          self->read();
-        });
+  void flush() {
+    asio::async_write(sock_, asio::buffer(out_),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        self->out_.clear();
+                        // --keys-file: only what was answered counts as received.
+                        if (!ec && !self->key_line_.empty()) self->write_key_line();
+                        // The event that completes --expect is answered before we stop.
+                        if (std::exchange(self->last_, false)) self->on_expect_();
+                        if (ec || !self->keep_alive_) return self->close();
+                        if (self->deferred_)
+                          return self->on_read(std::exchange(self->deferred_, {}));
+                        self->read();
+                      });
   }
 
   // --keys-file: "KEY UNIX_US E2E_US\n" for this request, written once its answer is.
@@ -400,7 +441,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::function<void()> on_expect_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  std::string key_line_;  // --keys-file: the line to write once the answer is out
+  std::string out_;             // answers not yet written
+  bool keep_alive_ = true;      // of the last request answered
+  bool last_ = false;           // out_ holds the answer that reached --expect
+  beast::error_code deferred_;  // a parse error met after answers still owed
+  std::string key_line_;        // --keys-file: the lines to write once their answers are out
 };
 
 }  // namespace

@@ -28,7 +28,9 @@
 #include "tests/support/client_response_text.hpp"
 #include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
+#include "tests/support/headers.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_conn.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_backend.hpp"
 #include "transport/http_client.hpp"
@@ -43,141 +45,8 @@ long long ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-struct RawResponse {
-  bool complete = false;  // a whole head and Content-Length body were read
-  int status = 0;
-  std::string head;
-  std::multimap<std::string, std::string> headers;  // lower-case names, every occurrence
-  std::string body;
-
-  std::size_t count(const std::string& name) const { return headers.count(name); }
-  std::string header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
-};
-
-// A blocking client socket with exact control over the bytes on the wire.
-class RawConn {
- public:
-  explicit RawConn(std::uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    started_ = Clock::now();
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      throw std::runtime_error("connect failed");
-    }
-    connected_ = Clock::now();
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  ~RawConn() { ::close(fd_); }
-  RawConn(const RawConn&) = delete;
-  RawConn& operator=(const RawConn&) = delete;
-
-  Clock::time_point started() const { return started_; }
-  Clock::time_point connected() const { return connected_; }
-
-  bool send(const std::string& bytes) {
-    std::size_t off = 0;
-    while (off < bytes.size()) {
-      auto n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<std::size_t>(n);
-    }
-    return true;
-  }
-
-  // Reads one response framed by its Content-Length; `to_head`: an answer to HEAD,
-  // which has no body whatever its Content-Length says.
-  RawResponse read_response(std::chrono::milliseconds timeout = 3s, bool to_head = false) {
-    RawResponse r;
-    const auto deadline = Clock::now() + timeout;
-    std::size_t end;
-    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
-      if (!fill(deadline)) return r;
-    }
-    r.head = buf_.substr(0, end + 2);
-    buf_.erase(0, end + 4);
-    if (r.head.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.head.c_str() + 9);
-    std::size_t pos = r.head.find("\r\n") + 2;
-    while (pos < r.head.size()) {
-      auto eol = r.head.find("\r\n", pos);
-      auto line = r.head.substr(pos, eol - pos);
-      pos = eol + 2;
-      auto colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      auto value = line.substr(colon + 1);
-      value.erase(0, value.find_first_not_of(' '));
-      r.headers.emplace(lower(line.substr(0, colon)), value);
-    }
-    if (to_head) {
-      r.complete = true;
-      return r;
-    }
-    if (r.count("content-length") != 1) return r;
-    const auto cl = std::stoul(r.header("content-length"));
-    while (buf_.size() < cl) {
-      if (!fill(deadline)) return r;
-    }
-    r.body = buf_.substr(0, cl);
-    buf_.erase(0, cl);
-    r.complete = true;
-    return r;
-  }
-
-  // Waits for the peer to close (EOF or reset). The time it was seen, or nothing on
-  // timeout. Bytes received meanwhile land in leftover().
-  std::optional<Clock::time_point> wait_closed(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char tmp[4096];
-      auto n = ::recv(fd_, tmp, sizeof tmp, 0);
-      if (n <= 0) return Clock::now();
-      buf_.append(tmp, static_cast<std::size_t>(n));
-    }
-  }
-
-  const std::string& leftover() const { return buf_; }
-
- private:
-  bool fill(Clock::time_point deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-    char tmp[65536];
-    auto n = ::recv(fd_, tmp, sizeof tmp, 0);
-    if (n <= 0) return false;
-    buf_.append(tmp, static_cast<std::size_t>(n));
-    return true;
-  }
-
-  int fd_ = -1;
-  std::string buf_;
-  Clock::time_point started_{};
-  Clock::time_point connected_{};
-};
-
 std::string get(const std::string& target, const std::string& extra_headers = {}) {
   return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n";
-}
-
-std::string describe(const RawResponse& r) {
-  return "complete=" + std::to_string(r.complete) + " head=[" + r.head +
-         "] body=" + r.body.substr(0, 200);
 }
 
 constexpr auto kReadTimeout = 500ms;
