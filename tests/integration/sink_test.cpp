@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/process.hpp"
@@ -62,6 +63,18 @@ struct Sink {
     return out;
   }
 
+  // The sink writes a batch's lines once the write of its answers has completed, which
+  // may be a moment after the client has read them: waits for `n` lines (or 5 s).
+  std::vector<std::string> key_lines(std::size_t n) const {
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    auto lines = key_lines();
+    while (lines.size() < n && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(10ms);
+      lines = key_lines();
+    }
+    return lines;
+  }
+
   std::filesystem::path keys;
   Process proc;
   std::uint16_t port = 0;
@@ -87,14 +100,14 @@ TEST_CASE("sink answers pipelined requests in order, and waits for one only half
   // Nothing for the half request yet, and the connection stays open.
   CHECK(!c.wait_closed(300ms).has_value());
   CHECK(c.leftover().empty());
-  CHECK(sink.key_lines() == std::vector<std::string>{"k1", "k2", "k1"});
+  CHECK(sink.key_lines(3) == std::vector<std::string>{"k1", "k2", "k1"});
 
   REQUIRE(c.send(fourth.substr(half)));
   auto r = c.read_response();
   INFO(describe(r));
   REQUIRE(r.complete);
   CHECK(r.status == 200);
-  CHECK(sink.key_lines() == std::vector<std::string>{"k1", "k2", "k1", "k3"});
+  CHECK(sink.key_lines(4) == std::vector<std::string>{"k1", "k2", "k1", "k3"});
 
   sink.proc.signal(SIGTERM);
   REQUIRE(sink.proc.wait_exit() == 0);
@@ -120,7 +133,7 @@ TEST_CASE("sink answers the good requests before a malformed one, then 400 and c
   CHECK(bad.status == 400);
   CHECK(bad.header("connection") == "close");
   CHECK(c.wait_closed(3s).has_value());
-  CHECK(sink.key_lines() == std::vector<std::string>{"a", "b"});
+  CHECK(sink.key_lines(2) == std::vector<std::string>{"a", "b"});
 }
 
 TEST_CASE("sink with --expect answers the last event, then exits with its summary", "[sink]") {
