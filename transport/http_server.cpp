@@ -17,7 +17,18 @@ namespace bhttp = beast::http;
 
 constexpr std::size_t kReadBufferReserve = 4096;
 
-struct ServerState {
+struct ServerState : std::enable_shared_from_this<ServerState> {
+  explicit ServerState(net::io_context& io) : ioc(io) {}
+
+  // Queues an answer for its session. Answers usually come from an actor thread, a
+  // batch at a time (every event of one log commit): the first of a batch posts one
+  // hand-out to the io threads, the rest only join the vector. One cross-thread post
+  // and wake-up per batch, not per answer.
+  void reply(std::shared_ptr<Session> session, Response&& res);
+  // On an io thread: passes each queued answer to its session's strand.
+  void hand_out();
+
+  net::io_context& ioc;
   ServerOptions options;
   Handler handler;
   RefusalHook hook;
@@ -26,6 +37,9 @@ struct ServerState {
   // Only touched when a connection opens or closes, and at drain: never per request.
   std::mutex mutex;
   std::unordered_set<Session*> sessions;
+  std::mutex replies_mutex;
+  std::vector<std::pair<std::shared_ptr<Session>, Response>> replies;  // not yet handed out
+  std::vector<std::pair<std::shared_ptr<Session>, Response>> spare;    // empty, for the next batch
 };
 
 // One connection. Reads with a Beast parser; writes a response serialized by hand
@@ -60,12 +74,14 @@ class Session : public std::enable_shared_from_this<Session> {
     net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->do_read(); });
   }
 
-  // Posted from any thread; runs on the strand.
+  // From ServerState::hand_out, on an io thread; writes on the strand.
   void respond(Response&& res) {
     net::post(socket_.get_executor(), [self = shared_from_this(), r = std::move(res)]() mutable {
       self->do_write(std::move(r));
     });
   }
+
+  ServerState& state() const { return *state_; }
 
   // Posted by the server at drain time. A connection waiting for a request it has
   // not begun to receive is closed; one in the middle of a request finishes it.
@@ -200,7 +216,31 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void Responder::operator()(Response&& res) const {
-  session_->respond(std::move(res));
+  ServerState& state = session_->state();
+  state.reply(session_, std::move(res));
+}
+
+void ServerState::reply(std::shared_ptr<Session> session, Response&& res) {
+  bool first = false;
+  {
+    std::lock_guard lock(replies_mutex);
+    first = replies.empty();
+    replies.emplace_back(std::move(session), std::move(res));
+  }
+  if (first) net::post(ioc, [self = shared_from_this()] { self->hand_out(); });
+}
+
+void ServerState::hand_out() {
+  std::vector<std::pair<std::shared_ptr<Session>, Response>> batch;
+  {
+    std::lock_guard lock(replies_mutex);
+    batch.swap(replies);
+    replies.swap(spare);  // keeps the capacity: no regrowth per batch
+  }
+  for (auto& [session, res] : batch) session->respond(std::move(res));
+  batch.clear();
+  std::lock_guard lock(replies_mutex);
+  if (batch.capacity() > spare.capacity()) spare.swap(batch);
 }
 
 HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler handler,
@@ -208,7 +248,7 @@ HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler hand
     : ioc_(ioc),
       acceptor_(net::make_strand(ioc)),
       accept_retry_(acceptor_.get_executor()),
-      state_(std::make_shared<ServerState>()) {
+      state_(std::make_shared<ServerState>(ioc)) {
   state_->options = std::move(options);
   state_->handler = std::move(handler);
   state_->hook = std::move(hook);

@@ -29,7 +29,9 @@ using Response = beast::http::response<beast::http::string_body>;
 class Session;
 
 // Hands one response back to the connection that waits for it. Safe to call from
-// any thread (it posts to the session's strand); call it exactly once.
+// any thread; call it exactly once. Answers given in a burst (an actor answering a
+// whole batch) reach the io threads with one post, which passes each to its
+// session's strand.
 class Responder {
  public:
   explicit Responder(std::shared_ptr<Session> s) : session_(std::move(s)) {}
