@@ -1,8 +1,6 @@
 #include "app/callback_api.hpp"
 
 #include <atomic>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <charconv>
 
 #include "app/http_util.hpp"
@@ -37,28 +35,31 @@ unsigned crypto_status_code(wechat::CryptoStatus s) {
   return s == wechat::CryptoStatus::receiver_mismatch ? 401 : 400;
 }
 
+}  // namespace
+
 // One forwarded callback waiting for its shard's ack, raced by the ack deadline: whichever
-// comes first answers; the other finds `answered` set.
-struct Exchange {
-  Exchange(net::io_context& ioc, http::Responder r) : timer(ioc), respond(std::move(r)) {}
-  net::steady_timer timer;
+// comes first claims it and answers; the other finds it claimed.
+struct CallbackApi::Exchange {
+  Exchange(const Source& s, http::Responder r) : source(s), respond(std::move(r)) {}
+  const Source& source;
   http::Responder respond;
   http::Response ready;  // the answer once the event is stored
   std::atomic<bool> answered{false};
-  bool claim() { return !answered.exchange(true); }
+  bool claim() { return !answered.exchange(true, std::memory_order_acq_rel); }
+  bool settled() const { return answered.load(std::memory_order_acquire); }
 };
-
-}  // namespace
 
 CallbackApi::CallbackApi(const Config& config, Metrics& metrics, const ShardSet& shards,
                          DingRegistry* dings, net::io_context& ioc)
-    : rules_(config.routes), metrics_(metrics), shards_(shards), dings_(dings), ioc_(ioc) {
+    : rules_(config.routes), metrics_(metrics), shards_(shards), dings_(dings) {
   for (const auto& s : config.sources) {
     if (s.kind == SourceKind::generic) continue;
     Source src;
     src.config = &s;
     std::string error;
     if (!s.encoding_aes_key.empty()) src.key = wechat::AesKey::parse(s.encoding_aes_key, error);
+    src.acks = std::make_unique<http::DeadlineQueue<Exchange>>(
+        ioc, s.ack_deadline, [this](const std::shared_ptr<Exchange>& ex) { ack_late(*ex); });
     if (s.kind == SourceKind::wechat) {
       src.receiver_id = s.app_id;
       src.route = HttpRoute::wechat;
@@ -206,6 +207,16 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
   route(std::move(call), std::move(ev), msg, std::move(respond));
 }
 
+void CallbackApi::ack_late(Exchange& ex) const {
+  if (!ex.claim()) return;
+  // Storage is slow: the platform gets its answer in time, the store goes on.
+  metrics_.late_acks().inc();
+  metrics_.count_request(ex.source.route, 200);
+  log::warn("callback acked at the deadline before it was stored",
+            {{"source", ex.source.config->name}});
+  ex.respond(std::move(ex.ready));
+}
+
 http::Response CallbackApi::answer(const Call& call, const WechatMessage& msg,
                                    const std::string& reply) const {
   if (reply.empty()) return make_response(200, std::string(kSuccess), "text/plain; charset=utf-8");
@@ -249,18 +260,9 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
     return respond(answer(call, msg, d.reply));
   }
   ev.route = d.pool;
-  auto ex = std::make_shared<Exchange>(ioc_, std::move(respond));
+  auto ex = std::make_shared<Exchange>(src, std::move(respond));
   ex->ready = answer(call, msg, d.reply);
-  ex->timer.expires_after(cfg.ack_deadline);
-  ex->timer.async_wait(
-      [this, ex, name = cfg.name, route = src.route](const boost::system::error_code& ec) {
-        if (ec || !ex->claim()) return;
-        // Storage is slow: the platform gets its answer in time, the store goes on.
-        metrics_.late_acks().inc();
-        metrics_.count_request(route, 200);
-        log::warn("callback acked at the deadline before it was stored", {{"source", name}});
-        ex->respond(std::move(ex->ready));
-      });
+  src.acks->watch(ex);
   auto event = std::make_shared<const Event>(std::move(ev));
   shards_.submit(event, [this, ex, event, route = src.route,
                          received_at = event->received_at](IngestStatus status) {
@@ -271,7 +273,6 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
       }
       return;
     }
-    net::post(ex->timer.get_executor(), [ex] { ex->timer.cancel(); });
     if (status == IngestStatus::full || status == IngestStatus::failed) {
       return reject(
           route,

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -21,6 +22,7 @@
 #include "actors/shard_set.hpp"
 #include "app/config.hpp"
 #include "core/metrics.hpp"
+#include "transport/deadline_queue.hpp"
 #include "transport/http_server.hpp"
 #include "transport/wechat_codec.hpp"
 #include "transport/wechat_crypto.hpp"
@@ -39,11 +41,14 @@ class CallbackApi {
   void handle(http::Request&& req, std::string_view path, http::Responder respond) const;
 
  private:
+  struct Exchange;
   struct Source {
     const SourceConfig* config = nullptr;
     std::optional<wechat::AesKey> key;  // none: plaintext mode only (wechat)
     std::string receiver_id;            // app id or corp id
     HttpRoute route = HttpRoute::wechat;
+    // Forwarded callbacks raced against config->ack_deadline.
+    std::unique_ptr<http::DeadlineQueue<Exchange>> acks;
   };
   // What one callback request carried, once read from the query.
   struct Call {
@@ -61,6 +66,8 @@ class CallbackApi {
   http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;
   void reject(HttpRoute route, RejectReason why, unsigned status, std::string_view source,
               std::string_view detail, const http::Responder& respond) const;
+  // The ack deadline passed before the store answered: "success" (or the reply) goes out.
+  void ack_late(Exchange& ex) const;
 
   std::unordered_map<std::string, Source> wechat_;  // by source name
   std::unordered_map<std::string, Source> wecom_;   // by corp id
@@ -68,7 +75,6 @@ class CallbackApi {
   Metrics& metrics_;
   const ShardSet& shards_;
   DingRegistry* dings_;
-  boost::asio::io_context& ioc_;
 };
 
 }  // namespace botgate

@@ -1,0 +1,124 @@
+// transport/deadline_queue: one timer for many waits with a fixed timeout.
+#include "transport/deadline_queue.hpp"
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Wait {
+  explicit Wait(int n) : id(n), since(Clock::now()) {}
+  int id;
+  Clock::time_point since;
+  std::atomic<bool> done{false};
+  bool settled() const { return done.load(); }
+};
+
+// An io_context run on its own thread for the test's lifetime.
+struct Loop {
+  boost::asio::io_context ioc;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{ioc.get_executor()};
+  std::thread thread{[this] { ioc.run(); }};
+  ~Loop() {
+    work.reset();
+    ioc.stop();
+    thread.join();
+  }
+};
+
+struct Expired {
+  std::mutex mutex;
+  std::vector<int> ids;
+  std::vector<Clock::duration> after;  // from watch() to expiry
+  void add(const Wait& w) {
+    std::lock_guard lock(mutex);
+    ids.push_back(w.id);
+    after.push_back(Clock::now() - w.since);
+  }
+  std::vector<int> snapshot() {
+    std::lock_guard lock(mutex);
+    return ids;
+  }
+};
+
+bool wait_for(const std::function<bool()>& pred, Clock::duration limit = 5s) {
+  const auto end = Clock::now() + limit;
+  while (Clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+}  // namespace
+
+TEST_CASE("deadline queue expires only unsettled waits, in order, not before the timeout",
+          "[deadline_queue]") {
+  Expired expired;
+  {
+    Loop loop;
+    botgate::http::DeadlineQueue<Wait> q(loop.ioc, 150ms,
+                                         [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
+    std::vector<std::shared_ptr<Wait>> waits;
+    for (int i = 0; i < 6; ++i) {
+      waits.push_back(std::make_shared<Wait>(i));
+      q.watch(waits.back());
+      std::this_thread::sleep_for(10ms);
+    }
+    // Settled in time: the first (the front), and two in the middle.
+    waits[0]->done = true;
+    waits[2]->done = true;
+    waits[3]->done = true;
+    REQUIRE(wait_for([&] { return expired.snapshot().size() >= 3; }));
+    std::this_thread::sleep_for(200ms);  // nothing more is due
+    CHECK(expired.snapshot() == std::vector<int>{1, 4, 5});
+    for (auto d : expired.after) CHECK(d >= 150ms);
+    CHECK(q.size() == 0);
+  }
+}
+
+TEST_CASE("deadline queue drops waits settled at the front when the next one comes",
+          "[deadline_queue]") {
+  Expired expired;
+  Loop loop;
+  botgate::http::DeadlineQueue<Wait> q(loop.ioc, 10s,
+                                       [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
+  auto a = std::make_shared<Wait>(1);
+  auto b = std::make_shared<Wait>(2);
+  q.watch(a);
+  q.watch(b);
+  CHECK(q.size() == 2);
+  a->done = true;
+  b->done = true;
+  // A steady flow of quickly settled waits keeps the queue at what is in flight.
+  for (int i = 0; i < 1000; ++i) {
+    auto w = std::make_shared<Wait>(100 + i);
+    q.watch(w);
+    w->done = true;
+  }
+  CHECK(q.size() == 1);
+  CHECK(expired.snapshot().empty());
+}
+
+TEST_CASE("deadline queue re-arms for later waits after the timer fires", "[deadline_queue]") {
+  Expired expired;
+  Loop loop;
+  botgate::http::DeadlineQueue<Wait> q(loop.ioc, 50ms,
+                                       [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
+  q.watch(std::make_shared<Wait>(1));
+  REQUIRE(wait_for([&] { return expired.snapshot().size() == 1; }));
+  // The queue was empty and the timer idle: a new wait must arm it again.
+  q.watch(std::make_shared<Wait>(2));
+  REQUIRE(wait_for([&] { return expired.snapshot().size() == 2; }));
+  CHECK(expired.snapshot() == std::vector<int>{1, 2});
+}
