@@ -40,13 +40,28 @@ unsigned crypto_status_code(wechat::CryptoStatus s) {
 // One forwarded callback waiting for its shard's ack, raced by the ack deadline: whichever
 // comes first claims it and answers; the other finds it claimed.
 struct CallbackApi::Exchange {
-  Exchange(const Source& s, http::Responder r) : source(s), respond(std::move(r)) {}
-  const Source& source;
-  http::Responder respond;
-  http::Response ready;  // the answer once the event is stored
-  std::atomic<bool> answered{false};
-  bool claim() { return !answered.exchange(true, std::memory_order_acq_rel); }
+  Exchange(const Source& s, http::Responder r, http::Response a)
+      : source(s), respond(std::move(r)), ready(std::move(a)) {}
+
+  struct Claim {
+    http::Responder respond;
+    http::Response ready;  // the answer once the event is stored
+  };
+  // The first caller takes the responder and the prepared answer; later ones get nothing.
+  // Taking them out leaves an answered exchange small (and its connection free to go)
+  // while it waits in the deadline queue behind an unanswered one.
+  std::optional<Claim> claim() {
+    if (answered.exchange(true, std::memory_order_acq_rel)) return std::nullopt;
+    return Claim{std::move(respond), std::move(ready)};
+  }
   bool settled() const { return answered.load(std::memory_order_acquire); }
+
+  const Source& source;
+
+ private:
+  http::Responder respond;
+  http::Response ready;
+  std::atomic<bool> answered{false};
 };
 
 CallbackApi::CallbackApi(const Config& config, Metrics& metrics, const ShardSet& shards,
@@ -208,13 +223,14 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
 }
 
 void CallbackApi::ack_late(Exchange& ex) const {
-  if (!ex.claim()) return;
+  auto won = ex.claim();
+  if (!won) return;
   // Storage is slow: the platform gets its answer in time, the store goes on.
   metrics_.late_acks().inc();
   metrics_.count_request(ex.source.route, 200);
   log::warn("callback acked at the deadline before it was stored",
             {{"source", ex.source.config->name}});
-  ex.respond(std::move(ex.ready));
+  won->respond(std::move(won->ready));
 }
 
 http::Response CallbackApi::answer(const Call& call, const WechatMessage& msg,
@@ -260,13 +276,13 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
     return respond(answer(call, msg, d.reply));
   }
   ev.route = d.pool;
-  auto ex = std::make_shared<Exchange>(src, std::move(respond));
-  ex->ready = answer(call, msg, d.reply);
+  auto ex = std::make_shared<Exchange>(src, std::move(respond), answer(call, msg, d.reply));
   src.acks->watch(ex);
   auto event = std::make_shared<const Event>(std::move(ev));
   shards_.submit(event, [this, ex, event, route = src.route,
                          received_at = event->received_at](IngestStatus status) {
-    if (!ex->claim()) {
+    auto won = ex->claim();
+    if (!won) {
       if (status == IngestStatus::full || status == IngestStatus::failed) {
         log::error("an event acked at the deadline was not stored",
                    {{"source", event->source}, {"id", event->id}});
@@ -279,11 +295,11 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
           status == IngestStatus::full ? RejectReason::shards_full : RejectReason::storage_error,
           503, event->source,
           status == IngestStatus::full ? "shard queue full" : "the shard log cannot store events",
-          ex->respond);
+          won->respond);
     }
     if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
     metrics_.count_request(route, 200);
-    ex->respond(std::move(ex->ready));
+    won->respond(std::move(won->ready));
     metrics_.ingest_to_ack().observe(Clock::now() - received_at);
   });
 }

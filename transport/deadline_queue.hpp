@@ -6,8 +6,11 @@
 // reaches the front, and the timer is armed for the front only.
 //
 // T must have `bool settled() const`, thread-safe; `expire` gets each entry whose
-// deadline passed unsettled, on an io thread. Thread-safe. Memory: the entries in
-// flight, plus any settled ones queued behind an unsettled one until it expires.
+// deadline passed unsettled, on an io thread, never later than the timer fires for
+// it. Thread-safe. Memory: the entries in flight, plus settled ones queued behind an
+// unsettled one until it expires (at most `timeout` of arrivals): keep T small once
+// settled. The queue may be destroyed while its io_context runs; a pending wait then
+// finds it gone and does nothing.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -29,54 +32,69 @@ class DeadlineQueue {
   using Expire = std::function<void(const std::shared_ptr<T>&)>;
 
   DeadlineQueue(boost::asio::io_context& ioc, Clock::duration timeout, Expire expire)
-      : timer_(ioc), timeout_(timeout), expire_(std::move(expire)) {}
+      : state_(std::make_shared<State>(ioc, timeout, std::move(expire))) {}
   DeadlineQueue(const DeadlineQueue&) = delete;
   DeadlineQueue& operator=(const DeadlineQueue&) = delete;
+  ~DeadlineQueue() {
+    std::lock_guard lock(state_->mutex);
+    state_->timer.cancel();
+  }
 
   // Expires `item` timeout from now unless it is settled by then.
   void watch(std::shared_ptr<T> item) {
-    std::lock_guard lock(mutex_);
-    while (!queue_.empty() && queue_.front().second->settled()) queue_.pop_front();
-    queue_.emplace_back(Clock::now() + timeout_, std::move(item));
-    arm();
+    State& s = *state_;
+    std::lock_guard lock(s.mutex);
+    while (!s.queue.empty() && s.queue.front().second->settled()) s.queue.pop_front();
+    s.queue.emplace_back(Clock::now() + s.timeout, std::move(item));
+    arm(state_);
   }
 
   std::size_t size() const {
-    std::lock_guard lock(mutex_);
-    return queue_.size();
+    std::lock_guard lock(state_->mutex);
+    return state_->queue.size();
   }
 
  private:
-  // With mutex_ held.
-  void arm() {
-    if (armed_ || queue_.empty()) return;
-    armed_ = true;
-    timer_.expires_at(queue_.front().first);
-    timer_.async_wait([this](const boost::system::error_code& ec) { on_timer(ec); });
+  struct State {
+    State(boost::asio::io_context& ioc, Clock::duration t, Expire e)
+        : timer(ioc), timeout(t), expire(std::move(e)) {}
+    std::mutex mutex;
+    std::deque<std::pair<Clock::time_point, std::shared_ptr<T>>> queue;
+    boost::asio::steady_timer timer;
+    bool armed = false;
+    Clock::duration timeout;
+    Expire expire;
+  };
+
+  // With the state's mutex held.
+  static void arm(const std::shared_ptr<State>& state) {
+    State& s = *state;
+    if (s.armed || s.queue.empty()) return;
+    s.armed = true;
+    s.timer.expires_at(s.queue.front().first);
+    s.timer.async_wait([weak = std::weak_ptr<State>(state)](const boost::system::error_code& ec) {
+      if (auto live = weak.lock(); live && !ec) on_timer(live);
+    });
   }
 
-  void on_timer(const boost::system::error_code& ec) {
+  static void on_timer(const std::shared_ptr<State>& state) {
+    State& s = *state;
     std::vector<std::shared_ptr<T>> due;
     {
-      std::lock_guard lock(mutex_);
-      armed_ = false;
-      if (ec) return;  // cancelled: the queue is going away
+      std::lock_guard lock(s.mutex);
+      s.armed = false;
       const auto now = Clock::now();
-      while (!queue_.empty() && (queue_.front().second->settled() || queue_.front().first <= now)) {
-        if (!queue_.front().second->settled()) due.push_back(std::move(queue_.front().second));
-        queue_.pop_front();
+      while (!s.queue.empty() &&
+             (s.queue.front().second->settled() || s.queue.front().first <= now)) {
+        if (!s.queue.front().second->settled()) due.push_back(std::move(s.queue.front().second));
+        s.queue.pop_front();
       }
-      arm();
+      arm(state);
     }
-    for (const auto& item : due) expire_(item);
+    for (const auto& item : due) s.expire(item);
   }
 
-  mutable std::mutex mutex_;
-  std::deque<std::pair<Clock::time_point, std::shared_ptr<T>>> queue_;
-  boost::asio::steady_timer timer_;
-  bool armed_ = false;
-  Clock::duration timeout_;
-  Expire expire_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace botgate::http

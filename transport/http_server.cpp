@@ -74,7 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
     net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->do_read(); });
   }
 
-  // From ServerState::hand_out, on an io thread; writes on the strand.
+  // On an io thread (from ServerState::hand_out or a Responder); writes on the strand.
   void respond(Response&& res) {
     net::post(socket_.get_executor(), [self = shared_from_this(), r = std::move(res)]() mutable {
       self->do_write(std::move(r));
@@ -217,6 +217,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
 void Responder::operator()(Response&& res) const {
   ServerState& state = session_->state();
+  // Answered on an io thread (a refusal, a static reply): straight to the strand.
+  if (state.ioc.get_executor().running_in_this_thread()) return session_->respond(std::move(res));
   state.reply(session_, std::move(res));
 }
 
@@ -254,7 +256,13 @@ HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler hand
   state_->hook = std::move(hook);
 }
 
-HttpServer::~HttpServer() = default;
+HttpServer::~HttpServer() {
+  // Answers still queued when the io_context stopped hold their sessions, which hold
+  // the state: let them go, outside the lock.
+  std::vector<std::pair<std::shared_ptr<Session>, Response>> left;
+  std::lock_guard lock(state_->replies_mutex);
+  left.swap(state_->replies);
+}
 
 std::uint16_t HttpServer::start() {
   const auto address = net::ip::make_address(state_->options.host);
