@@ -179,13 +179,9 @@ void HttpClient::submit(std::string_view method, const std::string& target, std:
   }
   w.append("\r\n").append(body);
   job->done = std::move(done);
-  bool first = false;
-  {
-    std::lock_guard lock(inbox_mutex_);
-    first = inbox_.empty();
-    inbox_.push_back(std::move(job));
+  if (inbox_.push(std::move(job))) {
+    net::post(strand_, [self = shared_from_this()] { self->drain_inbox(); });
   }
-  if (first) net::post(strand_, [self = shared_from_this()] { self->drain_inbox(); });
 }
 
 void HttpClient::shutdown() {
@@ -197,12 +193,9 @@ void HttpClient::shutdown() {
 }
 
 void HttpClient::drain_inbox() {
-  std::vector<JobPtr> jobs;
-  {
-    std::lock_guard lock(inbox_mutex_);
-    jobs.swap(inbox_);
-  }
-  for (auto& job : jobs) assign(std::move(job));
+  inbox_.take(drained_);
+  for (auto& job : drained_) assign(std::move(job));
+  drained_.clear();
 }
 
 // An idle connection, else a new one, else a pipelining slot, else wait.

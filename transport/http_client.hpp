@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/inbox.hpp"
 #include "core/units.hpp"
 
 namespace boost::asio::ssl {
@@ -129,8 +130,8 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   std::unique_ptr<boost::asio::ssl::context> tls_;  // set when options_.tls
   bool host_is_ip_ = false;                         // no SNI for an IP address
 
-  std::mutex inbox_mutex_;
-  std::vector<JobPtr> inbox_;  // guarded by inbox_mutex_
+  Inbox<JobPtr> inbox_;          // submitted from any thread, not yet assigned
+  std::vector<JobPtr> drained_;  // on the strand: the last batch taken from inbox_
 
   std::vector<ConnPtr> conns_;  // open or connecting
   std::vector<ConnPtr> idle_;   // connected, nothing outstanding

@@ -8,6 +8,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "core/inbox.hpp"
 #include "core/log.hpp"
 #include "transport/lazy_timer.hpp"
 
@@ -37,9 +38,8 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   // Only touched when a connection opens or closes, and at drain: never per request.
   std::mutex mutex;
   std::unordered_set<Session*> sessions;
-  std::mutex replies_mutex;
-  std::vector<std::pair<std::shared_ptr<Session>, Response>> replies;  // not yet handed out
-  std::vector<std::pair<std::shared_ptr<Session>, Response>> spare;    // empty, for the next batch
+  using Reply = std::pair<std::shared_ptr<Session>, Response>;
+  Inbox<Reply> replies;  // answered from other threads, not yet handed out
 };
 
 // One connection. Reads with a Beast parser; writes a response serialized by hand
@@ -223,26 +223,17 @@ void Responder::operator()(Response&& res) const {
 }
 
 void ServerState::reply(std::shared_ptr<Session> session, Response&& res) {
-  bool first = false;
-  {
-    std::lock_guard lock(replies_mutex);
-    first = replies.empty();
-    replies.emplace_back(std::move(session), std::move(res));
+  if (replies.push({std::move(session), std::move(res)})) {
+    net::post(ioc, [self = shared_from_this()] { self->hand_out(); });
   }
-  if (first) net::post(ioc, [self = shared_from_this()] { self->hand_out(); });
 }
 
 void ServerState::hand_out() {
-  std::vector<std::pair<std::shared_ptr<Session>, Response>> batch;
-  {
-    std::lock_guard lock(replies_mutex);
-    batch.swap(replies);
-    replies.swap(spare);  // keeps the capacity: no regrowth per batch
-  }
+  // Per thread: with several io threads, two hand-outs may run at once.
+  thread_local std::vector<Reply> batch;
+  replies.take(batch);
   for (auto& [session, res] : batch) session->respond(std::move(res));
   batch.clear();
-  std::lock_guard lock(replies_mutex);
-  if (batch.capacity() > spare.capacity()) spare.swap(batch);
 }
 
 HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler handler,
@@ -258,10 +249,9 @@ HttpServer::HttpServer(net::io_context& ioc, ServerOptions options, Handler hand
 
 HttpServer::~HttpServer() {
   // Answers still queued when the io_context stopped hold their sessions, which hold
-  // the state: let them go, outside the lock.
-  std::vector<std::pair<std::shared_ptr<Session>, Response>> left;
-  std::lock_guard lock(state_->replies_mutex);
-  left.swap(state_->replies);
+  // the state: let them go.
+  std::vector<ServerState::Reply> left;
+  state_->replies.take(left);
 }
 
 std::uint16_t HttpServer::start() {
