@@ -110,10 +110,14 @@ TEST_CASE(
     "1000 events over 20 conversations are acked, delivered exactly once, balanced and in "
     "order",
     "[integration][delivery]") {
+  // Also with two io threads: answers then reach sessions on either thread.
+  const int io_threads = GENERATE(1, 2);
+  INFO("io_threads = " << io_threads);
   TempDir dir;
   TestBackend b1, b2;
   GatewayOptions o;
   o.backend_ports = {b1.port(), b2.port()};
+  o.io_threads = io_threads;
   Gateway gw(botgate_binary(), dir, make_config(o));
 
   constexpr int kEvents = 1000, kConvs = 20, kThreads = 4;

@@ -47,6 +47,7 @@ struct Setup {
   std::string a_secret = "secret-a";
   std::string a_probe;  // TOML after acct-a's [[targets]] entry, e.g. its [targets.probe]
   bool with_b = true;
+  int io_threads = 1;
 };
 
 template <typename F>
@@ -141,6 +142,7 @@ struct Fixture {
     fake.add_oa("wxb", "secret-b");
     fake.add_corp(kCorpId, "secret-kf");
     o.backend_ports = {backend.port()};
+    o.io_threads = s.io_threads;
     config = wechat_config(o, fake, s);
     gw = std::make_unique<Gateway>(botgate_binary(), dir, config);
   }
@@ -340,6 +342,42 @@ TEST_CASE("wechat: a retried MsgId is acked each time and delivered once",
   CHECK(reqs[0].idempotency_key() == "9001");
   CHECK(xml_field(reqs[1].body, "EventKey") == "MENU_1");
   CHECK(f.metric("botgate_events_duplicate_total") == 3);
+}
+
+TEST_CASE("wechat: concurrent callbacks on two io threads are each acked and delivered once",
+          "[integration][wechat]") {
+  // Two io threads: answers from the shard are handed out while either thread may be running
+  // another hand-out, and callbacks join the ack-deadline queue from both.
+  Fixture f(setup([](Setup& s) { s.io_threads = 2; }));
+  constexpr int kClients = 4, kEach = 50;
+  std::vector<std::vector<Response>> answers(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      HttpConnection conn(f.port());
+      for (int i = 0; i < kEach; ++i) {
+        const auto id = std::to_string(50000 + c * kEach + i);
+        answers[c].push_back(post_oa_callback(
+            conn, "oa", kOaKeys,
+            oa_text_xml("gh_account", "user-c" + std::to_string(c), now_s(), "hi", id), true));
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (const auto& per_client : answers) {
+    for (const auto& res : per_client) {
+      INFO(res.describe());
+      CHECK(res.status == 200);
+      CHECK(res.body == "success");
+    }
+  }
+  REQUIRE(f.backend.wait_for_delivered(kClients * kEach));
+  std::this_thread::sleep_for(300ms);  // let any duplicate show up before counting
+  std::set<std::string> ids;
+  for (const auto& r : f.backend.requests()) ids.insert(r.idempotency_key());
+  CHECK(f.backend.requests().size() == static_cast<std::size_t>(kClients * kEach));
+  CHECK(ids.size() == static_cast<std::size_t>(kClients * kEach));
+  CHECK(f.metric("botgate_late_acks_total") == 0);
 }
 
 TEST_CASE("wechat: a static rule answers with a passive reply, encrypted in safe mode",
