@@ -130,8 +130,10 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   std::unique_ptr<boost::asio::ssl::context> tls_;  // set when options_.tls
   bool host_is_ip_ = false;                         // no SNI for an IP address
 
-  Inbox<JobPtr> inbox_;          // submitted from any thread, not yet assigned
-  std::vector<JobPtr> drained_;  // on the strand: the last batch taken from inbox_
+  Inbox<JobPtr> inbox_;  // submitted from any thread, not yet assigned
+  // On the strand: the last batch taken from inbox_. assign() must never run
+  // drain_inbox() or a job's callback inline, or this would change under its loop.
+  std::vector<JobPtr> drained_;
 
   std::vector<ConnPtr> conns_;  // open or connecting
   std::vector<ConnPtr> idle_;   // connected, nothing outstanding
