@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/support/client.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/raw_conn.hpp"
 #include "tests/support/temp_dir.hpp"

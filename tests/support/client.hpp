@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
+
 namespace botgate::test {
 
 using namespace std::chrono_literals;
@@ -81,16 +83,5 @@ Response send_event(HttpConnection& conn, const std::string& source, const std::
 std::optional<double> metric_value(const std::string& exposition, const std::string& series);
 // Sum over every series of the metric `name` (any labels).
 double metric_sum(const std::string& exposition, const std::string& name);
-
-// Polls `pred` every 10 ms until it holds or `timeout` passes.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (pred()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
 
 }  // namespace botgate::test

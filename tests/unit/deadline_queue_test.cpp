@@ -11,6 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
+
+using botgate::test::eventually;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -55,81 +58,70 @@ struct Expired {
   }
 };
 
-bool wait_for(const std::function<bool()>& pred, Clock::duration limit = 5s) {
-  const auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
+// A queue with a fixed timeout on a running loop, recording what expires.
+struct Harness {
+  explicit Harness(std::chrono::milliseconds timeout)
+      : q(loop.ioc, timeout, [this](const std::shared_ptr<Wait>& w) { expired.add(*w); }) {}
+  Expired expired;
+  Loop loop;
+  botgate::http::DeadlineQueue<Wait> q;
+};
 
 }  // namespace
 
 TEST_CASE("deadline queue expires only unsettled waits, in order, not before the timeout",
           "[deadline_queue]") {
-  Expired expired;
-  {
-    Loop loop;
-    botgate::http::DeadlineQueue<Wait> q(loop.ioc, 150ms,
-                                         [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
-    std::vector<std::shared_ptr<Wait>> waits;
-    for (int i = 0; i < 6; ++i) {
-      waits.push_back(std::make_shared<Wait>(i));
-      q.watch(waits.back());
-      std::this_thread::sleep_for(10ms);
-    }
-    // Settled in time: the first (the front), and two in the middle.
-    waits[0]->done = true;
-    waits[2]->done = true;
-    waits[3]->done = true;
-    REQUIRE(wait_for([&] { return expired.snapshot().size() >= 3; }));
-    std::this_thread::sleep_for(200ms);  // nothing more is due
-    CHECK(expired.snapshot() == std::vector<int>{1, 4, 5});
-    // At the timeout: not before, and not a tick or a later wait's deadline after it
-    // (the bound leaves room for a loaded machine).
-    for (auto d : expired.delays()) {
-      CHECK(d >= 150ms);
-      CHECK(d < 150ms + 100ms);
-    }
-    CHECK(q.size() == 0);
+  Harness h(150ms);
+  std::vector<std::shared_ptr<Wait>> waits;
+  for (int i = 0; i < 6; ++i) {
+    waits.push_back(std::make_shared<Wait>(i));
+    h.q.watch(waits.back());
+    std::this_thread::sleep_for(10ms);
   }
+  // Settled in time: the first (the front), and two in the middle.
+  waits[0]->done = true;
+  waits[2]->done = true;
+  waits[3]->done = true;
+  REQUIRE(eventually([&] { return h.expired.snapshot().size() >= 3; }));
+  std::this_thread::sleep_for(200ms);  // nothing more is due
+  CHECK(h.expired.snapshot() == std::vector<int>{1, 4, 5});
+  // At the timeout: not before, and not a tick or a later wait's deadline after it
+  // (the bound leaves room for a loaded machine).
+  for (auto d : h.expired.delays()) {
+    CHECK(d >= 150ms);
+    CHECK(d < 150ms + 100ms);
+  }
+  CHECK(h.q.size() == 0);
 }
 
 TEST_CASE("deadline queue drops waits settled at the front when the next one comes",
           "[deadline_queue]") {
-  Expired expired;
-  Loop loop;
-  botgate::http::DeadlineQueue<Wait> q(loop.ioc, 10s,
-                                       [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
+  Harness h(10s);
   auto a = std::make_shared<Wait>(1);
   auto b = std::make_shared<Wait>(2);
-  q.watch(a);
-  q.watch(b);
-  CHECK(q.size() == 2);
+  h.q.watch(a);
+  h.q.watch(b);
+  CHECK(h.q.size() == 2);
   a->done = true;
   b->done = true;
   // A steady flow of quickly settled waits keeps the queue at what is in flight.
   for (int i = 0; i < 1000; ++i) {
     auto w = std::make_shared<Wait>(100 + i);
-    q.watch(w);
+    h.q.watch(w);
     w->done = true;
   }
-  CHECK(q.size() == 1);
-  CHECK(expired.snapshot().empty());
+  CHECK(h.q.size() == 1);
+  CHECK(h.expired.snapshot().empty());
 }
 
 TEST_CASE("deadline queue re-arms for later waits after the timer fires", "[deadline_queue]") {
-  Expired expired;
-  Loop loop;
-  botgate::http::DeadlineQueue<Wait> q(loop.ioc, 50ms,
-                                       [&](const std::shared_ptr<Wait>& w) { expired.add(*w); });
-  q.watch(std::make_shared<Wait>(1));
-  REQUIRE(wait_for([&] { return expired.snapshot().size() == 1; }));
+  Harness h(50ms);
+  h.q.watch(std::make_shared<Wait>(1));
+  REQUIRE(eventually([&] { return h.expired.snapshot().size() == 1; }));
   // The queue was empty and the timer idle: a new wait must arm it again.
-  q.watch(std::make_shared<Wait>(2));
-  REQUIRE(wait_for([&] { return expired.snapshot().size() == 2; }));
-  CHECK(expired.snapshot() == std::vector<int>{1, 2});
+  h.q.watch(std::make_shared<Wait>(2));
+  REQUIRE(eventually([&] { return h.expired.snapshot().size() == 2; }));
+  CHECK(h.expired.snapshot() == std::vector<int>{1, 2});
 }
 
 TEST_CASE("deadline queue destroyed with a wait armed: the wait does nothing", "[deadline_queue]") {

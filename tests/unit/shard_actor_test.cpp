@@ -24,6 +24,7 @@
 #include "core/metrics.hpp"
 #include "policies/delivery_rules.hpp"
 #include "storage/shard_store.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/unit/scratch_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -144,16 +145,7 @@ ShardOptions fast_options() {
   return o;
 }
 
-template <typename Pred>
-bool wait_for(Pred done, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
-
+using botgate::test::eventually;
 using botgate::test::ScratchDir;
 
 // One actor system with two fake targets t1, t2 behind a round-robin router and
@@ -262,7 +254,7 @@ TEST_CASE("shard delivers one conversation strictly in order across retries", "[
   Harness h(s, s, fast_options());
   for (int i = 1; i <= 6; ++i) h.ingest("A" + std::to_string(i), "conv-A");
 
-  REQUIRE(wait_for([&] { return h.delivered() == 6; }));
+  REQUIRE(eventually([&] { return h.delivered() == 6; }));
   const Seq expected{{"A1", 1}, {"A1", 2}, {"A1", 3}, {"A2", 1}, {"A3", 1},
                      {"A4", 1}, {"A4", 2}, {"A5", 1}, {"A6", 1}};
   CHECK(sequence(h.rec->seen()) == expected);
@@ -274,7 +266,7 @@ TEST_CASE("shard delivers one conversation strictly in order across retries", "[
     INFO(id);
     CHECK(status == IngestStatus::accepted);
   }
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   CHECK(h.metrics.queue_depth(0).value() == 0);
 }
 
@@ -284,10 +276,10 @@ TEST_CASE("shard takes new events in order on a conversation whose queue had emp
   Script s = fail_on({{"B2", 1}}, 500);
   Harness h(s, s, fast_options());
   h.ingest("B1", "conv-B");
-  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1; }));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   for (int i = 2; i <= 4; ++i) h.ingest("B" + std::to_string(i), "conv-B");
-  REQUIRE(wait_for([&] { return h.delivered() == 4; }));
+  REQUIRE(eventually([&] { return h.delivered() == 4; }));
   const Seq expected{{"B1", 1}, {"B2", 1}, {"B2", 2}, {"B3", 1}, {"B4", 1}};
   CHECK(sequence(h.rec->seen()) == expected);
 }
@@ -322,7 +314,7 @@ TEST_CASE("shard keeps each of several interleaved conversations in order", "[ac
   for (int i = 1; i <= 5; ++i) {
     for (const char* c : {"A", "B", "C"}) h.ingest(std::string(c) + std::to_string(i), c);
   }
-  REQUIRE(wait_for([&] { return h.delivered() == 15; }));
+  REQUIRE(eventually([&] { return h.delivered() == 15; }));
   for (const char* c : {"A", "B", "C"}) {
     // The successful attempt of each event comes after that of its predecessor,
     // and no later event is tried before an earlier one succeeded.
@@ -348,7 +340,7 @@ TEST_CASE("shard retries a failed event on the other target, not the one that fa
   h.ingest("A1", "conv-A");
   h.ingest("B1", "conv-B");
 
-  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  REQUIRE(eventually([&] { return h.delivered() == 2; }));
   const auto a1 = h.rec->seen_for("A1");
   REQUIRE(a1.size() == 2);
   CHECK(a1[0].attempt == 1);
@@ -365,7 +357,7 @@ TEST_CASE("shard never sends a retry back to the target that just failed",
   for (int i = 1; i <= 8; ++i) {
     h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i));
   }
-  REQUIRE(wait_for([&] { return h.delivered() == 8; }));
+  REQUIRE(eventually([&] { return h.delivered() == 8; }));
   CHECK(h.dead_lettered() == 0);
   for (int i = 1; i <= 8; ++i) {
     const auto seen = h.rec->seen_for("E" + std::to_string(i));
@@ -385,10 +377,10 @@ TEST_CASE("shard dead-letters a 4xx answer without retrying and moves on", "[act
   h.ingest("A2", "conv-A");
   h.ingest("A3", "conv-A");
 
-  REQUIRE(wait_for([&] { return h.delivered() == 2 && h.dead_lettered() == 1; }));
+  REQUIRE(eventually([&] { return h.delivered() == 2 && h.dead_lettered() == 1; }));
   CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A2", 1}, {"A3", 1}});
   CHECK(h.retries() == 0);
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
 }
 
 TEST_CASE("shard dead-letters other permanent refusals (404, 410) on the first answer",
@@ -402,7 +394,7 @@ TEST_CASE("shard dead-letters other permanent refusals (404, 410) on the first a
   h.ingest("A1", "conv-A");
   h.ingest("A2", "conv-A");
   h.ingest("A3", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 1 && h.dead_lettered() == 2; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1 && h.dead_lettered() == 2; }));
   CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A2", 1}, {"A3", 1}});
   CHECK(h.retries() == 0);
 }
@@ -418,10 +410,10 @@ TEST_CASE("shard dead-letters an event after max_attempts and delivers the next"
   h.ingest("A1", "conv-A");
   h.ingest("A2", "conv-A");
 
-  REQUIRE(wait_for([&] { return h.dead_lettered() == 1 && h.delivered() == 1; }));
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1 && h.delivered() == 1; }));
   CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A1", 2}, {"A1", 3}, {"A2", 1}});
   CHECK(h.retries() == 2);
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   CHECK(h.metrics.queue_depth(0).value() == 0);
 }
 
@@ -433,7 +425,7 @@ TEST_CASE("shard retries 429 and 408 answers like server errors", "[actors][shar
   };
   Harness h(s, s, fast_options());
   h.ingest("A1", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1; }));
   CHECK(sequence(h.rec->seen()) == Seq{{"A1", 1}, {"A1", 2}, {"A1", 3}});
   CHECK(h.dead_lettered() == 0);
 }
@@ -447,7 +439,7 @@ TEST_CASE("shard answers full once max_pending events are held", "[actors][shard
   h.ingest("A3", "conv-A");
   h.ingest("B1", "conv-B");
 
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 4; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 4; }));
   // "full" is answered at once, "accepted" once stored: compare per id, not in order.
   const auto acks = h.rec->all_acks();
   const std::map<std::string, IngestStatus> by_id(acks.begin(), acks.end());
@@ -467,10 +459,10 @@ TEST_CASE("shard accepts again once a held event completes", "[actors][shard]") 
   opts.max_pending = 1;
   Harness h(always(200), always(200), opts);
   h.ingest("A1", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1; }));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   h.ingest("A2", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  REQUIRE(eventually([&] { return h.delivered() == 2; }));
   const auto acks = h.rec->all_acks();
   REQUIRE(acks.size() == 2);
   CHECK(acks[0].second == IngestStatus::accepted);
@@ -483,7 +475,7 @@ TEST_CASE("under load a shard's log syncs at most once per commit_interval", "[a
   Harness h(never_answers(), never_answers(), opts, 30s);  // no completions: syncs are events'
   const auto syncs = [&] { return h.metrics.log_syncs().value(); };
   const auto acked = [&](std::size_t n) {
-    return wait_for([&] { return h.rec->all_acks().size() == n; }, 10s);
+    return eventually([&] { return h.rec->all_acks().size() == n; }, 10s);
   };
 
   h.ingest("A", "conv-A");  // nothing synced before: not held
@@ -520,7 +512,7 @@ TEST_CASE("shard times out a silent target and retries on the other one",
   h.ingest("A1", "conv-A");
   h.ingest("B1", "conv-B");
 
-  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  REQUIRE(eventually([&] { return h.delivered() == 2; }));
   const auto elapsed = std::chrono::steady_clock::now() - start;
   const auto a1 = h.rec->seen_for("A1");
   REQUIRE(a1.size() >= 2);
@@ -536,7 +528,7 @@ TEST_CASE("shard retries an attempt that timed out instead of waiting forever", 
   Harness h(never_answers(), always(200), fast_options());
   h.ingest("A1", "conv-A");
   h.ingest("A2", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 2; }));
+  REQUIRE(eventually([&] { return h.delivered() == 2; }));
   const auto seen = h.rec->seen();
   REQUIRE(seen.size() >= 3);
   CHECK(seen[0] == Attempt{"t1", "A1", 1});
@@ -552,11 +544,11 @@ TEST_CASE("a conversation waiting on backoff does not hold back another conversa
   Harness h(s, s, opts);
   h.ingest("A1", "conv-A");
   // Once the retry is scheduled, conv A is waiting on its backoff.
-  REQUIRE(wait_for([&] { return h.retries() == 1; }));
+  REQUIRE(eventually([&] { return h.retries() == 1; }));
   h.ingest("B1", "conv-B");
   h.ingest("B2", "conv-B");
 
-  REQUIRE(wait_for([&] { return h.delivered() == 2; }, 3000ms));
+  REQUIRE(eventually([&] { return h.delivered() == 2; }, 3000ms));
   CHECK(h.rec->seen_for("A1").size() == 1);  // A1 is still waiting
   CHECK(sequence(h.rec->seen_for("B1")) == Seq{{"B1", 1}});
   CHECK(sequence(h.rec->seen_for("B2")) == Seq{{"B2", 1}});
@@ -567,7 +559,7 @@ TEST_CASE("shard dead-letters an event whose source has no route and moves on", 
   Harness h(always(200), always(200), fast_options());
   h.ingest("X1", "conv-A", "no-such-source");
   h.ingest("A2", "conv-A");
-  REQUIRE(wait_for([&] { return h.delivered() == 1 && h.dead_lettered() == 1; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1 && h.dead_lettered() == 1; }));
   CHECK(h.rec->seen_for("X1").empty());
   CHECK(sequence(h.rec->seen()) == Seq{{"A2", 1}});
 }
@@ -577,9 +569,9 @@ TEST_CASE("shard acks a repeated id as a duplicate and delivers it once",
   Harness h(always(200), always(200), fast_options());
   h.ingest("D1", "conv-A");
   h.ingest("D1", "conv-A");  // while the first is still being stored
-  REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+  REQUIRE(eventually([&] { return h.delivered() == 1; }));
   h.ingest("D1", "conv-A");  // after it was delivered
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 3; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 3; }));
   std::this_thread::sleep_for(100ms);
   const auto acks = h.rec->all_acks();
   CHECK(std::count(acks.begin(), acks.end(),
@@ -602,15 +594,15 @@ TEST_CASE("a restarted shard resumes stored events in order and remembers comple
     Harness h(only_a1, only_a1, fast_options(), 30s);
     dir = h.dir;
     h.ingest("A1", "conv-A");
-    REQUIRE(wait_for([&] { return h.delivered() == 1; }));
+    REQUIRE(eventually([&] { return h.delivered() == 1; }));
     h.ingest("A2", "conv-A");
     h.ingest("A3", "conv-A");
     h.ingest("B1", "conv-B");
-    REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 4; }));
+    REQUIRE(eventually([&] { return h.rec->all_acks().size() == 4; }));
   }  // the actor system stops: nothing was delivered after A1
   Harness h(always(200), always(200), fast_options(), 200ms, dir);
   CHECK(h.recovered_pending == 3);
-  REQUIRE(wait_for([&] { return h.delivered() == 3; }));
+  REQUIRE(eventually([&] { return h.delivered() == 3; }));
   CHECK(sequence(h.rec->seen_for("B1")) == Seq{{"B1", 1}});
   const auto seen = h.rec->seen();
   const auto pos = [&](const std::string& id) {
@@ -621,7 +613,7 @@ TEST_CASE("a restarted shard resumes stored events in order and remembers comple
   CHECK(seen.size() == 3);
   // A1 was completed before the restart: still a duplicate.
   h.ingest("A1", "conv-A");
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 1; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 1; }));
   CHECK(h.rec->all_acks()[0].second == IngestStatus::duplicate);
   CHECK(h.rec->seen_for("A1").empty());
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
@@ -643,10 +635,10 @@ TEST_CASE("a backlog beyond the memory window is read back from the log in order
   for (int i = 0; i < kEvents; ++i) {
     h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 3));
   }
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == kEvents; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == kEvents; }));
   CHECK(h.pending() == std::optional<std::uint64_t>{kEvents});
   open = true;
-  REQUIRE(wait_for([&] { return h.delivered() == kEvents; }, 20000ms));
+  REQUIRE(eventually([&] { return h.delivered() == kEvents; }, 20000ms));
   // An event is only tried as the head of its conversation, so the first attempts of each
   // conversation follow its queue order: they must be in ingest order.
   std::map<std::string, int> last;
@@ -676,13 +668,13 @@ TEST_CASE("a dead letter replayed while a backlog waits on disk strands nothing"
   };
   Harness h(script, script, opts);
   h.ingest("D", "conv-D");
-  REQUIRE(wait_for([&] { return h.dead_lettered() == 1; }));
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1; }));
   for (int i = 0; i < 20; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 2));
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 21; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 21; }));
   CHECK(h.replay("D") == "");
   CHECK(h.replay("D") == "not_found");  // being replayed, or already gone
   open = true;
-  REQUIRE(wait_for([&] { return h.delivered() == 21; }, 20000ms));
+  REQUIRE(eventually([&] { return h.delivered() == 21; }, 20000ms));
   CHECK(h.rec->seen_for("D").size() >= 2);
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
 }
@@ -700,10 +692,10 @@ TEST_CASE("dead letters finished while a read-back is placed do not read the bat
   for (int i = 0; i < 4; ++i) h.ingest("R" + std::to_string(i), "conv-" + std::to_string(i));
   // These have no route: each is dead-lettered as soon as it is read back into memory.
   for (int i = 0; i < 30; ++i) h.ingest("X" + std::to_string(i), "conv-x", "no-such-source");
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 34; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 34; }));
   open = true;
-  REQUIRE(wait_for([&] { return h.delivered() == 4 && h.dead_lettered() == 30; }, 20000ms));
-  REQUIRE(wait_for([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  REQUIRE(eventually([&] { return h.delivered() == 4 && h.dead_lettered() == 30; }, 20000ms));
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   std::this_thread::sleep_for(200ms);
   CHECK(h.dead_lettered() == 30);
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
@@ -712,7 +704,7 @@ TEST_CASE("dead letters finished while a read-back is placed do not read the bat
 TEST_CASE("router spreads first attempts round-robin over its targets", "[actors][router]") {
   Harness h(always(200), always(200), fast_options());
   for (int i = 1; i <= 10; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i));
-  REQUIRE(wait_for([&] { return h.delivered() == 10; }));
+  REQUIRE(eventually([&] { return h.delivered() == 10; }));
   int on_t1 = 0, on_t2 = 0;
   for (const auto& a : h.rec->seen()) {
     CHECK(a.attempt == 1);
@@ -726,7 +718,7 @@ TEST_CASE("router follows the pool's weighted policy", "[actors][router]") {
   Harness h(always(200), always(200), fast_options(), 200ms, nullptr, botgate::PolicyKind::weighted,
             {3, 1});
   for (int i = 1; i <= 40; ++i) h.ingest("W" + std::to_string(i), "conv-" + std::to_string(i));
-  REQUIRE(wait_for([&] { return h.delivered() == 40; }));
+  REQUIRE(eventually([&] { return h.delivered() == 40; }));
   int on_t1 = 0;
   for (const auto& a : h.rec->seen()) on_t1 += a.target == "t1";
   CHECK(on_t1 == 30);
@@ -735,7 +727,7 @@ TEST_CASE("router follows the pool's weighted policy", "[actors][router]") {
 TEST_CASE("router keeps a conversation on one target with the sticky policy", "[actors][router]") {
   Harness h(always(200), always(200), fast_options(), 200ms, nullptr, botgate::PolicyKind::sticky);
   for (int i = 1; i <= 20; ++i) h.ingest("S" + std::to_string(i), "conv-" + std::to_string(i % 4));
-  REQUIRE(wait_for([&] { return h.delivered() == 20; }));
+  REQUIRE(eventually([&] { return h.delivered() == 20; }));
   std::map<std::string, std::set<std::string>> targets_of;
   for (const auto& a : h.rec->seen()) {
     targets_of["conv-" + std::to_string(std::stoi(a.id.substr(1)) % 4)].insert(a.target);
@@ -756,7 +748,7 @@ TEST_CASE("router's least-inflight policy avoids a target that holds requests",
   for (int i = 1; i <= 20; ++i) {
     const auto before = h.rec->seen().size();
     h.ingest("L" + std::to_string(i), "conv-" + std::to_string(i));
-    REQUIRE(wait_for([&] { return h.rec->seen().size() > before; }));
+    REQUIRE(eventually([&] { return h.rec->seen().size() > before; }));
     std::this_thread::sleep_for(5ms);
   }
   int on_t1 = 0;
@@ -782,18 +774,18 @@ TEST_CASE("router re-routes an attempt in flight when its target goes down", "[a
   // t1 swallows everything; the attempt timeout is far longer than the test waits.
   Harness h(never_answers(), always(200), fast_options(), 30s);
   h.ingest("R1", "conv-r");
-  REQUIRE(wait_for([&] { return h.rec->seen().size() == 1; }));
+  REQUIRE(eventually([&] { return h.rec->seen().size() == 1; }));
   REQUIRE(h.rec->seen()[0].target == "t1");
   const auto down_at = std::chrono::steady_clock::now();
   report_health(h, "t1", false);
-  REQUIRE(wait_for([&] { return h.delivered() == 1; }, 2000ms));
+  REQUIRE(eventually([&] { return h.delivered() == 1; }, 2000ms));
   CHECK(std::chrono::steady_clock::now() - down_at < 2s);
   // The re-route was the next attempt, on the other target.
   CHECK(sequence(h.rec->seen()) == Seq{{"R1", 1}, {"R1", 2}});
   CHECK(h.rec->seen()[1].target == "t2");
   // While t1 is down, nothing new goes to it.
   for (int i = 0; i < 6; ++i) h.ingest("N" + std::to_string(i), "conv-n" + std::to_string(i));
-  REQUIRE(wait_for([&] { return h.delivered() == 7; }));
+  REQUIRE(eventually([&] { return h.delivered() == 7; }));
   for (const auto& a : h.rec->seen()) {
     if (a.id != "R1") CHECK(a.target == "t2");
   }
@@ -806,13 +798,13 @@ TEST_CASE("router holds events while no target is healthy, then sends them on re
   report_health(h, "t2", false);
   std::this_thread::sleep_for(50ms);
   for (int i = 0; i < 5; ++i) h.ingest("W" + std::to_string(i), "conv-w" + std::to_string(i));
-  REQUIRE(wait_for([&] { return h.rec->all_acks().size() == 5; }));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 5; }));
   std::this_thread::sleep_for(300ms);
   CHECK(h.rec->seen().empty());  // nothing tried, so no attempt is used up
   CHECK(h.pending() == 5u);
   CHECK(h.dead_lettered() == 0);
   report_health(h, "t2", true);
-  REQUIRE(wait_for([&] { return h.delivered() == 5; }));
+  REQUIRE(eventually([&] { return h.delivered() == 5; }));
   for (const auto& a : h.rec->seen()) {
     CHECK(a.target == "t2");
     CHECK(a.attempt == 1u);

@@ -254,6 +254,34 @@ int parse_in_child(const std::string& xml) {
 
 using botgate::test::describe;
 
+// The fields every message maps the same way.
+struct Mapped {
+  std::string id;
+  std::string from;  // FromUserName: the sender and the conversation
+  std::string to;    // ToUserName: the account
+  std::string type;  // Event::type: MsgType, or "event:" + Event
+  std::string text;
+  std::string msg_id;  // empty for events
+};
+
+// Checks that `xml` parsed, into `want` and with the document as Event::raw.
+void check_mapped(const Parsed& p, const std::string& xml, const Mapped& want) {
+  INFO(want.type << ": " << p.detail);
+  REQUIRE(p.status == CodecStatus::ok);
+  CHECK(p.ev.id == want.id);
+  CHECK(p.ev.conversation == want.from);
+  CHECK(p.ev.sender == want.from);
+  CHECK(p.ev.type == want.type);
+  CHECK(p.ev.text == want.text);
+  CHECK(p.ev.raw == xml);
+  CHECK(p.msg.from_user == want.from);
+  CHECK(p.msg.to_user == want.to);
+  const auto colon = want.type.find(':');
+  CHECK(p.msg.msg_type == want.type.substr(0, colon));
+  CHECK(p.msg.event == (colon == std::string::npos ? "" : want.type.substr(colon + 1)));
+  CHECK(p.msg.msg_id == want.msg_id);
+}
+
 // Text of `name` under the root of a document that must parse.
 std::string child_text(const pugi::xml_document& doc, const char* name) {
   return doc.child("xml").child(name).text().get();
@@ -266,33 +294,18 @@ std::string child_text(const pugi::xml_document& doc, const char* name) {
 
 TEST_CASE("wechat: the official text sample maps to an Event", "[wechat][codec]") {
   const Parsed p = parse(kText);
-  INFO(p.detail);
-  REQUIRE(p.status == CodecStatus::ok);
-  CHECK(p.ev.id == "1234567890123456");
-  CHECK(p.ev.conversation == "fromUser");
-  CHECK(p.ev.sender == "fromUser");
-  CHECK(p.ev.type == "text");
-  CHECK(p.ev.text == "this is a test");
-  CHECK(p.ev.raw == kText);
-  CHECK(p.msg.to_user == "toUser");
-  CHECK(p.msg.from_user == "fromUser");
+  check_mapped(
+      p, kText,
+      {"1234567890123456", "fromUser", "toUser", "text", "this is a test", "1234567890123456"});
   CHECK(p.msg.create_time == 1348831860);
-  CHECK(p.msg.msg_type == "text");
-  CHECK(p.msg.event.empty());
-  CHECK(p.msg.msg_id == "1234567890123456");
   CHECK(p.msg.agent_id.empty());
 }
 
 TEST_CASE("wechat: the WeCom WXBizMsgCrypt plaintext keeps its AgentID", "[wechat][codec]") {
   const Parsed p = parse(kWecomMsgPlain);
-  INFO(p.detail);
-  REQUIRE(p.status == CodecStatus::ok);
-  CHECK(p.ev.id == "4561255354251345929");
-  CHECK(p.ev.conversation == "mycreate");
-  CHECK(p.ev.type == "text");
-  CHECK(p.ev.text == "hello");
-  CHECK(p.ev.raw == kWecomMsgPlain);
-  CHECK(p.msg.to_user == "wx5823bf96d3bd56c7");
+  check_mapped(p, kWecomMsgPlain,
+               {"4561255354251345929", "mycreate", "wx5823bf96d3bd56c7", "text", "hello",
+                "4561255354251345929"});
   CHECK(p.msg.create_time == 1409659813);
   CHECK(p.msg.agent_id == "218");
 }
@@ -315,13 +328,8 @@ TEST_CASE("wechat: every normal message type gets its type and summary text", "[
   };
   for (const Case& c : cases) {
     const Parsed p = parse(*c.xml);
-    INFO(c.type << ": " << p.detail);
-    REQUIRE(p.status == CodecStatus::ok);
-    CHECK(p.ev.type == c.type);
-    CHECK(p.ev.text == c.text);
-    CHECK(p.ev.id == "1234567890123456");
-    CHECK(p.ev.conversation == "fromUser");
-    CHECK(p.ev.raw == *c.xml);
+    check_mapped(p, *c.xml,
+                 {"1234567890123456", "fromUser", "toUser", c.type, c.text, "1234567890123456"});
     CHECK(p.msg.create_time == c.create_time);
   }
 }
@@ -555,19 +563,7 @@ TEST_CASE("wechat: values split over several CDATA sections arrive whole", "[wec
       "<CreateTime>1348831860</CreateTime><MsgType><![CDATA[te]]><![CDATA[xt]]></MsgType>"
       "<Content><![CDATA[a]]]]><![CDATA[>b]]]]><![CDATA[>c]]></Content>"
       "<MsgId>12<![CDATA[34]]></MsgId></xml>";
-  const Parsed p = parse(xml);
-  INFO(p.detail);
-  REQUIRE(p.status == CodecStatus::ok);
-  CHECK(p.ev.text == "a]]>b]]>c");
-  CHECK(p.ev.type == "text");
-  CHECK(p.ev.id == "1234");
-  CHECK(p.ev.conversation == "u]]>1");
-  CHECK(p.ev.sender == "u]]>1");
-  CHECK(p.ev.raw == xml);
-  CHECK(p.msg.to_user == "gh]]>a");
-  CHECK(p.msg.from_user == "u]]>1");
-  CHECK(p.msg.msg_type == "text");
-  CHECK(p.msg.msg_id == "1234");
+  check_mapped(parse(xml), xml, {"1234", "u]]>1", "gh]]>a", "text", "a]]>b]]>c", "1234"});
   // A summary field other than Content, and the fallback id built from split values.
   const Parsed ev =
       parse("<xml><ToUserName>t</ToUserName>" + split_from +
