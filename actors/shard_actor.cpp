@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "actors/shard_log_actor.hpp"
+#include "core/hash.hpp"
 #include "core/json.hpp"
 #include "core/log.hpp"
 #include "policies/delivery_rules.hpp"
@@ -12,8 +13,12 @@ namespace botgate {
 namespace {
 
 using Self = shard_actor::stateful_pointer<ShardState>;
+// A conversation's queue. Found once per event or answer and passed along: nothing below
+// inserts into `conversations` synchronously (new events reach it only once stored), so
+// an iterator stays valid through a handler.
+using ConvIt = decltype(ShardState::conversations)::iterator;
 
-void dispatch(Self self, QueueKey key);
+void dispatch(Self self, ConvIt it);
 void maybe_read(Self self);
 void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack);
 void queue_replies(Self self, const Event& ev, const std::string& body);
@@ -50,14 +55,22 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
   st.loaded_upto = std::max(st.loaded_upto, stored.seq);
   ++st.in_memory;
   conv.events.push_back(QueuedEvent{std::move(stored.ev), stored.seq, id});
-  if (!conv.busy) dispatch(self, key);
+  if (!conv.busy) dispatch(self, it);
 }
 
-// The head of `key` is finished (delivered or given up): record it and go on.
-void finish(Self self, QueueKey key, Completion c) {
+// The conversation whose head is `head`, or end() when `head` is no longer a head here.
+ConvIt find_head(ShardState& st, const EventPtr& head) {
+  auto it = st.conversations.find(queue_key(*head));
+  if (it != st.conversations.end() &&
+      (it->second.events.empty() || it->second.events.front().ev != head)) {
+    return st.conversations.end();
+  }
+  return it;
+}
+
+// The head of `it` is finished (delivered or given up): record it and go on.
+void finish(Self self, ConvIt it, Completion c) {
   auto& st = self->state;
-  auto it = st.conversations.find(key);
-  if (it == st.conversations.end()) return;
   auto& conv = it->second;
   const QueuedEvent head = std::move(conv.events.front());
   conv.events.pop_front();
@@ -83,12 +96,12 @@ void finish(Self self, QueueKey key, Completion c) {
       st.conversations.erase(it);
     }
   } else {
-    dispatch(self, key);
+    dispatch(self, it);
   }
   maybe_read(self);
 }
 
-void dead_letter(Self self, QueueKey key, const EventPtr& ev, std::uint32_t attempts,
+void dead_letter(Self self, ConvIt it, const EventPtr& ev, std::uint32_t attempts,
                  const std::string& why) {
   self->state.metrics->events_dead_lettered().inc();
   log::warn("event dead-lettered", {{"source", ev->source},
@@ -100,7 +113,7 @@ void dead_letter(Self self, QueueKey key, const EventPtr& ev, std::uint32_t atte
   c.dead = ev;
   c.attempts = attempts;
   c.error = why;
-  finish(self, key, std::move(c));
+  finish(self, it, std::move(c));
 }
 
 // The outbound event for reply `n` of `ev`: to the reply's `to`, else ev's conversation.
@@ -160,13 +173,9 @@ void queue_replies(Self self, const Event& ev, const std::string& body) {
 
 void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   auto& st = self->state;
-  const QueueKey key = queue_key(*answered);
-  auto it = st.conversations.find(key);
   // Only the head in flight can be answered; anything else is not this shard's to act on.
-  if (it == st.conversations.end() || !it->second.busy || it->second.events.empty() ||
-      it->second.events.front().ev != answered) {
-    return;
-  }
+  auto it = find_head(st, answered);
+  if (it == st.conversations.end() || !it->second.busy) return;
   auto& conv = it->second;
   const EventPtr ev = conv.events.front().ev;
   if (out.sends > 1) conv.attempts += out.sends - 1;  // the router's re-routes were attempts too
@@ -175,16 +184,16 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
       st.metrics->events_delivered().inc();
       st.metrics->end_to_end().observe(Clock::now() - ev->received_at);
       if (!out.body.empty()) queue_replies(self, *ev, out.body);
-      return finish(self, key, Completion{});
+      return finish(self, it, Completion{});
     }
     case Verdict::dead_letter:
-      return dead_letter(self, key, ev, conv.attempts, out.target + ": " + out.error);
+      return dead_letter(self, it, ev, conv.attempts, out.target + ": " + out.error);
     case Verdict::retry:
       break;
   }
   const auto age = Clock::now() - ev->received_at;
   if (!may_retry(conv.attempts, st.options.max_attempts, age, st.options.max_age)) {
-    return dead_letter(self, key, ev, conv.attempts, out.target + ": " + out.error);
+    return dead_letter(self, it, ev, conv.attempts, out.target + ": " + out.error);
   }
   conv.last_target = out.target;
   const auto delay = st.options.backoff.delay(conv.attempts - 1, st.rng);
@@ -197,10 +206,8 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   self->delayed_send(self, delay, retry_atom::value, ev);
 }
 
-void dispatch(Self self, QueueKey key) {
+void dispatch(Self self, ConvIt it) {
   auto& st = self->state;
-  auto it = st.conversations.find(key);
-  if (it == st.conversations.end()) return;
   auto& conv = it->second;
   if (conv.busy || conv.events.empty()) return;
   const EventPtr ev = conv.events.front().ev;
@@ -212,7 +219,7 @@ void dispatch(Self self, QueueKey key) {
   auto route = st.pools.find(*pool);
   if (route == st.pools.end()) {
     return dead_letter(
-        self, key, ev, 0,
+        self, it, ev, 0,
         pool->empty() ? "no route for source " + ev->source : "no pool named " + *pool);
   }
   conv.busy = true;
@@ -368,24 +375,14 @@ std::string QueueKey::flat() const {
   return out;
 }
 
-namespace {
-// FNV-1a, fed piece by piece so that a key and its flat form hash alike.
-constexpr std::uint64_t kFnvOffset = 14695981039346656037ULL;
-constexpr std::uint64_t kFnvPrime = 1099511628211ULL;
-
-std::uint64_t fnv1a(std::uint64_t h, std::string_view bytes) noexcept {
-  for (unsigned char c : bytes) h = (h ^ c) * kFnvPrime;
-  return h;
-}
-}  // namespace
-
+// FNV-1a fed piece by piece, so that a key and its flat form hash alike.
 std::size_t QueueKeyHash::operator()(const QueueKey& k) const noexcept {
-  if (k.route.empty()) return fnv1a(kFnvOffset, k.conversation);
-  return fnv1a(fnv1a(fnv1a(kFnvOffset, k.route), "\x1f"), k.conversation);
+  if (k.route.empty()) return fnv1a64(k.conversation);
+  return fnv1a64(k.conversation, fnv1a64("\x1f", fnv1a64(k.route)));
 }
 
 std::size_t QueueKeyHash::operator()(std::string_view flat) const {
-  return fnv1a(kFnvOffset, flat);
+  return fnv1a64(flat);
 }
 
 bool QueueKeyEqual::operator()(const QueueKey& k, std::string_view flat) const noexcept {
@@ -414,15 +411,11 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
       [self](retry_atom, const EventPtr& head) {
-        // The head whose backoff ran out; the key is a view into it, alive as long as `head`.
-        const QueueKey key = queue_key(*head);
-        auto it = self->state.conversations.find(key);
-        if (it == self->state.conversations.end() || it->second.events.empty() ||
-            it->second.events.front().ev != head) {
-          return;
-        }
+        // The head whose backoff ran out, if it still is the head.
+        auto it = find_head(self->state, head);
+        if (it == self->state.conversations.end()) return;
         it->second.busy = false;
-        dispatch(self, key);
+        dispatch(self, it);
       },
       [self](stored_atom, Commit& commit) { on_stored(self, commit); },
       [self](flush_atom) {

@@ -6,8 +6,9 @@
 
 namespace botgate {
 
-constexpr std::uint64_t fnv1a64(std::string_view s) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ull;
+// FNV-1a. `h` continues a hash over earlier bytes: fnv1a64(b, fnv1a64(a)) == fnv1a64(a + b).
+constexpr std::uint64_t fnv1a64(std::string_view s,
+                                std::uint64_t h = 0xcbf29ce484222325ull) noexcept {
   for (unsigned char c : s) {
     h ^= c;
     h *= 0x100000001b3ull;

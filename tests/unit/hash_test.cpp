@@ -15,6 +15,14 @@ TEST_CASE("placement is stable", "[hash]") {
   CHECK(ShardSet::shard_of("alice", 4) == ShardSet::shard_of(std::string("alice"), 4));
 }
 
+TEST_CASE("fnv1a64 continues a hash over earlier bytes", "[hash]") {
+  // The shard's queue map hashes (route, conversation) piece by piece this way.
+  CHECK(botgate::fnv1a64("b", botgate::fnv1a64("a")) == botgate::fnv1a64("ab"));
+  CHECK(botgate::fnv1a64("conv", botgate::fnv1a64("\x1f", botgate::fnv1a64("pool"))) ==
+        botgate::fnv1a64("pool\x1f"
+                         "conv"));
+}
+
 TEST_CASE("placement spreads similar conversation names over the shards", "[hash]") {
   // FNV-1a alone maps these five to one shard of four (its low bits only see low bits).
   std::set<std::size_t> letters;
