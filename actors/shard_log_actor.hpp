@@ -38,11 +38,11 @@ struct ShardLogState {
   std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
-  Duration commit_interval{};                    // 0 unless fsync = batch; see hold_commit
-  Clock::time_point last_sync_start;             // of the latest commit that synced
-  std::string failure;                           // set once the store failed
-  std::uint64_t last_seq = 0;                    // highest event seq appended
-  std::uint64_t committed_seq = 0;               // highest event seq a finished commit covered
+  Duration commit_interval{};         // as configured; only batch mode holds (hold_commit)
+  Clock::time_point last_sync_start;  // of the latest commit that synced
+  std::string failure;                // set once the store failed
+  std::uint64_t last_seq = 0;         // highest event seq appended
+  std::uint64_t committed_seq = 0;    // highest event seq a finished commit covered
   std::map<std::uint64_t, DeadLetterInfo> dead;  // by seq in the dead-letter log
   std::string scratch;                           // reused encoding buffer
   caf::error exit_reason;                        // set by an exit signal; see `stop`

@@ -279,8 +279,8 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
   auto ex = std::make_shared<Exchange>(src, std::move(respond), answer(call, msg, d.reply));
   src.acks->watch(ex);
   auto event = std::make_shared<const Event>(std::move(ev));
-  shards_.submit(event, [this, ex, event, route = src.route,
-                         received_at = event->received_at](IngestStatus status) {
+  shards_.submit(event, [this, ex, event](IngestStatus status) {
+    const HttpRoute route = ex->source.route;
     auto won = ex->claim();
     if (!won) {
       if (status == IngestStatus::full || status == IngestStatus::failed) {
@@ -300,7 +300,7 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
     if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
     metrics_.count_request(route, 200);
     won->respond(std::move(won->ready));
-    metrics_.ingest_to_ack().observe(Clock::now() - received_at);
+    metrics_.ingest_to_ack().observe(Clock::now() - event->received_at);
   });
 }
 

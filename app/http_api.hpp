@@ -15,6 +15,7 @@
 #include "app/config.hpp"
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
+#include "transport/signature.hpp"
 
 namespace botgate {
 

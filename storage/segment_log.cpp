@@ -384,16 +384,14 @@ std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t 
   std::vector<Record> out;
   std::map<std::uint64_t, std::unique_ptr<Fd>> fds;
   std::string buf;
-  const auto run_end = [&](PendingMap::const_iterator i) {
-    return i == pending_.end() || i->first > upto;
+  const auto run_end = [&](auto i) { return i == pending_.end() || i->first > upto; };
+  const auto end_of = [](const Location& loc) {
+    return loc.offset + kRecordHeaderBytes + loc.length;
   };
   auto it = pending_.upper_bound(after);
   while (!run_end(it) && out.size() < max) {
     const std::uint64_t segment = it->second.segment;
     const std::uint64_t start = it->second.offset;
-    const auto end_of = [&](const Location& loc) {
-      return loc.offset + kRecordHeaderBytes + loc.length;
-    };
     auto next = std::next(it);
     std::size_t count = 1;
     while (!run_end(next) && out.size() + count < max && next->second.segment == segment &&

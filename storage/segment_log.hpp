@@ -167,8 +167,7 @@ class SegmentLog {
   std::uint64_t next_seq_ = 1;
   std::string buf_;
   std::map<std::uint64_t, Segment> segments_;  // by first seq
-  using PendingMap = std::map<std::uint64_t, Location>;
-  PendingMap pending_;  // by event seq
+  std::map<std::uint64_t, Location> pending_;  // by event seq
 };
 
 }  // namespace botgate::storage

@@ -195,7 +195,6 @@ void HttpClient::shutdown() {
 void HttpClient::drain_inbox() {
   inbox_.take(drained_);
   for (auto& job : drained_) assign(std::move(job));
-  drained_.clear();
 }
 
 // An idle connection, else a new one, else a pipelining slot, else wait.

@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include "core/json.hpp"
+#include "transport/signature.hpp"
 
 namespace botgate::wechat {
 namespace {
@@ -73,12 +74,8 @@ std::string kf_msgid(std::string_view source, std::string_view id) {
   key.append(id);
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
-  constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  for (int i = 0; i < 16; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
+  append_hex(out, digest, 16);  // the first 128 bits
   return out;
 }
 

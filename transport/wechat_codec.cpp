@@ -339,21 +339,22 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
 
   // Everything is checked on views into the document; strings are made only for what
   // the outputs hold, once the message is known to be good.
-  for (std::string_view name : {"ToUserName", "FromUserName", "CreateTime", "MsgType"}) {
-    if (!f.find_non_empty(name)) {
-      detail = "missing or empty <" + std::string(name) + ">";
+  constexpr std::string_view kRequired[] = {"ToUserName", "FromUserName", "CreateTime", "MsgType"};
+  std::string_view required[std::size(kRequired)];
+  for (std::size_t i = 0; i < std::size(kRequired); ++i) {
+    const auto v = f.find_non_empty(kRequired[i]);
+    if (!v) {
+      detail = "missing or empty <" + std::string(kRequired[i]) + ">";
       return CodecStatus::missing_field;
     }
+    required[i] = *v;
   }
-  const std::string_view to_user = *f.find("ToUserName");
-  const std::string_view from_user = *f.find("FromUserName");
-  const std::string_view msg_type = *f.find("MsgType");
+  const auto [to_user, from_user, create_time, msg_type] = required;
   if (!check_key("<ToUserName>", to_user, detail) ||
       !check_key("<FromUserName>", from_user, detail) ||
       !check_key("<MsgType>", msg_type, detail)) {
     return CodecStatus::malformed;
   }
-  const std::string_view create_time = *f.find("CreateTime");
   std::int64_t create_time_value = 0;
   if (!parse_create_time(create_time, create_time_value)) {
     detail = "<CreateTime> is not a decimal integer";

@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
+using botgate::storage::kReadSpan;
 using botgate::storage::kRecordHeaderBytes;
 using botgate::storage::Options;
 using botgate::storage::Record;
@@ -248,11 +249,7 @@ TEST_CASE("segment log corruption in an older segment drops later segments", "[s
   auto files = segment_files(tmp.shard());
   REQUIRE(files.size() >= 4);
   const auto second = files[1];
-  {
-    std::fstream f(second, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(8);  // first record's seq: CRC no longer matches
-    f.put('\x7F');
-  }
+  botgate::test::flip_byte(second, 8, 0x7F);  // first record's seq: CRC no longer matches
   RecoveryReport report;
   auto log = open_log(tmp.shard(), report, o);
   CHECK(report.reason == RecoveryReason::crc_mismatch);
@@ -451,10 +448,12 @@ TEST_CASE("segment log reads pending events back in runs, skipping completed one
 TEST_CASE("segment log reads back records bigger than one read run", "[storage]") {
   TempDir tmp;
   Options o;
-  o.max_record_bytes = 2 << 20;
+  o.max_record_bytes = 2 * botgate::storage::kReadSpan;
   auto log = open_clean(tmp.shard(), o);
-  // 700 KiB, 1.5 MiB, then small ones: runs of one record and runs of many.
-  const std::vector<std::size_t> sizes{700 << 10, 3 << 19, 100, 200, 700 << 10, 100};
+  // 0.7 and 1.5 reads long, then small ones: runs of one record and runs of many.
+  const std::size_t big = kReadSpan * 7 / 10;
+  const std::size_t bigger = kReadSpan * 3 / 2;
+  const std::vector<std::size_t> sizes{big, bigger, 100, 200, big, 100};
   for (std::size_t i = 0; i < sizes.size(); ++i) log->append_event(payload_for(i + 1, sizes[i]));
   const auto p = log->read_pending(0, UINT64_MAX, 100);
   REQUIRE(p.size() == sizes.size());
