@@ -114,10 +114,11 @@ void CallbackApi::verify_url(const http::Request& req, const Source& src,
                              const http::Responder& respond) const {
   const SourceConfig& cfg = *src.config;
   const bool wecom = cfg.kind == SourceKind::wecom;
-  const auto sig = query_param(req.target(), wecom ? "msg_signature" : "signature");
-  const auto ts = query_param(req.target(), "timestamp");
-  const auto nonce = query_param(req.target(), "nonce");
-  const auto echo = query_param(req.target(), "echostr");
+  const std::string_view names[] = {wecom ? "msg_signature" : "signature", "timestamp", "nonce",
+                                    "echostr"};
+  std::optional<std::string> values[std::size(names)];
+  query_params(req.target(), names, values);
+  const auto& [sig, ts, nonce, echo] = values;
   if (!sig || !ts || !nonce || !echo || echo->empty()) {
     return reject(src.route, RejectReason::missing_field, 400, cfg.name,
                   "URL verification needs signature, timestamp, nonce and echostr", respond);
@@ -154,11 +155,14 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
   const auto received_at = Clock::now();
   Call call;
   call.source = &src;
-  call.encrypted = cfg.kind == SourceKind::wecom ||
-                   query_param(req.target(), "encrypt_type").value_or("") == "aes";
-  const auto sig = query_param(req.target(), call.encrypted ? "msg_signature" : "signature");
-  auto ts = query_param(req.target(), "timestamp");
-  auto nonce = query_param(req.target(), "nonce");
+  // One pass over the query for everything a callback carries.
+  constexpr std::string_view kNames[] = {"encrypt_type", "signature", "msg_signature", "timestamp",
+                                         "nonce"};
+  std::optional<std::string> values[std::size(kNames)];
+  query_params(req.target(), kNames, values);
+  auto& [encrypt_type, plain_sig, encrypted_sig, ts, nonce] = values;
+  call.encrypted = cfg.kind == SourceKind::wecom || encrypt_type.value_or("") == "aes";
+  const auto& sig = call.encrypted ? encrypted_sig : plain_sig;
   if (!sig || !ts || !nonce) {
     return reject(src.route, RejectReason::bad_signature, 401, cfg.name,
                   call.encrypted ? "missing msg_signature, timestamp or nonce"

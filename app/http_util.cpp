@@ -1,5 +1,8 @@
 #include "app/http_util.hpp"
 
+#include <cstdint>
+#include <stdexcept>
+
 #include "core/json.hpp"
 #include "core/log.hpp"
 
@@ -57,20 +60,38 @@ std::optional<std::string> percent_decode(std::string_view in, bool query) {
   return out;
 }
 
-std::optional<std::string> query_param(std::string_view target, std::string_view name) {
+void query_params(std::string_view target, std::span<const std::string_view> names,
+                  std::span<std::optional<std::string>> out) {
+  if (names.size() > 64 || out.size() != names.size()) {
+    throw std::invalid_argument("query_params: at most 64 names, one output each");
+  }
+  for (auto& v : out) v.reset();
   const auto q = target.find('?');
-  if (q == std::string_view::npos) return std::nullopt;
+  if (q == std::string_view::npos) return;
   std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
+  std::uint64_t seen = 0;  // bit i: names[i] met
+  std::size_t left = names.size();
+  while (!rest.empty() && left > 0) {
     const auto amp = rest.find('&');
     const std::string_view pair = rest.substr(0, amp);
     rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
     const auto eq = pair.find('=');
-    if (pair.substr(0, eq) != name) continue;
-    if (eq == std::string_view::npos) return std::string();
-    return percent_decode(pair.substr(eq + 1), true);
+    const std::string_view key = pair.substr(0, eq);
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if ((seen >> i & 1) != 0 || key != names[i]) continue;
+      seen |= std::uint64_t{1} << i;
+      --left;
+      out[i] =
+          eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1), true);
+      break;
+    }
   }
-  return std::nullopt;
+}
+
+std::optional<std::string> query_param(std::string_view target, std::string_view name) {
+  std::optional<std::string> value;
+  query_params(target, {&name, 1}, {&value, 1});
+  return value;
 }
 
 void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,12 @@ std::string error_body(std::string_view code);
 
 // Decodes %XX escapes (and '+' as space in a query); nullopt when an escape is broken.
 std::optional<std::string> percent_decode(std::string_view in, bool query);
+
+// The decoded values of the query parameters `names` (at most 64) in a request target, in one
+// pass: out[i] for names[i], nullopt when absent or its escape is broken. The first occurrence
+// of a name counts.
+void query_params(std::string_view target, std::span<const std::string_view> names,
+                  std::span<std::optional<std::string>> out);
 
 // The decoded value of query parameter `name` in a request target, if present.
 std::optional<std::string> query_param(std::string_view target, std::string_view name);

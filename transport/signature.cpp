@@ -51,13 +51,18 @@ void HmacSha256::finish(State st, char* out) const {
   write_hex(d, sizeof d, out);
 }
 
-void HmacSha256::append_hex(std::string& out,
-                            std::initializer_list<std::string_view> pieces) const {
+HmacSha256::Hex HmacSha256::hex(std::initializer_list<std::string_view> pieces) const {
   State st = begin();
   for (std::string_view p : pieces) absorb(st, p);
-  const std::size_t at = out.size();
-  out.resize(at + kHexLength);
-  finish(st, out.data() + at);
+  Hex out;
+  finish(st, out.data());
+  return out;
+}
+
+void HmacSha256::append_hex(std::string& out,
+                            std::initializer_list<std::string_view> pieces) const {
+  const Hex digits = hex(pieces);
+  out.append(digits.data(), digits.size());
 }
 
 std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
@@ -69,8 +74,8 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
 std::string generic_signature(const HmacSha256& mac, std::string_view timestamp,
                               std::string_view body) {
   std::string out;
-  out.reserve(3 + HmacSha256::kHexLength);
-  out = "v1=";
+  out.reserve(kGenericSignaturePrefix.size() + HmacSha256::kHexLength);
+  out = kGenericSignaturePrefix;
   mac.append_hex(out, {timestamp, ".", body});
   return out;
 }

@@ -9,6 +9,7 @@
 
 #include <openssl/sha.h>
 
+#include <array>
 #include <cstddef>
 #include <initializer_list>
 #include <string>
@@ -47,7 +48,10 @@ class HmacSha256 {
   // out[0, kHexLength).
   void finish(State st, char* out) const;
 
-  // Appends the hex MAC of `pieces` concatenated.
+  using Hex = std::array<char, kHexLength>;
+  // The hex MAC of `pieces` concatenated, on the stack.
+  Hex hex(std::initializer_list<std::string_view> pieces) const;
+  // Appends it.
   void append_hex(std::string& out, std::initializer_list<std::string_view> pieces) const;
 
  private:
@@ -59,6 +63,7 @@ class HmacSha256 {
 std::string hmac_sha256_hex(std::string_view key, std::string_view message);
 
 // The generic-event signature header value: "v1=" + hex HMAC(secret, ts + "." + body).
+inline constexpr std::string_view kGenericSignaturePrefix = "v1=";
 std::string generic_signature(std::string_view secret, std::string_view timestamp,
                               std::string_view body);
 // The same with the secret keyed once (a source's key, kept for all its requests).

@@ -82,16 +82,28 @@ bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::s
 
 // SHA-1 over the parts sorted bytewise, on a stack context: no join, no allocation
 // beyond the 40-digit answer.
-std::string sorted_sha1_hex(std::string_view* parts, std::size_t count) {
-  std::sort(parts, parts + count);
+using Sha1Hex = std::array<char, 2 * SHA_DIGEST_LENGTH>;
+
+// The hex SHA-1 of `parts` sorted and concatenated, on the stack.
+template <std::size_t N>
+Sha1Hex sorted_sha1_hex(std::array<std::string_view, N> parts) {
+  std::sort(parts.begin(), parts.end());
   SHA_CTX ctx;
   SHA1_Init(&ctx);
-  for (std::size_t i = 0; i < count; ++i) SHA1_Update(&ctx, parts[i].data(), parts[i].size());
+  for (std::string_view p : parts) SHA1_Update(&ctx, p.data(), p.size());
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1_Final(digest, &ctx);
-  std::string out;
-  append_hex(out, digest, sizeof digest);
+  Sha1Hex out;
+  write_hex(digest, sizeof digest, out.data());
   return out;
+}
+
+std::string hex_string(const Sha1Hex& h) {
+  return std::string(h.data(), h.size());
+}
+
+bool matches(std::string_view received, const Sha1Hex& expected) {
+  return constant_time_equal(received, {expected.data(), expected.size()});
 }
 
 // Standard base64 (RFC 4648 section 4), for encoding and decoding alike.
@@ -112,27 +124,23 @@ constexpr std::array<std::uint8_t, 256> kBase64Values = [] {
 }  // namespace
 
 std::string signature(std::string_view token, std::string_view timestamp, std::string_view nonce) {
-  std::string_view parts[] = {token, timestamp, nonce};
-  return sorted_sha1_hex(parts, 3);
+  return hex_string(sorted_sha1_hex<3>({token, timestamp, nonce}));
 }
 
 std::string msg_signature(std::string_view token, std::string_view timestamp,
                           std::string_view nonce, std::string_view encrypt) {
-  std::string_view parts[] = {token, timestamp, nonce, encrypt};
-  return sorted_sha1_hex(parts, 4);
+  return hex_string(sorted_sha1_hex<4>({token, timestamp, nonce, encrypt}));
 }
 
 bool verify_signature(std::string_view received, std::string_view token, std::string_view timestamp,
                       std::string_view nonce) {
-  const std::string expected = signature(token, timestamp, nonce);
-  return !expected.empty() && constant_time_equal(received, expected);
+  return matches(received, sorted_sha1_hex<3>({token, timestamp, nonce}));
 }
 
 bool verify_msg_signature(std::string_view received, std::string_view token,
                           std::string_view timestamp, std::string_view nonce,
                           std::string_view encrypt) {
-  const std::string expected = msg_signature(token, timestamp, nonce, encrypt);
-  return !expected.empty() && constant_time_equal(received, expected);
+  return matches(received, sorted_sha1_hex<4>({token, timestamp, nonce, encrypt}));
 }
 
 const char* to_string(CryptoStatus s) noexcept {

@@ -47,3 +47,27 @@ TEST_CASE("query_param finds a parameter by its exact name", "[http_util]") {
   CHECK(query_param("/x?a=1&a=2", "a") == std::string("1"));  // the first one counts
   CHECK(query_param("/x?a=%zz", "a") == std::nullopt);        // broken escape
 }
+
+TEST_CASE("query_params reads several parameters in one pass, each as query_param would",
+          "[http_util]") {
+  const std::string_view target =
+      "/wechat/oa?nonce=n%201&a=1&signature=abc&a=2&bad=%zz&flag&timestamp=1700000000";
+  const std::string_view names[] = {"signature", "timestamp", "nonce",  "a",
+                                    "bad",       "flag",      "echostr"};
+  std::optional<std::string> values[std::size(names)];
+  values[6] = "left over";  // every output is set, found or not
+  botgate::query_params(target, names, values);
+  for (std::size_t i = 0; i < std::size(names); ++i) {
+    INFO(names[i]);
+    CHECK(values[i] == query_param(target, names[i]));
+  }
+  CHECK(values[0] == std::string("abc"));
+  CHECK(values[2] == std::string("n 1"));
+  CHECK(values[3] == std::string("1"));  // the first one counts
+  CHECK(values[4] == std::nullopt);      // broken escape
+  CHECK(values[5] == std::string());
+  CHECK(values[6] == std::nullopt);
+  const std::string_view too_many[65] = {};
+  std::optional<std::string> out[65];
+  CHECK_THROWS(botgate::query_params(target, too_many, out));
+}
