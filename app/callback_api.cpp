@@ -97,7 +97,7 @@ void CallbackApi::handle(http::Request&& req, std::string_view path,
                          http::Responder respond) const {
   const bool wecom = path.starts_with(kWecomPrefix);
   const HttpRoute route = wecom ? HttpRoute::wecom : HttpRoute::wechat;
-  const std::string key(path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size()));
+  const std::string_view key = path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size());
   const auto& table = wecom ? wecom_ : wechat_;
   auto it = table.find(key);
   if (it == table.end()) {

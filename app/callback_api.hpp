@@ -12,6 +12,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@
 #include "actors/dingdong.hpp"
 #include "actors/shard_set.hpp"
 #include "app/config.hpp"
+#include "core/hash.hpp"
 #include "core/metrics.hpp"
 #include "transport/deadline_queue.hpp"
 #include "transport/http_server.hpp"
@@ -69,8 +71,9 @@ class CallbackApi {
   // The ack deadline passed before the store answered: "success" (or the reply) goes out.
   void ack_late(Exchange& ex) const;
 
-  std::unordered_map<std::string, Source> wechat_;  // by source name
-  std::unordered_map<std::string, Source> wecom_;   // by corp id
+  using Table = std::unordered_map<std::string, Source, StringHash, std::equal_to<>>;
+  Table wechat_;  // by source name
+  Table wecom_;   // by corp id
   const std::vector<RouteRule>& rules_;
   Metrics& metrics_;
   const ShardSet& shards_;

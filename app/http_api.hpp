@@ -4,7 +4,7 @@
 #pragma once
 
 #include <atomic>
-#include <map>
+#include <functional>
 #include <string>
 #include <unordered_map>
 
@@ -13,6 +13,7 @@
 #include "actors/shard_set.hpp"
 #include "app/callback_api.hpp"
 #include "app/config.hpp"
+#include "core/hash.hpp"
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
 #include "transport/signature.hpp"
@@ -51,7 +52,7 @@ class HttpApi {
     const SourceConfig* config;
     HmacSha256 mac;
   };
-  std::map<std::string, GenericSource, std::less<>> sources_;
+  std::unordered_map<std::string, GenericSource, StringHash, std::equal_to<>> sources_;
   std::unordered_map<std::string, bool> pools_;  // pool name -> holds account targets
   CallbackApi callbacks_;
   std::string admin_token_;  // empty: every admin request is refused

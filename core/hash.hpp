@@ -1,6 +1,7 @@
 // Stable hashing: shard placement must not change between runs or builds.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -33,5 +34,12 @@ constexpr std::uint64_t fmix64(std::uint64_t k) noexcept {
 constexpr std::uint64_t placement_hash(std::string_view conversation) noexcept {
   return fmix64(fnv1a64(conversation));
 }
+
+// For maps keyed by std::string that are looked up by std::string_view, without a copy:
+// std::unordered_map<std::string, T, StringHash, std::equal_to<>>.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return fmix64(fnv1a64(s)); }
+};
 
 }  // namespace botgate
