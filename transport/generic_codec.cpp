@@ -247,6 +247,9 @@ CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendRepl
   out.clear();
   const auto first = body.find_first_not_of(" \t\r\n");
   if (first == std::string_view::npos || body[first] != '{') return CodecStatus::ok;
+  // Most backends answer {} or a status: without the key there is nothing to copy or parse.
+  // On Demand matches a key as written, so an escaped spelling of it is not the key either.
+  if (body.find("\"replies\"") == std::string_view::npos) return CodecStatus::ok;
   thread_local od::parser parser;
   simdjson::padded_string padded(body);
   od::document doc;

@@ -464,7 +464,9 @@ TEST_CASE("parse_backend_replies finds none in an empty or non-JSON body", "[rep
 TEST_CASE("parse_backend_replies finds none in JSON without replies", "[replies]") {
   for (std::string body :
        {"{}", R"({"status":"ok"})", R"({"reply":[{"text":"x"}],"Replies":[{"text":"y"}]})",
-        R"([{"replies":[{"text":"x"}]}])", R"("replies")", "42", "null", R"({"replies":[]})"}) {
+        R"([{"replies":[{"text":"x"}]}])", R"("replies")", "42", "null", R"({"replies":[]})",
+        // Keys match as written: an escaped spelling is another key, a value is no key.
+        R"({"repl\u0069es":[{"text":"x"}]})", R"({"note":"\"replies\""})"}) {
     INFO("body: " << body);
     std::vector<BackendReply> out;
     std::string detail;
