@@ -230,6 +230,21 @@ void dispatch(Self self, ConvIt it) {
 }
 
 // Reads stored events back from the log once the memory window has drained to half.
+// Places events read from the log, in sequence order: the recovered window at start-up, or a
+// read-back (`counted` on disk until now). `reading` stays set meanwhile: a dead letter
+// finished synchronously while placing must not start a read, which would return the rest of
+// this batch a second time.
+void place_read_back(Self self, std::vector<StoredEvent>& events, bool counted) {
+  auto& st = self->state;
+  st.reading = true;
+  for (auto& e : events) {
+    if (counted) --st.on_disk;
+    const auto id = storage::hash_id(e.ev->source, e.ev->id);
+    place(self, std::move(e), id, true);
+  }
+  st.reading = false;
+}
+
 void maybe_read(Self self) {
   auto& st = self->state;
   if (st.on_disk == 0 || st.reading || st.in_memory > st.options.memory_window / 2) return;
@@ -238,15 +253,7 @@ void maybe_read(Self self) {
                 st.options.memory_window - st.in_memory)
       .then(
           [self](StoredEvents& events) {
-            auto& st = self->state;
-            // Still `reading` while placing: a dead letter finished synchronously here must not
-            // start another read, which would return the rest of this batch a second time.
-            for (auto& e : events) {
-              --st.on_disk;
-              const auto id = storage::hash_id(e.ev->source, e.ev->id);
-              place(self, std::move(e), id, true);
-            }
-            st.reading = false;
+            place_read_back(self, events, true);
             // Nothing came back: the log failed, or the count drifted. Try again on the tick.
             if (!events.empty()) maybe_read(self);
           },
@@ -356,12 +363,10 @@ void resume(Self self, storage::Recovered& rec) {
   st.pending = rec.pending;
   st.on_disk = rec.pending - rec.window.size();
   st.metrics->events_recovered().inc(rec.pending);
-  for (auto& e : rec.window) {
-    const auto id = storage::hash_id(e.ev->source, e.ev->id);
-    place(self, std::move(e), id, true);
-  }
+  place_read_back(self, rec.window, false);
   update_depth(self);
   rec = storage::Recovered{};  // free the start-up copy
+  maybe_read(self);            // when dead letters left the window less than half full
 }
 
 }  // namespace

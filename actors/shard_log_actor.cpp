@@ -201,7 +201,7 @@ StoredEvent take(Self self, const std::string& source, const std::string& id) {
   dl->event.received_at = Clock::now();
   dl->event.received_wall = std::chrono::system_clock::now();
   auto ev = std::make_shared<const Event>(std::move(dl->event));
-  st.replaying[storage::hash_id(ev->source, ev->id)] = dseq;
+  st.replaying.emplace(storage::hash_id(ev->source, ev->id), dseq);
   return StoredEvent{std::move(ev), 0};
 }
 

@@ -34,8 +34,9 @@ struct ShardLogState {
   std::size_t index = 0;
   std::vector<std::uint64_t> batch;  // seqs of the appends since the last commit (0: failed)
   // Dead letters taken for a replay: by the replayed event's id, until its append; then
-  // `replayed` until the commit that makes that append durable.
-  std::unordered_map<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
+  // `replayed` until the commit that makes that append durable. One id can have several dead
+  // letters (sent again after the dedup window), replayed at once: each append retires one.
+  std::unordered_multimap<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
   Duration commit_interval{};         // as configured; only batch mode holds (hold_commit)

@@ -237,7 +237,11 @@ void SegmentLog::close_current() {
   check_usable();
   flush();
   try {
-    unsynced_fds_.push_back(fd_);
+    if (opts_.synced) {
+      unsynced_fds_.push_back(fd_);
+    } else {
+      ::close(fd_);
+    }
     fd_ = -1;
     create_segment(next_seq_);
   } catch (...) {

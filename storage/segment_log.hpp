@@ -48,6 +48,9 @@ struct Options {
   std::uint32_t max_record_bytes = 16u << 20;
   // Buffered bytes that trigger a flush() on their own.
   std::size_t write_buffer_bytes = 256u << 10;
+  // Whether sync() is ever called. A log that is never synced ([queue] fsync = none) closes a
+  // full segment when the next one starts, instead of keeping it open for the next sync.
+  bool synced = true;
 };
 
 // Why recovery cut the log short.

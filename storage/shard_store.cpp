@@ -33,6 +33,7 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
   Options log_opts;
   log_opts.segment_bytes = o.segment_bytes;
   log_opts.max_record_bytes = kMaxRecordBytes;
+  log_opts.synced = o.sync != SyncMode::none;
   store->events_ = SegmentLog::open(dir / "events", log_opts, out.events_report);
   store->dead_ = SegmentLog::open(dir / "dead", log_opts, out.dead_report);
   const auto now_wall = std::chrono::system_clock::now();

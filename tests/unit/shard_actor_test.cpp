@@ -180,6 +180,7 @@ struct Harness {
     std::unordered_map<std::string, router_actor> routes{{"pool", router}};
     opts.sources["src"] = botgate::SourceRoutes{"pool", ""};
     auto recovered = std::make_shared<botgate::storage::Recovered>();
+    store_options.memory_window = opts.memory_window;  // as app/queue_dir.cpp does
     std::shared_ptr<botgate::storage::ShardStore> store =
         botgate::storage::ShardStore::open(dir->path, store_options, *recovered);
     recovered_pending = recovered->pending;
@@ -679,6 +680,46 @@ TEST_CASE("a dead letter replayed while a backlog waits on disk strands nothing"
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
 }
 
+TEST_CASE("two dead letters of one id replayed at once are both retired",
+          "[actors][shard][durable]") {
+  auto opts = fast_options();
+  opts.dedup_window = 1ms;  // the platform may send an id again once the window is over
+  std::atomic<bool> open{false};
+  Script script = [&open](const Event&, std::uint32_t) -> std::optional<unsigned> {
+    return open.load() ? 200u : 400u;
+  };
+  Harness h(script, script, opts);
+  h.ingest("D", "conv-D");
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1; }));
+  // Sent again after the window (forgotten at the next housekeeping tick), refused again.
+  REQUIRE(eventually(
+      [&] {
+        h.ingest("D", "conv-D");
+        return eventually([&] { return h.dead_lettered() == 2; }, 300ms);
+      },
+      5000ms));
+  open = true;
+  // Both replays asked before either answers: each takes its own dead letter.
+  caf::scoped_actor self{*h.sys};
+  auto ask = [&] {
+    return self->request(h.shard, std::chrono::seconds(5), botgate::replay_atom::value,
+                         std::string("src"), std::string("D"));
+  };
+  auto first = ask();
+  auto second = ask();
+  std::vector<std::string> answers;
+  for (auto* r : {&first, &second}) {
+    r->receive([&](std::string& a) { answers.push_back(a); },
+               [&](caf::error&) { answers.push_back("error"); });
+  }
+  CHECK(answers == std::vector<std::string>{"", ""});
+  // Stored again (that is when a replay answers), neither is a dead letter any more.
+  CHECK(h.replay("D") == "not_found");
+  REQUIRE(eventually([&] { return h.delivered() == 2; }));
+  std::this_thread::sleep_for(200ms);
+  CHECK(h.delivered() == 2);
+}
+
 TEST_CASE("dead letters finished while a read-back is placed do not read the batch twice",
           "[actors][shard][durable]") {
   auto opts = fast_options();
@@ -699,6 +740,41 @@ TEST_CASE("dead letters finished while a read-back is placed do not read the bat
   std::this_thread::sleep_for(200ms);
   CHECK(h.dead_lettered() == 30);
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
+}
+
+TEST_CASE("a dead letter while the recovered window is placed does not read it twice",
+          "[actors][shard][durable]") {
+  auto opts = fast_options();
+  opts.memory_window = 16;
+  opts.max_attempts = 1000000;
+  std::shared_ptr<ScratchDir> dir;
+  {
+    // X0 comes from a source that is routed in this run only; 40 more wait behind a down pool,
+    // so the log holds more than the window.
+    auto first = opts;
+    first.sources["gone"] = botgate::SourceRoutes{"pool", ""};
+    Harness h(always(503), always(503), first);
+    dir = h.dir;
+    h.ingest("X0", "conv-x", "gone");
+    for (int i = 0; i < 40; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 2));
+    REQUIRE(eventually([&] { return h.rec->all_acks().size() == 41; }));
+  }
+  // Restarted without the source: X0, first in the window, is dead-lettered while the rest of
+  // the window is still being placed.
+  Harness h(always(200), always(200), opts, 200ms, dir);
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1 && h.delivered() >= 40; }, 20000ms));
+  std::this_thread::sleep_for(300ms);
+  CHECK(h.delivered() == 40);
+  std::map<std::string, int> times;
+  for (const auto& a : h.rec->seen()) ++times[a.id];
+  for (const auto& [id, n] : times) {
+    INFO("event " << id);
+    CHECK(n == 1);
+  }
+  CHECK(h.pending() == std::optional<std::uint64_t>{0});
+  h.ingest("NEW", "conv-new");  // the shard's count is right: it accepts again
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 1; }));
+  CHECK(h.rec->all_acks()[0].second == IngestStatus::accepted);
 }
 
 TEST_CASE("router spreads first attempts round-robin over its targets", "[actors][router]") {

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -113,6 +114,45 @@ TEST_CASE("a shard store syncs for events and dead letters, not for completions 
   auto unsynced = open_store(dir.path / "none", none);
   append(*unsynced, "n1");
   CHECK_FALSE(unsynced->commit());
+}
+
+TEST_CASE("a long backlog keeps its segments but not their descriptors open", "[storage][store]") {
+  const auto mode = GENERATE(storage::SyncMode::batch, storage::SyncMode::none);
+  INFO("fsync mode " << static_cast<int>(mode));
+  botgate::test::ScratchDir dir("botgate-store");
+  storage::StoreOptions o;
+  o.sync = mode;
+  o.segment_bytes = 4096;
+  const auto open_fds = [] {
+    return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{});
+  };
+  const auto segments = [&] {
+    return std::distance(fs::directory_iterator(dir.path / "s" / "events"),
+                         fs::directory_iterator{});
+  };
+  {
+    auto store = open_store(dir.path / "s", o);
+    append(*store, "stuck");  // never completed: every later segment stays on disk
+    store->commit();
+    const auto before = open_fds();
+    // Each event completes 20 events later, often in the next segment: a chain of segments
+    // that each hold completions for the one before, all kept behind the stuck event.
+    std::deque<std::uint64_t> in_flight;
+    for (int i = 0; i < 4000; ++i) {
+      in_flight.push_back(append(*store, "e" + std::to_string(i)));
+      if (in_flight.size() > 20) {
+        store->events().append_completion(in_flight.front());
+        in_flight.pop_front();
+      }
+      store->commit();
+    }
+    store->collect(storage::unix_now_ms());
+    CHECK(segments() > 50);
+    CHECK(open_fds() - before < 5);
+  }
+  storage::Recovered again;
+  auto reopened = storage::ShardStore::open(dir.path / "s", o, again);
+  CHECK(again.pending == 21);
 }
 
 TEST_CASE("a shard store accepts a record of the largest body the config allows",
