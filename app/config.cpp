@@ -689,7 +689,7 @@ void parse_routes(Errors& errors, const toml::table& root, std::vector<RouteRule
         errors.add(*re, t.path("text_regex"), "give text or text_regex, not both");
       } else {
         try {
-          r.text_regex.emplace(pattern, std::regex::ECMAScript | std::regex::optimize);
+          r.text_regex = compile_text_regex(pattern);
         } catch (const std::regex_error& err) {
           errors.add(*re, t.path("text_regex"),
                      std::string("invalid regular expression: ") + err.what());

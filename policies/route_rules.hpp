@@ -21,11 +21,22 @@
 
 namespace botgate {
 
+// A rule's text_regex: ECMAScript, matched against the whole text. libstdc++ matches
+// ECMAScript by backtracking, recursing once per character of the text, so a long text
+// (tens of KB) against ".*x.*" overflows the stack of the io thread. Its polynomial mode
+// (a Thompson NFA: time is text size times pattern size, stack depth bounded by the
+// pattern) has no such limit; it has no backreferences, which are refused here with a
+// std::regex_error like any other invalid expression.
+inline std::regex compile_text_regex(const std::string& pattern) {
+  return std::regex(
+      pattern, std::regex::ECMAScript | std::regex::optimize | std::regex_constants::__polynomial);
+}
+
 struct RouteRule {
   std::string source;               // empty: any source
   std::string type;                 // empty: any type (Event::type, e.g. "text", "event:CLICK")
   std::optional<std::string> text;  // exact text
-  std::optional<std::regex> text_regex;  // ECMAScript; must match the whole text
+  std::optional<std::regex> text_regex;  // from compile_text_regex; matches the whole text
   std::string reply;                     // empty: no static reply
   std::string pool;                      // empty: not forwarded
   std::size_t index = 0;                 // position in the config, for logs and metrics

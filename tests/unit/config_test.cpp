@@ -1291,6 +1291,8 @@ TEST_CASE("bad [[routes]] rules are errors with their key", "[config][wechat]") 
              "invalid regular expression");
   expect_one(rules("text_regex = \"[z-a]\"\npool = \"backends\""), "routes[0].text_regex",
              "invalid regular expression");
+  expect_one(rules("text_regex = '(a)\\1'\npool = \"backends\""), "routes[0].text_regex",
+             "invalid regular expression");  // no backreferences
   auto e = expect_one(rules("source = \"wx\"\ntext = \"a\""), "routes[0]",
                       "a rule needs a reply, a pool, or both");
   CHECK(e.line == 10);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/in_child.hpp"
+
 using botgate::decide_route;
 using botgate::dong_for;
 using botgate::Event;
@@ -36,7 +38,7 @@ RouteRule rule(std::size_t index, std::string reply, std::string pool) {
 
 RouteRule regex_rule(const std::string& pattern, std::string pool) {
   RouteRule r = rule(0, "", std::move(pool));
-  r.text_regex.emplace(pattern, std::regex::ECMAScript);
+  r.text_regex = botgate::compile_text_regex(pattern);
   return r;
 }
 
@@ -104,6 +106,28 @@ TEST_CASE("a rule's regex must match the whole text, not a part of it", "[route_
   CHECK(prefix.matches(event("wx", "text", "hello")));
   CHECK(prefix.matches(event("wx", "text", "hel")));
   CHECK_FALSE(prefix.matches(event("wx", "text", "shell")));
+}
+
+TEST_CASE("a rule's regex handles a text of a whole body without exhausting the stack",
+          "[route_rules]") {
+  // Backtracking recursed once per character: ".*refund.*" crashed the io thread at ~30 KB.
+  const int result = botgate::test::parse_in_child([] {
+    const RouteRule any = regex_rule(".*refund.*", "p");
+    const RouteRule alt = regex_rule("(a|b)*c", "p");
+    std::string text(1u << 20, 'a');  // [server] max_body's default
+    if (any.matches(event("wx", "text", text)) || alt.matches(event("wx", "text", text))) {
+      return botgate::CodecStatus::malformed;
+    }
+    text += " refund";
+    return any.matches(event("wx", "text", text)) ? botgate::CodecStatus::ok
+                                                  : botgate::CodecStatus::malformed;
+  });
+  CHECK(botgate::test::describe(result) == "ok");
+}
+
+TEST_CASE("a rule's regex may not use backreferences", "[route_rules]") {
+  CHECK_THROWS_AS(botgate::compile_text_regex("(a)\\1"), std::regex_error);
+  CHECK_NOTHROW(botgate::compile_text_regex("(?:order|refund) [0-9]+"));
 }
 
 TEST_CASE("every matcher of a rule must hold", "[route_rules]") {
