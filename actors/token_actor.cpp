@@ -84,6 +84,9 @@ void fetched(Self self, std::uint64_t n, http::ClientResponse& r) {
     // A token still within its lifetime keeps serving; askers get it or the error.
     if (now >= st.expires_at) st.token.clear();
     answer_all(self);
+    // Fetch again at retry_at with or without askers: an account reported unhealthy gets no
+    // sends, so it would never ask, and fixed credentials would never be noticed.
+    self->delayed_send(self, st.retry_at - now, tick_atom::value, n);
     return;
   }
   st.token = std::move(a.access_token);
@@ -138,7 +141,7 @@ token_actor::behavior_type token_cache(Self self, TokenOptions options,
       },
       [self](done_atom, std::uint64_t n, http::ClientResponse& r) { fetched(self, n, r); },
       [self](tick_atom, std::uint64_t n) {
-        // The refresh point of fetch n: refresh unless a later fetch replaced it.
+        // The refresh or retry point of fetch n: fetch unless a later fetch replaced it.
         if (n == self->state.fetch && !self->state.fetching) start_fetch(self);
       },
   };

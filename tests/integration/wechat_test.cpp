@@ -533,6 +533,22 @@ TEST_CASE("wechat: refused credentials make the account unhealthy, with the plat
       5s);
   CHECK(unhealthy);
   CHECK(f.metric("botgate_token_fetches_total{target=\"acct-a\",result=\"fail\"}") >= 1);
+
+  // The operator fixes the credentials: the fetch is retried on its own (nothing is sent to
+  // the account while it is unhealthy), and the account comes back.
+  f.fake.add_oa("wxa", "wrong-secret");
+  bool healthy = eventually(
+      [&] {
+        auto t = admin(f.port(), "GET", "/v1/targets").body;
+        return t.find(R"({"name":"acct-a","healthy":true)") != std::string::npos &&
+               t.find("invalid appsecret") == std::string::npos;
+      },
+      15s);
+  CHECK(healthy);
+  r = admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u-9","text":"t2"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(2));
+  CHECK(f.fake.delivered()[1].account == "wxa");  // the first account of the failover pool
 }
 
 TEST_CASE("wecom: an encrypted callback reaches the backend and the reply goes out via kf/send_msg",
