@@ -269,7 +269,8 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
     metrics_.count_request(src.route, 200);
     return respond(answer(call, msg, {}));
   }
-  const RouteDecision d = decide_route(rules_, ev, cfg.answer_ding, cfg.route);
+  RouteDecision d = decide_route(rules_, ev, cfg.answer_ding, cfg.route);
+  if (msg.from_user.empty()) d.reply.clear();  // an event from no user: no one to reply to
   if (!d.reply.empty()) metrics_.passive_replies().inc();
   if (d.pool.empty()) {
     if (d.reply.empty()) {

@@ -12,6 +12,8 @@
 #include <optional>
 #include <pugixml.hpp>
 
+#include "core/hash.hpp"
+
 namespace botgate {
 namespace {
 
@@ -26,9 +28,9 @@ constexpr unsigned kParseOptions = pugi::parse_default | pugi::parse_doctype | p
 
 // Top-level fields whose meaning must not be ambiguous: a second copy is refused
 // instead of guessing which one WeChat meant.
-constexpr std::string_view kKeyFields[] = {"ToUserName", "FromUserName", "CreateTime",
-                                           "MsgType",    "MsgId",        "Event",
-                                           "Content",    "Encrypt",      "AgentID"};
+constexpr std::string_view kKeyFields[] = {"ToUserName", "FromUserName", "CreateTime", "MsgType",
+                                           "MsgId",      "MsgID",        "Event",      "Content",
+                                           "Encrypt",    "AgentID",      "OpenKfId"};
 
 constexpr std::size_t kNotKey = std::size(kKeyFields);
 
@@ -40,8 +42,35 @@ std::size_t key_index(std::string_view name) {
   return kNotKey;
 }
 
-// Checks size and encoding, parses, and finds the <xml> root; then walks the tree
-// iteratively (no recursion, whatever the nesting) to bound depth and node count.
+// Visits the nodes under `root` in document order, iteratively (no recursion, whatever the
+// nesting): enter(node, depth) for each, depth 2 for the children of the root; leave(node)
+// once a node and everything under it were visited. Stops and returns false as soon as
+// enter() returns false.
+template <typename Enter, typename Leave>
+bool walk(pugi::xml_node root, Enter enter, Leave leave) {
+  std::size_t depth = 2;
+  pugi::xml_node n = root.first_child();
+  while (n) {
+    if (!enter(n, depth)) return false;
+    if (n.first_child()) {
+      n = n.first_child();
+      ++depth;
+      continue;
+    }
+    leave(n);
+    while (!n.next_sibling()) {
+      n = n.parent();
+      --depth;
+      if (n == root) return true;
+      leave(n);
+    }
+    n = n.next_sibling();
+  }
+  return true;
+}
+
+// Checks size and encoding, parses, and finds the <xml> root; then walks the tree to bound
+// depth and node count.
 CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_node& root,
                       std::string& detail) {
   if (xml.size() > kMaxWechatXmlBytes) {
@@ -93,30 +122,42 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
     return CodecStatus::malformed;
   }
   std::size_t nodes = 0;
-  std::size_t depth = 2;  // of n; the root is 1
-  pugi::xml_node n = root.first_child();
-  while (n) {
-    if (++nodes > kMaxWechatXmlNodes) {
-      detail = "more than " + std::to_string(kMaxWechatXmlNodes) + " XML nodes";
-      return CodecStatus::malformed;
-    }
-    if (n.type() == pugi::node_element && depth > kMaxWechatXmlDepth) {
-      detail = "XML nested deeper than " + std::to_string(kMaxWechatXmlDepth) + " levels";
-      return CodecStatus::malformed;
-    }
-    if (n.first_child()) {
-      n = n.first_child();
-      ++depth;
-      continue;
-    }
-    while (!n.next_sibling()) {
-      n = n.parent();
-      --depth;
-      if (n == root) return CodecStatus::ok;
-    }
-    n = n.next_sibling();
-  }
-  return CodecStatus::ok;
+  const bool within = walk(
+      root,
+      [&](pugi::xml_node n, std::size_t depth) {
+        if (++nodes > kMaxWechatXmlNodes) {
+          detail = "more than " + std::to_string(kMaxWechatXmlNodes) + " XML nodes";
+          return false;
+        }
+        if (n.type() == pugi::node_element && depth > kMaxWechatXmlDepth) {
+          detail = "XML nested deeper than " + std::to_string(kMaxWechatXmlDepth) + " levels";
+          return false;
+        }
+        return true;
+      },
+      [](pugi::xml_node) {});
+  return within ? CodecStatus::ok : CodecStatus::malformed;
+}
+
+// A digest of the whole message: element names and text in document order (CDATA or not,
+// however split). The same callback sent again digests alike; two events of one user in one
+// second differ in something: EventKey, a WXKF Token, a template job's MsgID, a nested JobId.
+std::uint64_t message_digest(pugi::xml_node root) {
+  std::uint64_t h = fnv1a64("");
+  walk(
+      root,
+      [&](pugi::xml_node n, std::size_t) {
+        if (n.type() == pugi::node_element) {
+          h = fnv1a64(">", fnv1a64(n.name(), fnv1a64("<", h)));
+        } else if (n.type() == pugi::node_pcdata || n.type() == pugi::node_cdata) {
+          h = fnv1a64(n.value(), h);
+        }
+        return true;
+      },
+      [&](pugi::xml_node n) {
+        if (n.type() == pugi::node_element) h = fnv1a64("</>", h);
+      });
+  return fmix64(h);
 }
 
 // The simple children of <xml> (those holding only text or CDATA), name -> text, in
@@ -339,7 +380,7 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
 
   // Everything is checked on views into the document; strings are made only for what
   // the outputs hold, once the message is known to be good.
-  constexpr std::string_view kRequired[] = {"ToUserName", "FromUserName", "CreateTime", "MsgType"};
+  constexpr std::string_view kRequired[] = {"ToUserName", "CreateTime", "MsgType"};
   std::string_view required[std::size(kRequired)];
   for (std::size_t i = 0; i < std::size(kRequired); ++i) {
     const auto v = f.find_non_empty(kRequired[i]);
@@ -349,7 +390,15 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
     }
     required[i] = *v;
   }
-  const auto [to_user, from_user, create_time, msg_type] = required;
+  const auto [to_user, create_time, msg_type] = required;
+  const bool is_event = msg_type == "event";
+  // A user's message always names the user. Some events come from no user: the WXKF
+  // notification (kf_msg_or_event) carries only the customer-service account, OpenKfId.
+  const std::string_view from_user = f.find_non_empty("FromUserName").value_or("");
+  if (from_user.empty() && !is_event) {
+    detail = "missing or empty <FromUserName>";
+    return CodecStatus::missing_field;
+  }
   if (!check_key("<ToUserName>", to_user, detail) ||
       !check_key("<FromUserName>", from_user, detail) ||
       !check_key("<MsgType>", msg_type, detail)) {
@@ -360,7 +409,6 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
     detail = "<CreateTime> is not a decimal integer";
     return CodecStatus::malformed;
   }
-  const bool is_event = msg_type == "event";
   std::string_view event;
   if (is_event) {
     const auto ev = f.find_non_empty("Event");
@@ -374,10 +422,23 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
     detail = "missing <Content> in a text message";
     return CodecStatus::missing_field;
   }
+  // Without a user, events queue (and are ordered) per customer-service account, else per
+  // receiving account.
+  const std::string_view who =
+      !from_user.empty() ? from_user : f.find_non_empty("OpenKfId").value_or(to_user);
+  if (!check_key("<OpenKfId>", who, detail)) return CodecStatus::malformed;
   const std::string_view msg_id = f.find("MsgId").value_or("");
-  std::string id = !msg_id.empty()
-                       ? std::string(msg_id)
-                       : concat({from_user, "-", create_time, "-", is_event ? event : msg_type});
+  std::string id;
+  if (!msg_id.empty()) {
+    id = msg_id;
+  } else {
+    // WeChat's advice for events is FromUserName + CreateTime; the digest keeps apart events
+    // of one user (or of the system) in one second, and a resend has the same digest.
+    char digest[17];
+    fmt::format_to_n(digest, 16, "{:016x}", message_digest(root));
+    digest[16] = '\0';
+    id = concat({who, "-", create_time, "-", is_event ? event : msg_type, "-", digest});
+  }
   if (!check_key("message id", id, detail)) return CodecStatus::malformed;
 
   WechatMessage m;
@@ -390,7 +451,7 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
   m.agent_id = f.find("AgentID").value_or("");
 
   out.id = std::move(id);
-  out.conversation = from_user;
+  out.conversation = who;
   out.sender = from_user;
   out.type = is_event ? concat({"event:", event}) : std::string(msg_type);
   out.text = summary_text(f, msg_type, event);

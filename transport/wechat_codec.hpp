@@ -24,7 +24,8 @@ inline constexpr std::size_t kMaxWechatXmlNodes = 4096;
 // ThumbMediaId, WeCom's BatchJob, ...) is left in Event::raw, which backends get whole.
 struct WechatMessage {
   std::string to_user;    // ToUserName: the account (OA original id "gh_...", or WeCom corp id)
-  std::string from_user;  // FromUserName: the user's openid (OA) or userid (WeCom)
+  std::string from_user;  // FromUserName: the user's openid (OA) or userid (WeCom); empty
+                          // for an event from no user (a WXKF kf_msg_or_event notification)
   std::int64_t create_time = 0;  // CreateTime, unix seconds
   std::string msg_type;          // MsgType as sent, e.g. "text", "event"
   std::string event;             // Event, only for MsgType "event"
@@ -38,26 +39,30 @@ struct WechatMessage {
 // are untouched and `detail` says why, in words safe to log.
 //
 // Mapping:
-//   conversation = sender = FromUserName
+//   sender = FromUserName. Events may come from no user (WXKF's kf_msg_or_event carries
+//          only Token and OpenKfId): sender is then empty.
+//   conversation = FromUserName, else OpenKfId, else ToUserName.
 //   type = MsgType, or "event:" + Event for events ("event:subscribe", "event:CLICK")
 //   text = Content (text; required), Recognition or else MediaId (voice), PicUrl or
 //          else MediaId (image), MediaId (video, shortvideo), Label (location),
 //          Url (link), EventKey (events; "Latitude,Longitude" for LOCATION); empty for
 //          types botgate does not know, which are passed through, not refused.
 //   id   = MsgId when present and non-empty. Otherwise (events carry no MsgId)
-//          FromUserName + "-" + CreateTime + "-" + Event. WeChat recommends
-//          FromUserName + CreateTime; Event is added because one user action can push
-//          two different events in the same second (subscribe via a QR code followed
-//          by the LOCATION report), which must not collapse into one. A retry repeats
-//          the same Event, so retries still dedup. A non-event without MsgId (not in
-//          the docs, but refusing it would make WeChat retry and then tell the user
-//          the account is broken) falls back the same way with MsgType for Event.
+//          conversation + "-" + CreateTime + "-" + Event + "-" + 16 hex digits of a digest
+//          of the whole message (element names and text). WeChat recommends
+//          FromUserName + CreateTime; a retry repeats the message, so retries still dedup,
+//          while one second can hold several different events of one user (a subscribe
+//          via a QR code and its LOCATION report, two menu clicks, two template-send
+//          reports with their own MsgID) or of the system (WXKF notifications, each with
+//          its own Token), which must not collapse into one. A non-event without MsgId
+//          (not in the docs, but refusing it would make WeChat retry and then tell the
+//          user the account is broken) falls back the same way with MsgType for Event.
 //
 // Refused: invalid UTF-8 or NUL bytes, more than kMaxWechatXmlBytes, XML syntax
 // errors, a DOCTYPE (see the .cpp), content outside the root, a root other than <xml>,
 // nesting or node counts past the limits, a repeated key field -> malformed; a missing
-// or empty ToUserName / FromUserName / MsgType / CreateTime, Event for an event, or
-// Content for a text message -> missing_field. A CreateTime that is not a decimal
+// or empty ToUserName / MsgType / CreateTime, FromUserName outside events, Event for an
+// event, or Content for a text message -> missing_field. A CreateTime that is not a decimal
 // integer, or an id or FromUserName longer than kMaxKeyLength or holding control
 // characters, is malformed.
 CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg,

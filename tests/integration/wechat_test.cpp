@@ -92,6 +92,11 @@ reply = "How can I help?"
 type = "event:subscribe"
 reply = "Welcome!"
 
+[[routes]]
+type = "event:kf_msg_or_event"
+reply = "nobody to send this to"
+pool = "backends"
+
 [[pools]]
 name = "accts"
 policy = "{policy}"
@@ -574,6 +579,33 @@ TEST_CASE("wecom: an encrypted callback reaches the backend and the reply goes o
   CHECK(sent[0].content == "re: wc-1");
   CHECK(sent[0].msgid.size() == 32);
   CHECK(f.backend.requests().size() == 1);
+}
+
+TEST_CASE("wecom: WXKF notifications are acked and forwarded, two in one second as two",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  const auto now = now_s();
+  // As documented (path/94670): no FromUserName, a Token for kf/sync_msg, the account.
+  const auto kf = [&](const std::string& token) {
+    return "<xml><ToUserName><![CDATA[" + kCorpId + "]]></ToUserName><CreateTime>" +
+           std::to_string(now) +
+           "</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+           "<Event><![CDATA[kf_msg_or_event]]></Event><Token><![CDATA[" +
+           token + "]]></Token><OpenKfId><![CDATA[wkKF001]]></OpenKfId></xml>";
+  };
+  for (const char* token : {"ENC-TOKEN-1", "ENC-TOKEN-2", "ENC-TOKEN-1"}) {  // then a resend
+    auto res = post_wecom_callback(f.port(), kCorpId, kWecomKeys, kf(token));
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");  // its rule has a reply, but there is no user to reply to
+  }
+  CHECK(f.metric("botgate_passive_replies_total") == 0);
+  REQUIRE(f.backend.wait_for_delivered(2));
+  std::this_thread::sleep_for(300ms);
+  const auto reqs = f.backend.requests();
+  REQUIRE(reqs.size() == 2);
+  CHECK(xml_field(reqs[0].body, "Token") == "ENC-TOKEN-1");
+  CHECK(xml_field(reqs[1].body, "Token") == "ENC-TOKEN-2");
+  CHECK(xml_field(reqs[1].body, "OpenKfId") == "wkKF001");
 }
 
 TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and a body",

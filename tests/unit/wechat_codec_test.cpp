@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <pugixml.hpp>
@@ -239,6 +241,14 @@ std::string message(const std::string& msg_type, const std::string& tail,
          "]]></MsgType>" + tail + "</xml>";
 }
 
+// An id made without MsgId: `prefix` (conversation-CreateTime-Event), "-", 16 hex digits.
+bool fallback_id(const std::string& id, const std::string& prefix) {
+  if (id.size() != prefix.size() + 17 || !id.starts_with(prefix + "-")) return false;
+  return std::all_of(id.end() - 16, id.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
+  });
+}
+
 std::string text_message(const std::string& content_element) {
   return message("text", content_element + "<MsgId>1234567890123456</MsgId>");
 }
@@ -424,7 +434,7 @@ TEST_CASE("wechat: unknown events pass through, their fields in raw", "[wechat][
   REQUIRE(p.status == CodecStatus::ok);
   CHECK(p.ev.type == "event:user_scan_product");
   CHECK(p.ev.conversation == "okkeXs1nI-xU4ql8-5BXkv1f0gDo");
-  CHECK(p.ev.id == "okkeXs1nI-xU4ql8-5BXkv1f0gDo-1438250110-user_scan_product");
+  CHECK(fallback_id(p.ev.id, "okkeXs1nI-xU4ql8-5BXkv1f0gDo-1438250110-user_scan_product"));
   CHECK(p.msg.to_user == "gh_4e47c9c9ecad");
   CHECK(p.ev.text.empty());  // no EventKey
   CHECK(p.ev.raw == kUserScanProduct);
@@ -440,7 +450,7 @@ TEST_CASE("wechat: nested elements are not mapped but kept in raw", "[wechat][co
   REQUIRE(p.status == CodecStatus::ok);
   CHECK(p.ev.type == "event:batch_job_result");
   CHECK(p.ev.text.empty());
-  CHECK(p.ev.id == "FromUser-1425284517-batch_job_result");
+  CHECK(fallback_id(p.ev.id, "FromUser-1425284517-batch_job_result"));
   CHECK(p.ev.raw == kWecomBatchJob);
   CHECK(p.ev.raw.find("jobid_S0MrnndvRG5fadSlLwiBqiDDbM143UqTmKP3152FZk4") != std::string::npos);
 }
@@ -486,10 +496,10 @@ TEST_CASE("wechat: for a repeated non-key field the first occurrence wins", "[we
 // ---------------------------------------------------------------------------
 // Dedup ids
 
-TEST_CASE("wechat: event ids are FromUserName-CreateTime-Event", "[wechat][codec]") {
-  CHECK(parse(kSubscribe).ev.id == "FromUser-123456789-subscribe");
-  CHECK(parse(kClick).ev.id == "FromUser-123456789-CLICK");
-  CHECK(parse(kLocationEvent).ev.id == "fromUser-123456789-LOCATION");
+TEST_CASE("wechat: event ids are FromUserName-CreateTime-Event-digest", "[wechat][codec]") {
+  CHECK(fallback_id(parse(kSubscribe).ev.id, "FromUser-123456789-subscribe"));
+  CHECK(fallback_id(parse(kClick).ev.id, "FromUser-123456789-CLICK"));
+  CHECK(fallback_id(parse(kLocationEvent).ev.id, "fromUser-123456789-LOCATION"));
 }
 
 TEST_CASE(
@@ -514,12 +524,85 @@ TEST_CASE(
         parse(message("event", "<Event>subscribe</Event>", "u2")).ev.id);
 }
 
+TEST_CASE("wechat: events of one user in one second differ by their fields", "[wechat][codec]") {
+  // Two menu clicks, and two template-send reports (MsgID, capital D) in one second.
+  const auto click = [](const std::string& key) {
+    return message("event", "<Event><![CDATA[CLICK]]></Event><EventKey>" + key + "</EventKey>");
+  };
+  CHECK(parse(click("V1001")).ev.id != parse(click("V1002")).ev.id);
+  const auto job = [](const std::string& msg_id) {
+    return message("event", "<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>" + msg_id +
+                                "</MsgID><Status><![CDATA[success]]></Status>");
+  };
+  const Parsed a = parse(job("200163836"));
+  const Parsed b = parse(job("200163840"));
+  REQUIRE(a.status == CodecStatus::ok);
+  REQUIRE(b.status == CodecStatus::ok);
+  CHECK(a.ev.id != b.ev.id);
+  CHECK(parse(job("200163836")).ev.id == a.ev.id);  // a resend dedups
+  // MsgID names the message like MsgId: twice is ambiguous.
+  CHECK(parse(message("event", "<Event>x</Event><MsgID>1</MsgID><MsgID>2</MsgID>")).status ==
+        CodecStatus::malformed);
+}
+
+TEST_CASE("wechat: an event's id does not depend on how its text is written", "[wechat][codec]") {
+  const Parsed cdata = parse(
+      message("event", "<Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[a&b]]></EventKey>"));
+  const Parsed plain = parse(message("event", "<Event>CLICK</Event><EventKey>a&amp;b</EventKey>"));
+  const Parsed split = parse(
+      message("event", "<Event>CLI<![CDATA[CK]]></Event><EventKey>a<![CDATA[&b]]></EventKey>"));
+  REQUIRE(cdata.status == CodecStatus::ok);
+  CHECK(plain.ev.id == cdata.ev.id);
+  CHECK(split.ev.id == cdata.ev.id);
+}
+
+// The notification WeCom's customer service (WXKF) sends, as documented (path/94670): no
+// FromUserName; the messages themselves are pulled with kf/sync_msg and this Token.
+std::string kf_notification(const std::string& token, const std::string& open_kfid) {
+  return "<xml><ToUserName><![CDATA[ww12345678910]]></ToUserName>"
+         "<CreateTime>1348831860</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+         "<Event><![CDATA[kf_msg_or_event]]></Event><Token><![CDATA[" +
+         token + "]]></Token><OpenKfId><![CDATA[" + open_kfid + "]]></OpenKfId></xml>";
+}
+
+TEST_CASE("wechat: a WXKF notification has no user and queues per customer-service account",
+          "[wechat][codec][wecom]") {
+  const Parsed p = parse(kf_notification("ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR", "wkA"));
+  INFO(p.detail);
+  REQUIRE(p.status == CodecStatus::ok);
+  CHECK(p.ev.type == "event:kf_msg_or_event");
+  CHECK(p.ev.conversation == "wkA");
+  CHECK(p.ev.sender.empty());
+  CHECK(p.msg.from_user.empty());
+  CHECK(fallback_id(p.ev.id, "wkA-1348831860-kf_msg_or_event"));
+  CHECK(p.ev.raw.find("<Token><![CDATA[ENCApHx") != std::string::npos);
+  // Two in one second, for one account or two, are two notifications; a resend is one.
+  CHECK(parse(kf_notification("T1", "wkA")).ev.id != parse(kf_notification("T2", "wkA")).ev.id);
+  CHECK(parse(kf_notification("T1", "wkA")).ev.id != parse(kf_notification("T1", "wkB")).ev.id);
+  CHECK(parse(kf_notification("T1", "wkA")).ev.id == parse(kf_notification("T1", "wkA")).ev.id);
+}
+
+TEST_CASE("wechat: only events may come without FromUserName", "[wechat][codec]") {
+  const std::string text =
+      "<xml><ToUserName>gh</ToUserName><CreateTime>1</CreateTime>"
+      "<MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>";
+  const Parsed p = parse(text);
+  CHECK(p.status == CodecStatus::missing_field);
+  CHECK(p.detail == "missing or empty <FromUserName>");
+  // An event from nobody and no customer-service account queues per receiving account.
+  const Parsed ev = parse(
+      "<xml><ToUserName>ww1</ToUserName><CreateTime>1</CreateTime>"
+      "<MsgType>event</MsgType><Event>change_external_tag</Event></xml>");
+  REQUIRE(ev.status == CodecStatus::ok);
+  CHECK(ev.ev.conversation == "ww1");
+}
+
 TEST_CASE("wechat: MsgId wins over the fallback, and an empty MsgId falls back",
           "[wechat][codec]") {
   CHECK(parse(kText).ev.id == "1234567890123456");
   const Parsed empty_id = parse(message("text", "<Content>x</Content><MsgId></MsgId>"));
   REQUIRE(empty_id.status == CodecStatus::ok);
-  CHECK(empty_id.ev.id == "fromUser-1348831860-text");
+  CHECK(fallback_id(empty_id.ev.id, "fromUser-1348831860-text"));
   // An event that does carry MsgId (as some do) is keyed by it.
   const Parsed ev_with_id = parse(message("event", "<Event>x</Event><MsgId>42</MsgId>"));
   REQUIRE(ev_with_id.status == CodecStatus::ok);
@@ -573,7 +656,7 @@ TEST_CASE("wechat: values split over several CDATA sections arrive whole", "[wec
   REQUIRE(ev.status == CodecStatus::ok);
   CHECK(ev.ev.text == "k]]>ey");
   CHECK(ev.ev.type == "event:CLICK");
-  CHECK(ev.ev.id == "u]]>1-1-CLICK");
+  CHECK(fallback_id(ev.ev.id, "u]]>1-1-CLICK"));
   CHECK(ev.msg.event == "CLICK");
 }
 
