@@ -442,9 +442,9 @@ void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
       break;
     case http::Refusal::header_too_large:
       metrics_.count_rejected(RejectReason::too_large);
-      metrics_.count_request(HttpRoute::unknown, 431);
+      metrics_.count_request(HttpRoute::unknown, 413);
       log::warn("request refused",
-                {{"reason", "header_too_large"}, {"status", 431}, {"peer", peer}});
+                {{"reason", "header_too_large"}, {"status", 413}, {"peer", peer}});
       break;
     case http::Refusal::malformed:
       metrics_.count_rejected(RejectReason::malformed);

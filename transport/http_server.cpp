@@ -17,6 +17,9 @@ namespace botgate::http {
 namespace bhttp = beast::http;
 
 constexpr std::size_t kReadBufferReserve = 4096;
+// After a refusal, how long and how much of the rest of the request is read and dropped.
+constexpr auto kLingerTime = std::chrono::seconds(5);
+constexpr std::size_t kLingerBytes = 64u << 20;
 
 struct ServerState : std::enable_shared_from_this<ServerState> {
   explicit ServerState(net::io_context& io) : ioc(io) {}
@@ -113,7 +116,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too large");
       if (ec == bhttp::error::header_limit) {
-        return refuse(Refusal::header_too_large, 431, "headers too large");
+        return refuse(Refusal::header_too_large, 413, "headers too large");
       }
       if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
           ec == net::error::connection_reset || ec == net::error::eof ||
@@ -139,6 +142,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res.set(bhttp::field::content_type, "application/json");
     res.body() = std::string("{\"error\":\"") + text + "\"}";
     keep_alive_ = false;  // the rest of the request was not read
+    linger_ = true;
     head_ = false;
     do_write(std::move(res));
   }
@@ -174,8 +178,30 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_write(bool keep, beast::error_code ec, std::size_t) {
+    if (!ec && linger_) return linger();
     if (ec || !keep) return close();
     do_read();
+  }
+
+  // After a refusal the rest of the request may still be on its way. Closing with unread
+  // bytes makes the kernel answer with a reset, and a client still sending (most send the
+  // whole body before they read) would get that reset instead of the answer. So the answer
+  // goes out, the sending side is shut, and what comes in is read and dropped until the
+  // client closes, kLingerBytes have come, or kLingerTime is over.
+  void linger() {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    set_deadline(std::min<Duration>(kLingerTime, state_->options.read_timeout));
+    drop_input();
+  }
+
+  void drop_input() {
+    socket_.async_read_some(buffer_.prepare(64u << 10),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->lingered_ += n;
+                              if (ec || self->lingered_ >= kLingerBytes) return self->close();
+                              self->drop_input();
+                            });
   }
 
   void set_deadline(Duration d) {
@@ -211,8 +237,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   bool keep_alive_ = true;
   bool reading_ = false;
-  bool head_ = false;    // the request was HEAD: the answer has no body
-  bool http10_ = false;  // the request was HTTP/1.0
+  bool linger_ = false;       // refused: drop the rest of the request before closing
+  std::size_t lingered_ = 0;  // bytes dropped so far
+  bool head_ = false;         // the request was HEAD: the answer has no body
+  bool http10_ = false;       // the request was HTTP/1.0
 };
 
 void Responder::operator()(Response&& res) const {
