@@ -400,7 +400,8 @@ void HttpClient::on_timer(const ConnPtr& conn) {
 // The connection is unusable. Its requests fail, or go out once more on another
 // connection when no byte of their answer was read and the failure says nothing
 // about them: behind the front of a pipeline, or at the front of a kept-alive
-// connection that the peer had already closed.
+// connection that the peer had already closed. Requests behind an answer that closed
+// the connection in order go out again in any case.
 // `detail`, when given, is the whole message.
 void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
                         std::string detail) {
@@ -411,14 +412,18 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
       !detail.empty() ? std::move(detail)
                       : std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
   const bool front_answering = conn->parser && conn->parser->got_some();
+  // The server ended with `Connection: close`: it processes nothing written after that
+  // answer (RFC 9112, 9.6), so those requests go out again without using up their one resend.
+  // Each such close answered a request, so this cannot loop.
+  const bool closed_in_order = ec == net::error::connection_aborted;
   std::vector<JobPtr> again;
   std::vector<JobPtr> failed;
   for (std::size_t i = 0; i < conn->queue.size(); ++i) {
     auto& job = conn->queue[i];
     if (!conn->connected) {
       failed.push_back(std::move(job));
-    } else if (i >= conn->written) {
-      again.push_back(std::move(job));  // never written
+    } else if (i >= conn->written || closed_in_order) {
+      again.push_back(std::move(job));  // never written, or not taken by the server
     } else if (job->resent || (i == 0 && (timed_out || front_answering || !conn->used))) {
       failed.push_back(std::move(job));
     } else {

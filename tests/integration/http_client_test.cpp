@@ -676,6 +676,34 @@ TEST_CASE("client keeps its other idle connections when a server closes one in o
   CHECK(backend.connections_accepted() == 4);  // the three idle ones were reused
 }
 
+TEST_CASE("client with pipelining serves a server that closes after every answer", "[client]") {
+  // HTTP/1.0-style servers answer `Connection: close` every time. What was pipelined behind
+  // such an answer was never processed: it goes out again, however often that happens.
+  TestBackend backend;
+  backend.set_close_after_answer();
+  constexpr std::size_t kPosts = 200;
+  Collector got(kPosts);
+  auto o = options_for(backend.port());
+  o.pipeline = 4;
+  o.max_connections = 2;
+  ClientRig client(o);
+  for (std::size_t i = 0; i < kPosts; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", key_of(i)}}, got.callback(i));
+  }
+  REQUIRE(got.wait_all(30s));
+  std::this_thread::sleep_for(50ms);
+  auto out = got.snapshot();
+  for (std::size_t i = 0; i < kPosts; ++i) {
+    INFO("post " << i << ": " << describe(out[i]));
+    CHECK(out[i].calls == 1);
+    CHECK(out[i].res.error == Error::none);
+    CHECK(out[i].res.status == 200);
+  }
+  std::set<std::string> keys;
+  for (const auto& r : backend.requests()) CHECK(keys.insert(r.idempotency_key()).second);
+  CHECK(keys.size() == kPosts);
+}
+
 TEST_CASE("client replaces CR and LF in header values: no header injection", "[client]") {
   TestBackend backend;
   auto o = options_for(backend.port());
