@@ -162,6 +162,13 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
   query_params(req.target(), kNames, values);
   auto& [encrypt_type, plain_sig, encrypted_sig, ts, nonce] = values;
   call.encrypted = cfg.kind == SourceKind::wecom || encrypt_type.value_or("") == "aes";
+  // A plaintext callback's signature does not cover its body, and WeChat puts that same
+  // signature in the URL of every safe-mode callback too: one logged URL would let anyone
+  // post any body for max_skew. A source with a key takes safe (or compatible) mode only.
+  if (!call.encrypted && src.key && !cfg.allow_plaintext) {
+    return reject(src.route, RejectReason::bad_signature, 401, cfg.name,
+                  "plaintext callback to a safe-mode source (allow_plaintext is off)", respond);
+  }
   const auto& sig = call.encrypted ? encrypted_sig : plain_sig;
   if (!sig || !ts || !nonce) {
     return reject(src.route, RejectReason::bad_signature, 401, cfg.name,

@@ -586,7 +586,7 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
     const std::string prefix = indexed("sources", i);
     Table t(errors, *list[i], prefix,
             {"name", "kind", "secret", "route", "max_skew", "token", "encoding_aes_key", "app_id",
-             "corp_id", "accounts", "answer_ding", "ack_deadline"});
+             "corp_id", "accounts", "answer_ding", "ack_deadline", "allow_plaintext"});
     SourceConfig s;
     std::string kind;
     if (const toml::node* n = t.string("kind", kind, false, false)) {
@@ -607,18 +607,23 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
       pools.push_back(PoolReference{n, t.path("accounts"), s.accounts, PoolUse::accounts});
     }
     t.duration("max_skew", s.max_skew);
-    if (const toml::node* n = t.node("answer_ding")) {
-      if (const auto* b = n->as_boolean()) {
-        s.answer_ding = b->get();
-      } else {
-        errors.add(*n, t.path("answer_ding"), "expected true or false");
+    for (auto [key, flag] : {std::pair{"answer_ding", &s.answer_ding},
+                             std::pair{"allow_plaintext", &s.allow_plaintext}}) {
+      if (const toml::node* n = t.node(key)) {
+        if (const auto* b = n->as_boolean()) {
+          *flag = b->get();
+        } else {
+          errors.add(*n, t.path(key), "expected true or false");
+        }
       }
     }
     switch (s.kind) {
       case SourceKind::generic:
         t.string("secret", s.secret, true, true);  // never echo the value
-        refuse_keys(errors, t, {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline"},
-                    "a generic source");
+        refuse_keys(
+            errors, t,
+            {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline", "allow_plaintext"},
+            "a generic source");
         break;
       case SourceKind::wechat:
         t.string("token", s.token, true, true);
@@ -644,7 +649,7 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
           if (name == nullptr) s.name = s.corp_id;
         }
         t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
-        refuse_keys(errors, t, {"secret", "app_id"}, "a wecom source");
+        refuse_keys(errors, t, {"secret", "app_id", "allow_plaintext"}, "a wecom source");
         break;
     }
     if (!s.name.empty()) {

@@ -82,6 +82,9 @@ struct SourceConfig {
   // are sent through; empty: backends' replies are dropped (and counted).
   std::string accounts;
   bool answer_ding = true;  // the built-in heartbeat responder: "ding" -> "dong"
+  // wechat with an encoding_aes_key: plaintext callbacks are accepted too (while moving a
+  // source to safe mode). Off, such a source takes safe or compatible mode only.
+  bool allow_plaintext = false;
   // wechat, wecom: the callback is answered "success" by then even if storage is slower.
   Duration ack_deadline = std::chrono::milliseconds(4500);
 };

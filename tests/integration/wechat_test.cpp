@@ -43,7 +43,9 @@ struct Setup {
   std::string accounts_policy = "failover";
   std::string ack_deadline;  // empty: the default
   std::string extra_source;  // appended to the oa source
-  std::string extra;         // more TOML at the end
+  // The tests post both modes to the oa source, which has a key: plaintext must be let in.
+  bool allow_plaintext = true;
+  std::string extra;  // more TOML at the end
   std::string a_secret = "secret-a";
   std::string a_probe;  // TOML after acct-a's [[targets]] entry, e.g. its [targets.probe]
   bool with_b = true;
@@ -66,7 +68,8 @@ std::string wechat_config(GatewayOptions& o, const FakeWechat& fake, const Setup
   o.max_attempts = 6;
   std::string deadline =
       s.ack_deadline.empty() ? "" : "ack_deadline = \"" + s.ack_deadline + "\"\n";
-  o.extra = fmt::format(R"(
+  o.extra = fmt::format(
+      R"(
 [[sources]]
 name = "oa"
 kind = "wechat"
@@ -75,6 +78,7 @@ encoding_aes_key = "{key}"
 app_id = "{app}"
 route = "backends"
 accounts = "accts"
+allow_plaintext = {allow_plaintext}
 {deadline}{extra_source}
 [[sources]]
 kind = "wecom"
@@ -131,13 +135,13 @@ open_kfid = "wkKF001"
 api_base = "{base}"
 {extra}
 )",
-                        fmt::arg("token", kOaKeys.token), fmt::arg("key", kAesKey),
-                        fmt::arg("app", kAppId), fmt::arg("deadline", deadline),
-                        fmt::arg("extra_source", s.extra_source), fmt::arg("corp", kCorpId),
-                        fmt::arg("wtoken", kWecomKeys.token), fmt::arg("policy", s.accounts_policy),
-                        fmt::arg("members", s.with_b ? R"("acct-a", "acct-b")" : R"("acct-a")"),
-                        fmt::arg("a_secret", s.a_secret), fmt::arg("a_probe", s.a_probe),
-                        fmt::arg("base", fake.api_base()), fmt::arg("extra", s.extra));
+      fmt::arg("token", kOaKeys.token), fmt::arg("key", kAesKey), fmt::arg("app", kAppId),
+      fmt::arg("deadline", deadline), fmt::arg("extra_source", s.extra_source),
+      fmt::arg("allow_plaintext", s.allow_plaintext ? "true" : "false"), fmt::arg("corp", kCorpId),
+      fmt::arg("wtoken", kWecomKeys.token), fmt::arg("policy", s.accounts_policy),
+      fmt::arg("members", s.with_b ? R"("acct-a", "acct-b")" : R"("acct-a")"),
+      fmt::arg("a_secret", s.a_secret), fmt::arg("a_probe", s.a_probe),
+      fmt::arg("base", fake.api_base()), fmt::arg("extra", s.extra));
   return make_config(o);
 }
 
@@ -579,6 +583,24 @@ TEST_CASE("wecom: an encrypted callback reaches the backend and the reply goes o
   CHECK(sent[0].content == "re: wc-1");
   CHECK(sent[0].msgid.size() == 32);
   CHECK(f.backend.requests().size() == 1);
+}
+
+TEST_CASE("wechat: a source with a key refuses plaintext callbacks unless allowed",
+          "[integration][wechat]") {
+  // Every safe-mode callback URL carries the plaintext `signature` as well, and it does not
+  // cover the body: with it, plaintext mode would take any body for max_skew.
+  Fixture f(setup([](Setup& s) { s.allow_plaintext = false; }));
+  const auto forged = post_oa_callback(
+      f.port(), "oa", kOaKeys, oa_text_xml("gh_account", "attacker", now_s(), "hi", "6001"), false);
+  CHECK(forged.status == 401);
+  const auto safe = post_oa_callback(
+      f.port(), "oa", kOaKeys, oa_text_xml("gh_account", "user-s", now_s(), "hi", "6002"), true);
+  CHECK(safe.status == 200);
+  REQUIRE(f.backend.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(f.backend.requests().size() == 1);
+  CHECK(xml_field(f.backend.requests()[0].body, "MsgId") == "6002");
+  CHECK(f.metric("botgate_events_rejected_total{reason=\"bad_signature\"}") == 1);
 }
 
 TEST_CASE("wecom: WXKF notifications are acked and forwarded, two in one second as two",

@@ -1066,6 +1066,7 @@ TEST_CASE("a wechat source parses with its defaults", "[config][wechat]") {
   CHECK(s.secret.empty());
   CHECK(s.corp_id.empty());
   CHECK(s.answer_ding);
+  CHECK_FALSE(s.allow_plaintext);  // a source with a key takes safe mode only
   CHECK(s.ack_deadline == Duration(4500ms));
   CHECK(s.max_skew == Duration(300s));
   CHECK(c.routes.empty());
@@ -1074,10 +1075,12 @@ TEST_CASE("a wechat source parses with its defaults", "[config][wechat]") {
 TEST_CASE("a wechat source reads route, answer_ding and ack_deadline", "[config][wechat]") {
   const Config c =
       expect_ok(wxcfg::config(wxcfg::kWechatSource + "route = \"backends\"\nanswer_ding = false\n"
-                                                     "ack_deadline = \"2s\"\n"));
+                                                     "ack_deadline = \"2s\"\n"
+                                                     "allow_plaintext = true\n"));
   const auto& s = c.sources.at(0);
   CHECK(s.route == "backends");
   CHECK_FALSE(s.answer_ding);
+  CHECK(s.allow_plaintext);
   CHECK(s.ack_deadline == Duration(2s));
   CHECK(expect_ok(wxcfg::config(wxcfg::kWechatSource + "ack_deadline = \"4500ms\"\n"))
             .sources.at(0)
@@ -1210,6 +1213,12 @@ TEST_CASE("keys of another source kind are refused", "[config][wechat]") {
              "not a key of a wecom source");
   expect_one(wxcfg::source("wecom", wc + "app_id = \"wxA\""), "sources[0].app_id",
              "not a key of a wecom source");
+  expect_one(wxcfg::source("wecom", wc + "allow_plaintext = true"), "sources[0].allow_plaintext",
+             "not a key of a wecom source");
+  expect_one(wxcfg::source("generic",
+                           "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n"
+                           "allow_plaintext = true"),
+             "sources[0].allow_plaintext", "not a key of a generic source");
   const std::string generic = "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n";
   for (const std::string key : {"token", "app_id", "corp_id", "ack_deadline"}) {
     INFO(key);
@@ -1228,6 +1237,8 @@ TEST_CASE("ack_deadline must be at most 4500ms", "[config][wechat]") {
              "sources[0].ack_deadline", "invalid duration");
   expect_one(wxcfg::config(wxcfg::kWechatSource + "answer_ding = \"yes\"\n"),
              "sources[0].answer_ding", "expected true or false");
+  expect_one(wxcfg::config(wxcfg::kWechatSource + "allow_plaintext = 1\n"),
+             "sources[0].allow_plaintext", "expected true or false");
 }
 
 TEST_CASE("[[routes]] rules are read in order", "[config][wechat]") {
