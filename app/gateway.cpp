@@ -1,8 +1,12 @@
 #include "app/gateway.hpp"
 
+#include <pthread.h>
+#include <sys/resource.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -149,15 +153,40 @@ void stop_actors(const ShardSet& shards,
   for (const auto& [_, t] : targets) caf::anon_send_exit(t, reason);
 }
 
+// What a long-running server needs of the process, before any thread starts. Returns the
+// stop signals, blocked: threads started from now on inherit the block, and the main thread
+// lifts it once the handler is installed, so a SIGTERM during recovery waits for it (a
+// graceful stop, exit 0) instead of killing the process.
+sigset_t prepare_process() {
+  // A log reader that went away (a pipe to a dead shipper) must not kill the gateway: the
+  // write fails instead. Sockets send with MSG_NOSIGNAL already.
+  std::signal(SIGPIPE, SIG_IGN);
+  // Each shard keeps about five files open and each connection one: use the hard limit.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_max != RLIM_INFINITY &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  return stop;
+}
+
 }  // namespace
 
 int run_gateway(const Config& config) {
+  const sigset_t stop_signals = prepare_process();
   log::configure(config.log.level, config.log.format);
   use_xml_page_cache();  // before any thread parses a callback (transport/xml_pages.hpp)
 
   // Recover the durable queue before anything can be accepted.
   auto opened = open_queue(config.queue);
   if (!opened) return 1;
+  const auto queue_lock = std::move(opened->lock);  // held until every actor has stopped
 
   std::vector<std::string> target_names;
   for (const auto& t : config.targets) target_names.push_back(t.name);
@@ -282,7 +311,7 @@ int run_gateway(const Config& config) {
     opts.commit_interval = config.queue.commit_interval;
     opts.dedup_window =
         std::chrono::duration_cast<std::chrono::milliseconds>(config.queue.dedup_window);
-    auto& o = (*opened)[static_cast<std::size_t>(i)];
+    auto& o = opened->shards[static_cast<std::size_t>(i)];
     shard_actors.push_back(sys.spawn(shard, opts, &metrics, routers, o.store, o.recovered));
   }
   opened.reset();
@@ -327,6 +356,8 @@ int run_gateway(const Config& config) {
     stop_signal = sig;
     stop_cv.notify_all();
   });
+  // Handled from here on; one that came during start-up is delivered now.
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 
   std::vector<std::thread> io_threads;
   for (int i = 0; i < config.server.io_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });

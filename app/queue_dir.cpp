@@ -1,6 +1,11 @@
 #include "app/queue_dir.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <system_error>
@@ -15,24 +20,34 @@ namespace fs = std::filesystem;
 
 constexpr const char* kLayoutFile = "botgate-queue";
 
+// The layout line: the shard count and the placement hash (a directory written with another
+// hash would mix orders too).
+std::string layout_of(int shards) {
+  return "shards=" + std::to_string(shards) + " placement=fnv1a64-fmix64";
+}
+
 // Events are placed by hash(conversation) % shards, so reopening a queue with another shard
-// count would break per-conversation order: refuse it.
-bool check_layout(const fs::path& dir, int shards) {
+// count would break per-conversation order: refuse it. `recorded`: whether the directory
+// already records a layout (a new one is written by record_layout once the shards opened).
+bool check_layout(const fs::path& dir, int shards, bool& recorded) {
+  const std::string want = layout_of(shards);
+  std::ifstream in(dir / kLayoutFile);
+  recorded = static_cast<bool>(in);
+  if (!recorded) return true;
+  std::string have;
+  std::getline(in, have);
+  if (have == want) return true;
+  log::error("queue.shards (or the placement hash) differs from the queue directory's",
+             {{"dir", dir.string()},
+              {"config", want},
+              {"directory", have},
+              {"hint", "deliver the backlog with the old shard count first, or use a new dir"}});
+  return false;
+}
+
+bool record_layout(const fs::path& dir, int shards) {
   const fs::path file = dir / kLayoutFile;
-  // The placement hash is named too: a directory written with another would mix orders.
-  const std::string want = "shards=" + std::to_string(shards) + " placement=fnv1a64-fmix64";
-  std::ifstream in(file);
-  if (in) {
-    std::string have;
-    std::getline(in, have);
-    if (have == want) return true;
-    log::error("queue.shards (or the placement hash) differs from the queue directory's",
-               {{"dir", dir.string()},
-                {"config", want},
-                {"directory", have},
-                {"hint", "deliver the backlog with the old shard count first, or use a new dir"}});
-    return false;
-  }
+  const std::string want = layout_of(shards);
   std::ofstream out(file, std::ios::trunc);
   out << want << '\n';
   out.close();
@@ -60,7 +75,7 @@ fs::path shard_dir(const fs::path& root, std::size_t i) {
 
 }  // namespace
 
-std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
+std::optional<OpenedQueue> open_queue(const QueueConfig& q) {
   const fs::path root(q.dir);
   std::error_code ec;
   fs::create_directories(root, ec);
@@ -68,7 +83,19 @@ std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
     log::error("cannot create the queue directory", {{"dir", q.dir}, {"error", ec.message()}});
     return std::nullopt;
   }
-  if (!check_layout(root, q.shards)) return std::nullopt;
+  // Before the layout is read or written: two botgates starting together on a new directory
+  // must not both record their own shard count.
+  auto lock =
+      std::make_unique<storage::io::Fd>(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (lock->get() < 0 || ::flock(lock->get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    log::error(err == EWOULDBLOCK ? "the queue directory is in use by another botgate"
+                                  : "cannot lock the queue directory",
+               {{"dir", q.dir}, {"error", std::strerror(err)}});
+    return std::nullopt;
+  }
+  bool recorded = false;
+  if (!check_layout(root, q.shards, recorded)) return std::nullopt;
 
   storage::StoreOptions opts;
   opts.sync = q.fsync;
@@ -122,7 +149,8 @@ std::optional<std::vector<OpenedShard>> open_queue(const QueueConfig& q) {
                                       {"records", rec.events_report.records_scanned},
                                       {"ms", took_ms[i]}});
   }
-  return out;
+  if (!recorded && !record_layout(root, q.shards)) return std::nullopt;
+  return OpenedQueue{std::move(lock), std::move(out)};
 }
 
 }  // namespace botgate

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -93,6 +94,89 @@ TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifec
 
   auto after = http_request(gw.port(), "GET", "/healthz", {}, {}, 1s);
   CHECK(after.status == 0);
+}
+
+TEST_CASE("SIGTERM during start-up (recovering a backlog) still stops gracefully with 0",
+          "[integration][lifecycle]") {
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {free_listen_port()};  // nothing listens: the events stay queued
+  o.fsync = "none";
+  o.drain_timeout = "1s";
+  o.backoff_base = "10s";
+  o.backoff_cap = "10s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  // A backlog whose recovery takes a while (a few hundred ms here).
+  std::vector<std::string> args{loadgen_binary(),
+                                "--port",
+                                std::to_string(gw.port()),
+                                "--source",
+                                o.source,
+                                "--secret",
+                                o.secret,
+                                "--events",
+                                "60000",
+                                "--connections",
+                                "16",
+                                "--conversations",
+                                "200"};
+  Process load(args, dir.path() / "loadgen.out", dir.path() / "loadgen.err");
+  REQUIRE(load.wait_exit(60s) == std::optional<int>(0));
+  gw.process().signal(SIGTERM);
+  REQUIRE(gw.process().wait_exit(20s) == std::optional<int>(0));
+
+  Process again({botgate_binary(), "--config", gw.config_path().string()}, dir.path() / "again.log",
+                dir.path() / "again.log");
+  // The moment it holds the stop signals back, it is starting up (recovery takes tens of ms
+  // here, the rest of the start a few): a SIGTERM then must wait for the handler, not kill.
+  const std::string status = "/proc/" + std::to_string(again.pid()) + "/status";
+  const auto holds_sigterm = [&] {
+    std::ifstream in(status);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("SigBlk:", 0) == 0) {
+        return ((std::stoull(line.substr(7), nullptr, 16) >> (SIGTERM - 1)) & 1) != 0;
+      }
+    }
+    return false;
+  };
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!holds_sigterm() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(200us);
+  }
+  REQUIRE(holds_sigterm());
+  again.signal(SIGTERM);
+  const auto code = again.wait_exit(30s);
+  INFO(again.log());
+  CHECK(code == std::optional<int>(0));
+  CHECK(again.log().find("msg=stopped") != std::string::npos);
+}
+
+TEST_CASE("a log reader that went away does not kill the gateway", "[integration][lifecycle]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.listen_port = free_listen_port();
+  const auto config = dir.path() / "pipe.toml";
+  { std::ofstream(config) << make_config(o); }
+  // stderr into a pipe whose reader quits after the first byte: later log lines get EPIPE.
+  Process gw(
+      {"/bin/bash", "-c",
+       "exec " + botgate_binary() + " --config " + config.string() + " 2> >(head -c 1 >/dev/null)"},
+      dir.path() / "pipe.out", dir.path() / "pipe.err");
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = http_request(o.listen_port, "GET", "/healthz", {}, {}, 1s).status == 200;
+    if (!up) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(up);
+  for (int i = 0; i < 5; ++i) {  // each logs a warning line
+    CHECK(http_request(o.listen_port, "GET", "/no/such/route", {}, {}, 1s).status == 404);
+  }
+  CHECK(http_request(o.listen_port, "GET", "/healthz", {}, {}, 1s).status == 200);
+  CHECK(gw.running());
+  gw.signal(SIGTERM);
+  CHECK(gw.wait_exit(15s) == std::optional<int>(0));
 }
 
 namespace {
