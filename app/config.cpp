@@ -156,8 +156,10 @@ class Errors {
 // What a duration key accepts beyond "a positive duration".
 struct DurationLimits {
   bool zero_allowed = false;  // "0s" turns a feature off
-  Duration max = Duration::max();
-  std::string_view why_max;  // said after "must be at most <max>"
+  // No setting needs more than a year, and deadlines computed from settings (an attempt's
+  // is several timeouts added up) must not overflow.
+  Duration max = std::chrono::hours(24 * 365);
+  std::string_view why_max = "no duration may be longer";  // said after "must be at most <max>"
 };
 
 // A view of one TOML table at `path`. Construction reports every key not in
@@ -620,10 +622,10 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
     switch (s.kind) {
       case SourceKind::generic:
         t.string("secret", s.secret, true, true);  // never echo the value
-        refuse_keys(
-            errors, t,
-            {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline", "allow_plaintext"},
-            "a generic source");
+        refuse_keys(errors, t,
+                    {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline",
+                     "allow_plaintext", "answer_ding"},
+                    "a generic source");
         break;
       case SourceKind::wechat:
         t.string("token", s.token, true, true);

@@ -423,6 +423,12 @@ TEST_CASE("durations", "[config]") {
       CHECK(e.line == 2);
     }
   }
+  SECTION("more than a year is rejected: deadlines added up from it must not overflow") {
+    CHECK(expect_ok(read_timeout("365d")).server.read_timeout == Duration(24h * 365));
+    expect_one(read_timeout("366d"), "server.read_timeout", "must be at most");
+    expect_one(read_timeout("60000d"), "server.read_timeout", "must be at most");
+    expect_one(kMinimal + "timeout = \"60000d\"\n", "targets[0].timeout", "must be at most");
+  }
   SECTION("zero is rejected") {
     expect_one(read_timeout("0s"), "server.read_timeout", "greater than zero");
     expect_one(read_timeout("0ms0s"), "server.read_timeout", "greater than zero");
@@ -1219,6 +1225,10 @@ TEST_CASE("keys of another source kind are refused", "[config][wechat]") {
                            "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n"
                            "allow_plaintext = true"),
              "sources[0].allow_plaintext", "not a key of a generic source");
+  expect_one(wxcfg::source("generic",
+                           "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n"
+                           "answer_ding = false"),
+             "sources[0].answer_ding", "not a key of a generic source");
   const std::string generic = "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n";
   for (const std::string key : {"token", "app_id", "corp_id", "ack_deadline"}) {
     INFO(key);
