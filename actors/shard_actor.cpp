@@ -161,6 +161,16 @@ void queue_replies(Self self, const Event& ev, const std::string& body) {
     return;
   }
   for (std::size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].to.empty() && ev.sender.empty() && ev.type.starts_with("event:")) {
+      // A platform event from no user (a WXKF notification): its conversation is an account,
+      // not someone to write to. Such a reply must name its recipient.
+      st.metrics->replies_dropped().inc();
+      log::warn("backend reply dropped",
+                {{"source", ev.source},
+                 {"id", ev.id},
+                 {"reason", "an event from no user: the reply needs \"to\""}});
+      continue;
+    }
     auto reply = reply_event(ev, i + 1, replies[i], src->second.accounts);
     const auto id = storage::hash_id(reply->source, reply->id);
     // Already queued or sent (the event was delivered before a crash): not again. Replies skip

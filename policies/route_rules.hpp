@@ -24,9 +24,10 @@ namespace botgate {
 // A rule's text_regex: ECMAScript, matched against the whole text. libstdc++ matches
 // ECMAScript by backtracking, recursing once per character of the text, so a long text
 // (tens of KB) against ".*x.*" overflows the stack of the io thread. Its polynomial mode
-// (a Thompson NFA: time is text size times pattern size, stack depth bounded by the
-// pattern) has no such limit; it has no backreferences, which are refused here with a
-// std::regex_error like any other invalid expression.
+// (a Thompson NFA: stack depth bounded by the pattern, time text size times pattern size
+// except for a lookahead inside a repetition, which stays quadratic in the text) has no such
+// limit; it has no backreferences, which are refused here with a std::regex_error like any
+// other invalid expression.
 inline std::regex compile_text_regex(const std::string& pattern) {
   return std::regex(
       pattern, std::regex::ECMAScript | std::regex::optimize | std::regex_constants::__polynomial);

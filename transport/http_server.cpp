@@ -87,11 +87,13 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerState& state() const { return *state_; }
 
   // Posted by the server at drain time. A connection waiting for a request it has
-  // not begun to receive is closed; one in the middle of a request finishes it.
+  // not begun to receive is closed, and so is one dropping the rest of a refused request;
+  // one in the middle of a request finishes it.
   void drain_from_outside(std::weak_ptr<Session> weak) {
     net::post(socket_.get_executor(), [weak] {
       if (auto self = weak.lock()) {
-        if (self->reading_ && !(self->parser_ && self->parser_->got_some())) self->close();
+        const bool idle = self->reading_ && !(self->parser_ && self->parser_->got_some());
+        if (idle || self->lingering_) self->close();
       }
     });
   }
@@ -189,6 +191,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // goes out, the sending side is shut, and what comes in is read and dropped until the
   // client closes, kLingerBytes have come, or kLingerTime is over.
   void linger() {
+    if (state_->draining.load(std::memory_order_relaxed)) return close();
+    lingering_ = true;
     beast::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
     set_deadline(std::min<Duration>(kLingerTime, state_->options.read_timeout));
@@ -238,6 +242,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool reading_ = false;
   bool linger_ = false;       // refused: drop the rest of the request before closing
+  bool lingering_ = false;    // dropping it now
   std::size_t lingered_ = 0;  // bytes dropped so far
   bool head_ = false;         // the request was HEAD: the answer has no body
   bool http10_ = false;       // the request was HTTP/1.0

@@ -142,6 +142,8 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
 // A digest of the whole message: element names and text in document order (CDATA or not,
 // however split). The same callback sent again digests alike; two events of one user in one
 // second differ in something: EventKey, a WXKF Token, a template job's MsgID, a nested JobId.
+// (Two identical events of one user in one second, such as two clicks on one menu key, are
+// byte for byte a resend, and count as one.)
 std::uint64_t message_digest(pugi::xml_node root) {
   std::uint64_t h = fnv1a64("");
   walk(

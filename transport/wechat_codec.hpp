@@ -52,7 +52,7 @@ struct WechatMessage {
 //          of the whole message (element names and text). WeChat recommends
 //          FromUserName + CreateTime; a retry repeats the message, so retries still dedup,
 //          while one second can hold several different events of one user (a subscribe
-//          via a QR code and its LOCATION report, two menu clicks, two template-send
+//          via a QR code and its LOCATION report, clicks on two menu keys, two template-send
 //          reports with their own MsgID) or of the system (WXKF notifications, each with
 //          its own Token), which must not collapse into one. A non-event without MsgId
 //          (not in the docs, but refusing it would make WeChat retry and then tell the

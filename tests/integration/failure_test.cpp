@@ -232,6 +232,17 @@ TEST_CASE("a client that sends all of an oversized body still reads its 413",
   }
   REQUIRE(gw.process().running());
   CHECK(backend.requests().empty());
+
+  // A refused client that keeps its connection open does not hold up a shutdown.
+  RawConn held(gw.port());
+  REQUIRE(held.send("POST /v1/events/" + o.source +
+                    " HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n" +
+                    std::string(128u << 10, 'x')));
+  REQUIRE(held.read_response(5s).status == 413);
+  const auto t0 = std::chrono::steady_clock::now();
+  gw.process().signal(SIGTERM);
+  CHECK(gw.process().wait_exit(15s) == std::optional<int>(0));
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);  // the linger alone lasts 5 s
 }
 
 TEST_CASE("a request header over max_header gets 413", "[integration][failure]") {

@@ -606,6 +606,7 @@ TEST_CASE("wechat: a source with a key refuses plaintext callbacks unless allowe
 TEST_CASE("wecom: WXKF notifications are acked and forwarded, two in one second as two",
           "[integration][wechat][wecom]") {
   Fixture f;
+  reply_to_everything(f.backend);  // replies without "to": there is no user to send them to
   const auto now = now_s();
   // As documented (path/94670): no FromUserName, a Token for kf/sync_msg, the account.
   const auto kf = [&](const std::string& token) {
@@ -628,6 +629,8 @@ TEST_CASE("wecom: WXKF notifications are acked and forwarded, two in one second 
   CHECK(xml_field(reqs[0].body, "Token") == "ENC-TOKEN-1");
   CHECK(xml_field(reqs[1].body, "Token") == "ENC-TOKEN-2");
   CHECK(xml_field(reqs[1].body, "OpenKfId") == "wkKF001");
+  CHECK(f.fake.sent().empty());  // nothing went to the account id as if it were a user
+  CHECK(f.metric("botgate_replies_dropped_total") == 2);
 }
 
 TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and a body",

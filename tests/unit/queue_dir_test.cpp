@@ -1,7 +1,12 @@
 // The queue directory at start-up: one botgate per directory, and the shard count it records.
 #include "app/queue_dir.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -42,4 +47,33 @@ TEST_CASE("a queue directory is opened by one botgate at a time", "[queue_dir]")
   again.reset();
   // The recorded count holds: another one is refused.
   CHECK_FALSE(botgate::open_queue(queue_at(dir.path / "q", 8)).has_value());
+}
+
+TEST_CASE("a new queue directory locked by another botgate gets no layout from this one",
+          "[queue_dir]") {
+  // Two botgates starting together on a new directory: the one that loses the lock must not
+  // write its shard count over the winner's.
+  botgate::test::ScratchDir dir("botgate-queue-dir");
+  const auto q = dir.path / "q";
+  std::filesystem::create_directories(q);
+  const int held = ::open(q.c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);
+  CHECK_FALSE(botgate::open_queue(queue_at(q, 8)).has_value());
+  CHECK_FALSE(std::filesystem::exists(q / "botgate-queue"));
+  ::close(held);
+  CHECK(botgate::open_queue(queue_at(q, 8)).has_value());
+}
+
+TEST_CASE("a first start that fails records no shard count", "[queue_dir]") {
+  botgate::test::ScratchDir dir("botgate-queue-dir");
+  const auto q = dir.path / "q";
+  std::filesystem::create_directories(q);
+  std::ofstream(q / "shard-1") << "a file where shard 1's directory must go";
+  CHECK_FALSE(botgate::open_queue(queue_at(q, 4)).has_value());
+  CHECK_FALSE(std::filesystem::exists(q / "botgate-queue"));
+  // Nothing was ever stored: another count is fine.
+  std::filesystem::remove(q / "shard-1");
+  REQUIRE(botgate::open_queue(queue_at(q, 3)).has_value());
+  CHECK(layout(q) == "shards=3 placement=fnv1a64-fmix64");
 }
