@@ -148,6 +148,16 @@ std::string describe(const Outcome& o) {
          " after=" + std::to_string(ms_between(o.posted, o.at)) + "ms";
 }
 
+// Posts [from, out.size()) were each answered once, with a 200.
+void check_each_ok(const std::vector<Outcome>& out, std::size_t from = 0) {
+  for (std::size_t i = from; i < out.size(); ++i) {
+    INFO("post " << i << " (" << key_of(i) << "): " << describe(out[i]));
+    CHECK(out[i].calls == 1);
+    CHECK(out[i].res.error == Error::none);
+    CHECK(out[i].res.status == 200);
+  }
+}
+
 // A raw HTTP/1.1 server for one connection that answers in batches: after a
 // request arrives it waits until `quiet` passes with no new complete request,
 // then answers every request received so far, in order. The largest batch is the
@@ -324,13 +334,8 @@ TEST_CASE("client without pipelining answers every post once, intact, on at most
   REQUIRE(got.wait_all(10s));
   std::this_thread::sleep_for(50ms);  // a second callback would show up here
   auto out = got.snapshot();
-  for (std::size_t i = 0; i < kPosts; ++i) {
-    INFO("post " << i << ": " << describe(out[i]));
-    CHECK(out[i].calls == 1);
-    CHECK(out[i].res.error == Error::none);
-    CHECK(out[i].res.status == 200);
-    CHECK(out[i].res.body == "{}");
-  }
+  check_each_ok(out);
+  for (std::size_t i = 0; i < kPosts; ++i) CHECK(out[i].res.body == "{}");
 
   auto seen = by_key(backend);
   CHECK(backend.count() == kPosts);
@@ -369,12 +374,7 @@ TEST_CASE("client with pipelining keeps post order on one connection", "[client]
   REQUIRE(got.wait_all(10s));
   std::this_thread::sleep_for(50ms);
   auto out = got.snapshot();
-  for (std::size_t i = 0; i < kPosts; ++i) {
-    INFO("post " << i << ": " << describe(out[i]));
-    CHECK(out[i].calls == 1);
-    CHECK(out[i].res.error == Error::none);
-    CHECK(out[i].res.status == 200);
-  }
+  check_each_ok(out);
   // Answers come back in post order too.
   for (std::size_t i = 1; i < kPosts; ++i) CHECK(out[i - 1].at <= out[i].at);
 
@@ -467,12 +467,7 @@ TEST_CASE("client pipeline: a timed-out front fails alone, the requests behind i
   std::this_thread::sleep_for(100ms);
   auto out = got.snapshot();
   CHECK(out[0].calls == 1);
-  for (std::size_t i = 1; i < kPosts; ++i) {
-    INFO("post " << i << ": " << describe(out[i]));
-    CHECK(out[i].calls == 1);
-    CHECK(out[i].res.error == Error::none);
-    CHECK(out[i].res.status == 200);
-  }
+  check_each_ok(out, 1);
   auto seen = by_key(backend);
   CHECK(seen[key_of(0)].size() == 1);  // the timed-out one is not resent
   for (std::size_t i = 1; i < kPosts; ++i) {
@@ -642,12 +637,7 @@ TEST_CASE("client survives a server restart that reset several idle kept-alive c
     REQUIRE(got.wait_one(i, 5s));  // one at a time: each would meet a dead idle connection
   }
   auto out = got.snapshot();
-  for (std::size_t i = 0; i < 4; ++i) {
-    INFO(key_of(i) << ": " << describe(out[i]));
-    CHECK(out[i].calls == 1);
-    CHECK(out[i].res.error == Error::none);
-    CHECK(out[i].res.status == 200);
-  }
+  check_each_ok(out);
 }
 
 TEST_CASE("client keeps its other idle connections when a server closes one in order", "[client]") {
@@ -693,12 +683,7 @@ TEST_CASE("client with pipelining serves a server that closes after every answer
   REQUIRE(got.wait_all(30s));
   std::this_thread::sleep_for(50ms);
   auto out = got.snapshot();
-  for (std::size_t i = 0; i < kPosts; ++i) {
-    INFO("post " << i << ": " << describe(out[i]));
-    CHECK(out[i].calls == 1);
-    CHECK(out[i].res.error == Error::none);
-    CHECK(out[i].res.status == 200);
-  }
+  check_each_ok(out);
   std::set<std::string> keys;
   for (const auto& r : backend.requests()) CHECK(keys.insert(r.idempotency_key()).second);
   CHECK(keys.size() == kPosts);
