@@ -239,7 +239,6 @@ void dispatch(Self self, ConvIt it) {
   request_flush(self, self->state.flush_queued);
 }
 
-// Reads stored events back from the log once the memory window has drained to half.
 // Places events read from the log, in sequence order: the recovered window at start-up, or a
 // read-back (`counted` on disk until now). `reading` stays set meanwhile: a dead letter
 // finished synchronously while placing must not start a read, which would return the rest of
@@ -255,6 +254,7 @@ void place_read_back(Self self, std::vector<StoredEvent>& events, bool counted) 
   st.reading = false;
 }
 
+// Reads stored events back from the log once the memory window has drained to half.
 void maybe_read(Self self) {
   auto& st = self->state;
   if (st.on_disk == 0 || st.reading || st.in_memory > st.options.memory_window / 2) return;

@@ -426,9 +426,12 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
   }
   // Without a user, events queue (and are ordered) per customer-service account, else per
   // receiving account.
-  const std::string_view who =
-      !from_user.empty() ? from_user : f.find_non_empty("OpenKfId").value_or(to_user);
-  if (!check_key("<OpenKfId>", who, detail)) return CodecStatus::malformed;
+  std::string_view who = from_user;
+  if (who.empty()) {
+    const auto kf = f.find_non_empty("OpenKfId");
+    if (kf && !check_key("<OpenKfId>", *kf, detail)) return CodecStatus::malformed;
+    who = kf.value_or(to_user);
+  }
   const std::string_view msg_id = f.find("MsgId").value_or("");
   std::string id;
   if (!msg_id.empty()) {
@@ -436,10 +439,10 @@ CodecStatus parse_wechat_message(std::string xml, Event& out, WechatMessage& msg
   } else {
     // WeChat's advice for events is FromUserName + CreateTime; the digest keeps apart events
     // of one user (or of the system) in one second, and a resend has the same digest.
-    char digest[17];
-    fmt::format_to_n(digest, 16, "{:016x}", message_digest(root));
-    digest[16] = '\0';
-    id = concat({who, "-", create_time, "-", is_event ? event : msg_type, "-", digest});
+    char digest[16];
+    fmt::format_to(digest, "{:016x}", message_digest(root));
+    id = concat({who, "-", create_time, "-", is_event ? event : msg_type, "-",
+                 std::string_view(digest, sizeof digest)});
   }
   if (!check_key("message id", id, detail)) return CodecStatus::malformed;
 

@@ -80,11 +80,10 @@ bool aes_cbc(const AesKey& key, bool encrypting, const unsigned char* in, std::s
   return static_cast<std::size_t>(written) + static_cast<std::size_t>(final_written) == size;
 }
 
-// SHA-1 over the parts sorted bytewise, on a stack context: no join, no allocation
-// beyond the 40-digit answer.
 using Sha1Hex = std::array<char, 2 * SHA_DIGEST_LENGTH>;
 
-// The hex SHA-1 of `parts` sorted and concatenated, on the stack.
+// The hex SHA-1 of `parts` sorted bytewise and concatenated, on a stack context and into a
+// stack array: no join, no allocation.
 template <std::size_t N>
 Sha1Hex sorted_sha1_hex(std::array<std::string_view, N> parts) {
   std::sort(parts.begin(), parts.end());
