@@ -346,7 +346,8 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
   conn->used = true;
   if (!keep_alive) {
     // The server closes after this answer: whatever follows goes elsewhere.
-    broken(conn, net::error::connection_aborted, "closed by the server");
+    broken(conn, net::error::connection_aborted, "closed by the server", "closed by the server",
+           true);
   } else if (conn->queue.empty()) {
     become_idle(conn);
   } else {
@@ -404,7 +405,7 @@ void HttpClient::on_timer(const ConnPtr& conn) {
 // the connection in order go out again in any case.
 // `detail`, when given, is the whole message.
 void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
-                        std::string detail) {
+                        std::string detail, bool closed_in_order) {
   if (conn->dead) return;
   close(conn);
   const bool timed_out = ec == net::error::timed_out;
@@ -412,10 +413,10 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
       !detail.empty() ? std::move(detail)
                       : std::string(what) + ": " + (timed_out ? "timed out" : ec.message());
   const bool front_answering = conn->parser && conn->parser->got_some();
-  // The server ended with `Connection: close`: it processes nothing written after that
-  // answer (RFC 9112, 9.6), so those requests go out again without using up their one resend.
-  // Each such close answered a request, so this cannot loop.
-  const bool closed_in_order = ec == net::error::connection_aborted;
+  // After `Connection: close` the server processes nothing written behind that answer
+  // (RFC 9112, 9.6): those requests go out again without using up their one resend. Each
+  // such close answered a request, so this cannot loop. (A socket error, whatever its code,
+  // says nothing of the kind.)
   std::vector<JobPtr> again;
   std::vector<JobPtr> failed;
   for (std::size_t i = 0; i < conn->queue.size(); ++i) {
@@ -438,7 +439,7 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
   // `Connection: close`) says the server may have restarted and reset every connection it
   // had: the idle ones are suspect too. Drop them, so the requests sent again go out on fresh
   // connections instead of failing on the next dead one.
-  if (conn->used && !timed_out && ec != net::error::connection_aborted) {
+  if (conn->used && !timed_out && !closed_in_order) {
     const auto suspects = idle_;
     for (const auto& c : suspects) close(c);
   }

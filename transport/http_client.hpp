@@ -117,8 +117,9 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   void arm_timer(const ConnPtr& conn);
   void on_timer(const ConnPtr& conn);
   void on_answer(const ConnPtr& conn, unsigned status, std::string&& body, bool keep_alive);
+  // `closed_in_order`: the server answered with `Connection: close` (not an error).
   void broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
-              std::string detail = {});
+              std::string detail = {}, bool closed_in_order = false);
   void close(const ConnPtr& conn);
   void next_waiting();
 
