@@ -2,6 +2,7 @@
 
 #include "core/log.hpp"
 #include "policies/platform_errors.hpp"
+#include "transport/generic_codec.hpp"
 
 namespace botgate {
 namespace {
@@ -30,11 +31,14 @@ void post(Self self, Job job) {
   const std::string msgid = st.options.api == wechat::AccountApi::wecom_kf
                                 ? wechat::kf_msgid(ev.source, ev.id)
                                 : std::string();
+  const auto content = outbound_content(ev);
   auto me = caf::actor_cast<target_actor>(self);
-  st.client->post(
-      wechat::send_target(st.options.api, st.options.base_path, job.token),
-      wechat::send_body(st.options.api, ev.conversation, ev.text, st.options.open_kfid, msgid), {},
-      [me, n](http::ClientResponse&& r) { caf::anon_send(me, done_atom::value, n, std::move(r)); });
+  st.client->post(wechat::send_target(st.options.api, st.options.base_path, job.token),
+                  wechat::send_body(st.options.api, ev.conversation, content.msgtype, content.body,
+                                    st.options.open_kfid, msgid),
+                  {}, [me, n](http::ClientResponse&& r) {
+                    caf::anon_send(me, done_atom::value, n, std::move(r));
+                  });
   st.metrics->in_flight.add(1);
   st.in_flight.emplace(n, std::move(job));
 }

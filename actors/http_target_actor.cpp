@@ -53,7 +53,7 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           char attempt[16];
           const auto digits = std::to_chars(attempt, attempt + sizeof attempt, s.attempt);
           // The callback runs on the client's strand: it only mails the result back.
-          st.client->post(st.path, s.ev->raw,
+          st.client->post(st.path, raw_content_type(*s.ev), s.ev->raw,
                           {{"Idempotency-Key", s.ev->id},
                            {"X-Botgate-Attempt", std::string_view(attempt, digits.ptr - attempt)},
                            {"X-Botgate-Source", s.ev->source}},

@@ -123,14 +123,23 @@ EventPtr reply_event(const Event& ev, std::size_t n, BackendReply& r, const std:
   out->id = ev.id + "#reply-" + std::to_string(n);
   out->conversation = r.to.empty() ? ev.conversation : std::move(r.to);
   out->sender = ev.sender;
-  out->type = "reply";
-  out->text = std::move(r.text);
+  out->type = outbound_type("reply", r.content);
+  out->text = std::move(r.content.body);
   out->raw = "{\"id\":";
   append_json_string(out->raw, out->id);
   out->raw += ",\"conversation\":";
   append_json_string(out->raw, out->conversation);
-  out->raw += ",\"type\":\"reply\",\"text\":";
-  append_json_string(out->raw, out->text);
+  out->raw += ",\"type\":";
+  append_json_string(out->raw, out->type);
+  if (r.content.msgtype == "text") {
+    out->raw += ",\"text\":";
+    append_json_string(out->raw, out->text);
+  } else {
+    out->raw += ',';
+    append_json_string(out->raw, r.content.msgtype);
+    out->raw += ':';
+    out->raw += out->text;
+  }
   out->raw += ",\"in_reply_to\":";
   append_json_string(out->raw, ev.id);
   out->raw += "}";

@@ -335,8 +335,8 @@ void HttpApi::send_message(http::Request&& req, http::Responder respond) const {
   ev->id = std::move(m.id);
   ev->conversation = std::move(m.to);
   ev->sender = std::string(kApiSource);
-  ev->type = "message";
-  ev->text = std::move(m.text);
+  ev->type = outbound_type("message", m.content);
+  ev->text = std::move(m.content.body);
   ev->raw = std::move(req.body());
   ev->route = std::move(m.pool);
   ev->received_at = Clock::now();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace botgate {
 
@@ -24,6 +25,14 @@ struct Event {
   Clock::time_point received_at{};
   std::chrono::system_clock::time_point received_wall{};
 };
+
+// The media type of Event::raw as a backend gets it: a WeChat or WeCom callback's raw is its
+// (decrypted) XML, labelled as the platforms label their own callbacks; every other raw is a
+// JSON object, which cannot start with '<'.
+inline std::string_view raw_content_type(const Event& ev) {
+  const auto first = ev.raw.find_first_not_of(" \t\r\n");
+  return first != std::string::npos && ev.raw[first] == '<' ? "text/xml" : "application/json";
+}
 
 // Events are immutable once parsed and shared between actors without copies.
 using EventPtr = std::shared_ptr<const Event>;

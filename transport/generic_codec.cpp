@@ -2,7 +2,9 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
+#include <utility>
 
 #include "transport/signature.hpp"
 
@@ -120,6 +122,99 @@ bool valid_key(std::string_view v, const char* name, std::string& detail) {
   }
   return true;
 }
+
+// Whether `padded` is one whole valid JSON object: every value in it walked, nothing after it.
+// A document that is not an object is INCORRECT_TYPE.
+simdjson::error_code validate_object_document(od::parser& parser,
+                                              const simdjson::padded_string& padded) {
+  const std::string_view text(padded.data(), padded.size());
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || text[first] != '{') return simdjson::INCORRECT_TYPE;
+  od::document doc;
+  od::value root;
+  if (auto e = parser.iterate(padded).get(doc)) return e;
+  if (auto e = doc.get_value().get(root)) return e;
+  if (auto e = validate(root, 1)) return e;
+  if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
+    return simdjson::TRAILING_CONTENT;
+  }
+  return simdjson::SUCCESS;
+}
+
+bool valid_msgtype(std::string_view t) {
+  if (t.empty() || t.size() > kMaxMsgtypeLength || t.front() < 'a' || t.front() > 'z') {
+    return false;
+  }
+  return std::all_of(t.begin(), t.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
+}
+
+// The content of one outbound message object, gathered while its members are walked: "text"
+// and "msgtype" (strings), and every object-valued member (one of them is msgtype's). The
+// views point into the document being parsed (already validated whole).
+class ContentFields {
+ public:
+  enum class Took { no, yes, error };
+
+  // Takes the member `key` when it is content. A "text" or "msgtype" that is not a string is
+  // an error, said in `detail` (`what` names the message: "reply", "field").
+  Took take(std::string_view key, od::value value, const char* what, std::string& detail) {
+    if (key == "text" || key == "msgtype") {
+      std::string_view s;
+      if (value.get_string().get(s)) {
+        detail = std::string(what) + " \"" + std::string(key) + "\" must be a string";
+        return Took::error;
+      }
+      (key == "text" ? text_ : msgtype_) = s;
+      (key == "text" ? has_text_ : has_msgtype_) = true;
+      return Took::yes;
+    }
+    od::json_type type;
+    od::object object;
+    std::string_view raw;
+    if (value.type().get(type) || type != od::json_type::object) return Took::no;
+    if (value.get_object().get(object) || object.raw_json().get(raw)) {
+      detail = std::string(what) + " \"" + std::string(key) + "\" is not valid JSON";
+      return Took::error;
+    }
+    objects_.emplace_back(key, raw);
+    return Took::yes;
+  }
+
+  // The message's content: text, or msgtype and its object.
+  CodecStatus finish(MessageContent& out, std::string& detail) const {
+    if (!has_msgtype_ || msgtype_ == "text") {
+      if (text_.empty()) {
+        detail = "missing or empty \"text\"";
+        return CodecStatus::missing_field;
+      }
+      out.msgtype = "text";
+      out.body = std::string(text_);
+      return CodecStatus::ok;
+    }
+    const std::string type(msgtype_);
+    if (!valid_msgtype(msgtype_)) {
+      detail = "\"msgtype\" must be 1 to 32 of a-z and '_', starting with a letter";
+      return CodecStatus::malformed;
+    }
+    if (has_text_) {
+      detail = "\"text\" goes with msgtype \"text\" only, not \"" + type + "\"";
+      return CodecStatus::malformed;
+    }
+    for (const auto& [name, raw] : objects_) {
+      if (name != msgtype_) continue;
+      out.msgtype = type;
+      out.body = std::string(raw);
+      return CodecStatus::ok;
+    }
+    detail = "msgtype \"" + type + "\" without an object \"" + type + "\"";
+    return CodecStatus::missing_field;
+  }
+
+ private:
+  std::string_view text_, msgtype_;
+  bool has_text_ = false, has_msgtype_ = false;
+  std::vector<std::pair<std::string_view, std::string_view>> objects_;
+};
 
 }  // namespace
 
@@ -242,6 +337,18 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
   return CodecStatus::ok;
 }
 
+std::string outbound_type(std::string_view kind, const MessageContent& c) {
+  std::string type(kind);
+  if (c.msgtype != "text") type.append(":").append(c.msgtype);
+  return type;
+}
+
+OutboundContent outbound_content(const Event& ev) {
+  const auto colon = ev.type.find(':');
+  if (colon == std::string::npos) return {"text", ev.text};
+  return {std::string_view(ev.type).substr(colon + 1), ev.text};
+}
+
 CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendReply>& out,
                                   std::string& detail) {
   out.clear();
@@ -252,16 +359,10 @@ CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendRepl
   if (body.find("\"replies\"") == std::string_view::npos) return CodecStatus::ok;
   thread_local od::parser parser;
   simdjson::padded_string padded(body);
-  od::document doc;
   // Only a whole, valid JSON document can carry replies: anything else is a body that merely
   // starts with '{', and holds none.
-  {
-    od::value root;
-    if (parser.iterate(padded).get(doc) || doc.get_value().get(root) || validate(root, 1) ||
-        doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
-      return CodecStatus::ok;
-    }
-  }
+  if (validate_object_document(parser, padded)) return CodecStatus::ok;
+  od::document doc;
   od::object obj;
   if (parser.iterate(padded).get(doc) || doc.get_object().get(obj)) return CodecStatus::ok;
   od::value replies;
@@ -280,16 +381,25 @@ CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendRepl
     od::object item;
     if (element.get_object().get(item)) return fail("a reply is not an object");
     BackendReply r;
+    ContentFields content;
     for (auto field : item) {
       std::string_view key, value;
-      if (field.unescaped_key().get(key)) return fail("a reply is not valid JSON");
-      if (key != "text" && key != "to") continue;
-      if (field.value().get_string().get(value)) {
-        return fail("reply \"" + std::string(key) + "\" is not a string");
+      od::value v;
+      if (field.unescaped_key().get(key) || field.value().get(v)) {
+        return fail("a reply is not valid JSON");
       }
-      (key == "text" ? r.text : r.to) = std::string(value);
+      if (key == "to") {
+        if (v.get_string().get(value)) return fail("reply \"to\" must be a string");
+        r.to = std::string(value);
+        continue;
+      }
+      if (content.take(key, v, "reply", detail) == ContentFields::Took::error) {
+        return fail(std::move(detail));
+      }
     }
-    if (r.text.empty()) return fail("a reply has no \"text\"");
+    if (content.finish(r.content, detail) != CodecStatus::ok) {
+      return fail("a reply: " + detail);
+    }
     if (out.size() == kMaxReplies) {
       return fail("more than " + std::to_string(kMaxReplies) + " replies");
     }
@@ -302,16 +412,23 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
                                    std::string& detail) {
   thread_local od::parser parser;
   simdjson::padded_string padded(body);
+  if (auto e = validate_object_document(parser, padded)) {
+    detail = e == simdjson::INCORRECT_TYPE     ? "body is not a JSON object"
+             : e == simdjson::TRAILING_CONTENT ? "trailing content after the JSON document"
+                                               : simdjson::error_message(e);
+    return CodecStatus::malformed;
+  }
   od::document doc;
   od::object obj;
   if (auto e = parser.iterate(padded).get(doc)) {
     detail = simdjson::error_message(e);
     return CodecStatus::malformed;
   }
-  if (doc.get_object().get(obj)) {
-    detail = "body is not a JSON object";
+  if (auto e = doc.get_object().get(obj)) {
+    detail = simdjson::error_message(e);
     return CodecStatus::malformed;
   }
+  ContentFields content;
   for (auto field : obj) {
     std::string_view key;
     od::value value;
@@ -323,14 +440,12 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
       detail = simdjson::error_message(e);
       return CodecStatus::malformed;
     }
-    std::string* target = key == "pool"   ? &out.pool
-                          : key == "to"   ? &out.to
-                          : key == "text" ? &out.text
-                          : key == "id"   ? &out.id
-                                          : nullptr;
+    std::string* target = key == "pool" ? &out.pool
+                          : key == "to" ? &out.to
+                          : key == "id" ? &out.id
+                                        : nullptr;
     if (target == nullptr) {
-      if (auto e = validate(value, 2)) {
-        detail = simdjson::error_message(e);
+      if (content.take(key, value, "field", detail) == ContentFields::Took::error) {
         return CodecStatus::malformed;
       }
       continue;
@@ -342,16 +457,13 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
     }
     *target = std::string(s);
   }
-  if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
-    detail = "trailing content after the JSON document";
-    return CodecStatus::malformed;
-  }
-  for (auto [v, name] : {std::pair{&out.pool, "pool"}, {&out.to, "to"}, {&out.text, "text"}}) {
+  for (auto [v, name] : {std::pair{&out.pool, "pool"}, {&out.to, "to"}}) {
     if (v->empty()) {
       detail = std::string("missing or empty \"") + name + "\"";
       return CodecStatus::missing_field;
     }
   }
+  if (auto st = content.finish(out.content, detail); st != CodecStatus::ok) return st;
   if (!valid_key(out.to, "to", detail) || !valid_key(out.id, "id", detail)) {
     return CodecStatus::malformed;
   }

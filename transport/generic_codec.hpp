@@ -31,24 +31,49 @@ CodecStatus verify_generic(const HmacSha256& mac, std::string_view timestamp_hea
 // read. On failure `detail` says why, in words safe to log.
 CodecStatus parse_generic_event(std::string body, Event& out, std::string& detail);
 
-// The body of POST /v1/messages: {"pool":"...","to":"...","text":"...","id":"..."}. `id`
-// (optional) is the idempotency key: a message sent twice with one id goes out once.
+// What an outbound message says: text, or a platform message of another type (image, voice,
+// video, file, news, msgmenu, miniprogrampage, ...) whose JSON object goes to the platform as
+// the sender gave it. botgate does not check such an object: the platform judges it, and an
+// answer that refuses it dead-letters the message with the platform's reason.
+struct MessageContent {
+  std::string msgtype = "text";
+  std::string body;  // text: the text; otherwise the msgtype's JSON object, verbatim
+};
+
+// Longest msgtype accepted: the platforms' longest is "miniprogrampage".
+inline constexpr std::size_t kMaxMsgtypeLength = 32;
+
+// An outbound message travels through the shards as an Event: of type `kind` ("reply",
+// "message") with the text in Event::text, or of type "kind:msgtype" with the msgtype's object
+// in Event::text. outbound_content() reads either back; an Event whose type has no ':' is text.
+std::string outbound_type(std::string_view kind, const MessageContent& c);
+struct OutboundContent {
+  std::string_view msgtype;
+  std::string_view body;
+};
+OutboundContent outbound_content(const Event& ev);
+
+// The body of POST /v1/messages: {"pool":"...","to":"...","text":"...","id":"..."}, or
+// "msgtype":"image","image":{...} in place of "text". `id` (optional) is the idempotency key:
+// a message sent twice with one id goes out once.
 struct OutboundMessage {
   std::string pool;
   std::string to;
-  std::string text;
+  MessageContent content;
   std::string id;
 };
 
-// pool, to and text are required non-empty strings (missing_field); to and id follow the
+// pool, to and the content are required (missing_field): a non-empty string "text", or a
+// "msgtype" ([a-z][a-z_]*, not "text") and an object member of that name. to and id follow the
 // id rules of generic events (at most kMaxKeyLength bytes, no control characters).
 CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
                                    std::string& detail);
 
-// One reply a backend returned with its 2xx answer: {"replies":[{"text":"...","to":"..."}]}.
+// One reply a backend returned with its 2xx answer:
+// {"replies":[{"text":"...","to":"..."}, {"msgtype":"image","image":{"media_id":"..."}}]}.
 // `to` is optional (empty: the conversation the event came from).
 struct BackendReply {
-  std::string text;
+  MessageContent content;
   std::string to;
 };
 
@@ -56,8 +81,9 @@ struct BackendReply {
 inline constexpr std::size_t kMaxReplies = 16;
 
 // The replies in a backend's answer body. A body that is empty, not one whole valid JSON
-// document, or has no "replies" holds none (ok). A "replies" that is not an array of objects with a
-// non-empty string "text" (and an optional string "to") is malformed, with `detail` saying why.
+// document, or has no "replies" holds none (ok). A "replies" that is not an array of objects
+// with content as in parse_outbound_message (and an optional string "to") is malformed, with
+// `detail` saying why.
 CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendReply>& out,
                                   std::string& detail);
 

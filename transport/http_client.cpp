@@ -155,22 +155,23 @@ HttpClient::HttpClient(net::io_context& ioc, ClientOptions options,
 
 HttpClient::~HttpClient() = default;
 
-void HttpClient::post(const std::string& target, const std::string& body, HeaderList headers,
-                      ClientCallback done) {
-  submit("POST", target, body, headers, std::move(done));
+void HttpClient::post(const std::string& target, std::string_view content_type,
+                      std::string_view body, HeaderList headers, ClientCallback done) {
+  submit("POST", target, content_type, body, headers, std::move(done));
 }
 
 void HttpClient::get(const std::string& target, HeaderList headers, ClientCallback done) {
-  submit("GET", target, {}, headers, std::move(done));
+  submit("GET", target, {}, {}, headers, std::move(done));
 }
 
-void HttpClient::submit(std::string_view method, const std::string& target, std::string_view body,
-                        HeaderList headers, ClientCallback done) {
+void HttpClient::submit(std::string_view method, const std::string& target,
+                        std::string_view content_type, std::string_view body, HeaderList headers,
+                        ClientCallback done) {
   auto job = std::make_shared<Job>();
   auto& w = job->wire;
   w.reserve(body.size() + 256);
   w.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_header_);
-  if (!body.empty()) w.append("\r\nContent-Type: application/json");
+  if (!body.empty()) w.append("\r\nContent-Type: ").append(content_type);
   w.append("\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n");
   for (const auto& [name, value] : headers) {
     w.append(name).append(": ");

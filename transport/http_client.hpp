@@ -82,10 +82,15 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   // CA file cannot be loaded.
   static std::shared_ptr<HttpClient> create(boost::asio::io_context& ioc, ClientOptions options);
 
-  // Thread-safe. POSTs `body` as application/json. `done` runs exactly once, on
-  // the client's strand. CR and LF in header values are replaced by spaces.
-  void post(const std::string& target, const std::string& body, HeaderList headers,
-            ClientCallback done);
+  // Thread-safe. POSTs `body` with the Content-Type `content_type`. `done` runs exactly
+  // once, on the client's strand. CR and LF in header values are replaced by spaces.
+  void post(const std::string& target, std::string_view content_type, std::string_view body,
+            HeaderList headers, ClientCallback done);
+  // The same, as application/json.
+  void post(const std::string& target, std::string_view body, HeaderList headers,
+            ClientCallback done) {
+    post(target, "application/json", body, headers, std::move(done));
+  }
   // Thread-safe. GETs `target` (a health check); otherwise as post().
   void get(const std::string& target, HeaderList headers, ClientCallback done);
 
@@ -102,8 +107,8 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   ~HttpClient();
 
  private:
-  void submit(std::string_view method, const std::string& target, std::string_view body,
-              HeaderList headers, ClientCallback done);
+  void submit(std::string_view method, const std::string& target, std::string_view content_type,
+              std::string_view body, HeaderList headers, ClientCallback done);
   void drain_inbox();
   bool try_assign(JobPtr& job);
   void assign(JobPtr job);

@@ -52,8 +52,9 @@ std::string send_target(AccountApi api, std::string_view base_path, std::string_
   return out;
 }
 
-std::string send_body(AccountApi api, std::string_view touser, std::string_view content,
-                      std::string_view open_kfid, std::string_view msgid) {
+std::string send_body(AccountApi api, std::string_view touser, std::string_view msgtype,
+                      std::string_view content, std::string_view open_kfid,
+                      std::string_view msgid) {
   std::string out = "{\"touser\":";
   append_json_string(out, touser);
   if (api == AccountApi::wecom_kf) {
@@ -62,9 +63,19 @@ std::string send_body(AccountApi api, std::string_view touser, std::string_view 
     out += ",\"msgid\":";
     append_json_string(out, msgid);
   }
-  out += ",\"msgtype\":\"text\",\"text\":{\"content\":";
-  append_json_string(out, content);
-  out += "}}";
+  if (msgtype == "text") {
+    out += ",\"msgtype\":\"text\",\"text\":{\"content\":";
+    append_json_string(out, content);
+    out += "}}";
+    return out;
+  }
+  out += ",\"msgtype\":";
+  append_json_string(out, msgtype);
+  out += ',';
+  append_json_string(out, msgtype);
+  out += ':';
+  out += content;
+  out += '}';
   return out;
 }
 

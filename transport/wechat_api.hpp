@@ -23,9 +23,11 @@ std::string token_target(AccountApi api, std::string_view base_path, std::string
                          std::string_view secret);
 std::string send_target(AccountApi api, std::string_view base_path, std::string_view access_token);
 
-// The text message body. `open_kfid` and `msgid` are for WeCom KF only (ignored otherwise).
-std::string send_body(AccountApi api, std::string_view touser, std::string_view content,
-                      std::string_view open_kfid, std::string_view msgid);
+// The message body: for msgtype "text", `content` is the text; for any other msgtype it is that
+// type's JSON object, sent as given ("msgtype":"image","image":{...}). `open_kfid` and `msgid`
+// are for WeCom KF only (ignored otherwise).
+std::string send_body(AccountApi api, std::string_view touser, std::string_view msgtype,
+                      std::string_view content, std::string_view open_kfid, std::string_view msgid);
 
 // WeCom KF's `msgid`: at most 32 characters of [0-9a-zA-Z_-]. Derived from the message's
 // idempotency key (the first 32 hex digits of its SHA-256), so a message sent twice carries

@@ -159,9 +159,10 @@ TEST_CASE(
       ++wrong_body;
       example = r.idempotency_key() + " body '" + r.body + "' != sent '" + it->second->body + "'";
     }
-    if (r.method != "POST" || r.target != "/events") {
+    if (r.method != "POST" || r.target != "/events" ||
+        r.header("content-type") != "application/json") {
       ++wrong_request;
-      example = r.method + " " + r.target;
+      example = r.method + " " + r.target + " Content-Type '" + r.header("content-type") + "'";
     }
     if (!r.delivered()) ++undelivered;
     seqs[static_cast<std::size_t>(it->second->conv)].push_back(it->second->seq);

@@ -244,9 +244,19 @@ TEST_CASE("fake_wechat: custom send checks the token and the body", "[support][f
   CHECK(bad_json.errmsg == "data format error");
   CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"text"})").errcode == 47001);
   CHECK(custom_send(c, tok, R"({"msgtype":"text","text":{"content":"x"}})").errcode == 47001);
-  CHECK(
-      custom_send(c, tok, R"({"touser":"u","msgtype":"image","image":{"media_id":"m"}})").errcode ==
-      40008);
+  CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"hologram","hologram":{}})").errcode ==
+        40008);
+  CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"image"})").errcode == 47001);
+  CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"image","image":"m"})").errcode == 47001);
+  CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"image","image":{}})").errcode == 40007);
+  // Another msgtype with its object is a message like text.
+  const auto before = fake.sent().size();
+  CHECK(custom_send(c, tok, R"({"touser":"u","msgtype":"image","image":{ "media_id" : "m1" }})")
+            .errcode == 0);
+  REQUIRE(fake.sent().size() == before + 1);
+  CHECK(fake.sent().back().msgtype == "image");
+  CHECK(fake.sent().back().media_id == "m1");
+  CHECK(fake.sent().back().payload == R"({"media_id":"m1"})");
   CHECK(parse_api(c.request("GET", "/cgi-bin/message/custom/send?access_token=" + tok)).errcode ==
         43002);
 
@@ -267,17 +277,18 @@ TEST_CASE("fake_wechat: custom send checks the token and the body", "[support][f
   CHECK(custom_send(c, tok3, custom_body("oUser1", "x")).errcode == 42001);
 
   auto all = fake.sent();
-  CHECK(all.size() == 14);
+  CHECK(all.size() == 18);
   auto delivered = fake.delivered();
-  REQUIRE(delivered.size() == 2);
+  REQUIRE(delivered.size() == 3);
   CHECK(delivered[0].content == "hello");
-  CHECK(delivered[1].content == "again");
-  CHECK(delivered[1].access_token == tok2);
+  CHECK(delivered[1].msgtype == "image");
+  CHECK(delivered[2].content == "again");
+  CHECK(delivered[2].access_token == tok2);
   // The unknown token is recorded with no account; the expired one with its account.
   CHECK(all[1].account.empty());
   CHECK(all[1].errcode == 40014);
-  CHECK(all[10].errcode == 42001);
-  CHECK(all[10].account == "wxapp1");
+  CHECK(all[14].errcode == 42001);
+  CHECK(all[14].account == "wxapp1");
   CHECK(fake.connections_accepted() == 1);
 
   fake.clear();

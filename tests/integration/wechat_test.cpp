@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <ctime>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -228,7 +229,9 @@ TEST_CASE("wechat: a user message reaches the backend and its reply goes out thr
   const auto reqs = f.backend.requests();
   CHECK(reqs[0].idempotency_key() == "7000");
   CHECK(reqs[0].header("x-botgate-source") == "oa");
-  // The backend gets the decrypted XML, unchanged.
+  // The backend gets the decrypted XML, unchanged, labelled as WeChat labels it.
+  CHECK(reqs[0].header("content-type") == "text/xml");
+  CHECK(reqs[1].header("content-type") == "text/xml");
   CHECK(xml_field(reqs[1].body, "Content") == "你好 botgate");
   CHECK(xml_field(reqs[1].body, "MsgId") == "7001");
 
@@ -655,6 +658,51 @@ TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and 
   std::this_thread::sleep_for(300ms);
   CHECK(f.fake.delivered().size() == 1);
   CHECK(f.fake.delivered()[0].content == "hello");
+}
+
+TEST_CASE("wechat: replies and messages of another msgtype go out with their object as given",
+          "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.with_b = false; }));
+  f.backend.set_answer_body([](const BackendRequest& r) {
+    if (r.idempotency_key() != "8100") return std::string("{}");
+    return std::string(R"({"replies":[{"msgtype":"image","image":{"media_id":"MEDIA-1"}},)"
+                       R"({"to":"user-9","msgtype":"hologram","hologram":{"x":1}}]})");
+  });
+  auto res =
+      post_oa_callback(f.port(), "oa", kOaKeys,
+                       oa_text_xml("gh_account", "user-8", now_s(), "a picture?", "8100"), true);
+  REQUIRE(res.status == 200);
+  const std::string news =
+      R"({"articles":[{"title":"\u4f60\u597d","url":"http://127.0.0.1/a","picurl":""}]})";
+  auto msg = admin(f.port(), "POST", "/v1/messages",
+                   R"({"pool":"accts","to":"user-7","msgtype":"news","news":)" + news + "}");
+  REQUIRE(msg.status == 200);
+  // A msgtype without its object is refused before anything is stored.
+  CHECK(admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","msgtype":"image"})")
+            .status == 400);
+
+  REQUIRE(f.fake.wait_for_delivered(2));
+  // The platform refuses the unknown msgtype (40008): dead-lettered with its reason, not retried.
+  bool listed = eventually(
+      [&] {
+        return admin(f.port(), "GET", "/v1/dead-letters").body.find("40008") != std::string::npos;
+      },
+      10s);
+  CHECK(listed);
+  std::this_thread::sleep_for(300ms);
+  std::map<std::string, SentMessage> by_type;
+  for (const auto& m : f.fake.sent()) by_type[m.msgtype] = m;
+  REQUIRE(by_type.size() == 3);
+  CHECK(by_type["image"].touser == "user-8");
+  CHECK(by_type["image"].media_id == "MEDIA-1");
+  CHECK(by_type["image"].delivered());
+  CHECK(by_type["news"].touser == "user-7");
+  CHECK(by_type["news"].payload ==
+        R"({"articles":[{"title":"你好","url":"http://127.0.0.1/a","picurl":""}]})");
+  CHECK(by_type["news"].delivered());
+  CHECK(by_type["hologram"].touser == "user-9");
+  CHECK(by_type["hologram"].errcode == 40008);
+  CHECK(f.fake.sent().size() == 3);
 }
 
 TEST_CASE("wechat: a callback is answered by the ack deadline even when storage is slower",

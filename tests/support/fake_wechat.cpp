@@ -92,6 +92,8 @@ std::string wechat_errmsg(int errcode) {
       return "invalid credential";
     case 40002:
       return "invalid grant_type";
+    case 40007:
+      return "invalid media_id";
     case 40008:
       return "invalid message type";
     case 40013:
@@ -260,8 +262,18 @@ struct FakeWechat::Impl {
     if (!has_touser || m.touser.empty() || !has_msgtype) return 47001;
     if (kf && (!has_kfid || m.open_kfid.empty())) return 47001;
     if (kf && (!msgid_is_string || !valid_kf_msgid(m.msgid))) return 40058;
-    if (m.msgtype != "text") return 40008;
-    if (!has_content) return 47001;
+    // The message types both APIs share, and a few of either; the object of any other is not
+    // looked at (errcode 40008, as the platforms answer an unknown msgtype).
+    static const std::set<std::string, std::less<>> kMedia = {"image", "voice", "video", "file"};
+    static const std::set<std::string, std::less<>> kOther = {
+        "text", "news", "mpnews", "msgmenu", "link", "miniprogrampage", "miniprogram"};
+    const bool media = kMedia.count(m.msgtype) != 0;
+    if (!media && kOther.count(m.msgtype) == 0) return 40008;
+    simdjson::dom::element object;
+    if (doc[m.msgtype].get(object) != simdjson::SUCCESS || !object.is_object()) return 47001;
+    m.payload = simdjson::minify(object);
+    if (m.msgtype == "text" && !has_content) return 47001;
+    if (media && !str(object, "media_id", m.media_id)) return 40007;  // invalid media_id
     return 0;
   }
 

@@ -38,9 +38,11 @@ struct SentMessage {
   std::string open_kfid;  // kf only
   std::string msgid;      // kf: as sent ("" when absent; the answer then carries a generated one)
   std::string msgtype;
-  std::string content;  // text.content
-  std::string body;     // the raw request body
-  int errcode = 0;      // what the fake answered
+  std::string content;   // text.content
+  std::string media_id;  // image, voice, video, file: <msgtype>.media_id
+  std::string payload;   // any msgtype: its object, minified
+  std::string body;      // the raw request body
+  int errcode = 0;       // what the fake answered
   // A kf msgid already accepted: answered errcode 0, but not a new message.
   bool duplicate = false;
   std::chrono::steady_clock::time_point at{};  // arrival

@@ -434,7 +434,7 @@ using botgate::parse_outbound_message;
 // Starts from a non-empty list, so that a result of "none" is seen to clear it.
 CodecStatus replies_of(const std::string& body, std::vector<BackendReply>& out,
                        std::string& detail) {
-  out.assign(2, BackendReply{"stale", "stale"});
+  out.assign(2, BackendReply{{"text", "stale"}, "stale"});
   detail.clear();
   return parse_backend_replies(body, out, detail);
 }
@@ -481,7 +481,7 @@ TEST_CASE("parse_backend_replies reads one reply", "[replies]") {
   REQUIRE(replies_of(R"({"status":"ok","replies":[{"text":"hello back"}]})", out, detail) ==
           CodecStatus::ok);
   REQUIRE(out.size() == 1);
-  CHECK(out[0].text == "hello back");
+  CHECK(out[0].content.body == "hello back");
   CHECK(out[0].to.empty());
 }
 
@@ -492,11 +492,11 @@ TEST_CASE("parse_backend_replies reads several replies in order, with optional t
                      R"({"text":"th\"ree\n\u4f60","to":"u3","extra":[1,{"x":null}]}]})",
                      out, detail) == CodecStatus::ok);
   REQUIRE(out.size() == 3);
-  CHECK(out[0].text == "one");
+  CHECK(out[0].content.body == "one");
   CHECK(out[0].to.empty());
-  CHECK(out[1].text == "two");
+  CHECK(out[1].content.body == "two");
   CHECK(out[1].to == "user-2");
-  CHECK(out[2].text == "th\"ree\n\xe4\xbd\xa0");
+  CHECK(out[2].content.body == "th\"ree\n\xe4\xbd\xa0");
   CHECK(out[2].to == "u3");
 }
 
@@ -546,13 +546,78 @@ TEST_CASE("parse_backend_replies takes at most kMaxReplies replies", "[replies]"
   std::string detail;
   REQUIRE(replies_of(reply_items(kMaxReplies), out, detail) == CodecStatus::ok);
   REQUIRE(out.size() == kMaxReplies);
-  CHECK(out.front().text == "r0");
-  CHECK(out.back().text == "r15");
+  CHECK(out.front().content.body == "r0");
+  CHECK(out.back().content.body == "r15");
   CHECK(replies_of(reply_items(kMaxReplies + 1), out, detail) == CodecStatus::malformed);
   CHECK(out.empty());
   CHECK_FALSE(detail.empty());
   CHECK(replies_of(reply_items(1000), out, detail) == CodecStatus::malformed);
   CHECK(out.empty());
+}
+
+TEST_CASE("parse_backend_replies reads a reply of another msgtype with its object verbatim",
+          "[replies]") {
+  std::vector<BackendReply> out;
+  std::string detail;
+  REQUIRE(replies_of(R"({"replies":[{"msgtype":"image","image":{"media_id":"M1"}},)"
+                     R"({"news":{"articles":[{"title":"\u4f60","url":"http://x/"}]},)"
+                     R"("to":"u2","msgtype":"news","extra":{"a":1}},)"
+                     R"({"msgtype":"text","text":"plain"}]})",
+                     out, detail) == CodecStatus::ok);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].content.msgtype == "image");
+  CHECK(out[0].content.body == R"({"media_id":"M1"})");
+  CHECK(out[0].to.empty());
+  // The object may come before msgtype; other objects are not it; escapes stay as sent.
+  CHECK(out[1].content.msgtype == "news");
+  CHECK(out[1].content.body == R"({"articles":[{"title":"\u4f60","url":"http://x/"}]})");
+  CHECK(out[1].to == "u2");
+  CHECK(out[2].content.msgtype == "text");
+  CHECK(out[2].content.body == "plain");
+}
+
+TEST_CASE("parse_backend_replies refuses a msgtype that is bad or lacks its object", "[replies]") {
+  for (
+      std::string body : {
+          R"({"replies":[{"msgtype":5,"image":{"media_id":"M"}}]})",
+          R"({"replies":[{"msgtype":"Image","Image":{"media_id":"M"}}]})",
+          R"({"replies":[{"msgtype":"im-age","im-age":{"media_id":"M"}}]})",
+          R"({"replies":[{"msgtype":"","text":"a"}]})",
+          R"({"replies":[{"msgtype":"1x","1x":{}}]})",
+          R"({"replies":[{"msgtype":"abcdefghijklmnopqrstuvwxyzabcdefg","abcdefghijklmnopqrstuvwxyzabcdefg":{}}]})",
+          R"({"replies":[{"msgtype":"image"}]})",
+          R"({"replies":[{"msgtype":"image","video":{"media_id":"M"}}]})",
+          R"({"replies":[{"msgtype":"image","image":"M"}]})",
+          R"({"replies":[{"msgtype":"image","image":["M"]}]})",
+          R"({"replies":[{"msgtype":"image","image":{"media_id":"M"},"text":"caption"}]})",
+      }) {
+    INFO("body: " << body);
+    std::vector<BackendReply> out;
+    std::string detail;
+    CHECK(replies_of(body, out, detail) == CodecStatus::malformed);
+    CHECK(out.empty());
+    CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("an outbound event's type carries its msgtype, and its text the content", "[replies]") {
+  using botgate::MessageContent;
+  using botgate::outbound_content;
+  using botgate::outbound_type;
+  CHECK(outbound_type("reply", MessageContent{"text", "hi"}) == "reply");
+  CHECK(outbound_type("message", MessageContent{"image", "{}"}) == "message:image");
+  botgate::Event ev;
+  ev.type = "reply:msgmenu";
+  ev.text = R"({"list":[]})";
+  CHECK(outbound_content(ev).msgtype == "msgmenu");
+  CHECK(outbound_content(ev).body == R"({"list":[]})");
+  // No ':' is text: replies, admin messages, and a dingdong probe's "text" event.
+  for (const char* type : {"reply", "message", "text"}) {
+    ev.type = type;
+    ev.text = "ding 1";
+    CHECK(outbound_content(ev).msgtype == "text");
+    CHECK(outbound_content(ev).body == "ding 1");
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -578,7 +643,7 @@ TEST_CASE("parse_outbound_message reads pool, to, text and id", "[replies]") {
                    m) == CodecStatus::ok);
   CHECK(m.pool == "wx-accounts");
   CHECK(m.to == "oUser-1");
-  CHECK(m.text == "hello\n\xe4\xbd\xa0");
+  CHECK(m.content.body == "hello\n\xe4\xbd\xa0");
   CHECK(m.id == "m-1");
 }
 
@@ -587,7 +652,7 @@ TEST_CASE("parse_outbound_message takes a message without id", "[replies]") {
   REQUIRE(outbound(R"({"text":"hi","to":"u","pool":"p"})", m) == CodecStatus::ok);
   CHECK(m.pool == "p");
   CHECK(m.to == "u");
-  CHECK(m.text == "hi");
+  CHECK(m.content.body == "hi");
   CHECK(m.id.empty());
 }
 
@@ -597,7 +662,7 @@ TEST_CASE("parse_outbound_message ignores unknown fields", "[replies]") {
                    m) == CodecStatus::ok);
   CHECK(m.pool == "p");
   CHECK(m.to == "u");
-  CHECK(m.text == "t");
+  CHECK(m.content.body == "t");
 }
 
 TEST_CASE("parse_outbound_message needs pool, to and text", "[replies]") {
@@ -669,9 +734,25 @@ TEST_CASE("a body that is not one whole valid JSON document carries no replies",
         R"({"replies":[{"text":"a"}]}{})", R"({"replies":[{"text":"a"})",
         R"({"replies":[{"text":"a"},]})"}) {
     INFO(body);
-    std::vector<botgate::BackendReply> out{{"stale", ""}};
+    std::vector<botgate::BackendReply> out{{{"text", "stale"}, ""}};
     std::string detail;
     CHECK(botgate::parse_backend_replies(body, out, detail) == botgate::CodecStatus::ok);
     CHECK(out.empty());
   }
+}
+
+TEST_CASE("parse_outbound_message takes a msgtype and its object instead of text", "[replies]") {
+  OutboundMessage m;
+  REQUIRE(outbound(R"({"pool":"p","to":"u","msgtype":"image","image":{"media_id":"M"}})", m) ==
+          CodecStatus::ok);
+  CHECK(m.content.msgtype == "image");
+  CHECK(m.content.body == R"({"media_id":"M"})");
+  std::string detail;
+  // Its object is checked as JSON like the rest of the body.
+  CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"image","image":{"n":01}})", m,
+                               detail) == CodecStatus::malformed);
+  CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"image"})", m, detail) ==
+        CodecStatus::missing_field);
+  CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"a b","a b":{}})", m, detail) ==
+        CodecStatus::malformed);
 }

@@ -147,15 +147,15 @@ TEST_CASE("send_target for both APIs", "[platform_api]") {
 // Bodies
 
 TEST_CASE("send_body for an Official Account", "[platform_api]") {
-  CHECK(send_body(kOa, "OPENID", "hello", "", "") ==
+  CHECK(send_body(kOa, "OPENID", "text", "hello", "", "") ==
         R"({"touser":"OPENID","msgtype":"text","text":{"content":"hello"}})");
   // open_kfid and msgid are WeCom KF only.
-  CHECK(send_body(kOa, "OPENID", "hello", "KF", "MSGID") ==
+  CHECK(send_body(kOa, "OPENID", "text", "hello", "KF", "MSGID") ==
         R"({"touser":"OPENID","msgtype":"text","text":{"content":"hello"}})");
 }
 
 TEST_CASE("send_body for WeCom KF", "[platform_api]") {
-  CHECK(send_body(kKf, "EXTERNAL_USERID", "hello", "OPEN_KFID", "MSGID") ==
+  CHECK(send_body(kKf, "EXTERNAL_USERID", "text", "hello", "OPEN_KFID", "MSGID") ==
         R"({"touser":"EXTERNAL_USERID","open_kfid":"OPEN_KFID","msgid":"MSGID",)"
         R"("msgtype":"text","text":{"content":"hello"}})");
 }
@@ -164,14 +164,28 @@ TEST_CASE("send_body escapes quotes, backslashes and newlines and keeps UTF-8", 
   const std::string content = "say \"hi\"\\\nline 2\t\xe4\xbd\xa0\xe5\xa5\xbd";  // 你好
   const std::string escaped = R"(say \"hi\"\\\nline 2\t)"
                               "\xe4\xbd\xa0\xe5\xa5\xbd";
-  CHECK(send_body(kOa, "o\"1", content, "", "") ==
+  CHECK(send_body(kOa, "o\"1", "text", content, "", "") ==
         R"({"touser":"o\"1","msgtype":"text","text":{"content":")" + escaped + R"("}})");
-  CHECK(send_body(kKf, "u\n", content, "k\"f", "m") ==
+  CHECK(send_body(kKf, "u\n", "text", content, "k\"f", "m") ==
         R"({"touser":"u\n","open_kfid":"k\"f","msgid":"m","msgtype":"text",)"
         R"("text":{"content":")" +
             escaped + R"("}})");
   // The body is JSON the answer parser reads as an object.
-  CHECK(parse_api_answer(send_body(kKf, "u", content, "k", "m")).parsed);
+  CHECK(parse_api_answer(send_body(kKf, "u", "text", content, "k", "m")).parsed);
+}
+
+TEST_CASE("send_body passes another msgtype's object through as given", "[platform_api]") {
+  const std::string image = R"({"media_id":"MEDIA_ID"})";
+  CHECK(send_body(kOa, "OPENID", "image", image, "", "") ==
+        R"({"touser":"OPENID","msgtype":"image","image":{"media_id":"MEDIA_ID"}})");
+  CHECK(send_body(kKf, "EXTERNAL_USERID", "image", image, "OPEN_KFID", "MSGID") ==
+        R"({"touser":"EXTERNAL_USERID","open_kfid":"OPEN_KFID","msgid":"MSGID",)"
+        R"("msgtype":"image","image":{"media_id":"MEDIA_ID"}})");
+  const std::string menu =
+      R"({"head_content":"你?","list":[{"id":"1","content":"yes"}],"tail_content":""})";
+  const std::string body = send_body(kOa, "o", "msgmenu", menu, "", "");
+  CHECK(body == R"({"touser":"o","msgtype":"msgmenu","msgmenu":)" + menu + "}");
+  CHECK(parse_api_answer(body).parsed);
 }
 
 // ---------------------------------------------------------------------------
