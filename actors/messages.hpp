@@ -228,12 +228,12 @@ using target_actor =
 // A pool's router: choose a target for each Delivery by policy and hand it over; answer the
 // sender with (outcome, Answers) as the attempts end. `outcome` carries the targets' Results;
 // `flush` (to itself) sends what a burst gathered; `tick` is its timer (deadlines, ejections
-// ending, rate-limit refills); `health` a prober's report; `status` answers GET /v1/targets.
-using router_actor =
-    caf::typed_actor<caf::reacts_to<deliver_atom, Deliveries>,
-                     caf::reacts_to<outcome_atom, Results>, caf::reacts_to<flush_atom>,
-                     caf::reacts_to<tick_atom>, caf::reacts_to<health_atom, ProbeResult>,
-                     caf::replies_to<status_atom>::with<PoolStatus>>;
+// ending, rate-limit refills), carrying the steady-clock time (ns) it was set for; `health` a
+// prober's report; `status` answers GET /v1/targets.
+using router_actor = caf::typed_actor<
+    caf::reacts_to<deliver_atom, Deliveries>, caf::reacts_to<outcome_atom, Results>,
+    caf::reacts_to<flush_atom>, caf::reacts_to<tick_atom, std::int64_t>,
+    caf::reacts_to<health_atom, ProbeResult>, caf::replies_to<status_atom>::with<PoolStatus>>;
 
 // A target's health prober: `tick` starts a probe; `done` is an http probe's answer; `outcome`
 // the target's answer to a ding (ticket: the probe round); `dong` the inbound answer to a ding

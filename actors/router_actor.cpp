@@ -15,12 +15,14 @@ Duration tick_granularity(const RouterState& st) {
   return std::max<Duration>(st.attempt_timeout / 4, std::chrono::milliseconds(1));
 }
 
-// Arms the tick for `at` unless one is already due by then.
+// Arms a tick for `at` unless one is already due by then. Every tick scheduled stays known
+// until it runs, so a later one that an earlier one overtook is not scheduled again.
 void want_tick(Self self, Clock::time_point at, Clock::time_point now) {
   auto& st = self->state;
-  if (st.next_tick && *st.next_tick <= at) return;
-  st.next_tick = at;
-  self->delayed_send(self, std::max<Duration>(at - now, Duration::zero()), tick_atom::value);
+  if (!st.ticks.empty() && *st.ticks.begin() <= at) return;
+  st.ticks.insert(at);
+  self->delayed_send(self, std::max<Duration>(at - now, Duration::zero()), tick_atom::value,
+                     static_cast<std::int64_t>(at.time_since_epoch().count()));
 }
 
 // The tick is needed for the oldest deadline (rounded up to the granularity, so a stream of
@@ -114,6 +116,15 @@ void reroute(Self self, std::size_t i, Clock::time_point now) {
   }
 }
 
+// Ejections that have ended: the gauge goes down before a new ejection can put it up again.
+void note_returns(Self self, Clock::time_point now) {
+  auto& st = self->state;
+  for (auto i : st.balancer->returned(now)) {
+    st.targets[i].metrics->ejected.add(-1);
+    log::info("target returned", {{"pool", st.pool}, {"target", st.targets[i].name}});
+  }
+}
+
 void ejected(Self self, std::size_t i, Clock::time_point now) {
   auto& st = self->state;
   auto& t = st.targets[i];
@@ -152,7 +163,10 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
     ++t.failures;
     t.last_error = out.error;
     // A refusal of this one event (4xx) says nothing about the target's health.
-    if (verdict == Verdict::retry && st.balancer->on_failure(i, now)) ejected(self, i, now);
+    if (verdict == Verdict::retry) {
+      note_returns(self, now);
+      if (st.balancer->on_failure(i, now)) ejected(self, i, now);
+    }
   }
   out.sends = static_cast<std::uint32_t>(leg);
   st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
@@ -179,10 +193,10 @@ void on_probe(Self self, ProbeResult& r) {
   }
 }
 
-void on_tick(Self self) {
+void on_tick(Self self, std::int64_t set_for) {
   auto& st = self->state;
   const auto now = Clock::now();
-  if (st.next_tick && *st.next_tick <= now) st.next_tick.reset();
+  st.ticks.erase(Clock::time_point(Clock::duration(set_for)));
   while (!st.deadlines.empty() && st.deadlines.front().at <= now) {
     const auto d = st.deadlines.front();
     st.deadlines.pop_front();
@@ -193,10 +207,7 @@ void on_tick(Self self) {
     on_answer(self, d.id, d.leg, std::move(out), now);
   }
   drop_answered_deadlines(st);
-  for (auto i : st.balancer->returned(now)) {
-    st.targets[i].metrics->ejected.add(-1);
-    log::info("target returned", {{"pool", st.pool}, {"target", st.targets[i].name}});
-  }
+  note_returns(self, now);
   drain(self, now);
 }
 
@@ -296,7 +307,7 @@ router_actor::behavior_type router(Self self, std::vector<target_actor> targets,
         drain(self, now);
       },
       [self](flush_atom) { flush(self); },
-      [self](tick_atom) { on_tick(self); },
+      [self](tick_atom, std::int64_t set_for) { on_tick(self, set_for); },
       [self](health_atom, ProbeResult& r) { on_probe(self, r); },
       [self](status_atom) { return status(self->state); },
   };

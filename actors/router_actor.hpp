@@ -20,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -92,7 +93,8 @@ struct RouterState {
   std::unordered_map<std::uint64_t, Attempt> attempts;  // in flight or waiting
   std::deque<Deadline> deadlines;                       // oldest first
   std::uint64_t next_id = 0;
-  std::optional<Clock::time_point> next_tick;  // the earliest tick scheduled
+  // The ticks scheduled and not yet run, each by the time it was set for (a tick carries it).
+  std::set<Clock::time_point> ticks;
   // What this burst sends: attempts per target (by index), answers per asker.
   Outbox<std::size_t, Sends> sends;
   Outbox<caf::strong_actor_ptr, Answers> answers;

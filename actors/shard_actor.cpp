@@ -68,8 +68,9 @@ ConvIt find_head(ShardState& st, const EventPtr& head) {
   return it;
 }
 
-// The head of `it` is finished (delivered or given up): record it and go on.
-void finish(Self self, ConvIt it, Completion c) {
+// The head of `it` is finished (delivered or given up): records it. Returns false when that
+// emptied the conversation and it was dropped (`it` is gone).
+bool complete_head(Self self, ConvIt it, Completion c) {
   auto& st = self->state;
   auto& conv = it->second;
   const QueuedEvent head = std::move(conv.events.front());
@@ -89,20 +90,23 @@ void finish(Self self, ConvIt it, Completion c) {
   st.finished.push_back(std::move(c));
   request_flush(self, self->state.flush_queued);
 
-  if (conv.events.empty()) {
-    if (st.idle_conversations < kMaxIdleConversations) {
-      ++st.idle_conversations;
-    } else {
-      st.conversations.erase(it);
-    }
-  } else {
-    dispatch(self, it);
+  if (!conv.events.empty()) return true;
+  if (st.idle_conversations < kMaxIdleConversations) {
+    ++st.idle_conversations;
+    return true;
   }
+  st.conversations.erase(it);
+  return false;
+}
+
+// The head of `it` is finished: record it and go on with the next.
+void finish(Self self, ConvIt it, Completion c) {
+  if (complete_head(self, it, std::move(c))) dispatch(self, it);
   maybe_read(self);
 }
 
-void dead_letter(Self self, ConvIt it, const EventPtr& ev, std::uint32_t attempts,
-                 const std::string& why) {
+// The completion of an event given up, logged and counted.
+Completion dead_completion(Self self, const EventPtr& ev, std::uint32_t attempts, std::string why) {
   self->state.metrics->events_dead_lettered().inc();
   log::warn("event dead-lettered", {{"source", ev->source},
                                     {"id", ev->id},
@@ -112,8 +116,13 @@ void dead_letter(Self self, ConvIt it, const EventPtr& ev, std::uint32_t attempt
   Completion c;
   c.dead = ev;
   c.attempts = attempts;
-  c.error = why;
-  finish(self, it, std::move(c));
+  c.error = std::move(why);
+  return c;
+}
+
+void dead_letter(Self self, ConvIt it, const EventPtr& ev, std::uint32_t attempts,
+                 const std::string& why) {
+  finish(self, it, dead_completion(self, ev, attempts, why));
 }
 
 // The outbound event for reply `n` of `ev`: to the reply's `to`, else ev's conversation.
@@ -225,27 +234,48 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   self->delayed_send(self, delay, retry_atom::value, ev);
 }
 
-void dispatch(Self self, ConvIt it) {
-  auto& st = self->state;
-  auto& conv = it->second;
-  if (conv.busy || conv.events.empty()) return;
-  const EventPtr ev = conv.events.front().ev;
-  const std::string* pool = &ev->route;
+// Why the head `ev` cannot be sent now and is given up, or "" (`pool` then says where to).
+std::string unsendable(const ShardState& st, const Event& ev, const std::string*& pool) {
+  pool = &ev.route;
   if (pool->empty()) {
-    auto src = st.options.sources.find(ev->source);
+    auto src = st.options.sources.find(ev.source);
     if (src != st.options.sources.end()) pool = &src->second.route;
   }
-  auto route = st.pools.find(*pool);
-  if (route == st.pools.end()) {
-    return dead_letter(
-        self, it, ev, 0,
-        pool->empty() ? "no route for source " + ev->source : "no pool named " + *pool);
+  if (st.pools.find(*pool) == st.pools.end()) {
+    return pool->empty() ? "no route for source " + ev.source : "no pool named " + *pool;
   }
-  conv.busy = true;
-  ++conv.attempts;
-  // The router always answers (in an `outcome` batch): it owns the attempt's deadline.
-  st.deliveries.add(route->second, Delivery{ev, conv.attempts, conv.last_target});
-  request_flush(self, self->state.flush_queued);
+  // max_age holds when the event's turn comes too, not only between retries: one that waited
+  // behind a failing head, or out a long outage, is given up like one retried that long.
+  if (Clock::now() - ev.received_at >= st.options.max_age) {
+    return "older than max_age (" + format_duration(st.options.max_age) + ") when its turn came";
+  }
+  return {};
+}
+
+// Sends the head of `it` to its pool's router, giving up (in a loop, not by recursion: a
+// backlog may hold thousands of stale events) the heads that cannot go.
+void dispatch(Self self, ConvIt it) {
+  auto& st = self->state;
+  bool gave_up = false;
+  while (!it->second.busy && !it->second.events.empty()) {
+    auto& conv = it->second;
+    const EventPtr ev = conv.events.front().ev;
+    const std::string* pool = nullptr;
+    if (std::string why = unsendable(st, *ev, pool); !why.empty()) {
+      gave_up = true;
+      if (!complete_head(self, it, dead_completion(self, ev, conv.attempts, std::move(why)))) {
+        break;
+      }
+      continue;
+    }
+    conv.busy = true;
+    ++conv.attempts;
+    // The router always answers (in an `outcome` batch): it owns the attempt's deadline.
+    st.deliveries.add(st.pools.find(*pool)->second, Delivery{ev, conv.attempts, conv.last_target});
+    request_flush(self, self->state.flush_queued);
+    break;
+  }
+  if (gave_up) maybe_read(self);
 }
 
 // Places events read from the log, in sequence order: the recovered window at start-up, or a

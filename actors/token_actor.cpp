@@ -92,7 +92,9 @@ void fetched(Self self, std::uint64_t n, http::ClientResponse& r) {
   st.token = std::move(a.access_token);
   st.error.clear();
   st.failures = 0;
-  const Duration life = std::chrono::seconds(a.expires_in);
+  // expires_in > 0 here. Capped in seconds, before the nanosecond clock could overflow.
+  constexpr auto kMaxSeconds = std::chrono::duration_cast<std::chrono::seconds>(kMaxTokenLife);
+  const Duration life = std::chrono::seconds(std::min(a.expires_in, kMaxSeconds.count()));
   st.expires_at = now + life;
   // Refresh `margin` before expiry; a token living less than two margins at half its life.
   st.use_until = now + (life > 2 * st.options.margin ? life - st.options.margin : life / 2);
@@ -121,6 +123,11 @@ token_actor::behavior_type token_cache(Self self, TokenOptions options,
             return AccessToken{st.token, {}, st.retry_at};
           }
           return AccessToken{{}, st.error, {}};
+        }
+        if (!st.token.empty() && now < st.expires_at) {
+          // Due for refresh but still alive: the sender need not wait for the refresh.
+          start_fetch(self);
+          return AccessToken{st.token, {}, std::min(st.expires_at, now + kStaleServe)};
         }
         auto promise = self->make_response_promise<AccessToken>();
         st.waiting.push_back(promise);

@@ -7,7 +7,9 @@
 //     |               v   |  timer
 //     +----------- failed (asks answered with the error until the retry)
 //
-// Single flight: askers that arrive while a fetch runs wait for that fetch. A fetch refused for
+// Single flight: askers that arrive while a fetch runs wait for that fetch, unless the token
+// it replaces is still within its lifetime: they get that one (for at most kStaleServe, then
+// they ask again). The platform's expires_in is taken up to kMaxTokenLife. A fetch refused for
 // the credentials (any errcode but a transient one) reports the account's targets unhealthy to
 // their routers with the platform's errmsg; the next good fetch reports them healthy again.
 // Failed fetches are retried with truncated exponential backoff. The secret never leaves the
@@ -25,6 +27,12 @@
 #include "transport/wechat_api.hpp"
 
 namespace botgate {
+
+// The longest a token is used without a new fetch, whatever expires_in says (WeChat and WeCom
+// give 7200 s): an absurd value must neither overflow the clock nor keep a token for years.
+inline constexpr Duration kMaxTokenLife = std::chrono::hours(24);
+// How long an asker may use a token that is due for refresh while the refresh runs.
+inline constexpr Duration kStaleServe = std::chrono::seconds(1);
 
 struct TokenOptions {
   wechat::AccountApi api = wechat::AccountApi::official_account;

@@ -37,7 +37,9 @@ class TokenBucket {
   // When the next token will be there: `now` when one is there already.
   TimePoint next_available(TimePoint now) noexcept {
     if (available(now)) return now;
-    const double wait_s = (1.0 - tokens_) / rate_;
+    // At most a year: a tiny rate would overflow the clock and put the time in the past.
+    constexpr double kMaxWaitS = 365.0 * 24 * 3600;
+    const double wait_s = std::min((1.0 - tokens_) / rate_, kMaxWaitS);
     return now +
            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait_s)) +
            Clock::duration(1);  // round up, so the token is there at that time

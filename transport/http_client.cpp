@@ -34,7 +34,10 @@ struct HttpClient::Job {
   std::string wire;  // the whole serialized request
   ClientCallback done;
   SteadyClock::time_point deadline{};  // set when written
-  bool resent = false;                 // already written once on a connection that broke
+  // Not assigned to a connection after this (connect_timeout + timeout after submit), it fails
+  // unsent: the caller's own deadline for the exchange is running meanwhile.
+  SteadyClock::time_point send_by{};
+  bool resent = false;  // already written once on a connection that broke
 };
 
 struct HttpClient::Connection {
@@ -168,6 +171,7 @@ void HttpClient::submit(std::string_view method, const std::string& target,
                         std::string_view content_type, std::string_view body, HeaderList headers,
                         ClientCallback done) {
   auto job = std::make_shared<Job>();
+  job->send_by = SteadyClock::now() + options_.connect_timeout + options_.timeout;
   auto& w = job->wire;
   w.reserve(body.size() + 256);
   w.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_header_);
@@ -227,11 +231,27 @@ bool HttpClient::try_assign(JobPtr& job) {
 }
 
 void HttpClient::assign(JobPtr job) {
+  if (late(job)) return;
   if (!try_assign(job)) waiting_.push_back(std::move(job));
 }
 
 void HttpClient::next_waiting() {
-  while (!waiting_.empty() && try_assign(waiting_.front())) waiting_.pop_front();
+  while (!waiting_.empty() && (late(waiting_.front()) || try_assign(waiting_.front()))) {
+    waiting_.pop_front();
+  }
+}
+
+// A request that found no connection by its send_by fails without being sent. Whoever
+// submitted it has given up on it by then (a router's attempt deadline is longer than one
+// exchange but shorter than this wait plus one), and sending it after its caller retried it
+// elsewhere would deliver it twice. Requests wait when every connection is busy: a target
+// shared by several pools, or sends still in flight after a re-route.
+bool HttpClient::late(JobPtr& job) {
+  if (SteadyClock::now() <= job->send_by) return false;
+  auto done = std::move(job->done);
+  done(failure(ClientResponse::Error::timeout,
+               "no free connection within connect_timeout + timeout: not sent"));
+  return true;
 }
 
 void HttpClient::enqueue(const ConnPtr& conn, JobPtr job) {

@@ -112,6 +112,7 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   void drain_inbox();
   bool try_assign(JobPtr& job);
   void assign(JobPtr job);
+  bool late(JobPtr& job);
   void enqueue(const ConnPtr& conn, JobPtr job);
   void open(JobPtr first);
   void handshake(const ConnPtr& conn);

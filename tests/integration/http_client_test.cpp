@@ -500,6 +500,38 @@ TEST_CASE("client timeout fires on time when it is shorter than connect_timeout"
   CHECK(backend.count() == 1);
 }
 
+TEST_CASE("client fails a request that found no free connection in time, without sending it",
+          "[client]") {
+  // One connection, answers 250 ms apart; a request may wait connect_timeout + timeout (400 ms)
+  // for it. The second goes out at 250 ms; the third and fourth would go out at 500 and 750 ms,
+  // after their caller's deadline for them ran: they fail unsent instead.
+  TestBackend backend;
+  backend.set_slow(250ms);
+  Collector got(4);
+  auto o = options_for(backend.port());
+  o.max_connections = 1;
+  o.timeout = 300ms;
+  o.connect_timeout = 100ms;
+  ClientRig client(o);
+  for (std::size_t i = 0; i < 4; ++i) {
+    client->post("/events", "{}", {{"Idempotency-Key", key_of(i)}}, got.callback(i));
+  }
+  REQUIRE(got.wait_all(5s));
+  const auto out = got.snapshot();
+  check_each_ok(std::vector<Outcome>(out.begin(), out.begin() + 2));
+  for (std::size_t i = 2; i < 4; ++i) {
+    INFO(i << ": " << describe(out[i]));
+    CHECK(out[i].calls == 1);
+    CHECK(out[i].res.error == Error::timeout);
+    CHECK(out[i].res.message.find("not sent") != std::string::npos);
+  }
+  std::this_thread::sleep_for(300ms);
+  const auto seen = by_key(backend);
+  CHECK(seen.size() == 2);
+  CHECK(seen.count(key_of(2)) == 0);
+  CHECK(seen.count(key_of(3)) == 0);
+}
+
 TEST_CASE("client reports a refused connection promptly as Error::connect, once per post",
           "[client]") {
   TestBackend backend;

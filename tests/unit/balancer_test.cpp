@@ -134,6 +134,17 @@ TEST_CASE("Balancer: a rate limit spaces deliveries and says when to look again"
   CHECK(ids(b.drain(*wake)) == std::vector<std::uint64_t>{2});
 }
 
+TEST_CASE("Balancer: a tiny rate limit asks to be woken in the future, not the past",
+          "[balancer][ha]") {
+  auto b = Balancer(PolicyKind::round_robin, std::vector<std::string>{"only"}, {},
+                    std::vector<TargetLimits>{{0, 1e-12, 1.0}}, {}, t0);
+  CHECK(b.place(1, "x", {}, t0) == 0u);
+  CHECK_FALSE(b.place(2, "x", {}, t0));
+  auto wake = b.next_wake(t0);
+  REQUIRE(wake);
+  CHECK(*wake > t0 + std::chrono::hours(24));
+}
+
 TEST_CASE("Balancer: consecutive failures eject; the ejection ends by itself", "[balancer][ha]") {
   OutlierConfig o;
   o.consecutive_failures = 2;

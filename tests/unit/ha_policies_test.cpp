@@ -643,6 +643,18 @@ TEST_CASE("Token bucket holds its rate over a long run", "[policies][ha][token_b
   CHECK(taken <= 501);
 }
 
+TEST_CASE("Token bucket: a tiny rate puts the next token far ahead, never in the past",
+          "[policies][ha][token_bucket]") {
+  for (double rate : {1e-12, 1e-300, 1e-3}) {
+    INFO("rate " << rate);
+    TokenBucket b(rate, 1.0, t0);
+    REQUIRE(b.try_take(t0));
+    const auto next = b.next_available(t0);
+    CHECK(next > t0);
+    CHECK(next <= t0 + std::chrono::hours(24 * 366));
+  }
+}
+
 TEST_CASE("Token bucket: rate 0 is unlimited, burst below 1 is 1", "[policies][ha][token_bucket]") {
   TokenBucket open;
   CHECK(open.unlimited());

@@ -25,6 +25,7 @@
 #include "policies/delivery_rules.hpp"
 #include "storage/shard_store.hpp"
 #include "tests/support/eventually.hpp"
+#include "tests/unit/fake_targets.hpp"
 #include "tests/unit/scratch_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -40,100 +41,7 @@ using botgate::target_actor;
 
 namespace {
 
-struct Attempt {
-  std::string target;
-  std::string id;
-  std::uint32_t attempt = 0;
-  bool operator==(const Attempt&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const Attempt& a) {
-  return os << a.id << "#" << a.attempt << "@" << a.target;
-}
-
-// What the fakes saw and what the shard acknowledged, in the order it happened.
-struct Recorder {
-  std::mutex mu;
-  std::vector<Attempt> attempts;
-  std::vector<std::pair<std::string, IngestStatus>> acks;
-
-  void attempted(const std::string& target, const std::string& id, std::uint32_t n) {
-    std::lock_guard lock(mu);
-    attempts.push_back({target, id, n});
-  }
-  void acked(const std::string& id, IngestStatus s) {
-    std::lock_guard lock(mu);
-    acks.emplace_back(id, s);
-  }
-  std::vector<Attempt> seen() {
-    std::lock_guard lock(mu);
-    return attempts;
-  }
-  std::vector<Attempt> seen_for(const std::string& id) {
-    std::lock_guard lock(mu);
-    std::vector<Attempt> out;
-    for (const auto& a : attempts) {
-      if (a.id == id) out.push_back(a);
-    }
-    return out;
-  }
-  std::vector<std::pair<std::string, IngestStatus>> all_acks() {
-    std::lock_guard lock(mu);
-    return acks;
-  }
-};
-
-// A fake target's answer to one attempt: an HTTP status, or nullopt for "never answer".
-using Script = std::function<std::optional<unsigned>(const Event&, std::uint32_t attempt)>;
-
-struct FakeTargetState {
-  static inline const char* name = "fake-target";
-};
-
-target_actor::behavior_type fake_target(target_actor::stateful_pointer<FakeTargetState> self,
-                                        std::string name, std::shared_ptr<Recorder> rec,
-                                        Script script) {
-  return {
-      [self, name, rec, script](botgate::deliver_atom, const botgate::Sends& sends) {
-        botgate::Results results;
-        for (const auto& s : sends) {
-          rec->attempted(name, s.ev->id, s.attempt);
-          const auto status = script(*s.ev, s.attempt);
-          if (!status) continue;  // never answers
-          Outcome out;
-          out.target = name;
-          out.status = *status;
-          if (botgate::classify_answer(*status) != botgate::Verdict::done) {
-            out.error = "HTTP " + std::to_string(*status);
-          }
-          results.push_back(botgate::Result{s.ticket, s.leg, std::move(out)});
-        }
-        if (results.empty()) return;
-        caf::anon_send(caf::actor_cast<caf::actor>(self->current_sender()),
-                       botgate::outcome_atom::value, std::move(results));
-      },
-      [](botgate::done_atom, std::uint64_t, botgate::http::ClientResponse&) {},
-      [](botgate::flush_atom) {},
-  };
-}
-
-Script always(unsigned status) {
-  return [status](const Event&, std::uint32_t) -> std::optional<unsigned> { return status; };
-}
-
-Script never_answers() {
-  return [](const Event&, std::uint32_t) -> std::optional<unsigned> { return std::nullopt; };
-}
-
-// 200 unless (id, attempt) is listed as failing with the given status.
-Script fail_on(std::vector<std::pair<std::string, std::uint32_t>> failing, unsigned status) {
-  return [failing, status](const Event& ev, std::uint32_t attempt) -> std::optional<unsigned> {
-    for (const auto& [id, n] : failing) {
-      if (ev.id == id && attempt == n) return status;
-    }
-    return 200u;
-  };
-}
+using namespace botgate::test;
 
 ShardOptions fast_options() {
   ShardOptions o;
@@ -416,6 +324,30 @@ TEST_CASE("shard dead-letters an event after max_attempts and delivers the next"
   CHECK(h.retries() == 2);
   REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   CHECK(h.metrics.queue_depth(0).value() == 0);
+}
+
+TEST_CASE("shard gives up events older than max_age when their turn comes, unsent",
+          "[actors][shard]") {
+  auto opts = fast_options();
+  opts.max_attempts = 1000000;
+  opts.max_age = 300ms;
+  // A1 fails until it is older than max_age; A2 and A3 wait behind it that long.
+  Script s = [](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    return ev.id == "A1" ? 503u : 200u;
+  };
+  Harness h(s, s, opts);
+  h.ingest("A1", "conv-A");
+  h.ingest("A2", "conv-A");
+  h.ingest("A3", "conv-A");
+  REQUIRE(eventually([&] { return h.dead_lettered() == 3; }, 5s));
+  CHECK(h.rec->seen_for("A2").empty());
+  CHECK(h.rec->seen_for("A3").empty());
+  CHECK(h.delivered() == 0);
+  REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+  // The conversation goes on with fresh events.
+  h.ingest("A4", "conv-A");
+  REQUIRE(eventually([&] { return h.delivered() == 1; }));
+  CHECK(h.rec->seen_for("A4").size() == 1);
 }
 
 TEST_CASE("shard retries 429 and 408 answers like server errors", "[actors][shard]") {
