@@ -28,10 +28,12 @@ struct Event {
 
 // The media type of Event::raw as a backend gets it: a WeChat or WeCom callback's raw is its
 // (decrypted) XML, labelled as the platforms label their own callbacks; every other raw is a
-// JSON object, which cannot start with '<'.
+// JSON object, which cannot start with '<' (nor with a byte-order mark, which XML may).
 inline std::string_view raw_content_type(const Event& ev) {
-  const auto first = ev.raw.find_first_not_of(" \t\r\n");
-  return first != std::string::npos && ev.raw[first] == '<' ? "text/xml" : "application/json";
+  std::string_view raw = ev.raw;
+  if (raw.starts_with("\xEF\xBB\xBF")) raw.remove_prefix(3);
+  const auto first = raw.find_first_not_of(" \t\r\n");
+  return first != std::string_view::npos && raw[first] == '<' ? "text/xml" : "application/json";
 }
 
 // Events are immutable once parsed and shared between actors without copies.

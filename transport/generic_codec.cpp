@@ -141,9 +141,14 @@ simdjson::error_code validate_object_document(od::parser& parser,
   return simdjson::SUCCESS;
 }
 
+// A msgtype names its object in the platform's request body, next to the envelope's own
+// members: it must not be one of them.
 bool valid_msgtype(std::string_view t) {
   if (t.empty() || t.size() > kMaxMsgtypeLength || t.front() < 'a' || t.front() > 'z') {
     return false;
+  }
+  for (std::string_view envelope : {"touser", "msgid", "open_kfid", "msgtype", "customservice"}) {
+    if (t == envelope) return false;
   }
   return std::all_of(t.begin(), t.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
 }
@@ -155,13 +160,17 @@ class ContentFields {
  public:
   enum class Took { no, yes, error };
 
-  // Takes the member `key` when it is content. A "text" or "msgtype" that is not a string is
-  // an error, said in `detail` (`what` names the message: "reply", "field").
+  // Takes the member `key` when it is content. A "text" or "msgtype" that is not a string, or
+  // given twice, is an error, said in `detail` (`what` names the message: "reply", "field").
   Took take(std::string_view key, od::value value, const char* what, std::string& detail) {
     if (key == "text" || key == "msgtype") {
       std::string_view s;
       if (value.get_string().get(s)) {
         detail = std::string(what) + " \"" + std::string(key) + "\" must be a string";
+        return Took::error;
+      }
+      if (key == "text" ? has_text_ : has_msgtype_) {
+        detail = "duplicate field \"" + std::string(key) + "\"";
         return Took::error;
       }
       (key == "text" ? text_ : msgtype_) = s;
@@ -193,21 +202,30 @@ class ContentFields {
     }
     const std::string type(msgtype_);
     if (!valid_msgtype(msgtype_)) {
-      detail = "\"msgtype\" must be 1 to 32 of a-z and '_', starting with a letter";
+      detail = "\"msgtype\" must be 1 to 32 of a-z and '_', starting with a letter, and not a "
+               "member of the request (touser, msgid, open_kfid, customservice)";
       return CodecStatus::malformed;
     }
     if (has_text_) {
       detail = "\"text\" goes with msgtype \"text\" only, not \"" + type + "\"";
       return CodecStatus::malformed;
     }
+    const std::string_view* found = nullptr;
     for (const auto& [name, raw] : objects_) {
       if (name != msgtype_) continue;
-      out.msgtype = type;
-      out.body = std::string(raw);
-      return CodecStatus::ok;
+      if (found != nullptr) {
+        detail = "duplicate field \"" + type + "\"";
+        return CodecStatus::malformed;
+      }
+      found = &raw;
     }
-    detail = "msgtype \"" + type + "\" without an object \"" + type + "\"";
-    return CodecStatus::missing_field;
+    if (found == nullptr) {
+      detail = "msgtype \"" + type + "\" without an object \"" + type + "\"";
+      return CodecStatus::missing_field;
+    }
+    out.msgtype = type;
+    out.body = std::string(*found);
+    return CodecStatus::ok;
   }
 
  private:

@@ -175,7 +175,10 @@ void HttpClient::submit(std::string_view method, const std::string& target,
   auto& w = job->wire;
   w.reserve(body.size() + 256);
   w.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_header_);
-  if (!body.empty()) w.append("\r\nContent-Type: ").append(content_type);
+  if (!body.empty()) {
+    w.append("\r\nContent-Type: ");
+    append_header_value(w, content_type);
+  }
   w.append("\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n");
   for (const auto& [name, value] : headers) {
     w.append(name).append(": ");

@@ -724,11 +724,13 @@ TEST_CASE("client with pipelining serves a server that closes after every answer
 TEST_CASE("client replaces CR and LF in header values: no header injection", "[client]") {
   TestBackend backend;
   auto o = options_for(backend.port());
-  Collector got(2);
+  Collector got(3);
   ClientRig client(o);
   client->post("/events", "{\"a\":1}",
                {{"Idempotency-Key", key_of(0)}, {"X-Note", "a\r\nX-Injected: yes"}},
                got.callback(0));
+  client->post("/events", "text/xml\r\nX-Injected: ct", "<xml/>", {{"Idempotency-Key", key_of(2)}},
+               got.callback(2));
   client->post("/events", "{\"a\":2}",
                {{"Idempotency-Key", key_of(1)}, {"X-Note", "b\nX-Injected: lf\rX-Also: cr"}},
                got.callback(1));
@@ -749,7 +751,12 @@ TEST_CASE("client replaces CR and LF in header values: no header injection", "[c
   CHECK(r1.header("x-injected").empty());
   CHECK(r1.header("x-also").empty());
   CHECK(r1.body == "{\"a\":2}");
-  CHECK(backend.count() == 2);
+  REQUIRE(seen[key_of(2)].size() == 1);
+  const auto& r2 = seen[key_of(2)][0];
+  CHECK(r2.header("content-type") == "text/xml  X-Injected: ct");
+  CHECK(r2.header("x-injected").empty());
+  CHECK(r2.body == "<xml/>");
+  CHECK(backend.count() == 3);
 }
 
 TEST_CASE("client skips interim 1xx answers and matches each final answer to its request",

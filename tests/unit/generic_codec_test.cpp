@@ -590,6 +590,15 @@ TEST_CASE("parse_backend_replies refuses a msgtype that is bad or lacks its obje
           R"({"replies":[{"msgtype":"image","image":"M"}]})",
           R"({"replies":[{"msgtype":"image","image":["M"]}]})",
           R"({"replies":[{"msgtype":"image","image":{"media_id":"M"},"text":"caption"}]})",
+          // Given twice: which one would go out is anybody's guess.
+          R"({"replies":[{"msgtype":"image","image":{"media_id":"A"},"image":{"media_id":"B"}}]})",
+          R"({"replies":[{"msgtype":"image","msgtype":"image","image":{"media_id":"A"}}]})",
+          R"({"replies":[{"text":"a","text":"b"}]})",
+          // A member of the platform's request body around the object.
+          R"({"replies":[{"msgtype":"msgid","msgid":{"x":1}}]})",
+          R"({"replies":[{"msgtype":"touser","touser":{}}]})",
+          R"({"replies":[{"msgtype":"open_kfid","open_kfid":{}}]})",
+          R"({"replies":[{"msgtype":"customservice","customservice":{"kf_account":"a@b"}}]})",
       }) {
     INFO("body: " << body);
     std::vector<BackendReply> out;
@@ -597,6 +606,20 @@ TEST_CASE("parse_backend_replies refuses a msgtype that is bad or lacks its obje
     CHECK(replies_of(body, out, detail) == CodecStatus::malformed);
     CHECK(out.empty());
     CHECK_FALSE(detail.empty());
+  }
+}
+
+TEST_CASE("an event's raw goes to backends as text/xml when it is XML, else application/json",
+          "[replies]") {
+  botgate::Event ev;
+  for (const char* xml : {"<xml><MsgId>1</MsgId></xml>", " \r\n<?xml version=\"1.0\"?><xml/>",
+                          "\xEF\xBB\xBF<xml/>"}) {
+    ev.raw = xml;
+    CHECK(botgate::raw_content_type(ev) == "text/xml");
+  }
+  for (const char* json : {R"({"id":"1"})", " {}", ""}) {
+    ev.raw = json;
+    CHECK(botgate::raw_content_type(ev) == "application/json");
   }
 }
 
