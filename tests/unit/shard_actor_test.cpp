@@ -420,7 +420,8 @@ TEST_CASE("under load a shard's log syncs at most once per commit_interval", "[a
   h.ingest("B", "conv-B");
   h.ingest("C", "conv-C");
   REQUIRE(acked(3));
-  CHECK(std::chrono::steady_clock::now() - sent_b >= 800ms);
+  // Held from A's sync start: less what that sync took (slow under a loaded disk).
+  CHECK(std::chrono::steady_clock::now() - sent_b >= 500ms);
   CHECK(syncs() == 2);
 
   // After a quiet spell longer than the interval, a commit is not held.
