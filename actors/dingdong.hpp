@@ -19,8 +19,7 @@ namespace botgate {
 
 inline constexpr std::string_view kDingPrefix = "ding ";
 inline constexpr std::string_view kDongPrefix = "dong ";
-inline constexpr std::string_view kProbeSource = "botgate-probe";  // X-Botgate-Source of a ding
-inline constexpr std::size_t kNonceDigits = 16;                    // lowercase hex
+inline constexpr std::size_t kNonceDigits = 16;  // lowercase hex
 
 class DingRegistry {
  public:

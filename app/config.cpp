@@ -18,6 +18,8 @@
 #include <string_view>
 #include <utility>
 
+#include "app/http_util.hpp"
+#include "core/event.hpp"
 #include "policies/token_bucket.hpp"
 #include "transport/wechat_crypto.hpp"
 
@@ -121,16 +123,6 @@ bool is_hostname(std::string_view s) {
   return !all_numeric;
 }
 
-bool iequals_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------
 // Error collection and typed access to one table
 
@@ -160,6 +152,7 @@ struct DurationLimits {
   // is several timeouts added up) must not overflow.
   Duration max = std::chrono::hours(24 * 365);
   std::string_view why_max = "no duration may be longer";  // said after "must be at most <max>"
+  Duration min{0};  // above zero: the shortest allowed (a timer that fires this often)
 };
 
 // A view of one TOML table at `path`. Construction reports every key not in
@@ -283,6 +276,10 @@ class Table {
                       std::string(limits.why_max) + ")");
       return false;
     }
+    if (d->count() != 0 && *d < limits.min) {
+      errors_.add(*n, path(key), "must be at least " + format_duration(limits.min));
+      return false;
+    }
     out = *d;
     return true;
   }
@@ -396,6 +393,50 @@ class Names {
   std::map<std::string, std::uint32_t> lines_;
 };
 
+// The admin token is compared with the token of an `Authorization: Bearer` header, which
+// HTTP strips of surrounding whitespace and which cannot hold control characters.
+constexpr std::string_view kAdminTokenRule =
+    "must be printable ASCII without spaces (it is compared with the Authorization header)";
+bool valid_admin_token(std::string_view token) {
+  return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+// toml++ parses a dotted key by recursion, a level per dot: some tens of thousands of them
+// overflow the stack. No configuration has lines with a fraction of this many dots outside
+// strings and comments, so a longer one is refused before the parser sees it.
+constexpr std::size_t kMaxDotsPerLine = 1000;
+std::optional<ConfigError> refuse_deep_keys(std::string_view text) {
+  std::uint32_t line = 1;
+  std::size_t dots = 0;
+  char quote = 0;
+  bool comment = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      dots = 0;
+      quote = 0;
+      comment = false;
+    } else if (comment) {
+    } else if (quote != 0) {
+      if (c == '\\' && quote == '"') {
+        ++i;
+      } else if (c == quote) {
+        quote = 0;
+      }
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '#') {
+      comment = true;
+    } else if (c == '.' && ++dots > kMaxDotsPerLine) {
+      return ConfigError{line, "",
+                         "more than " + std::to_string(kMaxDotsPerLine) +
+                             " dots in one line: keys are not nested that deep"};
+    }
+  }
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------
 // Sections
 
@@ -417,6 +458,14 @@ void parse_listen(Errors& errors, Table& t, ServerConfig& out) {
   } else if (!is_ipv4(host)) {
     errors.add(*n, key, "host '" + host + "' must be an IPv4 address or \"localhost\"");
     ok = false;
+  } else if (const int first = std::stoi(host.substr(0, host.find('.')));
+             first >= 224 || (first == 0 && host != "0.0.0.0")) {
+    // Multicast, reserved and broadcast addresses take no TCP connection; 0.x.y.z is no
+    // address of this host. A listener would bind, or fail only at start, and never serve.
+    errors.add(*n, key,
+               "host '" + host + "' cannot take connections: use an address of this host, " +
+                   "0.0.0.0 (all of them) or 127.0.0.1");
+    ok = false;
   }
   if (!port) {
     errors.add(*n, key, "port must be an integer between 0 and 65535");
@@ -435,7 +484,11 @@ void parse_server(Errors& errors, const toml::table& root, ServerConfig& out) {
            "write_timeout", "drain_timeout"});
   parse_listen(errors, t, out);
   t.integer("io_threads", out.io_threads, 1, 64);
-  t.string("admin_token", out.admin_token, false, false);
+  if (const toml::node* n = t.string("admin_token", out.admin_token, false, false)) {
+    if (!valid_admin_token(out.admin_token)) {
+      errors.add(*n, t.path("admin_token"), std::string(kAdminTokenRule));  // never echoed
+    }
+  }
   t.size("max_body", out.max_body, 1, 64 * kMiB, "1 byte", "64MiB");
   t.size("max_header", out.max_header, kKiB, kMiB, "1KiB", "1MiB");
   t.duration("read_timeout", out.read_timeout);
@@ -656,7 +709,14 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
     }
     if (!s.name.empty()) {
       const toml::node* n = name != nullptr ? name : t.node("corp_id");
-      names.add(errors, *n, t.path(name != nullptr ? "name" : "corp_id"), s.name);
+      const std::string key = t.path(name != nullptr ? "name" : "corp_id");
+      if (s.name == kApiSource || s.name == kProbeSource) {
+        errors.add(*n, key,
+                   "source name '" + s.name + "' is botgate's own (of " +
+                       (s.name == kApiSource ? "POST /v1/messages" : "dingdong probes") + ")");
+      } else {
+        names.add(errors, *n, key, s.name);
+      }
     }
     out.push_back(std::move(s));
   }
@@ -788,6 +848,13 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
   }
 }
 
+// A url as an error message may show it: without its query, which may carry a credential.
+std::string shown_url(std::string_view url) {
+  const auto query = url.find('?');
+  if (query == std::string_view::npos) return std::string(url);
+  return std::string(url.substr(0, query)) + "?...";
+}
+
 // http[s]://host[:port][/path]
 void parse_url(Errors& errors, const toml::node& n, const std::string& key, TargetConfig& t) {
   std::string_view url = t.url;
@@ -797,19 +864,25 @@ void parse_url(Errors& errors, const toml::node& n, const std::string& key, Targ
   } else if (iequals_prefix(url, "http://")) {
     url.remove_prefix(7);
   } else {
-    errors.add(n, key, "invalid url '" + t.url + "' (expected http[s]://host[:port][/path])");
+    errors.add(n, key,
+               "invalid url '" + shown_url(t.url) + "' (expected http[s]://host[:port][/path])");
     return;
   }
   auto slash = url.find('/');
   std::string_view authority = url.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "/" : url.substr(slash);
+  if (authority.find('@') != std::string_view::npos) {
+    // Not echoed: user:password@ is a credential.
+    errors.add(n, key, "invalid url: user info (user:password@) is not allowed");
+    return;
+  }
   std::string_view host = authority;
   std::optional<std::uint32_t> port = t.tls ? 443 : 80;
   if (auto colon = authority.find(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = parse_port(authority.substr(colon + 1));
   }
-  const std::string bad = "invalid url '" + t.url + "': ";
+  const std::string bad = "invalid url '" + shown_url(t.url) + "': ";
   if (host.empty()) {
     errors.add(n, key, bad + "missing host");
     return;
@@ -854,8 +927,10 @@ void parse_probe(Errors& errors, const toml::table& tbl, const std::string& pref
                  "must start with '/' and hold no spaces, control characters or fragment");
     }
   }
-  const bool interval_ok = t.duration("interval", p.interval);
-  const bool timeout_ok = t.duration("timeout", p.timeout);
+  // A probe is a request (or a message) every interval: not a busy loop.
+  const bool interval_ok =
+      t.duration("interval", p.interval, {.min = std::chrono::milliseconds(100)});
+  const bool timeout_ok = t.duration("timeout", p.timeout, {.min = std::chrono::milliseconds(10)});
   if (interval_ok && timeout_ok && p.timeout > p.interval) {
     const toml::node* n = t.node("timeout");
     if (n == nullptr) n = t.node("interval");
@@ -923,6 +998,11 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
         const toml::node* base = t.string("api_base", c.url, false, true);
         parse_url(errors, base != nullptr ? *base : *list[i], t.path("api_base"), c);
         while (!c.path.empty() && c.path.back() == '/') c.path.pop_back();
+        if (c.path.find('?') != std::string::npos) {
+          // The API paths go after the base: a query there would swallow them.
+          errors.add(base != nullptr ? *base : *list[i], t.path("api_base"),
+                     "api_base must not have a query (?...)");
+        }
         if (oa) {
           t.string("app_id", c.app_id, true, true);
           t.string("app_secret", c.app_secret, true, true);  // never echo the value
@@ -984,6 +1064,7 @@ std::string_view to_string(TargetKind kind) noexcept {
 
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
                           const char* env_admin_token) {
+  if (auto deep = refuse_deep_keys(toml_text)) return std::vector<ConfigError>{std::move(*deep)};
   toml::table root;
 #if TOML_EXCEPTIONS
   try {
@@ -1064,6 +1145,10 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
 
   if (!errors.empty()) return errors.take();
   if (env_admin_token != nullptr && env_admin_token[0] != '\0') {
+    if (!valid_admin_token(env_admin_token)) {
+      return std::vector<ConfigError>{
+          ConfigError{0, "BOTGATE_ADMIN_TOKEN", std::string(kAdminTokenRule)}};
+    }
     cfg.server.admin_token = env_admin_token;
   }
   return cfg;

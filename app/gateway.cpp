@@ -83,14 +83,17 @@ struct TokenCaches {
     std::shared_ptr<std::vector<TargetMetrics*>> metrics;
     std::vector<std::string> targets;
   };
-  std::map<std::string, Entry> by_credential;  // kind, api base, id and secret
+  std::map<std::string, Entry> by_credential;  // kind, api base as parsed, id and secret
 
   Entry& get(caf::actor_system& sys, const TargetConfig& t,
              std::shared_ptr<http::HttpClient> client, TargetMetrics* metrics) {
     const bool oa = t.kind == TargetKind::wechat_oa;
     const std::string& id = oa ? t.app_id : t.corp_id;
-    const std::string key = std::string(to_string(t.kind)) + '\n' + t.url + '\n' + id + '\n' +
-                            (oa ? t.app_secret : t.corp_secret);
+    // The parsed api_base, not its text: "http://h:80/" and "http://h" are one platform, and
+    // two caches of one credential would replace each other's tokens.
+    const std::string key = std::string(to_string(t.kind)) + '\n' + (t.tls ? "https" : "http") +
+                            '\n' + t.host + '\n' + std::to_string(t.port) + '\n' + t.path + '\n' +
+                            id + '\n' + (oa ? t.app_secret : t.corp_secret);
     auto [it, fresh] = by_credential.try_emplace(key);
     Entry& e = it->second;
     if (fresh) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <random>
+#include <set>
 
 #include "app/http_util.hpp"
 #include "core/json.hpp"
@@ -21,9 +22,6 @@ constexpr std::string_view kEventsPrefix = "/v1/events/";
 constexpr std::string_view kDeadLetters = "/v1/dead-letters";
 constexpr std::string_view kTargets = "/v1/targets";
 constexpr std::string_view kMessages = "/v1/messages";
-// The source name of messages sent with POST /v1/messages (their ids are deduplicated apart
-// from every platform's).
-constexpr std::string_view kApiSource = "api";
 constexpr std::string_view kReplaySuffix = "/replay";
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
@@ -236,11 +234,22 @@ void HttpApi::method_not_allowed(HttpRoute route, std::string_view allow, std::s
   respond(std::move(res));
 }
 
+// The token of an `Authorization: Bearer <token>` header: the scheme in any case, then one
+// or more spaces (RFC 9110 11.1, RFC 6750 2.1). Empty when it is not one.
+std::string_view bearer_token(std::string_view auth) {
+  constexpr std::string_view kBearer = "bearer";
+  if (auth.size() <= kBearer.size() || !iequals_prefix(auth, kBearer) ||
+      auth[kBearer.size()] != ' ') {
+    return {};
+  }
+  auth.remove_prefix(kBearer.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  return auth;
+}
+
 void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder respond) const {
-  const std::string_view auth = req[bhttp::field::authorization];
-  constexpr std::string_view kBearer = "Bearer ";
-  if (admin_token_.empty() || !auth.starts_with(kBearer) ||
-      !constant_time_equal(auth.substr(kBearer.size()), admin_token_)) {
+  const std::string_view token = bearer_token(req[bhttp::field::authorization]);
+  if (admin_token_.empty() || token.empty() || !constant_time_equal(token, admin_token_)) {
     log::warn("admin request refused", {{"path", path}, {"reason", "missing or wrong token"}});
     auto res = make_response(401, error_body("unauthorized"));
     res.set(bhttp::field::www_authenticate, "Bearer");
@@ -270,13 +279,13 @@ void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder 
     log::info("unknown route", {{"path", path}});
     return send(HttpRoute::admin, 404, error_body("not_found"), respond);
   }
+  if (req.method() != bhttp::verb::post) {
+    return method_not_allowed(HttpRoute::admin, "POST", path, respond);
+  }
   auto id = percent_decode(rest.substr(0, rest.size() - kReplaySuffix.size()), false);
   if (!id || id->empty()) {
     log::info("bad dead-letter id", {{"path", path}});
     return send(HttpRoute::admin, 400, error_body("bad_id"), respond);
-  }
-  if (req.method() != bhttp::verb::post) {
-    return method_not_allowed(HttpRoute::admin, "POST", path, respond);
   }
   replay_dead_letter(req, std::move(*id), std::move(respond));
 }
@@ -409,16 +418,23 @@ void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
           log::info("dead letter not found", {{"id", id}, {"source", source}});
           return finish(404, error_body("not_found"));
         }
-        if (matches.size() > 1) {
+        std::set<std::string_view> sources;
+        for (const auto* m : matches) sources.insert(m->source);
+        if (sources.size() > 1) {
           std::string body = R"({"error":"ambiguous","sources":[)";
-          for (std::size_t i = 0; i < matches.size(); ++i) {
-            if (i > 0) body += ',';
-            append_json_string(body, matches[i]->source);
+          for (auto s = sources.begin(); s != sources.end(); ++s) {
+            if (s != sources.begin()) body += ',';
+            append_json_string(body, *s);
           }
           body += "]}";
           return finish(409, std::move(body));
         }
-        const DeadLetterInfo& d = *matches.front();
+        // One source, several dead letters of the id (in several conversations' shards, or
+        // dead again after dedup_window): the oldest goes first, a call each.
+        const DeadLetterInfo& d = **std::min_element(
+            matches.begin(), matches.end(), [](const DeadLetterInfo* a, const DeadLetterInfo* b) {
+              return a->dead_at_ms < b->dead_at_ms;
+            });
         shards_.replay_dead_letter(d.shard, d.source, id, [id, finish](std::string result) {
           if (result.empty()) {
             std::string body = R"({"status":"replayed","id":)";

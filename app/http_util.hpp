@@ -36,6 +36,17 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
                   const http::Responder& respond);
 
 // The request target without its query string.
+// Does `s` start with `prefix` (lowercase), letters compared case-insensitively (ASCII)?
+inline bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != prefix[i]) return false;
+  }
+  return true;
+}
+
 inline std::string_view path_of(std::string_view target) {
   const auto q = target.find('?');
   return q == std::string_view::npos ? target : target.substr(0, q);

@@ -36,6 +36,12 @@ inline std::string_view raw_content_type(const Event& ev) {
   return first != std::string_view::npos && raw[first] == '<' ? "text/xml" : "application/json";
 }
 
+// The sources of botgate's own events, which no [[sources]] entry may be named: messages sent
+// with POST /v1/messages (their ids are deduplicated apart from every platform's), and a
+// dingdong probe's dings (the X-Botgate-Source backends see on them).
+inline constexpr std::string_view kApiSource = "api";
+inline constexpr std::string_view kProbeSource = "botgate-probe";
+
 // Events are immutable once parsed and shared between actors without copies.
 using EventPtr = std::shared_ptr<const Event>;
 

@@ -9,8 +9,13 @@ void Histogram::observe(Duration d) noexcept {
   std::size_t i = 0;
   while (i < kBounds.size() && s > kBounds[i]) ++i;
   buckets_[i].inc();
-  count_.inc();
   sum_ns_.inc(static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
+}
+
+std::uint64_t Histogram::count() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& b : buckets_) n += b.value();
+  return n;
 }
 
 void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
@@ -25,7 +30,7 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
   const std::string braces = labels.empty() ? "" : "{" + labels + "}";
   out += fmt::format("{}_sum{} {}\n", name, braces, static_cast<double>(sum_ns_.value()) / 1e9);
-  out += fmt::format("{}_count{} {}\n", name, braces, count_.value());
+  out += fmt::format("{}_count{} {}\n", name, braces, cumulative);  // the +Inf bucket, as read
 }
 
 const char* to_string(HttpRoute r) {

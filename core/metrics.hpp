@@ -40,12 +40,13 @@ class Histogram {
       0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
       0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10,   60};
   void observe(Duration d) noexcept;
-  std::uint64_t count() const noexcept { return count_.value(); }
+  // The sum of the buckets: no separate counter, which observations on other threads could
+  // move between reading it and the buckets (a scrape then had _count above le="+Inf").
+  std::uint64_t count() const noexcept;
   void render(std::string& out, const std::string& name, const std::string& labels) const;
 
  private:
   std::array<Counter, kBounds.size() + 1> buckets_{};
-  Counter count_;
   Counter sum_ns_;
 };
 

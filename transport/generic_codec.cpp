@@ -202,8 +202,9 @@ class ContentFields {
     }
     const std::string type(msgtype_);
     if (!valid_msgtype(msgtype_)) {
-      detail = "\"msgtype\" must be 1 to 32 of a-z and '_', starting with a letter, and not a "
-               "member of the request (touser, msgid, open_kfid, customservice)";
+      detail =
+          "\"msgtype\" must be 1 to 32 of a-z and '_', starting with a letter, and not a "
+          "member of the request (touser, msgid, open_kfid, customservice)";
       return CodecStatus::malformed;
     }
     if (has_text_) {

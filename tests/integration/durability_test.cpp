@@ -552,6 +552,60 @@ TEST_CASE("dead letters are listed, survive restarts and are replayed through th
   CHECK(n.size() == 2);
 }
 
+TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldest first",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_status(400);
+  auto o = durable_options(backend);
+  o.shards = 4;
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  // The same id in eight conversations: each shard dedups it once, so it is taken once per
+  // shard its conversations map to, and dead-lettered there.
+  std::int64_t accepted = 0;
+  for (int c = 0; c < 8; ++c) {
+    auto res = send_event(gw.port(), o.source, o.secret,
+                          event_json("same-id", "conv-" + std::to_string(c), c));
+    REQUIRE(res.status == 200);
+    if (ack_status(res, "same-id") == "accepted") ++accepted;
+  }
+  REQUIRE(accepted >= 2);
+  REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == accepted; }, 10s));
+  const auto listed = get_dead_letters(gw.port(), o);
+
+  backend.set_ok();
+  const auto path = std::string("/v1/dead-letters/same-id/replay");
+  // Admin auth takes the Bearer scheme in any case, and any number of spaces after it.
+  CHECK(http_request(gw.port(), "POST", path, {{"Authorization", "bearer  wrong-token"}}).status ==
+        401);
+  // A wrong method is 405 whatever the id, even one that is not valid percent-encoding.
+  CHECK(http_request(gw.port(), "GET", "/v1/dead-letters/%zz/replay", admin(o)).status == 405);
+  for (std::int64_t k = 0; k < accepted; ++k) {
+    const Headers auth = {
+        {"Authorization", (k % 2 == 0 ? "BEARER   " : "bearer ") + o.admin_token}};
+    auto res = http_request(gw.port(), "POST", path, auth);
+    INFO("replay " << k << ": " << res.describe());
+    REQUIRE(res.status == 200);
+    // The oldest of those left went.
+    const auto now = get_dead_letters(gw.port(), o);
+    CHECK(now.count == accepted - k - 1);
+    for (const auto& item : now.items) {
+      CHECK(item.dead_at_ms >= listed.items[static_cast<std::size_t>(k)].dead_at_ms);
+    }
+  }
+  CHECK(http_request(gw.port(), "POST", path, admin(o)).status == 404);
+  REQUIRE(eventually(
+      [&] { return static_cast<std::int64_t>(backend.delivered_count()) == accepted; }, 10s));
+  const auto conversations = [&] {
+    std::set<std::string> out;
+    for (const auto& r : backend.requests()) {
+      if (r.delivered()) out.insert(r.body);
+    }
+    return out;
+  }();
+  CHECK(static_cast<std::int64_t>(conversations.size()) == accepted);  // each shard's own, once
+}
+
 TEST_CASE("a torn log tail is truncated with a warning, and the intact events are delivered",
           "[integration][durability]") {
   TempDir dir;

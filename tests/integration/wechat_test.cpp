@@ -331,6 +331,35 @@ TEST_CASE("wechat: a token is refreshed token_margin before it expires, without 
   for (const auto& m : fake.sent()) CHECK(m.errcode == 0);
 }
 
+TEST_CASE("wechat: accounts of one credential share a token however api_base is spelled",
+          "[integration][wechat]") {
+  FakeWechat fake;
+  fake.add_oa("wxa", "secret-a");
+  fake.add_oa("wxb", "secret-b");
+  fake.add_corp(kCorpId, "secret-kf");
+  TestBackend backend;
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  Setup s;
+  // acct-a again, its api_base with a trailing '/' and the default port spelled out.
+  const std::string base = fake.api_base();
+  s.extra = fmt::format(
+      "\n[[targets]]\nname = \"acct-a2\"\nkind = \"wechat-oa\"\napp_id = \"wxa\"\n"
+      "app_secret = \"secret-a\"\napi_base = \"{}/\"\n\n[[pools]]\nname = \"twins\"\n"
+      "policy = \"round-robin\"\ntargets = [\"acct-a\", \"acct-a2\"]\n",
+      base);
+  Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
+  for (int i = 0; i < 4; ++i) {
+    auto r = admin(gw.port(), "POST", "/v1/messages",
+                   fmt::format(R"({{"pool":"twins","to":"u","text":"m{}"}})", i));
+    REQUIRE(r.status == 200);
+  }
+  REQUIRE(fake.wait_for_delivered(4));
+  CHECK(fake.token_fetches("wxa") == 1);
+  for (const auto& m : fake.sent()) CHECK(m.errcode == 0);
+}
+
 TEST_CASE("wechat: a retried MsgId is acked each time and delivered once",
           "[integration][wechat]") {
   Fixture f;

@@ -1573,3 +1573,89 @@ corp_secret = { value = "kf-list-secret-12" }
     }
   }
 }
+
+TEST_CASE("an api_base with a query is an error: the API paths would land in it",
+          "[config][wechat]") {
+  expect_one(wxcfg::account_target("name = \"oa9\"\nkind = \"wechat-oa\"\napp_id = \"wxa\"\n"
+                                   "app_secret = \"s\"\napi_base = \"http://127.0.0.1:9/wx?t=1\""),
+             "targets[1].api_base", "must not have a query");
+}
+
+TEST_CASE("a url with user info is an error that does not echo it", "[config]") {
+  const std::string text =
+      kSources + kPools +
+      "[[targets]]\nname = \"b1\"\nurl = \"http://alice:HUNTER2pass@127.0.0.1:9/events\"\n";
+  const auto e = expect_one(text, "targets[0].url", "user info");
+  CHECK(e.message.find("HUNTER2") == std::string::npos);
+  // Nor does any other url error show a query, which may carry a key.
+  const auto q =
+      expect_one(kSources + kPools +
+                     "[[targets]]\nname = \"b1\"\nurl = \"http://127.0.0.1:0/e?key=SECRET9\"\n",
+                 "targets[0].url", "port");
+  CHECK(q.message.find("SECRET9") == std::string::npos);
+}
+
+TEST_CASE("a listen address that can take no connection is an error", "[config]") {
+  for (const char* host : {"224.0.0.1", "239.1.2.3", "240.0.0.1", "255.255.255.255", "0.0.0.1"}) {
+    INFO(host);
+    expect_one(std::string("[server]\nlisten = \"") + host + ":0\"\n" + kMinimal, "server.listen",
+               "cannot take connections");
+  }
+  for (const char* host : {"0.0.0.0", "127.0.0.1", "10.1.2.3", "223.255.255.254"}) {
+    INFO(host);
+    CHECK(expect_ok(std::string("[server]\nlisten = \"") + host + ":0\"\n" + kMinimal)
+              .server.listen_host == host);
+  }
+}
+
+TEST_CASE("botgate's own source names are refused", "[config]") {
+  for (const char* name : {"api", "botgate-probe"}) {
+    INFO(name);
+    std::string text = kMinimal;
+    text.replace(text.find("\"demo\""), 6, std::string("\"") + name + "\"");
+    expect_one(text, "sources[0].name", "botgate's own");
+  }
+}
+
+TEST_CASE("probe intervals and timeouts too short for a timer are errors", "[config]") {
+  const auto with_probe = [](const std::string& probe) {
+    return kSources + kPools + kTargets + "probe = { kind = \"http\", " + probe + " }\n";
+  };
+  expect_one(with_probe("interval = \"99ms\", timeout = \"50ms\""), "targets[0].probe.interval",
+             "at least 100ms");
+  expect_one(with_probe("interval = \"1s\", timeout = \"9ms\""), "targets[0].probe.timeout",
+             "at least 10ms");
+  CHECK(
+      expect_ok(with_probe("interval = \"100ms\", timeout = \"10ms\"")).targets[0].probe.interval ==
+      100ms);
+}
+
+TEST_CASE("an admin token with spaces or control characters is refused, from file or env",
+          "[config]") {
+  for (const char* token : {"tok ", " tok", "to k", "tok\\t"}) {
+    INFO(token);
+    const auto e = expect_one(std::string("[server]\nadmin_token = \"") + token + "\"\n" + kMinimal,
+                              "server.admin_token", "printable ASCII");
+    CHECK(e.message.find("tok") == std::string::npos);
+  }
+  auto r = parse(kMinimal, "secret tok");
+  REQUIRE(std::holds_alternative<std::vector<ConfigError>>(r));
+  const auto& errs = std::get<std::vector<ConfigError>>(r);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].key == "BOTGATE_ADMIN_TOKEN");
+  CHECK(errs[0].message.find("secret") == std::string::npos);
+  CHECK(expect_ok(kMinimal, "A-zA-Z0-9._~+/=").server.admin_token == "A-zA-Z0-9._~+/=");
+}
+
+TEST_CASE("a key nested tens of thousands of levels deep is an error, not a crash", "[config]") {
+  std::string deep;
+  for (int i = 0; i < 50000; ++i) deep += i == 0 ? "a" : ".a";
+  auto errs = expect_errors(deep + " = 1\n" + kMinimal);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].line == 1);
+  CHECK_THAT(errs[0].message, Catch::Contains("dots in one line"));
+  // Dots inside strings and comments do not count.
+  const std::string dots(5000, '.');
+  CHECK(expect_ok("# " + dots + "\n[server]\nadmin_token = \"" + dots + "\"\n" + kMinimal)
+            .server.admin_token == dots);
+}

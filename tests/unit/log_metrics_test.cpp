@@ -1,11 +1,13 @@
 #include <simdjson.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/log.hpp"
@@ -307,6 +309,36 @@ TEST_CASE("metrics histogram buckets never decrease and end at _count", "[metric
   CHECK(last.find("le=\"+Inf\"") != std::string::npos);
   CHECK(previous == 200);
   CHECK(sample(text, "botgate_ingest_to_ack_seconds_count") == "200");
+}
+
+TEST_CASE("metrics histogram _count equals its +Inf bucket while other threads observe",
+          "[metrics]") {
+  Metrics m(1, {});
+  auto& h = m.end_to_end();
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 2; ++t) {
+    writers.emplace_back([&, t] {
+      for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        h.observe(std::chrono::microseconds(50 + (i * 37 + t) % 200000));
+      }
+    });
+  }
+  int mismatches = 0;
+  std::string example;
+  for (int r = 0; r < 300; ++r) {
+    const std::string text = m.render();
+    const auto inf = sample(text, R"(botgate_end_to_end_seconds_bucket{le="+Inf"})");
+    const auto count = sample(text, "botgate_end_to_end_seconds_count");
+    if (inf != count) {
+      ++mismatches;
+      example = "+Inf " + inf + ", _count " + count;
+    }
+  }
+  stop = true;
+  for (auto& w : writers) w.join();
+  INFO(example);
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE("metrics render one queue_depth series per shard", "[metrics]") {
