@@ -408,24 +408,27 @@ constexpr std::size_t kMaxDotsPerLine = 1000;
 std::optional<ConfigError> refuse_deep_keys(std::string_view text) {
   std::uint32_t line = 1;
   std::size_t dots = 0;
-  char quote = 0;
+  std::string_view open;  // the delimiter of the string we are in: " ' """ or '''
   bool comment = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '\n') {
       ++line;
       dots = 0;
-      quote = 0;
       comment = false;
+      if (open.size() == 1) open = {};  // a one-line string ends with its line
     } else if (comment) {
-    } else if (quote != 0) {
-      if (c == '\\' && quote == '"') {
-        ++i;
-      } else if (c == quote) {
-        quote = 0;
+    } else if (!open.empty()) {
+      if (c == '\\' && open[0] == '"') {
+        if (i + 1 < text.size() && text[i + 1] != '\n') ++i;  // an escaped character
+      } else if (text.substr(i).starts_with(open)) {
+        i += open.size() - 1;
+        open = {};
       }
     } else if (c == '"' || c == '\'') {
-      quote = c;
+      const std::string_view triple = c == '"' ? R"(""")" : "'''";
+      open = text.substr(i).starts_with(triple) ? triple : triple.substr(0, 1);
+      i += open.size() - 1;
     } else if (c == '#') {
       comment = true;
     } else if (c == '.' && ++dots > kMaxDotsPerLine) {

@@ -37,7 +37,8 @@ struct HttpClient::Job {
   // Not assigned to a connection after this (connect_timeout + timeout after submit), it fails
   // unsent: the caller's own deadline for the exchange is running meanwhile.
   SteadyClock::time_point send_by{};
-  bool resent = false;  // already written once on a connection that broke
+  bool written = false;  // put on the wire at least once
+  bool resent = false;   // already written once on a connection that broke
 };
 
 struct HttpClient::Connection {
@@ -244,16 +245,22 @@ void HttpClient::next_waiting() {
   }
 }
 
-// A request that found no connection by its send_by fails without being sent. Whoever
-// submitted it has given up on it by then (a router's attempt deadline is longer than one
-// exchange but shorter than this wait plus one), and sending it after its caller retried it
-// elsewhere would deliver it twice. Requests wait when every connection is busy: a target
-// shared by several pools, or sends still in flight after a re-route.
+// A request that found no connection by its send_by (connect_timeout + timeout after it was
+// submitted) is not sent, nor sent again after its connection broke. Whoever submitted it
+// gives up on it about then (a router's attempt deadline is two exchanges and a second), and
+// sending it after its caller retried it elsewhere would deliver it twice. Requests wait when
+// every connection is busy: a target shared by several pools, or sends still in flight after
+// a re-route.
 bool HttpClient::late(JobPtr& job) {
   if (SteadyClock::now() <= job->send_by) return false;
   auto done = std::move(job->done);
-  done(failure(ClientResponse::Error::timeout,
-               "no free connection within connect_timeout + timeout: not sent"));
+  if (job->written) {
+    done(failure(ClientResponse::Error::io,
+                 "the connection broke after the request was sent, too late to send it again"));
+  } else {
+    done(failure(ClientResponse::Error::timeout,
+                 "no free connection within connect_timeout + timeout: not sent"));
+  }
   return true;
 }
 
@@ -320,6 +327,7 @@ void HttpClient::flush(const ConnPtr& conn) {
   for (auto i = conn->written; i < conn->queue.size(); ++i) {
     conn->out.append(conn->queue[i]->wire);
     conn->queue[i]->deadline = deadline;
+    conn->queue[i]->written = true;
   }
   conn->written = conn->queue.size();
   conn->writing = true;
@@ -333,6 +341,7 @@ void HttpClient::flush(const ConnPtr& conn) {
                        if (ec) return self->broken(conn, ec, "write");
                        self->flush(conn);
                        self->become_idle(conn);  // answered before its write ended
+                       self->next_waiting();
                      });
   });
   // Read while writing: a server may answer (and close) before taking the whole body.

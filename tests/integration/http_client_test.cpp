@@ -532,6 +532,64 @@ TEST_CASE("client fails a request that found no free connection in time, without
   CHECK(seen.count(key_of(3)) == 0);
 }
 
+TEST_CASE("client fails a sent request whose connection broke after its send_by, unresent",
+          "[client]") {
+  // One connection; X is answered at 900 ms, so A (submitted at 0) is written at 900 ms,
+  // before its send_by (connect_timeout + timeout = 1.05 s). The server reads A and then
+  // closes the connection at 1.3 s: too late to send A again, and it says A was sent.
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::atomic<int> connections{0};
+  auto read_head = [](int fd) {
+    std::string head;
+    char c = 0;
+    while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head += c;
+  };
+  std::thread server([&] {
+    const int c = ::accept(lfd, nullptr, nullptr);
+    ++connections;
+    read_head(c);  // X
+    std::this_thread::sleep_for(900ms);
+    const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    (void)!::send(c, ok.data(), ok.size(), MSG_NOSIGNAL);
+    read_head(c);  // A
+    std::this_thread::sleep_for(400ms);
+    ::close(c);
+    pollfd p{lfd, POLLIN, 0};  // a resend would come on a new connection
+    if (::poll(&p, 1, 1500) == 1) {
+      ::close(::accept(lfd, nullptr, nullptr));
+      ++connections;
+    }
+  });
+  {
+    Collector got(2);
+    auto o = options_for(ntohs(addr.sin_port));
+    o.max_connections = 1;
+    o.connect_timeout = 50ms;
+    o.timeout = 1s;
+    ClientRig client(o);
+    client->get("/x", {}, got.callback(0));
+    client->get("/a", {}, got.callback(1));
+    REQUIRE(got.wait_all(5s));
+    const auto out = got.snapshot();
+    check_each_ok({out[0]});
+    INFO(describe(out[1]));
+    CHECK(out[1].calls == 1);
+    CHECK(out[1].res.error == Error::io);
+    CHECK(out[1].res.message.find("after the request was sent") != std::string::npos);
+    server.join();
+  }
+  ::close(lfd);
+  CHECK(connections == 1);
+}
+
 TEST_CASE("client reports a refused connection promptly as Error::connect, once per post",
           "[client]") {
   TestBackend backend;

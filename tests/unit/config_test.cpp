@@ -1654,8 +1654,24 @@ TEST_CASE("a key nested tens of thousands of levels deep is an error, not a cras
   REQUIRE(errs.size() == 1);
   CHECK(errs[0].line == 1);
   CHECK_THAT(errs[0].message, Catch::Contains("dots in one line"));
-  // Dots inside strings and comments do not count.
+  // A deep key after a multi-line string and a line-ending backslash: counted on its own
+  // line, and reported there.
+  errs =
+      expect_errors("[server]\nadmin_token = \"\"\"\nx\\\ny\"\"\"\n" + deep + " = 1\n" + kMinimal);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].line == 5);
+  // Dots inside strings (one-line or multi-line, basic or literal) and comments do not count.
   const std::string dots(5000, '.');
+  for (const std::string& quoted :
+       {R"(""")"
+        "\n" +
+            dots +
+            "\n"
+            R"(""")",
+        "'''\n" + dots + "\n'''", "'" + dots + "'", R"("\")" + dots + "\""}) {
+    INFO(quoted.substr(0, 8));
+    expect_ok("[[routes]]\nsource = \"demo\"\nreply = " + quoted + "\n" + kMinimal);
+  }
   CHECK(expect_ok("# " + dots + "\n[server]\nadmin_token = \"" + dots + "\"\n" + kMinimal)
             .server.admin_token == dots);
 }
