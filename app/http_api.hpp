@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -55,7 +56,11 @@ class HttpApi {
   std::unordered_map<std::string, GenericSource, StringHash, std::equal_to<>> sources_;
   std::unordered_map<std::string, bool> pools_;  // pool name -> holds account targets
   CallbackApi callbacks_;
-  std::string admin_token_;  // empty: every admin request is refused
+  // The admin token, as an HMAC under a key drawn at start-up: a presented token is compared
+  // as its MAC, in constant time and at one length whatever its own (nothing about the
+  // token's length leaks). Empty: every admin request is refused.
+  HmacSha256 admin_mac_;
+  std::optional<HmacSha256::Hex> admin_token_mac_;
   Metrics& metrics_;
   const ShardSet& shards_;
   const RouterSet& routers_;
