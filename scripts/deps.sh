@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config ca-certificates curl openssl
           libcaf-dev libboost1.81-dev libsimdjson-dev libfmt-dev catch2
-          libtomlplusplus-dev libssl-dev libpugixml-dev)
+          libtomlplusplus-dev libssl-dev libpugixml-dev libjemalloc-dev)
 
 missing=()
 for p in "${packages[@]}"; do
