@@ -1,6 +1,11 @@
 #include "storage/crc32c.hpp"
 
 #include <array>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 namespace botgate::storage {
 namespace {
@@ -23,9 +28,31 @@ constexpr Tables make_tables() {
 
 constexpr Tables kTables = make_tables();
 
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes CRC32C, 8 bytes per instruction, where the tables
+// take about a cycle per byte. Compiled for SSE4.2 alone, and called only when the CPU
+// has it. Takes and returns the raw register (no initial or final xor).
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const unsigned char* p, std::size_t n,
+                                                             std::uint32_t c) noexcept {
+  std::uint64_t c64 = c;
+  while (n >= 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);  // an unaligned load; x86 is little-endian, as the CRC wants
+    c64 = _mm_crc32_u64(c64, v);
+    p += 8;
+    n -= 8;
+  }
+  c = static_cast<std::uint32_t>(c64);
+  while (n--) c = _mm_crc32_u8(c, *p++);
+  return c;
+}
+
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
 }  // namespace
 
-std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) noexcept {
+std::uint32_t crc32c_portable(const void* data, std::size_t n, std::uint32_t crc) noexcept {
   const auto* p = static_cast<const unsigned char*>(data);
   std::uint32_t c = ~crc;
   // Slicing-by-8: bytes are combined explicitly, so this is endian-independent.
@@ -40,6 +67,13 @@ std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) noexcep
   }
   while (n--) c = (c >> 8) ^ kTables[0][(c ^ *p++) & 0xFFu];
   return ~c;
+}
+
+std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) noexcept {
+#if defined(__x86_64__)
+  if (kHaveSse42) return ~crc32c_sse42(static_cast<const unsigned char*>(data), n, ~crc);
+#endif
+  return crc32c_portable(data, n, crc);
 }
 
 }  // namespace botgate::storage

@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
+using botgate::storage::crc32c_portable;
 using botgate::storage::kReadSpan;
 using botgate::storage::kRecordHeaderBytes;
 using botgate::storage::Options;
@@ -70,6 +71,7 @@ std::uint32_t crc32c_bitwise(const std::string& s) {
 
 TEST_CASE("crc32c matches the standard test vectors", "[storage]") {
   CHECK(crc32c("123456789") == 0xE3069283u);
+  CHECK(crc32c_portable("123456789", 9) == 0xE3069283u);
   CHECK(crc32c(std::string(32, '\0')) == 0x8A9136AAu);    // RFC 3720 B.4
   CHECK(crc32c(std::string(32, '\xFF')) == 0x62A8AB43u);  // RFC 3720 B.4
   std::string inc, dec;
@@ -88,8 +90,14 @@ TEST_CASE("crc32c agrees with a bitwise reference and extends", "[storage]") {
     std::string s(n, '\0');
     for (auto& c : s) c = static_cast<char>(rng());
     CHECK(crc32c(s) == crc32c_bitwise(s));
+    CHECK(crc32c_portable(s.data(), s.size()) == crc32c_bitwise(s));
     for (std::size_t cut = 0; cut <= n; cut += 7)
       CHECK(crc32c(s.substr(cut), crc32c(s.substr(0, cut))) == crc32c(s));
+    // Unaligned starts: the 8-byte loads of the hardware path begin mid-word.
+    for (std::size_t off = 1; off < 8 && off <= n; ++off) {
+      CHECK(crc32c(s.data() + off, n - off) == crc32c_bitwise(s.substr(off)));
+      CHECK(crc32c_portable(s.data() + off, n - off, crc32c(s.data(), off)) == crc32c(s));
+    }
   }
 }
 
