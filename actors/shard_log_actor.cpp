@@ -268,10 +268,12 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
         return take(self, source, id);
       },
       [self](list_atom, std::uint64_t limit) {
+        // A dead letter taken for replay is an event again, even before its retirement
+        // is durable: listing it would offer it to a second replay, which cannot take it.
         DeadLetterList out;
-        for (const auto& [_, d] : self->state.dead) {
+        for (const auto& [dseq, d] : self->state.dead) {
           if (out.size() >= limit) break;
-          out.push_back(d);
+          if (!being_replayed(self->state, dseq)) out.push_back(d);
         }
         return out;
       },

@@ -23,6 +23,9 @@ constexpr std::string_view kDeadLetters = "/v1/dead-letters";
 constexpr std::string_view kTargets = "/v1/targets";
 constexpr std::string_view kMessages = "/v1/messages";
 constexpr std::string_view kReplaySuffix = "/replay";
+// Rounds of list-and-replay for one call: more only when concurrent replays of the same id
+// keep taking the copy this one picked.
+constexpr int kReplayTries = 4;
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
 
@@ -416,12 +419,16 @@ bool HttpApi::claim_probe_answer(const Event& ev, const http::Responder& respond
 void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
                                  http::Responder respond) const {
   auto source = query_param(req.target(), "source").value_or("");
-  auto finish = [this, respond](unsigned status, std::string body) {
+  Finish finish = [this, respond](unsigned status, std::string body) {
     send(HttpRoute::admin, status, std::move(body), respond);
   };
+  replay_oldest(std::move(id), std::move(source), std::move(finish), kReplayTries);
+}
+
+void HttpApi::replay_oldest(std::string id, std::string source, Finish finish, int tries) const {
   // Find which shard holds it (and whether the id is ambiguous across sources).
   shards_.list_dead_letters(
-      UINT64_MAX, [this, id, source, finish](DeadLetterList list, std::string error) {
+      UINT64_MAX, [this, id, source, finish, tries](DeadLetterList list, std::string error) {
         if (!error.empty()) return finish(503, error_body("unavailable"));
         std::vector<const DeadLetterInfo*> matches;
         for (const auto& d : list) {
@@ -448,17 +455,23 @@ void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
             matches.begin(), matches.end(), [](const DeadLetterInfo* a, const DeadLetterInfo* b) {
               return a->dead_at_ms < b->dead_at_ms;
             });
-        shards_.replay_dead_letter(d.shard, d.source, id, [id, finish](std::string result) {
-          if (result.empty()) {
-            std::string body = R"({"status":"replayed","id":)";
-            append_json_string(body, id);
-            body += "}";
-            return finish(200, std::move(body));
-          }
-          if (result == "not_found") return finish(404, error_body("not_found"));
-          log::error("dead-letter replay failed", {{"id", id}, {"error", result}});
-          finish(503, error_body("unavailable"));
-        });
+        const bool others = matches.size() > 1;
+        shards_.replay_dead_letter(
+            d.shard, d.source, id, [this, id, source, finish, tries, others](std::string result) {
+              if (result.empty()) {
+                std::string body = R"({"status":"replayed","id":)";
+                append_json_string(body, id);
+                body += "}";
+                return finish(200, std::move(body));
+              }
+              if (result == "not_found") {
+                // A replay at the same moment took this copy; another shard may hold one more.
+                if (others && tries > 1) return replay_oldest(id, source, finish, tries - 1);
+                return finish(404, error_body("not_found"));
+              }
+              log::error("dead-letter replay failed", {{"id", id}, {"error", result}});
+              finish(503, error_body("unavailable"));
+            });
       });
 }
 

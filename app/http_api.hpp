@@ -45,6 +45,10 @@ class HttpApi {
   // An inbound dong answers a dingdong probe and is not queued; true when `ev` was one.
   bool claim_probe_answer(const Event& ev, const http::Responder& respond) const;
   void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;
+  // Lists the dead letters, picks the oldest copy of `id` and replays it. `tries` more
+  // rounds are left for when another replay took that copy first.
+  using Finish = std::function<void(unsigned status, std::string body)>;
+  void replay_oldest(std::string id, std::string source, Finish finish, int tries) const;
   void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
               const http::Responder& respond) const;
 

@@ -606,6 +606,45 @@ TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldes
   CHECK(static_cast<std::int64_t>(conversations.size()) == accepted);  // each shard's own, once
 }
 
+TEST_CASE("concurrent replays of an id dead-lettered in several shards each take a copy",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_status(400);
+  auto o = durable_options(backend);
+  o.shards = 4;
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  std::int64_t accepted = 0;
+  for (int c = 0; c < 8; ++c) {
+    auto res = send_event(gw.port(), o.source, o.secret,
+                          event_json("twin-id", "conv-" + std::to_string(c), c));
+    REQUIRE(res.status == 200);
+    if (ack_status(res, "twin-id") == "accepted") ++accepted;
+  }
+  REQUIRE(accepted >= 2);
+  REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == accepted; }, 10s));
+
+  // As many replays as copies, all at once: each picks the oldest copy it lists, so several
+  // pick the same one; those that lose it must go on to another copy, not answer 404.
+  backend.set_ok();
+  const auto path = std::string("/v1/dead-letters/twin-id/replay");
+  std::vector<int> statuses(static_cast<std::size_t>(accepted), 0);
+  std::vector<std::thread> callers;
+  for (std::size_t k = 0; k < statuses.size(); ++k) {
+    callers.emplace_back(
+        [&, k] { statuses[k] = http_request(gw.port(), "POST", path, admin(o)).status; });
+  }
+  for (auto& t : callers) t.join();
+  for (std::size_t k = 0; k < statuses.size(); ++k) {
+    INFO("replay " << k);
+    CHECK(statuses[k] == 200);
+  }
+  CHECK(get_dead_letters(gw.port(), o).count == 0);
+  CHECK(http_request(gw.port(), "POST", path, admin(o)).status == 404);
+  REQUIRE(eventually(
+      [&] { return static_cast<std::int64_t>(backend.delivered_count()) == accepted; }, 10s));
+}
+
 TEST_CASE("a torn log tail is truncated with a warning, and the intact events are delivered",
           "[integration][durability]") {
   TempDir dir;
