@@ -436,12 +436,12 @@ write_config() {
     cat <<EOF
 [server]
 listen = "127.0.0.1:0"
-io_threads = 1
+io_threads = ${IO_THREADS:-1}
 max_body = "64KiB"
 [log]
 level = "$LOG_LEVEL"
 [actors]
-threads = 1
+threads = ${ACTOR_THREADS:-1}
 [queue]
 dir = "queue"
 fsync = "$FSYNC"
