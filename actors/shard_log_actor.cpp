@@ -172,15 +172,16 @@ StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
 
 // Reads dead letter (source, id) back for a replay. Nothing is written here: the shard
 // appends the event like a new one, and the dead letter is retired once that append is
-// durable (see append and commit). A dead letter already being replayed is not found.
-StoredEvent take(Self self, const std::string& source, const std::string& id) {
+// durable (see append and commit). A dead letter already being replayed is not found; a
+// failed log is an error (the caller answers 503), not "not found".
+caf::result<StoredEvent> take(Self self, const std::string& source, const std::string& id) {
   auto& st = self->state;
-  if (!st.failure.empty()) return {};
+  if (!st.failure.empty()) return caf::make_error(caf::sec::runtime_error, st.failure);
   auto it = std::find_if(st.dead.begin(), st.dead.end(), [&](const auto& kv) {
     return kv.second.id == id && (source.empty() || kv.second.source == source) &&
            !being_replayed(st, kv.first);
   });
-  if (it == st.dead.end()) return {};
+  if (it == st.dead.end()) return StoredEvent{};
   const std::uint64_t dseq = it->first;
   std::optional<storage::DeadLetter> dl;
   try {
@@ -191,11 +192,11 @@ StoredEvent take(Self self, const std::string& source, const std::string& id) {
     }
   } catch (const std::exception& e) {
     fail(self, e);
-    return {};
+    return caf::make_error(caf::sec::runtime_error, st.failure);
   }
   if (!dl) {
     log::error("dead letter unreadable", {{"shard", st.index}, {"id", id}});
-    return {};
+    return StoredEvent{};
   }
   // A replay is a fresh start: its age (for max_age) counts from now.
   dl->event.received_at = Clock::now();
@@ -270,10 +271,12 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
       [self](list_atom, std::uint64_t limit) {
         // A dead letter taken for replay is an event again, even before its retirement
         // is durable: listing it would offer it to a second replay, which cannot take it.
+        // Once the log has failed no replay completes, and every copy on disk is listed.
+        const auto& st = self->state;
         DeadLetterList out;
-        for (const auto& [dseq, d] : self->state.dead) {
+        for (const auto& [dseq, d] : st.dead) {
           if (out.size() >= limit) break;
-          if (!being_replayed(self->state, dseq)) out.push_back(d);
+          if (!st.failure.empty() || !being_replayed(st, dseq)) out.push_back(d);
         }
         return out;
       },

@@ -23,9 +23,10 @@ constexpr std::string_view kDeadLetters = "/v1/dead-letters";
 constexpr std::string_view kTargets = "/v1/targets";
 constexpr std::string_view kMessages = "/v1/messages";
 constexpr std::string_view kReplaySuffix = "/replay";
-// Rounds of list-and-replay for one call: more only when concurrent replays of the same id
-// keep taking the copy this one picked.
-constexpr int kReplayTries = 4;
+// Most rounds of list-and-replay for one call. A call loses a round only when a concurrent
+// replay took the copy it picked, so it needs at most as many rounds as copies it first
+// listed; this caps that for an id dead-lettered a great many times.
+constexpr std::size_t kReplayMaxRounds = 64;
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
 
@@ -422,13 +423,14 @@ void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
   Finish finish = [this, respond](unsigned status, std::string body) {
     send(HttpRoute::admin, status, std::move(body), respond);
   };
-  replay_oldest(std::move(id), std::move(source), std::move(finish), kReplayTries);
+  replay_oldest(std::move(id), std::move(source), std::move(finish), 0);
 }
 
-void HttpApi::replay_oldest(std::string id, std::string source, Finish finish, int tries) const {
+void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
+                            std::size_t rounds_left) const {
   // Find which shard holds it (and whether the id is ambiguous across sources).
   shards_.list_dead_letters(
-      UINT64_MAX, [this, id, source, finish, tries](DeadLetterList list, std::string error) {
+      UINT64_MAX, [this, id, source, finish, rounds_left](DeadLetterList list, std::string error) {
         if (!error.empty()) return finish(503, error_body("unavailable"));
         std::vector<const DeadLetterInfo*> matches;
         for (const auto& d : list) {
@@ -455,9 +457,11 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish, i
             matches.begin(), matches.end(), [](const DeadLetterInfo* a, const DeadLetterInfo* b) {
               return a->dead_at_ms < b->dead_at_ms;
             });
-        const bool others = matches.size() > 1;
+        // The first round sets the budget: one round per copy listed now.
+        const std::size_t rounds =
+            rounds_left > 0 ? rounds_left : std::min(matches.size(), kReplayMaxRounds);
         shards_.replay_dead_letter(
-            d.shard, d.source, id, [this, id, source, finish, tries, others](std::string result) {
+            d.shard, d.source, id, [this, id, source, finish, rounds](std::string result) {
               if (result.empty()) {
                 std::string body = R"({"status":"replayed","id":)";
                 append_json_string(body, id);
@@ -466,7 +470,7 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish, i
               }
               if (result == "not_found") {
                 // A replay at the same moment took this copy; another shard may hold one more.
-                if (others && tries > 1) return replay_oldest(id, source, finish, tries - 1);
+                if (rounds > 1) return replay_oldest(id, source, finish, rounds - 1);
                 return finish(404, error_body("not_found"));
               }
               log::error("dead-letter replay failed", {{"id", id}, {"error", result}});

@@ -45,10 +45,12 @@ class HttpApi {
   // An inbound dong answers a dingdong probe and is not queued; true when `ev` was one.
   bool claim_probe_answer(const Event& ev, const http::Responder& respond) const;
   void replay_dead_letter(const http::Request& req, std::string id, http::Responder respond) const;
-  // Lists the dead letters, picks the oldest copy of `id` and replays it. `tries` more
-  // rounds are left for when another replay took that copy first.
+  // Lists the dead letters, picks the oldest copy of `id` and replays it; if a concurrent
+  // replay took that copy first, goes round again. `rounds_left` counts this round; 0 on
+  // the first call, which sets it to the number of copies listed.
   using Finish = std::function<void(unsigned status, std::string body)>;
-  void replay_oldest(std::string id, std::string source, Finish finish, int tries) const;
+  void replay_oldest(std::string id, std::string source, Finish finish,
+                     std::size_t rounds_left) const;
   void reject(RejectReason why, unsigned status, std::string_view source, std::string_view detail,
               const http::Responder& respond) const;
 

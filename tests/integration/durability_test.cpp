@@ -612,16 +612,18 @@ TEST_CASE("concurrent replays of an id dead-lettered in several shards each take
   TestBackend backend;
   backend.set_status(400);
   auto o = durable_options(backend);
-  o.shards = 4;
+  o.shards = 8;
   Gateway gw(botgate_binary(), dir, make_config(o));
+  // Enough conversations to reach most of the 8 shards: more copies than a small fixed
+  // number of retry rounds would cover.
   std::int64_t accepted = 0;
-  for (int c = 0; c < 8; ++c) {
+  for (int c = 0; c < 48; ++c) {
     auto res = send_event(gw.port(), o.source, o.secret,
                           event_json("twin-id", "conv-" + std::to_string(c), c));
     REQUIRE(res.status == 200);
     if (ack_status(res, "twin-id") == "accepted") ++accepted;
   }
-  REQUIRE(accepted >= 2);
+  REQUIRE(accepted >= 6);
   REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == accepted; }, 10s));
 
   // As many replays as copies, all at once: each picks the oldest copy it lists, so several
