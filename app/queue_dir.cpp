@@ -58,7 +58,15 @@ bool record_layout(const fs::path& dir, int shards) {
   return true;
 }
 
-void log_truncation(std::size_t shard, std::string_view part, const storage::RecoveryReport& r) {
+void log_damage(std::size_t shard, std::string_view part, const storage::RecoveryReport& r) {
+  if (r.records_skipped > 0) {
+    log::warn("damaged log records skipped during recovery",
+              {{"shard", shard},
+               {"log", part},
+               {"records", r.records_skipped},
+               {"bytes", r.skipped_bytes},
+               {"segment", r.skipped_segment.string()}});
+  }
   if (!r.truncated()) return;
   log::warn("log tail truncated during recovery", {{"shard", shard},
                                                    {"log", part},
@@ -132,8 +140,8 @@ std::optional<OpenedQueue> open_queue(const QueueConfig& q) {
       return std::nullopt;
     }
     const auto& rec = *out[i].recovered;
-    log_truncation(i, "events", rec.events_report);
-    log_truncation(i, "dead", rec.dead_report);
+    log_damage(i, "events", rec.events_report);
+    log_damage(i, "dead", rec.dead_report);
     if (rec.dedup_report.entries_corrupt > 0) {
       log::warn("dedup journal records skipped during recovery",
                 {{"shard", i}, {"corrupt", rec.dedup_report.entries_corrupt}});

@@ -44,6 +44,25 @@ std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// True when a whole, well-formed record starts at `off`: its length within the limit, all
+// of it in the file, its CRC good, its type known, its sequence after `last_seq`.
+bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t off,
+                      std::uint64_t last_seq, std::uint64_t base, std::uint32_t max_len) {
+  if (off >= size || size - off < kRecordHeaderBytes) return false;
+  const unsigned char* r = p + off;
+  const std::uint32_t len = get_u32(r);
+  if (len > max_len || size - off - kRecordHeaderBytes < len) return false;
+  if (crc32c(r + 8, 9 + std::size_t{len}) != get_u32(r + 4)) return false;
+  const std::uint64_t seq = get_u64(r + 8);
+  const auto type = static_cast<RecordType>(r[16]);
+  const bool known = type == RecordType::event || (type == RecordType::completion && len == 8);
+  return known && seq > last_seq && seq >= base;
+}
+
+}  // namespace
+
 std::string_view to_string(RecoveryReason r) noexcept {
   switch (r) {
     case RecoveryReason::none:
@@ -142,6 +161,20 @@ void SegmentLog::recover(RecoveryReport& report) {
       }
       // seq, type and payload are contiguous: the CRC covers bytes [8, 17 + len).
       if (crc32c(r + 8, 9 + std::size_t{len}) != crc) {
+        // A crash tears only the tail: nothing intact follows a torn record. A whole record
+        // with an intact one after it (or ending a segment that later ones follow) was
+        // damaged after it was written; only it is lost, and recovery goes on past it.
+        const std::uint64_t next = off + kRecordHeaderBytes + len;
+        const bool damaged =
+            next == size ? i + 1 < files.size()
+                         : intact_record_at(p, size, next, last_seq, base, opts_.max_record_bytes);
+        if (damaged) {
+          if (report.records_skipped == 0) report.skipped_segment = path;
+          ++report.records_skipped;
+          report.skipped_bytes += kRecordHeaderBytes + len;
+          off = next;
+          continue;
+        }
         bad = RecoveryReason::crc_mismatch;
         break;
       }

@@ -11,10 +11,13 @@
 //   u8  type     1 = event (opaque payload), 2 = completion (payload: u64 seq of the event)
 //   payload
 //
-// Recovery (open): segments are scanned in order. The first record that is torn (short), has a
-// length over Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number
-// that does not increase ends the log: its segment is truncated at the last good record and every
-// later segment is deleted. This is reported, never thrown.
+// Recovery (open): segments are scanned in order. A whole record that fails its CRC while an
+// intact record follows it (or while it ends its segment and later segments exist) was damaged
+// on disk after it was written: it alone is skipped, and the scan goes on. Otherwise the first
+// record that is torn (short), has a length over Options::max_record_bytes, fails its CRC, has
+// an unknown type or a sequence number that does not increase ends the log: a crash's torn
+// tail. Its segment is truncated at the last good record and every later segment is deleted.
+// Both are reported, never thrown.
 //
 // Durability: appends are buffered in memory. flush() hands them to the kernel with write(2);
 // sync() also fdatasync(2)s them. Only what sync() covered survives a power loss; what flush()
@@ -76,6 +79,11 @@ struct RecoveryReport {
   std::uint64_t truncated_bytes = 0;  // bytes cut from it
   std::size_t segments_deleted = 0;   // later segments removed with it
   std::uint64_t deleted_bytes = 0;    // their total size
+  // Records damaged on disk (bad CRC) with intact records after them: skipped, each alone.
+  // They stay in their segment, so every recovery counts them again until it is deleted.
+  std::uint64_t records_skipped = 0;
+  std::uint64_t skipped_bytes = 0;
+  std::filesystem::path skipped_segment;  // the segment of the first one
 
   bool truncated() const noexcept { return reason != RecoveryReason::none; }
 };

@@ -721,6 +721,68 @@ TEST_CASE("a torn log tail is truncated with a warning, and the intact events ar
   CHECK(gw->process().running());
 }
 
+TEST_CASE("a record damaged in the middle of the log costs that event only",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.stop();
+  auto o = durable_options(backend);
+  o.shards = 2;
+  o.queue_dir = "queue";
+  auto gw = std::make_unique<Gateway>(botgate_binary(), dir, make_config(o));
+  auto sent = send_accepted(gw->port(), o, "mid", 40, 8);
+  gw->process().signal(SIGTERM);
+  REQUIRE(gw->process().wait_exit(15s) == 0);
+
+  // The third record of a shard's first segment; records are u32 length, u32 crc, u64 seq,
+  // u8 type (1: event), payload (storage/segment_log.hpp).
+  std::filesystem::path seg;
+  for (int shard = 0; shard < o.shards && seg.empty(); ++shard) {
+    auto segs = segments(dir.path() / "queue" / ("shard-" + std::to_string(shard)));
+    if (!segs.empty() && std::filesystem::file_size(segs.front()) > 0) seg = segs.front();
+  }
+  REQUIRE(!seg.empty());
+  std::string bytes = read_file(seg);
+  auto u32_at = [&](std::size_t at) {
+    std::uint32_t v = 0;
+    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
+    return v;
+  };
+  constexpr std::size_t kHeader = 17;
+  std::size_t off = 0;
+  for (int r = 0; r < 2; ++r) off += kHeader + u32_at(off);
+  const std::size_t len = u32_at(off);
+  REQUIRE(off + kHeader + len < bytes.size());  // an intact record follows it
+  REQUIRE(static_cast<unsigned char>(bytes[off + 16]) == 1);
+  const std::string payload = bytes.substr(off + kHeader, len);
+  std::string damaged;
+  for (const auto& s : sent) {
+    if (payload.find("\"" + s.id + "\"") != std::string::npos) damaged = s.id;
+  }
+  INFO("segment " << seg.string() << ", record at " << off);
+  REQUIRE(!damaged.empty());
+  bytes[off + kHeader + len - 1] ^= 0x01;  // its last payload byte: a bit flipped on disk
+  {
+    std::ofstream out(seg, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    REQUIRE(out.good());
+  }
+
+  backend.start();
+  gw = gw->restart("botgate-2");
+  REQUIRE(gw->process().wait_for_log("damaged log records skipped", 10s));
+  CHECK(lines_with(gw->log(), "truncated").empty());  // nothing after it was cut
+  std::vector<Sent> kept;
+  for (const auto& s : sent) {
+    if (s.id != damaged) kept.push_back(s);
+  }
+  auto missing = wait_delivered(backend, ids_of(kept));
+  INFO("events after the damaged one, never delivered: " << head(missing));
+  CHECK(missing.empty());
+  check_delivered_in_order(backend, kept);
+  CHECK(deliveries(backend).count(damaged) == 0);
+}
+
 TEST_CASE("a backlog far beyond memory_window is delivered once each, in conversation order",
           "[integration][durability]") {
   TempDir dir;

@@ -218,7 +218,7 @@ TEST_CASE("segment log truncates a torn tail and keeps appending", "[storage]") 
   }
 }
 
-TEST_CASE("segment log drops records from a flipped byte on", "[storage]") {
+TEST_CASE("segment log skips a record damaged on disk and keeps the ones after it", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
   {
@@ -228,24 +228,71 @@ TEST_CASE("segment log drops records from a flipped byte on", "[storage]") {
   }
   const auto file = segment_files(tmp.shard()).at(0);
   botgate::test::flip_byte(file, static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50),
-                           0x20);  // record 5
+                           0x20);  // record 5's payload
   RecoveryReport report;
   {
     auto log = open_log(tmp.shard(), report);
-    CHECK(report.reason == RecoveryReason::crc_mismatch);
-    CHECK(to_string(report.reason) == "crc mismatch");
-    CHECK(report.truncated_at == 4 * rec);
-    CHECK(report.truncated_bytes == 6 * rec);
-    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4});
-    CHECK(log->append_event("x") == 5);
+    CHECK_FALSE(report.truncated());
+    CHECK(report.records_skipped == 1);
+    CHECK(report.skipped_bytes == rec);
+    CHECK(report.skipped_segment == file);
+    CHECK(fs::file_size(file) == 10 * rec);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 6, 7, 8, 9, 10});
+    CHECK(log->pending()[4].payload == payload_for(6));
+    CHECK(log->append_event("x") == 11);  // a skipped seq is never used again
     log->sync();
   }
   auto log = open_log(tmp.shard(), report);
   CHECK_FALSE(report.truncated());
-  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+  CHECK(report.records_skipped == 1);  // still on disk: counted again
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 6, 7, 8, 9, 10, 11});
 }
 
-TEST_CASE("segment log corruption in an older segment drops later segments", "[storage]") {
+TEST_CASE("segment log cuts a damaged last record: a torn tail", "[storage]") {
+  TempDir tmp;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    auto log = open_clean(tmp.shard());
+    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
+    log->sync();
+  }
+  const auto file = segment_files(tmp.shard()).at(0);
+  botgate::test::flip_byte(file, static_cast<std::streamoff>(9 * rec + kRecordHeaderBytes + 50),
+                           0x20);  // record 10, the last of the log
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report);
+  CHECK(report.reason == RecoveryReason::crc_mismatch);
+  CHECK(to_string(report.reason) == "crc mismatch");
+  CHECK(report.records_skipped == 0);
+  CHECK(report.truncated_at == 9 * rec);
+  CHECK(report.truncated_bytes == rec);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(log->append_event("x") == 10);
+}
+
+TEST_CASE("segment log cuts at a damaged record followed by no intact one", "[storage]") {
+  TempDir tmp;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    auto log = open_clean(tmp.shard());
+    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
+    log->sync();
+  }
+  const auto file = segment_files(tmp.shard()).at(0);
+  // Records 5 and 6 both damaged: nothing vouches for record 5's length, so it is a cut.
+  botgate::test::flip_byte(file, static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50),
+                           0x20);
+  botgate::test::flip_byte(file, static_cast<std::streamoff>(5 * rec + kRecordHeaderBytes + 50),
+                           0x20);
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report);
+  CHECK(report.reason == RecoveryReason::crc_mismatch);
+  CHECK(report.records_skipped == 0);
+  CHECK(report.truncated_at == 4 * rec);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4});
+}
+
+TEST_CASE("segment log damage in an older segment costs only the damaged records", "[storage]") {
   TempDir tmp;
   Options o;
   o.segment_bytes = 1024;
@@ -257,17 +304,28 @@ TEST_CASE("segment log corruption in an older segment drops later segments", "[s
   auto files = segment_files(tmp.shard());
   REQUIRE(files.size() >= 4);
   const auto second = files[1];
-  botgate::test::flip_byte(second, 8, 0x7F);  // first record's seq: CRC no longer matches
+  const auto per_segment = 1024 / (kRecordHeaderBytes + 100);
+  botgate::test::flip_byte(second, 8, 0x7F);  // its first record's seq: CRC no longer matches
+  // The last record of the third segment: nothing follows it there, but later segments do.
+  const auto third = files[2];
+  const auto third_size = static_cast<std::streamoff>(fs::file_size(third));
+  botgate::test::flip_byte(third, third_size - 10, 0x01);
   RecoveryReport report;
   auto log = open_log(tmp.shard(), report, o);
-  CHECK(report.reason == RecoveryReason::crc_mismatch);
-  CHECK(report.segment == second);
-  CHECK(report.truncated_at == 0);
-  CHECK(report.segments_deleted == files.size() - 2);
-  CHECK(segment_files(tmp.shard()).size() == 2);
-  const auto per_segment = 1024 / (kRecordHeaderBytes + 100);
-  CHECK(log->pending().size() == per_segment);
-  CHECK(log->append_event("next") == per_segment + 1);
+  CHECK_FALSE(report.truncated());
+  CHECK(report.records_skipped == 2);
+  CHECK(report.skipped_segment == second);
+  CHECK(report.segments_deleted == 0);
+  CHECK(segment_files(tmp.shard()).size() == files.size());
+  const auto p = log->pending();
+  CHECK(p.size() == 38);
+  const auto first_of_second = static_cast<std::uint64_t>(per_segment + 1);
+  const auto last_of_third = static_cast<std::uint64_t>(3 * per_segment);
+  for (const auto& r : p) {
+    CHECK(r.seq != first_of_second);
+    CHECK(r.seq != last_of_third);
+  }
+  CHECK(log->append_event("next") == 41);
 }
 
 TEST_CASE("segment log rejects a length over the limit", "[storage]") {
