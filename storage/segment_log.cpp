@@ -47,9 +47,9 @@ std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
 namespace {
 
 // True when a whole, well-formed record starts at `off`: its length within the limit, all
-// of it in the file, its CRC good, its type known, its sequence after `last_seq`.
+// of it in the file, its CRC good, its type known, and its sequence number `seq_wanted`.
 bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t off,
-                      std::uint64_t last_seq, std::uint64_t base, std::uint32_t max_len) {
+                      std::uint64_t seq_wanted, std::uint32_t max_len) {
   if (off >= size || size - off < kRecordHeaderBytes) return false;
   const unsigned char* r = p + off;
   const std::uint32_t len = get_u32(r);
@@ -58,7 +58,7 @@ bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t 
   const std::uint64_t seq = get_u64(r + 8);
   const auto type = static_cast<RecordType>(r[16]);
   const bool known = type == RecordType::event || (type == RecordType::completion && len == 8);
-  return known && seq > last_seq && seq >= base;
+  return known && seq == seq_wanted;
 }
 
 }  // namespace
@@ -139,6 +139,9 @@ void SegmentLog::recover(RecoveryReport& report) {
       p = static_cast<const unsigned char*>(map);
     }
     std::uint64_t off = 0;
+    // Sequence numbers are dense within a segment, from its base (every append takes the next
+    // one; a segment starts at the next one): the seq the record at `off` must carry.
+    std::uint64_t expect = base;
     RecoveryReason bad = RecoveryReason::none;
     while (off < size) {
       const std::uint64_t left = size - off;
@@ -162,17 +165,19 @@ void SegmentLog::recover(RecoveryReport& report) {
       // seq, type and payload are contiguous: the CRC covers bytes [8, 17 + len).
       if (crc32c(r + 8, 9 + std::size_t{len}) != crc) {
         // A crash tears only the tail: nothing intact follows a torn record. A whole record
-        // with an intact one after it (or ending a segment that later ones follow) was
-        // damaged after it was written; only it is lost, and recovery goes on past it.
+        // followed by the intact record of the next seq (or ending a segment whose successor
+        // starts at the next seq) was damaged after it was written: only it is lost, and
+        // recovery goes on past it. A garbled length lands anywhere else, and is a cut.
         const std::uint64_t next = off + kRecordHeaderBytes + len;
         const bool damaged =
-            next == size ? i + 1 < files.size()
-                         : intact_record_at(p, size, next, last_seq, base, opts_.max_record_bytes);
+            next == size ? i + 1 < files.size() && files[i + 1].first == expect + 1
+                         : intact_record_at(p, size, next, expect + 1, opts_.max_record_bytes);
         if (damaged) {
           if (report.records_skipped == 0) report.skipped_segment = path;
           ++report.records_skipped;
           report.skipped_bytes += kRecordHeaderBytes + len;
           off = next;
+          ++expect;
           continue;
         }
         bad = RecoveryReason::crc_mismatch;
@@ -197,6 +202,7 @@ void SegmentLog::recover(RecoveryReport& report) {
         break;
       }
       last_seq = seq;
+      expect = seq + 1;
       ++report.records_scanned;
       off += kRecordHeaderBytes + len;
     }

@@ -1,0 +1,204 @@
+// Recovery of a segment log damaged on disk: which damage is skipped record by record (an
+// intact record of the next sequence number follows it) and which is cut like a torn tail,
+// and that the log stays consistent (appends, read-back, collect, reopen) after either.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "storage/segment_log.hpp"
+#include "tests/unit/scratch_dir.hpp"
+
+namespace fs = std::filesystem;
+using namespace botgate::storage;
+
+namespace {
+
+struct Tmp : botgate::test::ScratchDir {
+  Tmp() : ScratchDir("botgate-damage") {}
+};
+
+std::string pl(std::uint64_t i, std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t k = 0; k < n; ++k) s[k] = static_cast<char>((i * 31 + k * 7) & 0xFF);
+  return s;
+}
+
+std::vector<std::uint64_t> seqs(const std::vector<Record>& rs) {
+  std::vector<std::uint64_t> out;
+  for (const auto& r : rs) out.push_back(r.seq);
+  return out;
+}
+
+void zero_bytes(const fs::path& f, std::streamoff at, std::size_t n) {
+  std::fstream s(f, std::ios::in | std::ios::out | std::ios::binary);
+  s.seekp(at);
+  const std::string z(n, '\0');
+  s.write(z.data(), static_cast<std::streamsize>(n));
+}
+
+}  // namespace
+
+// A single bit flipped in a length field: the computed end lands on a later record boundary,
+// whose seq is not the next one. Skipping there would drop record 3 (whole, CRC good) without
+// a word; it is a cut instead, reported as such.
+TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[storage]") {
+  Tmp tmp;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), {}, r);
+    log->append_event(pl(1, 40));   // record 1 at 0, 57 bytes
+    log->append_event(pl(2, 64));   // record 2 at 57, 81 bytes (length 0x40)
+    log->append_event(pl(3, 111));  // record 3 at 138, 128 bytes
+    log->append_event(pl(4, 40));   // record 4 at 266
+    log->append_event(pl(5, 40));
+    log->sync();
+  }
+  const auto file = botgate::test::log_files(tmp.shard()).at(0);
+  botgate::test::flip_byte(file, 57, 0x80);  // record 2's length 64 -> 192: 57+17+192 = 266
+  RecoveryReport r;
+  auto log = SegmentLog::open(tmp.shard(), {}, r);
+  CHECK(r.records_skipped == 0);
+  CHECK(r.reason == RecoveryReason::crc_mismatch);
+  CHECK(r.truncated_at == 57);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1});
+  CHECK(log->append_event("next") == 2);
+}
+
+// A power loss right after a rotation: the old segment's last record was written but not
+// synced (its payload never reached the disk), and the new segment starts at the next seq.
+// It cannot be told from damage on disk, so it is skipped (and reported): nothing after it
+// is cut, and it was never acknowledged (an ack waits for the sync).
+TEST_CASE("segment log damage: a torn record at a rotation is skipped", "[storage]") {
+  Tmp tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    for (int i = 1; i <= 8; ++i) log->append_event(pl(i, 100));
+    log->sync();
+  }
+  const auto seg1 = botgate::test::log_files(tmp.shard()).at(0);
+  zero_bytes(seg1, static_cast<std::streamoff>(7 * rec + kRecordHeaderBytes + 50), 50);
+  { std::ofstream(tmp.shard() / "00000000000000000009.log"); }  // created by the rotation
+  RecoveryReport r;
+  auto log = SegmentLog::open(tmp.shard(), o, r);
+  CHECK(r.records_skipped == 1);
+  CHECK_FALSE(r.truncated());
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7});
+  CHECK(log->append_event("next") == 9);
+}
+
+// Consistency after several skips, a skip at the end of a non-last segment, a cut in the same
+// log, collection of a segment that holds damaged records, and reopens.
+TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay consistent",
+          "[storage]") {
+  Tmp tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    for (int i = 1; i <= 24; ++i) log->append_event(pl(i, 100));  // 3 segments of 8
+    log->sync();
+  }
+  auto files = botgate::test::log_files(tmp.shard());
+  REQUIRE(files.size() == 3);
+  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(2 * rec + 30), 0x01);  // seq 3
+  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(7 * rec + 30), 0x01);  // seq 8
+  botgate::test::flip_byte(files[1], static_cast<std::streamoff>(3 * rec + 30), 0x01);  // 12
+  botgate::test::flip_byte(files[2], static_cast<std::streamoff>(2 * rec + 30), 0x01);  // 19
+  fs::resize_file(files[2], 8 * rec - 5);  // torn tail: seq 24
+  RecoveryReport r;
+  {
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    CHECK(r.records_skipped == 4);
+    CHECK(r.skipped_bytes == 4 * rec);
+    CHECK(r.reason == RecoveryReason::short_read);
+    CHECK(r.truncated_at == 7 * rec);
+    CHECK(r.segments_deleted == 0);
+    const auto p = log->pending();
+    CHECK(seqs(p) == std::vector<std::uint64_t>{1, 2, 4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18,
+                                                20, 21, 22, 23});
+    for (const auto& rr : p) CHECK(rr.payload == pl(rr.seq, 100));
+    CHECK(log->next_seq() == 24);
+    CHECK(log->append_event(pl(24, 100)) == 24);
+    log->flush();
+    CHECK(fs::file_size(files[2]) == 8 * rec);  // appended at the end, after the cut
+    for (std::uint64_t s : {1, 2, 4, 5, 6, 7}) log->append_completion(s);
+    CHECK(log->collect() == 1);  // the first segment, damaged records and all
+    log->sync();
+  }
+  {
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.records_skipped == 2);  // 12 and 19 remain on disk
+    const auto p = log->pending();
+    CHECK(seqs(p) ==
+          std::vector<std::uint64_t>{9, 10, 11, 13, 14, 15, 16, 17, 18, 20, 21, 22, 23, 24});
+    for (const auto& rr : p) CHECK(rr.payload == pl(rr.seq, 100));
+    CHECK(log->append_event("x") == 31);  // 25..30 were the completions
+  }
+}
+
+TEST_CASE("segment log damage: skip at a segment's end, then the next segment cut to nothing",
+          "[storage]") {
+  Tmp tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    for (int i = 1; i <= 24; ++i) log->append_event(pl(i, 100));
+    log->sync();
+  }
+  auto files = botgate::test::log_files(tmp.shard());
+  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(7 * rec + 30), 0x01);  // seq 8
+  botgate::test::flip_byte(files[1], 3, 0x7F);  // seq 9's length: over the limit
+  RecoveryReport r;
+  {
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    CHECK(r.records_skipped == 1);
+    CHECK(r.reason == RecoveryReason::bad_length);
+    CHECK(r.segments_deleted == 1);
+    CHECK(fs::file_size(files[1]) == 0);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7});
+    CHECK(log->next_seq() == 9);  // 8 is not used again
+    CHECK(log->append_event("a") == 9);
+    log->sync();
+  }
+  for (int k = 0; k < 2; ++k) {
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.records_skipped == 1);
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 9});
+  }
+}
+
+// A cut in an older segment deletes the later ones.
+TEST_CASE("segment log damage: a cut in an older segment still deletes the later ones",
+          "[storage]") {
+  Tmp tmp;
+  Options o;
+  o.segment_bytes = 1024;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), o, r);
+    for (int i = 1; i <= 40; ++i) log->append_event(pl(i, 100));
+    log->sync();
+  }
+  auto files = botgate::test::log_files(tmp.shard());
+  botgate::test::flip_byte(files[1], 3, 0x7F);
+  RecoveryReport r;
+  auto log = SegmentLog::open(tmp.shard(), o, r);
+  CHECK(r.reason == RecoveryReason::bad_length);
+  CHECK(r.segments_deleted == files.size() - 2);
+  CHECK(log->pending().size() == 8);
+}
