@@ -14,9 +14,9 @@
 // Recovery (open): segments are scanned in order. Sequence numbers are dense within a segment,
 // from its base. A whole record that fails its CRC while the intact record of the next seq
 // follows it (or while it ends its segment and the next segment starts at the next seq) was
-// damaged on disk after it was written: it alone is skipped, and the scan goes on. Otherwise the first
-// record that is torn (short), has a length over Options::max_record_bytes, fails its CRC, has
-// an unknown type or a sequence number that does not increase ends the log: a crash's torn
+// damaged on disk after it was written: it alone is skipped, and the scan goes on. Otherwise the
+// first record that is torn (short), has a length over Options::max_record_bytes, fails its CRC,
+// has an unknown type or a sequence number that does not increase ends the log: a crash's torn
 // tail. Its segment is truncated at the last good record and every later segment is deleted.
 // Both are reported, never thrown.
 //

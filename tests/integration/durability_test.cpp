@@ -231,6 +231,21 @@ DeadLetterList get_dead_letters(std::uint16_t port, const GatewayOptions& o,
   return list;
 }
 
+// Sends event `id` in `convs` conversations (the backend must refuse it with a 4xx): each
+// shard dedups it once, so it is taken once per shard those conversations map to, and
+// dead-lettered there. Returns how many were taken, once all of them are dead letters.
+std::int64_t dead_letter_copies(std::uint16_t port, const GatewayOptions& o, const std::string& id,
+                                int convs) {
+  std::int64_t accepted = 0;
+  for (int c = 0; c < convs; ++c) {
+    auto res = send_event(port, o.source, o.secret, event_json(id, "conv-" + std::to_string(c), c));
+    REQUIRE(res.status == 200);
+    if (ack_status(res, id) == "accepted") ++accepted;
+  }
+  REQUIRE(eventually([&] { return get_dead_letters(port, o).count == accepted; }, 10s));
+  return accepted;
+}
+
 // The event log segments of a shard (named by their first sequence number), oldest
 // first. They live in <shard dir>/events/ (next to dead/ and dedup/).
 std::vector<std::filesystem::path> segments(const std::filesystem::path& shard_dir) {
@@ -560,17 +575,8 @@ TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldes
   auto o = durable_options(backend);
   o.shards = 4;
   Gateway gw(botgate_binary(), dir, make_config(o));
-  // The same id in eight conversations: each shard dedups it once, so it is taken once per
-  // shard its conversations map to, and dead-lettered there.
-  std::int64_t accepted = 0;
-  for (int c = 0; c < 8; ++c) {
-    auto res = send_event(gw.port(), o.source, o.secret,
-                          event_json("same-id", "conv-" + std::to_string(c), c));
-    REQUIRE(res.status == 200);
-    if (ack_status(res, "same-id") == "accepted") ++accepted;
-  }
+  const std::int64_t accepted = dead_letter_copies(gw.port(), o, "same-id", 8);
   REQUIRE(accepted >= 2);
-  REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == accepted; }, 10s));
   const auto listed = get_dead_letters(gw.port(), o);
 
   backend.set_ok();
@@ -616,15 +622,8 @@ TEST_CASE("concurrent replays of an id dead-lettered in several shards each take
   Gateway gw(botgate_binary(), dir, make_config(o));
   // Enough conversations to reach most of the 8 shards: more copies than a small fixed
   // number of retry rounds would cover.
-  std::int64_t accepted = 0;
-  for (int c = 0; c < 48; ++c) {
-    auto res = send_event(gw.port(), o.source, o.secret,
-                          event_json("twin-id", "conv-" + std::to_string(c), c));
-    REQUIRE(res.status == 200);
-    if (ack_status(res, "twin-id") == "accepted") ++accepted;
-  }
+  const std::int64_t accepted = dead_letter_copies(gw.port(), o, "twin-id", 48);
   REQUIRE(accepted >= 6);
-  REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == accepted; }, 10s));
 
   // As many replays as copies, all at once: each picks the oldest copy it lists, so several
   // pick the same one; those that lose it must go on to another copy, not answer 404.

@@ -11,27 +11,20 @@
 
 #include "storage/segment_log.hpp"
 #include "tests/unit/scratch_dir.hpp"
+#include "tests/unit/segment_log_fixtures.hpp"
 
 namespace fs = std::filesystem;
 using namespace botgate::storage;
+using botgate::test::fill_log;
+using botgate::test::payload_byte;
+using botgate::test::payload_for;
+using botgate::test::seqs;
 
 namespace {
 
 struct Tmp : botgate::test::ScratchDir {
   Tmp() : ScratchDir("botgate-damage") {}
 };
-
-std::string pl(std::uint64_t i, std::size_t n) {
-  std::string s(n, '\0');
-  for (std::size_t k = 0; k < n; ++k) s[k] = static_cast<char>((i * 31 + k * 7) & 0xFF);
-  return s;
-}
-
-std::vector<std::uint64_t> seqs(const std::vector<Record>& rs) {
-  std::vector<std::uint64_t> out;
-  for (const auto& r : rs) out.push_back(r.seq);
-  return out;
-}
 
 void zero_bytes(const fs::path& f, std::streamoff at, std::size_t n) {
   std::fstream s(f, std::ios::in | std::ios::out | std::ios::binary);
@@ -50,11 +43,11 @@ TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[
   {
     RecoveryReport r;
     auto log = SegmentLog::open(tmp.shard(), {}, r);
-    log->append_event(pl(1, 40));   // record 1 at 0, 57 bytes
-    log->append_event(pl(2, 64));   // record 2 at 57, 81 bytes (length 0x40)
-    log->append_event(pl(3, 111));  // record 3 at 138, 128 bytes
-    log->append_event(pl(4, 40));   // record 4 at 266
-    log->append_event(pl(5, 40));
+    log->append_event(payload_for(1, 40));   // record 1 at 0, 57 bytes
+    log->append_event(payload_for(2, 64));   // record 2 at 57, 81 bytes (length 0x40)
+    log->append_event(payload_for(3, 111));  // record 3 at 138, 128 bytes
+    log->append_event(payload_for(4, 40));   // record 4 at 266
+    log->append_event(payload_for(5, 40));
     log->sync();
   }
   const auto file = botgate::test::log_files(tmp.shard()).at(0);
@@ -76,15 +69,9 @@ TEST_CASE("segment log damage: a torn record at a rotation is skipped", "[storag
   Tmp tmp;
   Options o;
   o.segment_bytes = 1024;
-  const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    RecoveryReport r;
-    auto log = SegmentLog::open(tmp.shard(), o, r);
-    for (int i = 1; i <= 8; ++i) log->append_event(pl(i, 100));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 8, o);
   const auto seg1 = botgate::test::log_files(tmp.shard()).at(0);
-  zero_bytes(seg1, static_cast<std::streamoff>(7 * rec + kRecordHeaderBytes + 50), 50);
+  zero_bytes(seg1, payload_byte(7, 50), 50);
   { std::ofstream(tmp.shard() / "00000000000000000009.log"); }  // created by the rotation
   RecoveryReport r;
   auto log = SegmentLog::open(tmp.shard(), o, r);
@@ -102,12 +89,7 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
   Options o;
   o.segment_bytes = 1024;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    RecoveryReport r;
-    auto log = SegmentLog::open(tmp.shard(), o, r);
-    for (int i = 1; i <= 24; ++i) log->append_event(pl(i, 100));  // 3 segments of 8
-    log->sync();
-  }
+  fill_log(tmp.shard(), 24, o);  // 3 segments of 8
   auto files = botgate::test::log_files(tmp.shard());
   REQUIRE(files.size() == 3);
   botgate::test::flip_byte(files[0], static_cast<std::streamoff>(2 * rec + 30), 0x01);  // seq 3
@@ -126,9 +108,9 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
     const auto p = log->pending();
     CHECK(seqs(p) == std::vector<std::uint64_t>{1, 2, 4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18,
                                                 20, 21, 22, 23});
-    for (const auto& rr : p) CHECK(rr.payload == pl(rr.seq, 100));
+    for (const auto& rr : p) CHECK(rr.payload == payload_for(rr.seq, 100));
     CHECK(log->next_seq() == 24);
-    CHECK(log->append_event(pl(24, 100)) == 24);
+    CHECK(log->append_event(payload_for(24, 100)) == 24);
     log->flush();
     CHECK(fs::file_size(files[2]) == 8 * rec);  // appended at the end, after the cut
     for (std::uint64_t s : {1, 2, 4, 5, 6, 7}) log->append_completion(s);
@@ -142,7 +124,7 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
     const auto p = log->pending();
     CHECK(seqs(p) ==
           std::vector<std::uint64_t>{9, 10, 11, 13, 14, 15, 16, 17, 18, 20, 21, 22, 23, 24});
-    for (const auto& rr : p) CHECK(rr.payload == pl(rr.seq, 100));
+    for (const auto& rr : p) CHECK(rr.payload == payload_for(rr.seq, 100));
     CHECK(log->append_event("x") == 31);  // 25..30 were the completions
   }
 }
@@ -153,12 +135,7 @@ TEST_CASE("segment log damage: skip at a segment's end, then the next segment cu
   Options o;
   o.segment_bytes = 1024;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    RecoveryReport r;
-    auto log = SegmentLog::open(tmp.shard(), o, r);
-    for (int i = 1; i <= 24; ++i) log->append_event(pl(i, 100));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 24, o);
   auto files = botgate::test::log_files(tmp.shard());
   botgate::test::flip_byte(files[0], static_cast<std::streamoff>(7 * rec + 30), 0x01);  // seq 8
   botgate::test::flip_byte(files[1], 3, 0x7F);  // seq 9's length: over the limit
@@ -188,12 +165,7 @@ TEST_CASE("segment log damage: a cut in an older segment still deletes the later
   Tmp tmp;
   Options o;
   o.segment_bytes = 1024;
-  {
-    RecoveryReport r;
-    auto log = SegmentLog::open(tmp.shard(), o, r);
-    for (int i = 1; i <= 40; ++i) log->append_event(pl(i, 100));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 40, o);
   auto files = botgate::test::log_files(tmp.shard());
   botgate::test::flip_byte(files[1], 3, 0x7F);
   RecoveryReport r;

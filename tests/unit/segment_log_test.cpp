@@ -13,6 +13,7 @@
 
 #include "storage/crc32c.hpp"
 #include "tests/unit/scratch_dir.hpp"
+#include "tests/unit/segment_log_fixtures.hpp"
 
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
@@ -24,6 +25,11 @@ using botgate::storage::Record;
 using botgate::storage::RecoveryReason;
 using botgate::storage::RecoveryReport;
 using botgate::storage::SegmentLog;
+using botgate::test::fill_log;
+using botgate::test::open_clean;
+using botgate::test::payload_byte;
+using botgate::test::payload_for;
+using botgate::test::seqs;
 
 namespace {
 
@@ -37,25 +43,6 @@ std::vector<fs::path> segment_files(const fs::path& dir) {
 
 std::unique_ptr<SegmentLog> open_log(const fs::path& dir, RecoveryReport& report, Options o = {}) {
   return SegmentLog::open(dir, o, report);
-}
-
-std::unique_ptr<SegmentLog> open_clean(const fs::path& dir, Options o = {}) {
-  RecoveryReport report;
-  auto log = SegmentLog::open(dir, o, report);
-  REQUIRE_FALSE(report.truncated());
-  return log;
-}
-
-std::string payload_for(std::uint64_t i, std::size_t n = 100) {
-  std::string s(n, '\0');
-  for (std::size_t k = 0; k < n; ++k) s[k] = static_cast<char>((i * 31 + k * 7) & 0xFF);
-  return s;
-}
-
-std::vector<std::uint64_t> seqs(const std::vector<Record>& rs) {
-  std::vector<std::uint64_t> out;
-  for (const auto& r : rs) out.push_back(r.seq);
-  return out;
 }
 
 std::uint32_t crc32c_bitwise(const std::string& s) {
@@ -221,14 +208,9 @@ TEST_CASE("segment log truncates a torn tail and keeps appending", "[storage]") 
 TEST_CASE("segment log skips a record damaged on disk and keeps the ones after it", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    auto log = open_clean(tmp.shard());
-    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 10);
   const auto file = segment_files(tmp.shard()).at(0);
-  botgate::test::flip_byte(file, static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50),
-                           0x20);  // record 5's payload
+  botgate::test::flip_byte(file, payload_byte(4, 50), 0x20);  // record 5's payload
   RecoveryReport report;
   {
     auto log = open_log(tmp.shard(), report);
@@ -251,14 +233,9 @@ TEST_CASE("segment log skips a record damaged on disk and keeps the ones after i
 TEST_CASE("segment log cuts a damaged last record: a torn tail", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    auto log = open_clean(tmp.shard());
-    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 10);
   const auto file = segment_files(tmp.shard()).at(0);
-  botgate::test::flip_byte(file, static_cast<std::streamoff>(9 * rec + kRecordHeaderBytes + 50),
-                           0x20);  // record 10, the last of the log
+  botgate::test::flip_byte(file, payload_byte(9, 50), 0x20);  // record 10, the last of the log
   RecoveryReport report;
   auto log = open_log(tmp.shard(), report);
   CHECK(report.reason == RecoveryReason::crc_mismatch);
@@ -273,17 +250,11 @@ TEST_CASE("segment log cuts a damaged last record: a torn tail", "[storage]") {
 TEST_CASE("segment log cuts at a damaged record followed by no intact one", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  {
-    auto log = open_clean(tmp.shard());
-    for (int i = 1; i <= 10; ++i) log->append_event(payload_for(i));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 10);
   const auto file = segment_files(tmp.shard()).at(0);
   // Records 5 and 6 both damaged: nothing vouches for record 5's length, so it is a cut.
-  botgate::test::flip_byte(file, static_cast<std::streamoff>(4 * rec + kRecordHeaderBytes + 50),
-                           0x20);
-  botgate::test::flip_byte(file, static_cast<std::streamoff>(5 * rec + kRecordHeaderBytes + 50),
-                           0x20);
+  botgate::test::flip_byte(file, payload_byte(4, 50), 0x20);
+  botgate::test::flip_byte(file, payload_byte(5, 50), 0x20);
   RecoveryReport report;
   auto log = open_log(tmp.shard(), report);
   CHECK(report.reason == RecoveryReason::crc_mismatch);
@@ -296,11 +267,7 @@ TEST_CASE("segment log damage in an older segment costs only the damaged records
   TempDir tmp;
   Options o;
   o.segment_bytes = 1024;
-  {
-    auto log = open_clean(tmp.shard(), o);
-    for (int i = 1; i <= 40; ++i) log->append_event(payload_for(i));
-    log->sync();
-  }
+  fill_log(tmp.shard(), 40, o);
   auto files = segment_files(tmp.shard());
   REQUIRE(files.size() >= 4);
   const auto second = files[1];
