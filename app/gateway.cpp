@@ -164,6 +164,10 @@ sigset_t prepare_process() {
   // A log reader that went away (a pipe to a dead shipper) must not kill the gateway: the
   // write fails instead. Sockets send with MSG_NOSIGNAL already.
   std::signal(SIGPIPE, SIG_IGN);
+  // A write past a file-size limit (ulimit -f) must fail with EFBIG, which stops that shard's
+  // log like any disk error (503, /readyz storage_failed), instead of killing the process
+  // with SIGXFSZ and every shard with it.
+  std::signal(SIGXFSZ, SIG_IGN);
   // Each shard keeps about five files open and each connection one: use the hard limit.
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_max != RLIM_INFINITY &&

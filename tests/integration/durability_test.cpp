@@ -810,3 +810,81 @@ TEST_CASE("a backlog far beyond memory_window is delivered once each, in convers
   CHECK(backend.delivered_count() == static_cast<std::size_t>(kEvents));
   check_delivered_in_order(backend, sent);
 }
+
+// A write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`) fails with EFBIG,
+// a disk error like any other: the shard's log stops and the gateway keeps running.
+TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses no ack",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_status(400);  // the first event becomes a dead letter
+  auto o = durable_options(backend);
+  o.shards = 1;
+  o.max_attempts = 1;
+  const std::string config = make_config(o);
+  // 64 KiB per file: a few hundred events fill the first segment.
+  const auto limited = dir.write("botgate-fsize.sh", "#!/bin/sh\nexec prlimit --fsize=65536 -- " +
+                                                         botgate_binary() + " \"$@\"\n");
+  std::filesystem::permissions(limited, std::filesystem::perms::owner_exec,
+                               std::filesystem::perm_options::add);
+  auto gw = std::make_unique<Gateway>(limited.string(), dir, config);
+
+  REQUIRE(send_event(gw->port(), o.source, o.secret, event_json("dl-1", "dl-conv", 0)).status ==
+          200);
+  REQUIRE(eventually([&] { return get_dead_letters(gw->port(), o).find("dl-1", o.source); }, 10s));
+  backend.set_status(200);
+
+  std::vector<std::string> acked;
+  Response refused;
+  auto conn = std::make_unique<HttpConnection>(gw->port());
+  for (int i = 0; i < 5000 && refused.status == 0; ++i) {
+    if (!conn->is_open()) conn = std::make_unique<HttpConnection>(gw->port());
+    const std::string id = "ev-" + std::to_string(i);
+    auto res =
+        send_event(*conn, o.source, o.secret,
+                   event_json(id, "conv-" + std::to_string(i % 7), i / 7, std::string(200, 'x')));
+    INFO(id << ": " << res.describe());
+    REQUIRE((res.status == 200 || res.status == 503));
+    if (res.status == 200) {
+      REQUIRE(ack_status(res, id) == "accepted");
+      acked.push_back(id);
+    } else {
+      refused = res;
+    }
+  }
+  INFO("botgate log:\n" << gw->log());
+  REQUIRE(refused.status == 503);
+  CHECK(refused.body.find("storage_error") != std::string::npos);
+  CHECK(refused.header("retry-after") == "1");
+  CHECK(acked.size() > 50);
+  REQUIRE(gw->process().running());  // EFBIG, not death by SIGXFSZ
+
+  // From now on: every event refused, not ready, replay refused, one error line.
+  CHECK(send_event(gw->port(), o.source, o.secret, event_json("late", "conv-late", 0)).status ==
+        503);
+  auto ready = http_request(gw->port(), "GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK(ready.body.find("storage_failed") != std::string::npos);
+  CHECK(http_request(gw->port(), "POST", "/v1/dead-letters/dl-1/replay", admin(o)).status == 503);
+  CHECK(get_dead_letters(gw->port(), o).find("dl-1", o.source) != nullptr);
+  auto metrics = http_request(gw->port(), "GET", "/metrics").body;
+  CHECK(metric_sum(metrics, "botgate_log_errors_total") >= 1);
+  CHECK(lines_with(gw->log(), "shard log failed: refusing events").size() == 1);
+  CHECK(gw->process().running());
+
+  // Every acknowledged event reaches the backend, after a restart without the limit if not
+  // before: the ack meant "stored".
+  gw->process().signal(SIGTERM);
+  REQUIRE(gw->process().wait_exit(15s).has_value());
+  auto again = std::make_unique<Gateway>(botgate_binary(), dir, config, "botgate-after");
+  auto missing = wait_delivered(backend, acked);
+  INFO("acknowledged but never delivered: " << head(missing));
+  CHECK(missing.empty());
+  CHECK(http_request(again->port(), "GET", "/readyz").status == 200);
+  CHECK(http_request(again->port(), "POST", "/v1/dead-letters/dl-1/replay", admin(o)).status ==
+        200);
+  for (const auto& r : backend.requests()) {  // nothing that was never sent
+    INFO("delivered " << r.idempotency_key());
+    CHECK((r.idempotency_key().rfind("ev-", 0) == 0 || r.idempotency_key() == "dl-1"));
+  }
+}
