@@ -398,7 +398,8 @@ TEST_CASE("fake_wechat: kf send and msgid idempotency", "[support][fake_wechat]"
   CHECK(fake.duplicates() == 1);
 }
 
-TEST_CASE("fake_wechat: on_delivered runs on a worker thread; delay", "[support][fake_wechat]") {
+TEST_CASE("fake_wechat: on_delivered runs on a worker thread, and delay",
+          "[support][fake_wechat]") {
   // What the hook touches outlives the fake.
   std::mutex mu;
   std::vector<std::string> contents;

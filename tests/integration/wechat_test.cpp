@@ -190,7 +190,7 @@ Response admin(std::uint16_t port, const std::string& method, const std::string&
 
 }  // namespace
 
-TEST_CASE("wechat: URL verification answers echostr, WeCom's decrypted; bad ones are 401",
+TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad ones are 401",
           "[integration][wechat]") {
   Fixture f;
   auto ok = verify_oa_url(f.port(), "oa", kOaKeys, "echo-12345");

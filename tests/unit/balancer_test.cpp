@@ -62,7 +62,7 @@ TEST_CASE("Balancer: with no healthy target deliveries wait, then go out in orde
   CHECK(b.waiting() == 0);
 }
 
-TEST_CASE("Balancer: a full target is skipped; when all are full deliveries wait for a slot",
+TEST_CASE("Balancer: a full target is skipped, and when all are full deliveries wait for a slot",
           "[balancer][ha]") {
   auto b = make(PolicyKind::round_robin, {{1, 0, 1}, {1, 0, 1}, {1, 0, 1}});
   CHECK(b.place(1, "x", {}, t0) == 0u);
@@ -145,7 +145,8 @@ TEST_CASE("Balancer: a tiny rate limit asks to be woken in the future, not the p
   CHECK(*wake > t0 + std::chrono::hours(24));
 }
 
-TEST_CASE("Balancer: consecutive failures eject; the ejection ends by itself", "[balancer][ha]") {
+TEST_CASE("Balancer: consecutive failures eject, and the ejection ends by itself",
+          "[balancer][ha]") {
   OutlierConfig o;
   o.consecutive_failures = 2;
   o.base_ejection_time = 10s;

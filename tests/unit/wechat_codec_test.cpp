@@ -961,7 +961,8 @@ TEST_CASE("wechat: a reply to a parsed message parses back with the roles swappe
   CHECK(back.ev.sender == "toUser");
 }
 
-TEST_CASE("wechat: \"]]>\" in reply content is split across CDATA sections", "[wechat][codec]") {
+TEST_CASE("wechat: the CDATA end marker in reply content is split across CDATA sections",
+          "[wechat][codec]") {
   const std::string tricky[] = {
       "]]>",         "a]]>b", "]]>]]>",
       "]]]>>",       "x]]",   "<![CDATA[ inner ]]> &amp; </Content></xml>",
