@@ -6,6 +6,7 @@
 #include "app/http_util.hpp"
 #include "core/log.hpp"
 #include "policies/route_rules.hpp"
+#include "transport/generic_codec.hpp"
 
 namespace botgate {
 namespace {
@@ -82,6 +83,7 @@ CallbackApi::CallbackApi(const Config& config, Metrics& metrics, const ShardSet&
     } else {
       src.receiver_id = s.corp_id;
       src.route = HttpRoute::wecom;
+      if (!s.decrypted_token.empty()) src.decrypted.emplace(s.decrypted_token);
       wecom_.emplace(s.corp_id, std::move(src));
     }
   }
@@ -95,6 +97,10 @@ void CallbackApi::reject(HttpRoute route, RejectReason why, unsigned status,
 
 void CallbackApi::handle(http::Request&& req, std::string_view path,
                          http::Responder respond) const {
+  if (path.starts_with(kWecomDecryptedPrefix)) {
+    return receive_decrypted(std::move(req), path.substr(kWecomDecryptedPrefix.size()),
+                             std::move(respond));
+  }
   const bool wecom = path.starts_with(kWecomPrefix);
   const HttpRoute route = wecom ? HttpRoute::wecom : HttpRoute::wechat;
   const std::string_view key = path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size());
@@ -230,6 +236,53 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
   ev.received_wall = std::chrono::system_clock::now();
   call.timestamp = std::move(*ts);
   call.nonce = std::move(*nonce);
+  route(std::move(call), std::move(ev), msg, std::move(respond));
+}
+
+void CallbackApi::receive_decrypted(http::Request&& req, std::string_view corp_id,
+                                    http::Responder respond) const {
+  const auto received_at = Clock::now();
+  constexpr HttpRoute kRoute = HttpRoute::wecom;
+  auto it = wecom_.find(corp_id);
+  if (it == wecom_.end() || !it->second.decrypted) {
+    return reject(kRoute, RejectReason::unknown_source, 404, corp_id,
+                  "no wecom source with this corp id takes decrypted notifications "
+                  "(decrypted_token)",
+                  respond);
+  }
+  const Source& src = it->second;
+  const SourceConfig& cfg = *src.config;
+  if (req.method() != bhttp::verb::post) {
+    return refuse_event(metrics_, kRoute, RejectReason::wrong_method, 405, cfg.name,
+                        "only POST is allowed", "POST", respond);
+  }
+  if (!src.decrypted->matches(req[bhttp::field::authorization])) {
+    return reject(kRoute, RejectReason::bad_signature, 401, cfg.name,
+                  "missing or wrong bearer token (decrypted_token)", respond);
+  }
+  KfNotification n;
+  std::string detail;
+  if (auto st = parse_kf_notification(req.body(), n, detail); st != CodecStatus::ok) {
+    return reject(
+        kRoute,
+        st == CodecStatus::missing_field ? RejectReason::missing_field : RejectReason::malformed,
+        400, cfg.name, detail, respond);
+  }
+  const auto now = std::chrono::system_clock::now();
+  const auto now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  Event ev;
+  WechatMessage msg;
+  if (auto st = parse_wechat_message(
+          build_kf_notification_xml(cfg.corp_id, now_s, n.token, n.open_kfid), ev, msg, detail);
+      st != CodecStatus::ok) {
+    return reject(kRoute, RejectReason::malformed, 400, cfg.name, detail, respond);
+  }
+  ev.source = cfg.name;
+  ev.received_at = received_at;
+  ev.received_wall = now;
+  Call call;
+  call.source = &src;
   route(std::move(call), std::move(ev), msg, std::move(respond));
 }
 

@@ -22,6 +22,7 @@
 #include "actors/dingdong.hpp"
 #include "actors/shard_set.hpp"
 #include "app/config.hpp"
+#include "app/http_util.hpp"
 #include "core/hash.hpp"
 #include "core/metrics.hpp"
 #include "transport/deadline_queue.hpp"
@@ -33,6 +34,8 @@ namespace botgate {
 
 inline constexpr std::string_view kWechatPrefix = "/wechat/";
 inline constexpr std::string_view kWecomPrefix = "/callback/";
+// WXKF notifications a trusted front end already decrypted (wxkf-manager's second door).
+inline constexpr std::string_view kWecomDecryptedPrefix = "/callback/decrypted/";
 
 class CallbackApi {
  public:
@@ -51,6 +54,8 @@ class CallbackApi {
     HttpRoute route = HttpRoute::wechat;
     // Forwarded callbacks raced against config->ack_deadline.
     std::unique_ptr<http::DeadlineQueue<Exchange>> acks;
+    // wecom with a decrypted_token: the bearer token of its decrypted notifications.
+    std::optional<BearerToken> decrypted;
   };
   // What one callback request carried, once read from the query.
   struct Call {
@@ -63,6 +68,10 @@ class CallbackApi {
   void verify_url(const http::Request& req, const Source& src,
                   const http::Responder& respond) const;
   void receive(http::Request&& req, const Source& src, http::Responder respond) const;
+  // POST /callback/decrypted/{corpId}: {"token","openKfId"}, turned into the notification XML
+  // WeCom would have sent, then handled as one.
+  void receive_decrypted(http::Request&& req, std::string_view corp_id,
+                         http::Responder respond) const;
   void route(Call call, Event&& ev, const WechatMessage& msg, http::Responder respond) const;
   // The answer to a stored (or unstored) message: the passive reply, else "success".
   http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;

@@ -395,9 +395,9 @@ class Names {
 
 // The admin token is compared with the token of an `Authorization: Bearer` header, which
 // HTTP strips of surrounding whitespace and which cannot hold control characters.
-constexpr std::string_view kAdminTokenRule =
+constexpr std::string_view kBearerTokenRule =
     "must be printable ASCII without spaces (it is compared with the Authorization header)";
-bool valid_admin_token(std::string_view token) {
+bool valid_bearer_token(std::string_view token) {
   return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
@@ -488,8 +488,8 @@ void parse_server(Errors& errors, const toml::table& root, ServerConfig& out) {
   parse_listen(errors, t, out);
   t.integer("io_threads", out.io_threads, 1, 64);
   if (const toml::node* n = t.string("admin_token", out.admin_token, false, false)) {
-    if (!valid_admin_token(out.admin_token)) {
-      errors.add(*n, t.path("admin_token"), std::string(kAdminTokenRule));  // never echoed
+    if (!valid_bearer_token(out.admin_token)) {
+      errors.add(*n, t.path("admin_token"), std::string(kBearerTokenRule));  // never echoed
     }
   }
   t.size("max_body", out.max_body, 1, 64 * kMiB, "1 byte", "64MiB");
@@ -644,7 +644,8 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
     const std::string prefix = indexed("sources", i);
     Table t(errors, *list[i], prefix,
             {"name", "kind", "secret", "route", "max_skew", "token", "encoding_aes_key", "app_id",
-             "corp_id", "accounts", "answer_ding", "ack_deadline", "allow_plaintext"});
+             "corp_id", "accounts", "answer_ding", "ack_deadline", "allow_plaintext",
+             "decrypted_token"});
     SourceConfig s;
     std::string kind;
     if (const toml::node* n = t.string("kind", kind, false, false)) {
@@ -680,7 +681,7 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
         t.string("secret", s.secret, true, true);  // never echo the value
         refuse_keys(errors, t,
                     {"token", "encoding_aes_key", "app_id", "corp_id", "ack_deadline",
-                     "allow_plaintext", "answer_ding"},
+                     "allow_plaintext", "answer_ding", "decrypted_token"},
                     "a generic source");
         break;
       case SourceKind::wechat:
@@ -692,7 +693,7 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
                      "missing required key (safe mode checks the app id in every message)");
         }
         t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
-        refuse_keys(errors, t, {"secret", "corp_id"}, "a wechat source");
+        refuse_keys(errors, t, {"secret", "corp_id", "decrypted_token"}, "a wechat source");
         break;
       case SourceKind::wecom:
         t.string("token", s.token, true, true);
@@ -707,6 +708,10 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
           if (name == nullptr) s.name = s.corp_id;
         }
         t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
+        if (const toml::node* n = t.string("decrypted_token", s.decrypted_token, false, true)) {
+          if (!valid_bearer_token(s.decrypted_token))
+            errors.add(*n, t.path("decrypted_token"), std::string(kBearerTokenRule));
+        }
         refuse_keys(errors, t, {"secret", "app_id", "allow_plaintext"}, "a wecom source");
         break;
     }
@@ -1148,9 +1153,9 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
 
   if (!errors.empty()) return errors.take();
   if (env_admin_token != nullptr && env_admin_token[0] != '\0') {
-    if (!valid_admin_token(env_admin_token)) {
+    if (!valid_bearer_token(env_admin_token)) {
       return std::vector<ConfigError>{
-          ConfigError{0, "BOTGATE_ADMIN_TOKEN", std::string(kAdminTokenRule)}};
+          ConfigError{0, "BOTGATE_ADMIN_TOKEN", std::string(kBearerTokenRule)}};
     }
     cfg.server.admin_token = env_admin_token;
   }

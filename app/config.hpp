@@ -87,6 +87,9 @@ struct SourceConfig {
   bool allow_plaintext = false;
   // wechat, wecom: the callback is answered "success" by then even if storage is slower.
   Duration ack_deadline = std::chrono::milliseconds(4500);
+  // wecom: the bearer token of POST /callback/decrypted/{corpId}, where a trusted front end
+  // posts WXKF notifications it already decrypted; empty: that route is off for this corp.
+  std::string decrypted_token;
 };
 
 std::string_view to_string(SourceKind kind) noexcept;

@@ -14,6 +14,7 @@
 #include "actors/shard_set.hpp"
 #include "app/callback_api.hpp"
 #include "app/config.hpp"
+#include "app/http_util.hpp"
 #include "core/hash.hpp"
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
@@ -62,11 +63,7 @@ class HttpApi {
   std::unordered_map<std::string, GenericSource, StringHash, std::equal_to<>> sources_;
   std::unordered_map<std::string, bool> pools_;  // pool name -> holds account targets
   CallbackApi callbacks_;
-  // The admin token, as an HMAC under a key drawn at start-up: a presented token is compared
-  // as its MAC, in constant time and at one length whatever its own (nothing about the
-  // token's length leaks). Empty: every admin request is refused.
-  HmacSha256 admin_mac_;
-  std::optional<HmacSha256::Hex> admin_token_mac_;
+  BearerToken admin_token_;  // empty: every admin request is refused
   Metrics& metrics_;
   const ShardSet& shards_;
   const RouterSet& routers_;

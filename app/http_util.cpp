@@ -1,6 +1,7 @@
 #include "app/http_util.hpp"
 
 #include <cstdint>
+#include <random>
 #include <stdexcept>
 
 #include "core/json.hpp"
@@ -106,6 +107,40 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
   if (status == 405) res.set(bhttp::field::allow, allow);
   if (status == 503) res.set(bhttp::field::retry_after, "1");
   respond(std::move(res));
+}
+
+namespace {
+
+// 32 random bytes, for a key that lives as long as the process.
+std::string random_key() {
+  std::random_device rd;
+  std::string key(32, '\0');
+  for (auto& c : key) c = static_cast<char>(rd());
+  return key;
+}
+
+std::string_view bearer_token(std::string_view auth) {
+  constexpr std::string_view kBearer = "bearer";
+  if (auth.size() <= kBearer.size() || !iequals_prefix(auth, kBearer) ||
+      auth[kBearer.size()] != ' ') {
+    return {};
+  }
+  auth.remove_prefix(kBearer.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  return auth;
+}
+
+}  // namespace
+
+BearerToken::BearerToken(std::string_view token) : mac_(random_key()) {
+  if (!token.empty()) expected_ = mac_.hex({token});
+}
+
+bool BearerToken::matches(std::string_view authorization) const {
+  const std::string_view token = bearer_token(authorization);
+  if (!expected_ || token.empty()) return false;
+  return constant_time_equal({mac_.hex({token}).data(), HmacSha256::kHexLength},
+                             {expected_->data(), HmacSha256::kHexLength});
 }
 
 }  // namespace botgate

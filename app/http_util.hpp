@@ -8,6 +8,7 @@
 
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
+#include "transport/signature.hpp"
 
 namespace botgate {
 
@@ -34,6 +35,22 @@ std::optional<std::string> query_param(std::string_view target, std::string_view
 void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
                   std::string_view source, std::string_view detail, std::string_view allow,
                   const http::Responder& respond);
+
+// A secret a client presents as `Authorization: Bearer <token>` (the scheme in any case, then
+// one or more spaces: RFC 9110 11.1, RFC 6750 2.1). It is kept as an HMAC under a key drawn at
+// start-up, and a presented token is compared as its MAC: in constant time and at one length
+// whatever its own, so nothing about the secret's length leaks either.
+class BearerToken {
+ public:
+  // An empty token matches nothing.
+  explicit BearerToken(std::string_view token);
+  // Does the value of an Authorization header carry this token?
+  bool matches(std::string_view authorization) const;
+
+ private:
+  HmacSha256 mac_;
+  std::optional<HmacSha256::Hex> expected_;
+};
 
 // The request target without its query string.
 // Does `s` start with `prefix` (lowercase), letters compared case-insensitively (ASCII)?

@@ -427,18 +427,16 @@ CodecStatus parse_backend_replies(std::string_view body, std::vector<BackendRepl
   return CodecStatus::ok;
 }
 
-CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
-                                   std::string& detail) {
-  thread_local od::parser parser;
-  simdjson::padded_string padded(body);
+// Opens `padded` for a walk over the members of its one object, once it is known to be one
+// whole valid JSON object; else malformed, with `detail` saying why.
+CodecStatus open_object(od::parser& parser, const simdjson::padded_string& padded,
+                        od::document& doc, od::object& obj, std::string& detail) {
   if (auto e = validate_object_document(parser, padded)) {
     detail = e == simdjson::INCORRECT_TYPE     ? "body is not a JSON object"
              : e == simdjson::TRAILING_CONTENT ? "trailing content after the JSON document"
                                                : simdjson::error_message(e);
     return CodecStatus::malformed;
   }
-  od::document doc;
-  od::object obj;
   if (auto e = parser.iterate(padded).get(doc)) {
     detail = simdjson::error_message(e);
     return CodecStatus::malformed;
@@ -447,6 +445,16 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
     detail = simdjson::error_message(e);
     return CodecStatus::malformed;
   }
+  return CodecStatus::ok;
+}
+
+CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
+                                   std::string& detail) {
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  od::object obj;
+  if (auto st = open_object(parser, padded, doc, obj, detail); st != CodecStatus::ok) return st;
   ContentFields content;
   for (auto field : obj) {
     std::string_view key;
@@ -485,6 +493,39 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
   if (auto st = content.finish(out.content, detail); st != CodecStatus::ok) return st;
   if (!valid_key(out.to, "to", detail) || !valid_key(out.id, "id", detail)) {
     return CodecStatus::malformed;
+  }
+  return CodecStatus::ok;
+}
+
+CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, std::string& detail) {
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  od::object obj;
+  if (auto st = open_object(parser, padded, doc, obj, detail); st != CodecStatus::ok) return st;
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto e = field.unescaped_key().get(key)) {
+      detail = simdjson::error_message(e);
+      return CodecStatus::malformed;
+    }
+    std::string* target = key == "token"      ? &out.token
+                          : key == "openKfId" ? &out.open_kfid
+                                              : nullptr;
+    if (target == nullptr) continue;
+    std::string_view s;
+    if (field.value().get_string().get(s)) {
+      detail = "field \"" + std::string(key) + "\" must be a string";
+      return CodecStatus::malformed;
+    }
+    *target = std::string(s);
+  }
+  for (auto [v, name] : {std::pair{&out.token, "token"}, {&out.open_kfid, "openKfId"}}) {
+    if (v->empty()) {
+      detail = std::string("missing or empty \"") + name + "\"";
+      return CodecStatus::missing_field;
+    }
+    if (!valid_key(*v, name, detail)) return CodecStatus::malformed;
   }
   return CodecStatus::ok;
 }

@@ -69,6 +69,18 @@ struct OutboundMessage {
 CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
                                    std::string& detail);
 
+// A WXKF notification that reached botgate already decrypted (POST /callback/decrypted/{corpId},
+// wxkf-manager's format): {"token":"...","openKfId":"..."}. token is the notification's
+// kf/sync_msg token, openKfId the customer-service account.
+struct KfNotification {
+  std::string token;
+  std::string open_kfid;
+};
+
+// Both members are required (missing_field when absent or empty) and follow the id rules of
+// generic events; other members are ignored.
+CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, std::string& detail);
+
 // One reply a backend returned with its 2xx answer:
 // {"replies":[{"text":"...","to":"..."}, {"msgtype":"image","image":{"media_id":"..."}}]}.
 // `to` is optional (empty: the conversation the event came from).

@@ -500,6 +500,23 @@ std::string build_wechat_text_reply(std::string_view to_user, std::string_view f
   return out;
 }
 
+std::string build_kf_notification_xml(std::string_view corp_id, std::int64_t create_time,
+                                      std::string_view token, std::string_view open_kfid) {
+  std::string out;
+  out.reserve(200 + corp_id.size() + token.size() + open_kfid.size());
+  out += "<xml>";
+  append_cdata_element(out, "ToUserName", corp_id);
+  out += "<CreateTime>";
+  out += std::to_string(create_time);
+  out += "</CreateTime>";
+  append_cdata_element(out, "MsgType", "event");
+  append_cdata_element(out, "Event", "kf_msg_or_event");
+  append_cdata_element(out, "Token", token);
+  append_cdata_element(out, "OpenKfId", open_kfid);
+  out += "</xml>";
+  return out;
+}
+
 std::string build_wechat_encrypted_reply(std::string_view encrypt, std::string_view msg_signature,
                                          std::string_view timestamp, std::string_view nonce) {
   std::string out;

@@ -78,6 +78,11 @@ struct WechatEnvelope {
 // Only a non-empty Encrypt is required. Same document rules as parse_wechat_message.
 CodecStatus parse_wechat_envelope(std::string_view xml, WechatEnvelope& out, std::string& detail);
 
+// The decrypted XML of a WXKF notification (Event kf_msg_or_event) as WeCom sends it, for one
+// that reached botgate already decrypted: backends get one format whichever way it came.
+std::string build_kf_notification_xml(std::string_view corp_id, std::int64_t create_time,
+                                      std::string_view token, std::string_view open_kfid);
+
 // The passive text reply. `to_user` is the user's openid (the callback's FromUserName),
 // `from_user` the account (the callback's ToUserName). Strings are written as CDATA,
 // with any "]]>" split across two sections; characters XML 1.0 cannot carry at all

@@ -44,6 +44,7 @@ struct Setup {
   std::string accounts_policy = "failover";
   std::string ack_deadline;  // empty: the default
   std::string extra_source;  // appended to the oa source
+  std::string extra_wecom;   // appended to the wecom source
   // The tests post both modes to the oa source, which has a key: plaintext must be let in.
   bool allow_plaintext = true;
   std::string extra;  // more TOML at the end
@@ -88,7 +89,7 @@ token = "{wtoken}"
 encoding_aes_key = "{key}"
 route = "backends"
 accounts = "kf"
-
+{extra_wecom}
 [[routes]]
 text = "help"
 reply = "How can I help?"
@@ -138,6 +139,7 @@ api_base = "{base}"
 )",
       fmt::arg("token", kOaKeys.token), fmt::arg("key", kAesKey), fmt::arg("app", kAppId),
       fmt::arg("deadline", deadline), fmt::arg("extra_source", s.extra_source),
+      fmt::arg("extra_wecom", s.extra_wecom),
       fmt::arg("allow_plaintext", s.allow_plaintext ? "true" : "false"), fmt::arg("corp", kCorpId),
       fmt::arg("wtoken", kWecomKeys.token), fmt::arg("policy", s.accounts_policy),
       fmt::arg("members", s.with_b ? R"("acct-a", "acct-b")" : R"("acct-a")"),
@@ -663,6 +665,65 @@ TEST_CASE("wecom: WXKF notifications are acked and forwarded, two in one second 
   CHECK(xml_field(reqs[1].body, "OpenKfId") == "wkKF001");
   CHECK(f.fake.sent().empty());  // nothing went to the account id as if it were a user
   CHECK(f.metric("botgate_replies_dropped_total") == 2);
+}
+
+TEST_CASE("wecom: decrypted WXKF notifications need their bearer token and arrive as WeCom's XML",
+          "[integration][wechat][wecom]") {
+  const std::string kDoor = "front-door-token";
+  Fixture f(setup([&](Setup& s) { s.extra_wecom = "decrypted_token = \"" + kDoor + "\"\n"; }));
+  const std::string path = "/callback/decrypted/" + kCorpId;
+  const Headers good{{"Authorization", "Bearer " + kDoor}};
+  auto post = [&](const Headers& h, const std::string& body) {
+    return http_request(f.port(), "POST", path, h, body);
+  };
+  for (const char* token : {"ENC-TOKEN-1", "ENC-TOKEN-2"}) {
+    auto res = post(good, std::string(R"({"token":")") + token + R"(","openKfId":"wkKF001"})");
+    INFO(res.describe());
+    REQUIRE(res.status == 200);
+    CHECK(res.body == "success");
+  }
+  REQUIRE(f.backend.wait_for_delivered(2));
+  for (const auto& r : f.backend.requests()) {  // as the decrypted XML of an encrypted callback
+    CHECK(xml_field(r.body, "ToUserName") == kCorpId);
+    CHECK(xml_field(r.body, "MsgType") == "event");
+    CHECK(xml_field(r.body, "Event") == "kf_msg_or_event");
+    CHECK(xml_field(r.body, "OpenKfId") == "wkKF001");
+    CHECK(r.header("content-type").rfind("text/xml", 0) == 0);
+    CHECK(r.idempotency_key().rfind("wkKF001-", 0) == 0);
+  }
+  std::set<std::string> tokens;
+  for (const auto& r : f.backend.requests()) tokens.insert(xml_field(r.body, "Token"));
+  CHECK(tokens == std::set<std::string>{"ENC-TOKEN-1", "ENC-TOKEN-2"});
+
+  const std::string ok_body = R"({"token":"T","openKfId":"wkKF001"})";
+  CHECK(post({}, ok_body).status == 401);
+  CHECK(post({{"Authorization", "Bearer wrong-token"}}, ok_body).status == 401);
+  CHECK(post({{"Authorization", "Bearer " + kAdmin}}, ok_body).status == 401);
+  CHECK(post(good, R"({"token":"T"})").status == 400);
+  CHECK(post(good, R"({"openKfId":"wkKF001","token":""})").status == 400);
+  CHECK(post(good, R"({"token":7,"openKfId":"wkKF001"})").status == 400);
+  CHECK(post(good, R"({"token":"T","openKfId":"wkKF001"} x)").status == 400);
+  CHECK(post(good, "<xml/>").status == 400);
+  auto get = http_request(f.port(), "GET", path, good);
+  CHECK(get.status == 405);
+  CHECK(get.header("allow") == "POST");
+  CHECK(http_request(f.port(), "POST", "/callback/decrypted/wwnosuchcorp", good, ok_body).status ==
+        404);
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.backend.requests().size() == 2);  // nothing refused was queued
+  CHECK(f.metric("botgate_events_rejected_total{reason=\"bad_signature\"}") == 3);
+  CHECK(f.metric("botgate_events_rejected_total{reason=\"missing_field\"}") == 2);
+}
+
+TEST_CASE("wecom: a corp without decrypted_token has no decrypted door",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  auto res =
+      http_request(f.port(), "POST", "/callback/decrypted/" + kCorpId,
+                   {{"Authorization", "Bearer anything"}}, R"({"token":"T","openKfId":"wkKF001"})");
+  CHECK(res.status == 404);
+  std::this_thread::sleep_for(200ms);
+  CHECK(f.backend.requests().empty());
 }
 
 TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and a body",

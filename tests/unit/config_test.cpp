@@ -1192,6 +1192,28 @@ TEST_CASE("a wecom source needs a key, a token and a corp_id", "[config][wechat]
              "sources[0].corp_id", "invalid corp id");
 }
 
+TEST_CASE("a wecom source's decrypted_token opens its decrypted door", "[config][wechat]") {
+  const std::string wc =
+      "token = \"t\"\ncorp_id = \"ww1\"\nencoding_aes_key = \"" + wxcfg::kAesKey + "\"\n";
+  CHECK(expect_ok(wxcfg::source("wecom", wc)).sources.at(0).decrypted_token.empty());
+  CHECK(expect_ok(wxcfg::source("wecom", wc + "decrypted_token = \"front-door\""))
+            .sources.at(0)
+            .decrypted_token == "front-door");
+  const ConfigError e = expect_one(wxcfg::source("wecom", wc + "decrypted_token = \"with space\""),
+                                   "sources[0].decrypted_token", "printable ASCII without spaces");
+  CHECK_THAT(e.message, !Catch::Contains("with space"));  // a secret is never echoed
+  expect_one(wxcfg::source("wecom", wc + "decrypted_token = \"\""), "sources[0].decrypted_token",
+             "must not be empty");
+  expect_one(wxcfg::source("wecom", wc + "decrypted_token = 7"), "sources[0].decrypted_token",
+             "expected a string");
+  expect_one(wxcfg::source("wechat", "name = \"wx\"\ntoken = \"tok\"\ndecrypted_token = \"x\""),
+             "sources[0].decrypted_token", "not a key of a wechat source");
+  expect_one(wxcfg::source("generic",
+                           "name = \"g\"\nsecret = \"s\"\nroute = \"backends\"\n"
+                           "decrypted_token = \"x\""),
+             "sources[0].decrypted_token", "not a key of a generic source");
+}
+
 TEST_CASE("two wecom sources may not share a corp id", "[config][wechat]") {
   const std::string wecom = "kind = \"wecom\"\ntoken = \"t\"\nencoding_aes_key = \"" +
                             wxcfg::kAesKey + "\"\ncorp_id = \"ww1\"\n";
