@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <initializer_list>
+#include <string>
 #include <utility>
 
 #include "transport/signature.hpp"
@@ -448,6 +450,30 @@ CodecStatus open_object(od::parser& parser, const simdjson::padded_string& padde
   return CodecStatus::ok;
 }
 
+// Copies the string `value` of member `key` into `target`; false, with `detail`, when it is
+// not a string.
+bool take_string(od::value value, std::string_view key, std::string& target, std::string& detail) {
+  std::string_view s;
+  if (value.get_string().get(s)) {
+    detail = "field \"" + std::string(key) + "\" must be a string";
+    return false;
+  }
+  target = std::string(s);
+  return true;
+}
+
+// missing_field, with `detail`, for the first of `fields` (value, name) that is empty.
+CodecStatus require_non_empty(
+    std::initializer_list<std::pair<const std::string*, const char*>> fields, std::string& detail) {
+  for (auto [v, name] : fields) {
+    if (v->empty()) {
+      detail = std::string("missing or empty \"") + name + "\"";
+      return CodecStatus::missing_field;
+    }
+  }
+  return CodecStatus::ok;
+}
+
 CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
                                    std::string& detail) {
   thread_local od::parser parser;
@@ -477,18 +503,11 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
       }
       continue;
     }
-    std::string_view s;
-    if (value.get_string().get(s)) {
-      detail = "field \"" + std::string(key) + "\" must be a string";
-      return CodecStatus::malformed;
-    }
-    *target = std::string(s);
+    if (!take_string(value, key, *target, detail)) return CodecStatus::malformed;
   }
-  for (auto [v, name] : {std::pair{&out.pool, "pool"}, {&out.to, "to"}}) {
-    if (v->empty()) {
-      detail = std::string("missing or empty \"") + name + "\"";
-      return CodecStatus::missing_field;
-    }
+  if (auto st = require_non_empty({{&out.pool, "pool"}, {&out.to, "to"}}, detail);
+      st != CodecStatus::ok) {
+    return st;
   }
   if (auto st = content.finish(out.content, detail); st != CodecStatus::ok) return st;
   if (!valid_key(out.to, "to", detail) || !valid_key(out.id, "id", detail)) {
@@ -513,19 +532,19 @@ CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, st
                           : key == "openKfId" ? &out.open_kfid
                                               : nullptr;
     if (target == nullptr) continue;
-    std::string_view s;
-    if (field.value().get_string().get(s)) {
-      detail = "field \"" + std::string(key) + "\" must be a string";
+    od::value value;
+    if (auto e = field.value().get(value)) {
+      detail = simdjson::error_message(e);
       return CodecStatus::malformed;
     }
-    *target = std::string(s);
+    if (!take_string(value, key, *target, detail)) return CodecStatus::malformed;
   }
-  for (auto [v, name] : {std::pair{&out.token, "token"}, {&out.open_kfid, "openKfId"}}) {
-    if (v->empty()) {
-      detail = std::string("missing or empty \"") + name + "\"";
-      return CodecStatus::missing_field;
-    }
-    if (!valid_key(*v, name, detail)) return CodecStatus::malformed;
+  if (auto st = require_non_empty({{&out.token, "token"}, {&out.open_kfid, "openKfId"}}, detail);
+      st != CodecStatus::ok) {
+    return st;
+  }
+  if (!valid_key(out.token, "token", detail) || !valid_key(out.open_kfid, "openKfId", detail)) {
+    return CodecStatus::malformed;
   }
   return CodecStatus::ok;
 }

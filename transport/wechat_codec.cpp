@@ -484,17 +484,28 @@ CodecStatus parse_wechat_envelope(std::string_view xml, WechatEnvelope& out, std
   return CodecStatus::ok;
 }
 
+namespace {
+
+// The head every message shares: <xml>, ToUserName, FromUserName (left out when empty: a
+// notification from no user), CreateTime and MsgType. The caller adds the rest and </xml>.
+void open_message(std::string& out, std::string_view to_user, std::string_view from_user,
+                  std::int64_t create_time, std::string_view msg_type) {
+  out += "<xml>";
+  append_cdata_element(out, "ToUserName", to_user);
+  if (!from_user.empty()) append_cdata_element(out, "FromUserName", from_user);
+  out += "<CreateTime>";
+  out += std::to_string(create_time);
+  out += "</CreateTime>";
+  append_cdata_element(out, "MsgType", msg_type);
+}
+
+}  // namespace
+
 std::string build_wechat_text_reply(std::string_view to_user, std::string_view from_user,
                                     std::int64_t create_time, std::string_view content) {
   std::string out;
   out.reserve(160 + to_user.size() + from_user.size() + content.size());
-  out += "<xml>";
-  append_cdata_element(out, "ToUserName", to_user);
-  append_cdata_element(out, "FromUserName", from_user);
-  out += "<CreateTime>";
-  out += std::to_string(create_time);
-  out += "</CreateTime>";
-  append_cdata_element(out, "MsgType", "text");
+  open_message(out, to_user, from_user, create_time, "text");
   append_cdata_element(out, "Content", content);
   out += "</xml>";
   return out;
@@ -504,12 +515,7 @@ std::string build_kf_notification_xml(std::string_view corp_id, std::int64_t cre
                                       std::string_view token, std::string_view open_kfid) {
   std::string out;
   out.reserve(200 + corp_id.size() + token.size() + open_kfid.size());
-  out += "<xml>";
-  append_cdata_element(out, "ToUserName", corp_id);
-  out += "<CreateTime>";
-  out += std::to_string(create_time);
-  out += "</CreateTime>";
-  append_cdata_element(out, "MsgType", "event");
+  open_message(out, corp_id, {}, create_time, "event");
   append_cdata_element(out, "Event", "kf_msg_or_event");
   append_cdata_element(out, "Token", token);
   append_cdata_element(out, "OpenKfId", open_kfid);
