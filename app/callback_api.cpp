@@ -283,6 +283,7 @@ void CallbackApi::receive_decrypted(http::Request&& req, std::string_view corp_i
   ev.received_wall = now;
   Call call;
   call.source = &src;
+  call.ack_at_deadline = false;  // 200 only once stored; 503 if it cannot be
   route(std::move(call), std::move(ev), msg, std::move(respond));
 }
 
@@ -342,7 +343,7 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
   }
   ev.route = d.pool;
   auto ex = std::make_shared<Exchange>(src, std::move(respond), answer(call, msg, d.reply));
-  src.acks->watch(ex);
+  if (call.ack_at_deadline) src.acks->watch(ex);
   auto event = std::make_shared<const Event>(std::move(ev));
   shards_.submit(event, [this, ex, event](IngestStatus status) {
     const HttpRoute route = ex->source.route;

@@ -63,6 +63,9 @@ class CallbackApi {
     std::string timestamp;
     std::string nonce;
     bool encrypted = false;
+    // A platform's callback is answered by the source's ack_deadline even if the store is
+    // slower; a decrypted notification's sender has no such deadline and gets the real answer.
+    bool ack_at_deadline = true;
   };
 
   void verify_url(const http::Request& req, const Source& src,

@@ -546,6 +546,10 @@ CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, st
   if (!valid_key(out.token, "token", detail) || !valid_key(out.open_kfid, "openKfId", detail)) {
     return CodecStatus::malformed;
   }
+  if (out.open_kfid.size() > kMaxOpenKfIdLength) {
+    detail = "\"openKfId\" longer than " + std::to_string(kMaxOpenKfIdLength) + " bytes";
+    return CodecStatus::malformed;
+  }
   return CodecStatus::ok;
 }
 

@@ -78,7 +78,9 @@ struct KfNotification {
 };
 
 // Both members are required (missing_field when absent or empty) and follow the id rules of
-// generic events; other members are ignored.
+// generic events, openKfId within kMaxOpenKfIdLength bytes (it heads the event id, which
+// holds 44 bytes more); other members are ignored.
+inline constexpr std::size_t kMaxOpenKfIdLength = 128;
 CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, std::string& detail);
 
 // One reply a backend returned with its 2xx answer:

@@ -715,6 +715,28 @@ TEST_CASE("wecom: decrypted WXKF notifications need their bearer token and arriv
   CHECK(f.metric("botgate_events_rejected_total{reason=\"missing_field\"}") == 2);
 }
 
+TEST_CASE("wecom: a decrypted notification is answered once stored, never at the ack deadline",
+          "[integration][wechat][wecom]") {
+  // The sender of a decrypted notification is not a platform with a 5 s limit: its 200 must
+  // mean "stored", so a deadline far below a store's time changes nothing for it.
+  Fixture f(setup(
+      [](Setup& s) { s.extra_wecom = "decrypted_token = \"door\"\nack_deadline = \"1us\"\n"; }));
+  for (int i = 0; i < 5; ++i) {
+    auto res = http_request(f.port(), "POST", "/callback/decrypted/" + kCorpId,
+                            {{"Authorization", "Bearer door"}},
+                            R"({"token":"TOK-)" + std::to_string(i) + R"(","openKfId":"wkKF001"})");
+    INFO(res.describe());
+    CHECK(res.status == 200);
+  }
+  CHECK(f.metric("botgate_late_acks_total") == 0);
+  // A platform callback to the same source is still answered at the deadline.
+  auto res = post_wecom_callback(f.port(), kCorpId, kWecomKeys,
+                                 wecom_text_xml(kCorpId, "ext-user-2", now_s(), "hi", "wc-late"));
+  CHECK(res.status == 200);
+  CHECK(f.metric("botgate_late_acks_total") == 1);
+  REQUIRE(f.backend.wait_for_delivered(6));
+}
+
 TEST_CASE("wecom: a corp without decrypted_token has no decrypted door",
           "[integration][wechat][wecom]") {
   Fixture f;

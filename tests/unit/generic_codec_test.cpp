@@ -779,3 +779,36 @@ TEST_CASE("parse_outbound_message takes a msgtype and its object instead of text
   CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"a b","a b":{}})", m, detail) ==
         CodecStatus::malformed);
 }
+
+TEST_CASE("parse_kf_notification reads token and openKfId, as wxkf-manager posts them", "[wecom]") {
+  using botgate::KfNotification;
+  using botgate::parse_kf_notification;
+  KfNotification n;
+  std::string detail;
+  REQUIRE(parse_kf_notification(R"({"token":"ENCApHxn","openKfId":"wkAJ2G","other":[1,{"a":2}]})",
+                                n, detail) == CodecStatus::ok);
+  CHECK(n.token == "ENCApHxn");
+  CHECK(n.open_kfid == "wkAJ2G");
+
+  auto status = [](const std::string& body) {
+    KfNotification out;
+    std::string why;
+    auto st = parse_kf_notification(body, out, why);
+    INFO(body << " -> " << why);
+    CHECK_FALSE(why.empty());
+    return st;
+  };
+  CHECK(status(R"({"token":"T"})") == CodecStatus::missing_field);
+  CHECK(status(R"({"token":"","openKfId":"wk"})") == CodecStatus::missing_field);
+  CHECK(status(R"({"token":"T","openKfId":1})") == CodecStatus::malformed);
+  CHECK(status(R"({"token":"T","openKfId":"wk\u0001"})") == CodecStatus::malformed);
+  CHECK(status(R"(["token","openKfId"])") == CodecStatus::malformed);
+  CHECK(status(R"({"token":"T","openKfId":"wk"} {})") == CodecStatus::malformed);
+  CHECK(status("") == CodecStatus::malformed);
+  // openKfId heads the event id, which may hold kMaxKeyLength bytes: 44 go to the rest.
+  const std::string longest(botgate::kMaxOpenKfIdLength, 'k');
+  CHECK(parse_kf_notification(R"({"token":"T","openKfId":")" + longest + R"("})", n, detail) ==
+        CodecStatus::ok);
+  CHECK(status(R"({"token":"T","openKfId":")" + longest + R"(k"})") == CodecStatus::malformed);
+  CHECK(botgate::kMaxOpenKfIdLength + 44 <= botgate::kMaxKeyLength);
+}
