@@ -1,11 +1,13 @@
 #include "app/http_util.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
 
 #include "core/json.hpp"
 #include "core/log.hpp"
+#include "core/log_throttle.hpp"
 
 namespace botgate {
 namespace {
@@ -100,9 +102,26 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
                   const http::Responder& respond) {
   metrics.count_rejected(why);
   metrics.count_request(route, status);
-  log::warn(
-      "event rejected",
-      {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
+  if (why == RejectReason::shards_full || why == RejectReason::storage_error) {
+    // Not bad input but the gateway's own state, which every request meets while it lasts:
+    // one line a second per reason (the metric counts each refusal).
+    static log::Throttle full(1'000'000'000), failed(1'000'000'000);
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+    const auto left_out = (why == RejectReason::shards_full ? full : failed).admit(now);
+    if (left_out) {
+      log::warn("event rejected", {{"reason", to_string(why)},
+                                   {"status", status},
+                                   {"source", source},
+                                   {"detail", detail},
+                                   {"left_out", *left_out}});
+    }
+  } else {
+    log::warn(
+        "event rejected",
+        {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
+  }
   auto res = make_response(status, error_body(to_string(why)));
   if (status == 405) res.set(bhttp::field::allow, allow);
   if (status == 503) res.set(bhttp::field::retry_after, "1");

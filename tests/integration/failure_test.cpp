@@ -184,6 +184,33 @@ TEST_CASE("a full shard answers 503 with Retry-After and enqueues nothing",
     refused.push_back(id);
     refusals.push_back(res);
   }
+  // A full queue is the gateway's state, not bad input: while it lasts its refusals are
+  // logged one line a second, saying how many were left out; the metric below counts each.
+  const auto burst_start = std::chrono::steady_clock::now();
+  {
+    HttpConnection conn(gw.port());
+    for (int i = 0; i < 40; ++i) {
+      auto id = "full-burst-" + std::to_string(i);
+      auto res = send_event(conn, o.source, o.secret,
+                            event_json(id, "full-burst-conv-" + std::to_string(i), 0));
+      REQUIRE(res.status == 503);
+      refused.push_back(id);
+    }
+  }
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::steady_clock::now() - burst_start)
+                           .count();
+  std::size_t lines = 0;
+  {
+    std::istringstream log(gw.log());
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("reason=shards_full") != std::string::npos) ++lines;
+    }
+  }
+  INFO(refused.size() << " refusals in " << seconds << " s of burst, " << lines << " log lines");
+  CHECK(lines >= 1);
+  CHECK(lines <= static_cast<std::size_t>(seconds) + 3);  // the first four, then the burst
+  CHECK(gw.log().find("left_out=") != std::string::npos);
   for (const auto& res : refusals) {
     auto retry_after = res.header("retry-after");
     INFO("503 answer: " << res.describe() << " Retry-After: '" << retry_after << "'");

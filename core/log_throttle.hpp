@@ -1,0 +1,37 @@
+// One log line per interval for a condition that can repeat thousands of times a second (a full
+// queue, a failed log): the first occurrence is logged at once, the next ones are only counted,
+// and the next line logged says how many were left out. Writing a line per refused request
+// while overloaded would add a write(2) to every one of them, just when there is no time to spare.
+// Thread-safe and lock-free; the clock is the caller's, so the policy is testable.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <optional>
+
+namespace botgate::log {
+
+class Throttle {
+ public:
+  explicit Throttle(std::int64_t interval_ns) : interval_ns_(interval_ns) {}
+
+  // nullopt: leave this line out. Otherwise write it, noting the returned number of lines left
+  // out before it. (Under a race a left-out line may be reported one line late, never lost.)
+  std::optional<std::uint64_t> admit(std::int64_t now_ns) {
+    std::int64_t next = next_ns_.load(std::memory_order_relaxed);
+    if (now_ns >= next &&
+        next_ns_.compare_exchange_strong(next, now_ns + interval_ns_, std::memory_order_relaxed)) {
+      return left_out_.exchange(0, std::memory_order_relaxed);
+    }
+    left_out_.fetch_add(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+
+ private:
+  const std::int64_t interval_ns_;
+  std::atomic<std::int64_t> next_ns_{std::numeric_limits<std::int64_t>::min()};
+  std::atomic<std::uint64_t> left_out_{0};
+};
+
+}  // namespace botgate::log
