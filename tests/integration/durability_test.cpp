@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -822,6 +823,8 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
   o.shards = 1;
   o.max_attempts = 1;
   const std::string config = make_config(o);
+  INFO("this test runs botgate under prlimit(1), from util-linux (Essential on Debian)");
+  REQUIRE(std::system("command -v prlimit >/dev/null 2>&1") == 0);
   // 64 KiB per file: a few hundred events fill the first segment.
   const auto limited = dir.write("botgate-fsize.sh", "#!/bin/sh\nexec prlimit --fsize=65536 -- " +
                                                          botgate_binary() + " \"$@\"\n");
