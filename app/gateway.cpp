@@ -22,6 +22,7 @@
 #include "actors/shard_set.hpp"
 #include "actors/token_actor.hpp"
 #include "app/http_api.hpp"
+#include "app/http_util.hpp"
 #include "app/queue_dir.hpp"
 #include "core/log.hpp"
 #include "transport/xml_pages.hpp"
@@ -399,6 +400,7 @@ int run_gateway(const Config& config) {
   if (!connections_closed) {
     log::warn("drain timeout with open connections", {{"open", server.open_connections()}});
   }
+  log_refusals_left_out();
   if (!delivered) {
     log::warn("drain timeout: events stay queued on disk and resume at the next start",
               {{"events", left}});

@@ -97,19 +97,39 @@ std::optional<std::string> query_param(std::string_view target, std::string_view
   return value;
 }
 
+namespace {
+
+// The refusals logged at most once a second, one throttle per reason; null for the others.
+log::Throttle* refusal_throttle(RejectReason why) {
+  static log::Throttle full(1'000'000'000), failed(1'000'000'000);
+  if (why == RejectReason::shards_full) return &full;
+  if (why == RejectReason::storage_error) return &failed;
+  return nullptr;
+}
+
+}  // namespace
+
+void log_refusals_left_out() {
+  for (const auto why : {RejectReason::shards_full, RejectReason::storage_error}) {
+    if (const auto n = refusal_throttle(why)->take_left_out(); n > 0) {
+      log::warn("event rejected",
+                {{"reason", to_string(why)}, {"left_out", n}, {"detail", "not logged one by one"}});
+    }
+  }
+}
+
 void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
                   std::string_view source, std::string_view detail, std::string_view allow,
                   const http::Responder& respond) {
   metrics.count_rejected(why);
   metrics.count_request(route, status);
-  if (why == RejectReason::shards_full || why == RejectReason::storage_error) {
+  if (log::Throttle* throttle = refusal_throttle(why)) {
     // Not bad input but the gateway's own state, which every request meets while it lasts:
     // one line a second per reason (the metric counts each refusal).
-    static log::Throttle full(1'000'000'000), failed(1'000'000'000);
     const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                          std::chrono::steady_clock::now().time_since_epoch())
                          .count();
-    const auto left_out = (why == RejectReason::shards_full ? full : failed).admit(now);
+    const auto left_out = throttle->admit(now);
     if (left_out) {
       log::warn("event rejected", {{"reason", to_string(why)},
                                    {"status", status},

@@ -31,10 +31,16 @@ void query_params(std::string_view target, std::span<const std::string_view> nam
 std::optional<std::string> query_param(std::string_view target, std::string_view name);
 
 // Refuses an inbound event (bad input, or no room): counts it by reason and by route and status,
-// logs one line, and answers {"error":"<reason>"}, with Allow on a 405 and Retry-After on a 503.
+// logs it, and answers {"error":"<reason>"}, with Allow on a 405 and Retry-After on a 503. Bad
+// input gets one line each; a full queue's and a failed log's refusals one line a second per
+// reason, with left_out=N for those not logged since the last line.
 void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
                   std::string_view source, std::string_view detail, std::string_view allow,
                   const http::Responder& respond);
+
+// Logs, per reason, the refusals left out since refuse_event's last line: at shutdown, once no
+// request is served any more, so the log accounts for every refusal.
+void log_refusals_left_out();
 
 // A secret a client presents as `Authorization: Bearer <token>` (the scheme in any case, then
 // one or more spaces: RFC 9110 11.1, RFC 6750 2.1). It is kept as an HMAC under a key drawn at

@@ -17,7 +17,8 @@ class Throttle {
   explicit Throttle(std::int64_t interval_ns) : interval_ns_(interval_ns) {}
 
   // nullopt: leave this line out. Otherwise write it, noting the returned number of lines left
-  // out before it. (Under a race a left-out line may be reported one line late, never lost.)
+  // out before it. (Under a race a left-out line may be counted with the line after.) What is
+  // left out after the last line waits for the next one, or for take_left_out().
   std::optional<std::uint64_t> admit(std::int64_t now_ns) {
     std::int64_t next = next_ns_.load(std::memory_order_relaxed);
     if (now_ns >= next &&
@@ -27,6 +28,10 @@ class Throttle {
     left_out_.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;
   }
+
+  // The lines left out since the last one admitted, now counted as reported: for a last line
+  // when the process stops.
+  std::uint64_t take_left_out() { return left_out_.exchange(0, std::memory_order_relaxed); }
 
  private:
   const std::int64_t interval_ns_;
