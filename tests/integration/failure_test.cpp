@@ -140,17 +140,28 @@ void check_failed_over(const TestBackend& bad, const TestBackend& good,
 
 }  // namespace
 
-TEST_CASE("a full shard answers 503 with Retry-After and enqueues nothing",
-          "[integration][failure]") {
-  TempDir dir;
-  TestBackend backend;
+namespace {
+
+// One shard of `max_pending` events in front of a backend that hangs: nothing drains, so the
+// shard fills. Hung attempts are retried, never dead-lettered, during a test.
+GatewayOptions full_shard_options(TestBackend& backend, int max_pending) {
   backend.set_hang();
   GatewayOptions o;
   o.backend_ports = {backend.port()};
   o.shards = 1;
-  o.max_pending = 5;
+  o.max_pending = max_pending;
   o.target_timeout = "1s";
-  o.max_attempts = 100;  // hung attempts are retried, never dead-lettered, during the test
+  o.max_attempts = 100;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("a full shard answers 503 with Retry-After and enqueues nothing",
+          "[integration][failure]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o = full_shard_options(backend, 5);
   Gateway gw(botgate_binary(), dir, make_config(o));
 
   // Nothing drains while the backend hangs: the shard fills after max_pending events.
@@ -307,12 +318,7 @@ TEST_CASE("a full queue's refusals are logged once a second, and all are account
           "[integration][failure]") {
   TempDir dir;
   TestBackend backend;
-  backend.set_hang();
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  o.shards = 1;
-  o.max_pending = 1;
-  o.max_attempts = 100;
+  GatewayOptions o = full_shard_options(backend, 1);
   o.drain_timeout = "1s";
   Gateway gw(botgate_binary(), dir, make_config(o));
   HttpConnection conn(gw.port());
