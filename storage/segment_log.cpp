@@ -46,19 +46,41 @@ std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
 
 namespace {
 
-// True when a whole, well-formed record starts at `off`: its length within the limit, all
-// of it in the file, its CRC good, its type known, and its sequence number `seq_wanted`.
-bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t off,
-                      std::uint64_t seq_wanted, std::uint32_t max_len) {
-  if (off >= size || size - off < kRecordHeaderBytes) return false;
+// The header of the record at `off` of a mapped segment of `size` bytes, once checked.
+struct RecordAt {
+  std::uint32_t len = 0;
+  std::uint64_t seq = 0;
+  RecordType type = RecordType::event;
+};
+
+// Checks the record at `off` (off < size): all of it in the file, its length within the limit,
+// its CRC good, its type known. `none` fills `out`; otherwise the reason it is bad (`out.len` is
+// set once the length was read, so a bad-CRC record's end is known).
+RecoveryReason check_record(const unsigned char* p, std::uint64_t size, std::uint64_t off,
+                            std::uint32_t max_len, RecordAt& out) {
+  const std::uint64_t left = size - off;
+  if (left < kRecordHeaderBytes) return RecoveryReason::short_read;
   const unsigned char* r = p + off;
-  const std::uint32_t len = get_u32(r);
-  if (len > max_len || size - off - kRecordHeaderBytes < len) return false;
-  if (crc32c(r + 8, 9 + std::size_t{len}) != get_u32(r + 4)) return false;
-  const std::uint64_t seq = get_u64(r + 8);
-  const auto type = static_cast<RecordType>(r[16]);
-  const bool known = type == RecordType::event || (type == RecordType::completion && len == 8);
-  return known && seq == seq_wanted;
+  out.len = get_u32(r);
+  if (out.len > max_len) return RecoveryReason::bad_length;
+  if (left - kRecordHeaderBytes < out.len) return RecoveryReason::short_read;
+  // seq, type and payload are contiguous: the CRC covers bytes [8, 17 + len).
+  if (crc32c(r + 8, 9 + std::size_t{out.len}) != get_u32(r + 4)) {
+    return RecoveryReason::crc_mismatch;
+  }
+  out.seq = get_u64(r + 8);
+  out.type = static_cast<RecordType>(r[16]);
+  const bool known =
+      out.type == RecordType::event || (out.type == RecordType::completion && out.len == 8);
+  return known ? RecoveryReason::none : RecoveryReason::bad_type;
+}
+
+// True when an intact record of sequence number `seq` starts at `off`.
+bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t off,
+                      std::uint64_t seq, std::uint32_t max_len) {
+  RecordAt rec;
+  return off < size && check_record(p, size, off, max_len, rec) == RecoveryReason::none &&
+         rec.seq == seq;
 }
 
 }  // namespace
@@ -144,26 +166,10 @@ void SegmentLog::recover(RecoveryReport& report) {
     std::uint64_t expect = base;
     RecoveryReason bad = RecoveryReason::none;
     while (off < size) {
-      const std::uint64_t left = size - off;
-      if (left < kRecordHeaderBytes) {
-        bad = RecoveryReason::short_read;
-        break;
-      }
-      const unsigned char* r = p + off;
-      const std::uint32_t len = get_u32(r);
-      const std::uint32_t crc = get_u32(r + 4);
-      const std::uint64_t seq = get_u64(r + 8);
-      const auto type = static_cast<RecordType>(r[16]);
-      if (len > opts_.max_record_bytes) {
-        bad = RecoveryReason::bad_length;
-        break;
-      }
-      if (left - kRecordHeaderBytes < len) {
-        bad = RecoveryReason::short_read;
-        break;
-      }
-      // seq, type and payload are contiguous: the CRC covers bytes [8, 17 + len).
-      if (crc32c(r + 8, 9 + std::size_t{len}) != crc) {
+      RecordAt rec;
+      const RecoveryReason check = check_record(p, size, off, opts_.max_record_bytes, rec);
+      const std::uint32_t len = rec.len;
+      if (check == RecoveryReason::crc_mismatch) {
         // A crash tears only the tail: nothing intact follows a torn record. A whole record
         // followed by the intact record of the next seq (or ending a segment whose successor
         // starts at the next seq) was damaged after it was written: only it is lost, and
@@ -180,26 +186,25 @@ void SegmentLog::recover(RecoveryReport& report) {
           ++expect;
           continue;
         }
-        bad = RecoveryReason::crc_mismatch;
+      }
+      if (check != RecoveryReason::none) {
+        bad = check;
         break;
       }
+      const std::uint64_t seq = rec.seq;
       if (seq <= last_seq || seq < base) {
         bad = RecoveryReason::bad_sequence;
         break;
       }
-      if (type == RecordType::event) {
+      if (rec.type == RecordType::event) {
         pending_[seq] = Location{base, off, len};
         ++seg.live_events;
-      } else if (type == RecordType::completion && len == 8) {
-        // Completions of events in segments already deleted find nothing, as they should.
-        if (auto it = pending_.find(get_u64(r + kRecordHeaderBytes)); it != pending_.end()) {
-          --segments_[it->second.segment].live_events;
-          if (it->second.segment != base) seg.refs.insert(it->second.segment);
-          pending_.erase(it);
-        }
-      } else {
-        bad = RecoveryReason::bad_type;
-        break;
+      } else if (auto it = pending_.find(get_u64(p + off + kRecordHeaderBytes));
+                 it != pending_.end()) {
+        // A completion. Those of events in segments already deleted find nothing, as they should.
+        --segments_[it->second.segment].live_events;
+        if (it->second.segment != base) seg.refs.insert(it->second.segment);
+        pending_.erase(it);
       }
       last_seq = seq;
       expect = seq + 1;

@@ -568,20 +568,52 @@ TEST_CASE("dead letters are listed, survive restarts and are replayed through th
   CHECK(n.size() == 2);
 }
 
-TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldest first",
-          "[integration][durability]") {
+namespace {
+
+// Event `id` sent in `convs` conversations to a gateway of `shards` shards whose backend
+// refuses it (400): each shard it reaches holds a copy as a dead letter. Then the backend
+// takes events again, for the replays.
+struct SpreadDeadLetter {
+  SpreadDeadLetter(int shards, const std::string& id, int convs)
+      : o(options(backend, shards)),
+        gw(botgate_binary(), dir, make_config(o)),
+        copies(dead_letter_copies(gw.port(), o, id, convs)),
+        path("/v1/dead-letters/" + id + "/replay") {
+    backend.set_ok();
+  }
+  static GatewayOptions options(TestBackend& backend, int shards) {
+    backend.set_status(400);
+    auto o = durable_options(backend);
+    o.shards = shards;
+    return o;
+  }
+  // Every copy was replayed: none is left to replay, and the backend took each once.
+  void check_all_replayed() {
+    CHECK(http_request(gw.port(), "POST", path, admin(o)).status == 404);
+    REQUIRE(eventually(
+        [&] { return static_cast<std::int64_t>(backend.delivered_count()) == copies; }, 10s));
+  }
+
   TempDir dir;
   TestBackend backend;
-  backend.set_status(400);
-  auto o = durable_options(backend);
-  o.shards = 4;
-  Gateway gw(botgate_binary(), dir, make_config(o));
-  const std::int64_t accepted = dead_letter_copies(gw.port(), o, "same-id", 8);
+  GatewayOptions o;
+  Gateway gw;
+  std::int64_t copies;
+  std::string path;
+};
+
+}  // namespace
+
+TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldest first",
+          "[integration][durability]") {
+  SpreadDeadLetter d(4, "same-id", 8);
+  auto& gw = d.gw;
+  const auto& o = d.o;
+  const auto& path = d.path;
+  const std::int64_t accepted = d.copies;
   REQUIRE(accepted >= 2);
   const auto listed = get_dead_letters(gw.port(), o);
 
-  backend.set_ok();
-  const auto path = std::string("/v1/dead-letters/same-id/replay");
   // Admin auth takes the Bearer scheme in any case, and any number of spaces after it.
   CHECK(http_request(gw.port(), "POST", path, {{"Authorization", "bearer  wrong-token"}}).status ==
         401);
@@ -600,12 +632,10 @@ TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldes
       CHECK(item.dead_at_ms >= listed.items[static_cast<std::size_t>(k)].dead_at_ms);
     }
   }
-  CHECK(http_request(gw.port(), "POST", path, admin(o)).status == 404);
-  REQUIRE(eventually(
-      [&] { return static_cast<std::int64_t>(backend.delivered_count()) == accepted; }, 10s));
+  d.check_all_replayed();
   const auto conversations = [&] {
     std::set<std::string> out;
-    for (const auto& r : backend.requests()) {
+    for (const auto& r : d.backend.requests()) {
       if (r.delivered()) out.insert(r.body);
     }
     return out;
@@ -615,22 +645,17 @@ TEST_CASE("one id dead-lettered in several shards is replayed a call each, oldes
 
 TEST_CASE("concurrent replays of an id dead-lettered in several shards each take a copy",
           "[integration][durability]") {
-  TempDir dir;
-  TestBackend backend;
-  backend.set_status(400);
-  auto o = durable_options(backend);
-  o.shards = 8;
-  Gateway gw(botgate_binary(), dir, make_config(o));
   // Enough conversations to reach most of the 8 shards: more copies than a small fixed
   // number of retry rounds would cover.
-  const std::int64_t accepted = dead_letter_copies(gw.port(), o, "twin-id", 48);
-  REQUIRE(accepted >= 6);
+  SpreadDeadLetter d(8, "twin-id", 48);
+  auto& gw = d.gw;
+  const auto& o = d.o;
+  const auto& path = d.path;
+  REQUIRE(d.copies >= 6);
 
   // As many replays as copies, all at once: each picks the oldest copy it lists, so several
   // pick the same one; those that lose it must go on to another copy, not answer 404.
-  backend.set_ok();
-  const auto path = std::string("/v1/dead-letters/twin-id/replay");
-  std::vector<int> statuses(static_cast<std::size_t>(accepted), 0);
+  std::vector<int> statuses(static_cast<std::size_t>(d.copies), 0);
   std::vector<std::thread> callers;
   for (std::size_t k = 0; k < statuses.size(); ++k) {
     callers.emplace_back(
@@ -642,34 +667,69 @@ TEST_CASE("concurrent replays of an id dead-lettered in several shards each take
     CHECK(statuses[k] == 200);
   }
   CHECK(get_dead_letters(gw.port(), o).count == 0);
-  CHECK(http_request(gw.port(), "POST", path, admin(o)).status == 404);
-  REQUIRE(eventually(
-      [&] { return static_cast<std::int64_t>(backend.delivered_count()) == accepted; }, 10s));
+  d.check_all_replayed();
 }
+
+namespace {
+
+// Two shards logging under <dir>/queue while the backend is down, and 40 events over 8
+// conversations acknowledged into them: a log for a test to damage before a restart.
+struct LoggedEvents {
+  explicit LoggedEvents(const std::string& prefix)
+      : o(options(backend)),
+        gw(std::make_unique<Gateway>(botgate_binary(), dir, make_config(o))),
+        sent(send_accepted(gw->port(), o, prefix, 40, 8)) {}
+  static GatewayOptions options(TestBackend& backend) {
+    backend.stop();
+    auto o = durable_options(backend);
+    o.shards = 2;
+    o.queue_dir = "queue";  // relative: resolved against the config file's directory
+    return o;
+  }
+  // The oldest (or newest) non-empty event segment of the first shard that has one.
+  std::filesystem::path segment(bool newest) const {
+    for (int shard = 0; shard < o.shards; ++shard) {
+      auto segs = segments(dir.path() / "queue" / ("shard-" + std::to_string(shard)));
+      if (segs.empty()) continue;
+      const auto& seg = newest ? segs.back() : segs.front();
+      if (std::filesystem::file_size(seg) > 0) return seg;
+    }
+    return {};
+  }
+  // Writes `bytes` into the segment (appended, or in place of what it held).
+  static void write_segment(const std::filesystem::path& seg, const std::string& bytes,
+                            std::ios::openmode mode) {
+    std::ofstream out(seg, std::ios::binary | mode);
+    out << bytes;
+    REQUIRE(out.good());
+  }
+  // The backend back, botgate started again on the damaged log, and `line` seen in its log.
+  void restart_expecting(const std::string& line) {
+    backend.start();
+    gw = gw->restart("botgate-2");
+    REQUIRE(gw->process().wait_for_log(line, 10s));
+  }
+
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  std::unique_ptr<Gateway> gw;
+  std::vector<Sent> sent;
+};
+
+}  // namespace
 
 TEST_CASE("a torn log tail is truncated with a warning, and the intact events are delivered",
           "[integration][durability]") {
-  TempDir dir;
-  TestBackend backend;
-  backend.stop();
-  auto o = durable_options(backend);
-  o.shards = 2;
-  o.queue_dir = "queue";  // relative: resolved against the config file's directory
-  auto gw = std::make_unique<Gateway>(botgate_binary(), dir, make_config(o));
-
-  auto sent = send_accepted(gw->port(), o, "torn", 40, 8);
+  LoggedEvents l("torn");
+  auto& [dir, backend, o, gw, sent] = l;
   crash(*gw);
 
   // Garbage after the last record of one shard's newest segment, as a crash in the
   // middle of a write, or a flipped byte, would leave it.
-  std::filesystem::path torn;
-  for (int shard = 0; shard < o.shards && torn.empty(); ++shard) {
-    auto segs = segments(dir.path() / "queue" / ("shard-" + std::to_string(shard)));
-    if (!segs.empty()) torn = segs.back();
-  }
+  const std::filesystem::path torn = l.segment(true);
   INFO("no event segment under " << (dir.path() / "queue").string() << "/shard-N/events/");
   REQUIRE(!torn.empty());
-  REQUIRE(std::filesystem::file_size(torn) > 0);
   std::string garbage;
   SECTION("random bytes") {
     std::mt19937 rng(42);
@@ -690,15 +750,8 @@ TEST_CASE("a torn log tail is truncated with a warning, and the intact events ar
     le(1, 1);
     garbage += payload;
   }
-  {
-    std::ofstream out(torn, std::ios::binary | std::ios::app);
-    out << garbage;
-    REQUIRE(out.good());
-  }
-
-  backend.start();
-  gw = gw->restart("botgate-2");
-  REQUIRE(gw->process().wait_for_log("truncated", 10s));
+  LoggedEvents::write_segment(torn, garbage, std::ios::app);
+  l.restart_expecting("truncated");
   auto warned = lines_with(gw->log(), "truncated");
   INFO("log lines about the truncation:\n" << head(warned));
   CHECK(std::any_of(warned.begin(), warned.end(),
@@ -723,24 +776,14 @@ TEST_CASE("a torn log tail is truncated with a warning, and the intact events ar
 
 TEST_CASE("a record damaged in the middle of the log costs that event only",
           "[integration][durability]") {
-  TempDir dir;
-  TestBackend backend;
-  backend.stop();
-  auto o = durable_options(backend);
-  o.shards = 2;
-  o.queue_dir = "queue";
-  auto gw = std::make_unique<Gateway>(botgate_binary(), dir, make_config(o));
-  auto sent = send_accepted(gw->port(), o, "mid", 40, 8);
+  LoggedEvents l("mid");
+  auto& [dir, backend, o, gw, sent] = l;
   gw->process().signal(SIGTERM);
   REQUIRE(gw->process().wait_exit(15s) == 0);
 
   // The third record of a shard's first segment; records are u32 length, u32 crc, u64 seq,
   // u8 type (1: event), payload (storage/segment_log.hpp).
-  std::filesystem::path seg;
-  for (int shard = 0; shard < o.shards && seg.empty(); ++shard) {
-    auto segs = segments(dir.path() / "queue" / ("shard-" + std::to_string(shard)));
-    if (!segs.empty() && std::filesystem::file_size(segs.front()) > 0) seg = segs.front();
-  }
+  const std::filesystem::path seg = l.segment(false);
   REQUIRE(!seg.empty());
   std::string bytes = read_file(seg);
   auto u32_at = [&](std::size_t at) {
@@ -762,15 +805,8 @@ TEST_CASE("a record damaged in the middle of the log costs that event only",
   INFO("segment " << seg.string() << ", record at " << off);
   REQUIRE(!damaged.empty());
   bytes[off + kHeader + len - 1] ^= 0x01;  // its last payload byte: a bit flipped on disk
-  {
-    std::ofstream out(seg, std::ios::binary | std::ios::trunc);
-    out << bytes;
-    REQUIRE(out.good());
-  }
-
-  backend.start();
-  gw = gw->restart("botgate-2");
-  REQUIRE(gw->process().wait_for_log("damaged log records skipped", 10s));
+  LoggedEvents::write_segment(seg, bytes, std::ios::trunc);
+  l.restart_expecting("damaged log records skipped");
   CHECK(lines_with(gw->log(), "truncated").empty());  // nothing after it was cut
   std::vector<Sent> kept;
   for (const auto& s : sent) {

@@ -22,9 +22,27 @@ using botgate::test::seqs;
 
 namespace {
 
-struct Tmp : botgate::test::ScratchDir {
-  Tmp() : ScratchDir("botgate-damage") {}
+using botgate::test::ScratchDir;
+
+constexpr std::size_t kRec = kRecordHeaderBytes + 100;  // one record of fill_log's payloads
+
+// A log of `count` records (100-byte payloads) in segments of 8 (segment_bytes 1024), and its
+// segment files, oldest first.
+struct SmallSegments {
+  explicit SmallSegments(int count) {
+    o.segment_bytes = 1024;
+    fill_log(tmp.shard(), count, o);
+    files = botgate::test::log_files(tmp.shard());
+  }
+  ScratchDir tmp{"botgate-damage"};
+  Options o;
+  std::vector<fs::path> files;
 };
+
+// The offset of byte `at` of the `index`-th record (0-based) of a SmallSegments segment.
+std::streamoff record_byte(std::size_t index, std::size_t at) {
+  return static_cast<std::streamoff>(index * kRec + at);
+}
 
 void zero_bytes(const fs::path& f, std::streamoff at, std::size_t n) {
   std::fstream s(f, std::ios::in | std::ios::out | std::ios::binary);
@@ -39,7 +57,7 @@ void zero_bytes(const fs::path& f, std::streamoff at, std::size_t n) {
 // whose seq is not the next one. Skipping there would drop record 3 (whole, CRC good) without
 // a word; it is a cut instead, reported as such.
 TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[storage]") {
-  Tmp tmp;
+  ScratchDir tmp("botgate-damage");
   {
     RecoveryReport r;
     auto log = SegmentLog::open(tmp.shard(), {}, r);
@@ -66,15 +84,11 @@ TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[
 // It cannot be told from damage on disk, so it is skipped (and reported): nothing after it
 // is cut, and it was never acknowledged (an ack waits for the sync).
 TEST_CASE("segment log damage: a torn record at a rotation is skipped", "[storage]") {
-  Tmp tmp;
-  Options o;
-  o.segment_bytes = 1024;
-  fill_log(tmp.shard(), 8, o);
-  const auto seg1 = botgate::test::log_files(tmp.shard()).at(0);
-  zero_bytes(seg1, payload_byte(7, 50), 50);
-  { std::ofstream(tmp.shard() / "00000000000000000009.log"); }  // created by the rotation
+  SmallSegments s(8);
+  zero_bytes(s.files.at(0), payload_byte(7, 50), 50);
+  { std::ofstream(s.tmp.shard() / "00000000000000000009.log"); }  // created by the rotation
   RecoveryReport r;
-  auto log = SegmentLog::open(tmp.shard(), o, r);
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
   CHECK(r.records_skipped == 1);
   CHECK_FALSE(r.truncated());
   CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7});
@@ -85,25 +99,21 @@ TEST_CASE("segment log damage: a torn record at a rotation is skipped", "[storag
 // log, collection of a segment that holds damaged records, and reopens.
 TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay consistent",
           "[storage]") {
-  Tmp tmp;
-  Options o;
-  o.segment_bytes = 1024;
-  const std::size_t rec = kRecordHeaderBytes + 100;
-  fill_log(tmp.shard(), 24, o);  // 3 segments of 8
-  auto files = botgate::test::log_files(tmp.shard());
+  SmallSegments s(24);  // 3 segments of 8
+  const auto& files = s.files;
   REQUIRE(files.size() == 3);
-  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(2 * rec + 30), 0x01);  // seq 3
-  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(7 * rec + 30), 0x01);  // seq 8
-  botgate::test::flip_byte(files[1], static_cast<std::streamoff>(3 * rec + 30), 0x01);  // 12
-  botgate::test::flip_byte(files[2], static_cast<std::streamoff>(2 * rec + 30), 0x01);  // 19
-  fs::resize_file(files[2], 8 * rec - 5);  // torn tail: seq 24
+  botgate::test::flip_byte(files[0], record_byte(2, 30), 0x01);  // seq 3
+  botgate::test::flip_byte(files[0], record_byte(7, 30), 0x01);  // seq 8
+  botgate::test::flip_byte(files[1], record_byte(3, 30), 0x01);  // 12
+  botgate::test::flip_byte(files[2], record_byte(2, 30), 0x01);  // 19
+  fs::resize_file(files[2], 8 * kRec - 5);                       // torn tail: seq 24
   RecoveryReport r;
   {
-    auto log = SegmentLog::open(tmp.shard(), o, r);
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK(r.records_skipped == 4);
-    CHECK(r.skipped_bytes == 4 * rec);
+    CHECK(r.skipped_bytes == 4 * kRec);
     CHECK(r.reason == RecoveryReason::short_read);
-    CHECK(r.truncated_at == 7 * rec);
+    CHECK(r.truncated_at == 7 * kRec);
     CHECK(r.segments_deleted == 0);
     const auto p = log->pending();
     CHECK(seqs(p) == std::vector<std::uint64_t>{1, 2, 4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18,
@@ -112,13 +122,13 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
     CHECK(log->next_seq() == 24);
     CHECK(log->append_event(payload_for(24, 100)) == 24);
     log->flush();
-    CHECK(fs::file_size(files[2]) == 8 * rec);  // appended at the end, after the cut
+    CHECK(fs::file_size(files[2]) == 8 * kRec);  // appended at the end, after the cut
     for (std::uint64_t s : {1, 2, 4, 5, 6, 7}) log->append_completion(s);
     CHECK(log->collect() == 1);  // the first segment, damaged records and all
     log->sync();
   }
   {
-    auto log = SegmentLog::open(tmp.shard(), o, r);
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK_FALSE(r.truncated());
     CHECK(r.records_skipped == 2);  // 12 and 19 remain on disk
     const auto p = log->pending();
@@ -131,17 +141,13 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
 
 TEST_CASE("segment log damage: skip at a segment's end, then the next segment cut to nothing",
           "[storage]") {
-  Tmp tmp;
-  Options o;
-  o.segment_bytes = 1024;
-  const std::size_t rec = kRecordHeaderBytes + 100;
-  fill_log(tmp.shard(), 24, o);
-  auto files = botgate::test::log_files(tmp.shard());
-  botgate::test::flip_byte(files[0], static_cast<std::streamoff>(7 * rec + 30), 0x01);  // seq 8
-  botgate::test::flip_byte(files[1], 3, 0x7F);  // seq 9's length: over the limit
+  SmallSegments s(24);
+  const auto& files = s.files;
+  botgate::test::flip_byte(files[0], record_byte(7, 30), 0x01);  // seq 8
+  botgate::test::flip_byte(files[1], 3, 0x7F);                   // seq 9's length: over the limit
   RecoveryReport r;
   {
-    auto log = SegmentLog::open(tmp.shard(), o, r);
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK(r.records_skipped == 1);
     CHECK(r.reason == RecoveryReason::bad_length);
     CHECK(r.segments_deleted == 1);
@@ -152,7 +158,7 @@ TEST_CASE("segment log damage: skip at a segment's end, then the next segment cu
     log->sync();
   }
   for (int k = 0; k < 2; ++k) {
-    auto log = SegmentLog::open(tmp.shard(), o, r);
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK_FALSE(r.truncated());
     CHECK(r.records_skipped == 1);
     CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 9});
@@ -162,15 +168,11 @@ TEST_CASE("segment log damage: skip at a segment's end, then the next segment cu
 // A cut in an older segment deletes the later ones.
 TEST_CASE("segment log damage: a cut in an older segment still deletes the later ones",
           "[storage]") {
-  Tmp tmp;
-  Options o;
-  o.segment_bytes = 1024;
-  fill_log(tmp.shard(), 40, o);
-  auto files = botgate::test::log_files(tmp.shard());
-  botgate::test::flip_byte(files[1], 3, 0x7F);
+  SmallSegments s(40);
+  botgate::test::flip_byte(s.files[1], 3, 0x7F);
   RecoveryReport r;
-  auto log = SegmentLog::open(tmp.shard(), o, r);
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
   CHECK(r.reason == RecoveryReason::bad_length);
-  CHECK(r.segments_deleted == files.size() - 2);
+  CHECK(r.segments_deleted == s.files.size() - 2);
   CHECK(log->pending().size() == 8);
 }
