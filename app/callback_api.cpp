@@ -356,12 +356,8 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
       return;
     }
     if (status == IngestStatus::full || status == IngestStatus::failed) {
-      return reject(
-          route,
-          status == IngestStatus::full ? RejectReason::shards_full : RejectReason::storage_error,
-          503, event->source,
-          status == IngestStatus::full ? "shard queue full" : "the shard log cannot store events",
-          won->respond);
+      return refuse_unstored(metrics_, route, status == IngestStatus::full, event->source,
+                             won->respond);
     }
     if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
     metrics_.count_request(route, 200);

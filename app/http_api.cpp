@@ -204,12 +204,9 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
   std::string id = ev->id;
   shards_.submit(std::move(ev), [this, respond = std::move(respond), received_at, src = &cfg,
                                  id = std::move(id)](IngestStatus status) {
-    if (status == IngestStatus::full) {
-      return reject(RejectReason::shards_full, 503, src->name, "shard queue full", respond);
-    }
-    if (status == IngestStatus::failed) {
-      return reject(RejectReason::storage_error, 503, src->name,
-                    "the shard log cannot store events", respond);
+    if (status == IngestStatus::full || status == IngestStatus::failed) {
+      return refuse_unstored(metrics_, HttpRoute::events, status == IngestStatus::full, src->name,
+                             respond);
     }
     const bool duplicate = status == IngestStatus::duplicate;
     if (!duplicate) metrics_.events_accepted().inc();
@@ -343,13 +340,9 @@ void HttpApi::send_message(http::Request&& req, http::Responder respond) const {
   std::string id = ev->id;
   shards_.submit(std::move(ev), [this, respond = std::move(respond), id](IngestStatus status) {
     if (status == IngestStatus::full || status == IngestStatus::failed) {
-      log::warn("message not queued",
-                {{"id", id}, {"reason", status == IngestStatus::full ? "shards full" : "storage"}});
-      auto res = make_response(
-          503, error_body(status == IngestStatus::full ? "shards_full" : "storage_error"));
-      res.set(bhttp::field::retry_after, "1");
-      metrics_.count_request(HttpRoute::messages, 503);
-      return respond(std::move(res));
+      // The same 503 as an inbound event's: counted by reason, logged at most once a second.
+      return refuse_unstored(metrics_, HttpRoute::messages, status == IngestStatus::full,
+                             kApiSource, respond);
     }
     std::string body = status == IngestStatus::duplicate ? R"({"status":"duplicate","id":)"
                                                          : R"({"status":"accepted","id":)";

@@ -148,6 +148,16 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
   respond(std::move(res));
 }
 
+void refuse_unstored(Metrics& metrics, HttpRoute route, bool queue_full, std::string_view source,
+                     const http::Responder& respond) {
+  if (queue_full) {
+    return refuse_event(metrics, route, RejectReason::shards_full, 503, source, "shard queue full",
+                        "", respond);
+  }
+  refuse_event(metrics, route, RejectReason::storage_error, 503, source,
+               "the shard log cannot store events", "", respond);
+}
+
 namespace {
 
 // 32 random bytes, for a key that lives as long as the process.

@@ -38,6 +38,11 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
                   std::string_view source, std::string_view detail, std::string_view allow,
                   const http::Responder& respond);
 
+// Refuses, with refuse_event's 503, an event the shards did not store: their queue was full
+// (`queue_full`) or their log cannot store.
+void refuse_unstored(Metrics& metrics, HttpRoute route, bool queue_full, std::string_view source,
+                     const http::Responder& respond);
+
 // Logs, per reason, the refusals left out since refuse_event's last line: at shutdown, once no
 // request is served any more, so the log accounts for every refusal.
 void log_refusals_left_out();

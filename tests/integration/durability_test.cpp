@@ -262,16 +262,6 @@ std::vector<std::filesystem::path> segments(const std::filesystem::path& shard_d
   return out;
 }
 
-// The lines of `text` containing `needle`.
-std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find(needle) != std::string::npos) out.push_back(line);
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("acknowledged events survive kill -9 and are delivered in order after a restart",

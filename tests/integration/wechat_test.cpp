@@ -772,6 +772,45 @@ TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and 
   CHECK(f.fake.delivered()[0].content == "hello");
 }
 
+TEST_CASE("wechat: POST /v1/messages into a full queue gets the 503 an inbound event gets",
+          "[integration][wechat]") {
+  FakeWechat fake;
+  fake.add_oa("wxa", "secret-a");
+  fake.add_oa("wxb", "secret-b");
+  fake.add_corp(kCorpId, "secret-kf");
+  fake.set_delay(1500ms);  // under the accounts' 2 s timeout: the first message stays in flight
+  TestBackend backend;
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.shards = 1;
+  o.max_pending = 1;
+  Setup s;
+  s.with_b = false;
+  Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
+  REQUIRE(admin(gw.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u-1","text":"held"})")
+              .status == 200);
+  auto refused = admin(gw.port(), "POST", "/v1/messages",
+                       R"({"pool":"accts","to":"u-2","text":"no room","id":"refused"})");
+  INFO(refused.describe());
+  CHECK(refused.status == 503);
+  CHECK(refused.header("retry-after") == "1");
+  CHECK(refused.body == R"({"error":"shards_full"})");
+
+  auto metrics = http_request(gw.port(), "GET", "/metrics").body;
+  INFO(metrics);
+  CHECK(metric_value(metrics, R"(botgate_events_rejected_total{reason="shards_full"})") == 1);
+  CHECK(metric_value(metrics, R"(botgate_http_requests_total{route="messages",status="503"})") ==
+        1);
+  CHECK(lines_with(gw.log(), R"(msg="event rejected" reason=shards_full status=503 source=api)")
+            .size() == 1);
+
+  REQUIRE(fake.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(fake.delivered().size() == 1);
+  CHECK(fake.delivered()[0].content == "held");
+}
+
 TEST_CASE("wechat: replies and messages of another msgtype go out with their object as given",
           "[integration][wechat]") {
   Fixture f(setup([](Setup& s) { s.with_b = false; }));

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -75,6 +76,15 @@ std::uint16_t free_listen_port() {
   // No room below the range (or all taken): any port the kernel hands out.
   if (auto port = try_bind(0)) return port;
   throw std::runtime_error("free_listen_port: cannot bind 127.0.0.1");
+}
+
+std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  }
+  return out;
 }
 
 }  // namespace botgate::test

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -44,5 +45,8 @@ class Gateway {
 // there is room, so no outgoing connection (a client reconnecting while botgate is
 // down) can be given it as its local port in the meantime.
 std::uint16_t free_listen_port();
+
+// The lines of `text` (a gateway's log) containing `needle`.
+std::vector<std::string> lines_with(const std::string& text, const std::string& needle);
 
 }  // namespace botgate::test
