@@ -148,11 +148,16 @@ api_base = "{base}"
   return make_config(o);
 }
 
+// The platform's side of wechat_config's credentials: apps wxa and wxb, and the corp.
+void add_accounts(FakeWechat& fake) {
+  fake.add_oa("wxa", "secret-a");
+  fake.add_oa("wxb", "secret-b");
+  fake.add_corp(kCorpId, "secret-kf");
+}
+
 struct Fixture {
   Fixture(const Setup& s = {}) {
-    fake.add_oa("wxa", "secret-a");
-    fake.add_oa("wxb", "secret-b");
-    fake.add_corp(kCorpId, "secret-kf");
+    add_accounts(fake);
     o.backend_ports = {backend.port()};
     o.io_threads = s.io_threads;
     config = wechat_config(o, fake, s);
@@ -304,9 +309,7 @@ TEST_CASE("wechat: a token that expires mid-run is refetched exactly once",
 TEST_CASE("wechat: a token is refreshed token_margin before it expires, without traffic",
           "[integration][wechat]") {
   FakeWechat fake;
-  fake.add_oa("wxa", "secret-a");
-  fake.add_oa("wxb", "secret-b");
-  fake.add_corp(kCorpId, "secret-kf");
+  add_accounts(fake);
   fake.set_expires_in("wxa", 4);
   TestBackend backend;
   TempDir dir;
@@ -336,9 +339,7 @@ TEST_CASE("wechat: a token is refreshed token_margin before it expires, without 
 TEST_CASE("wechat: accounts of one credential share a token however api_base is spelled",
           "[integration][wechat]") {
   FakeWechat fake;
-  fake.add_oa("wxa", "secret-a");
-  fake.add_oa("wxb", "secret-b");
-  fake.add_corp(kCorpId, "secret-kf");
+  add_accounts(fake);
   TestBackend backend;
   TempDir dir;
   GatewayOptions o;
@@ -775,9 +776,7 @@ TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and 
 TEST_CASE("wechat: POST /v1/messages into a full queue gets the 503 an inbound event gets",
           "[integration][wechat]") {
   FakeWechat fake;
-  fake.add_oa("wxa", "secret-a");
-  fake.add_oa("wxb", "secret-b");
-  fake.add_corp(kCorpId, "secret-kf");
+  add_accounts(fake);
   fake.set_delay(1500ms);  // under the accounts' 2 s timeout: the first message stays in flight
   TestBackend backend;
   TempDir dir;
@@ -884,9 +883,7 @@ TEST_CASE("wechat: the dingdong probe works on wechat-oa accounts end to end",
   std::atomic<std::uint16_t> a_port{0};
   std::atomic<int> relayed{0};
   FakeWechat fake;
-  fake.add_oa("wxa", "secret-a");
-  fake.add_oa("wxb", "secret-b");
-  fake.add_corp(kCorpId, "secret-kf");
+  add_accounts(fake);
   TestBackend backend_a, backend_b;
   TempDir dir;
   GatewayOptions ob;
