@@ -116,9 +116,9 @@ class Session : public std::enable_shared_from_this<Session> {
     // never gets an answer, so the request must not be acted on.
     if (!socket_.is_open()) return;
     if (ec) {
-      if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too large");
+      if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too_large");
       if (ec == bhttp::error::header_limit) {
-        return refuse(Refusal::header_too_large, 413, "headers too large");
+        return refuse(Refusal::header_too_large, 413, "headers_too_large");
       }
       if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
           ec == net::error::connection_reset || ec == net::error::eof ||
@@ -127,7 +127,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (ec.category() == bhttp::make_error_code(bhttp::error::end_of_stream).category()) {
         // Any other parse error: the peer sent something that is not HTTP.
-        return refuse(Refusal::malformed, 400, "malformed request");
+        return refuse(Refusal::malformed, 400, "malformed");
       }
       return close();
     }

@@ -270,6 +270,7 @@ TEST_CASE("a client that sends all of an oversized body still reads its 413",
     const RawResponse r = c.read_response(5s);
     INFO(describe(r));
     CHECK(r.status == 413);
+    CHECK(r.body == R"({"error":"too_large"})");
     CHECK(r.header("connection") == "close");
   }
   REQUIRE(gw.process().running());
@@ -357,6 +358,32 @@ TEST_CASE("a full queue's refusals are logged once a second, and all are account
   CHECK(now.lines <= 4);
 }
 
+TEST_CASE("bytes that are not HTTP get 400 malformed, one log line, and a closed connection",
+          "[integration][failure]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  for (const std::string& junk :
+       {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+        std::string("POST /v1/events/x HTTP/9\r\n\r\n"),
+        std::string("POST /v1/events/x HTTP/1.1\r\nBad Header\r\n\r\n")}) {
+    RawConn c(gw.port());
+    REQUIRE(c.send(junk));
+    const RawResponse r = c.read_response(5s);
+    INFO(describe(r));
+    CHECK(r.status == 400);
+    CHECK(r.body == R"({"error":"malformed"})");
+    CHECK(r.header("connection") == "close");
+  }
+  REQUIRE(gw.process().running());
+  CHECK(lines_with(gw.log(), "request refused").size() == 3);
+  CHECK(http_request(gw.port(), "GET", "/healthz").status == 200);
+  std::this_thread::sleep_for(200ms);
+  CHECK(backend.requests().empty());
+}
+
 TEST_CASE("a request header over max_header gets 413", "[integration][failure]") {
   TempDir dir;
   TestBackend backend;
@@ -384,7 +411,7 @@ TEST_CASE("a request header over max_header gets 413", "[integration][failure]")
     auto res = http_request(gw.port(), "POST", "/v1/events/" + o.source, c.headers, c.body);
     INFO(c.name << " -> " << res.describe());
     CHECK(res.status == 413);
-    CHECK(res.body == R"({"error":"headers too large"})");
+    CHECK(res.body == R"({"error":"headers_too_large"})");
     CHECK_FALSE(res.keep_alive);
     REQUIRE(gw.process().running());
   }
