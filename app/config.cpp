@@ -484,9 +484,10 @@ void parse_server(Errors& errors, const toml::table& root, ServerConfig& out) {
   if (tbl == nullptr) return;
   Table t(errors, *tbl, "server",
           {"listen", "io_threads", "admin_token", "max_body", "max_header", "read_timeout",
-           "write_timeout", "drain_timeout"});
+           "write_timeout", "drain_timeout", "max_connections"});
   parse_listen(errors, t, out);
   t.integer("io_threads", out.io_threads, 1, 64);
+  t.integer("max_connections", out.max_connections, 1, 1'000'000);
   if (const toml::node* n = t.string("admin_token", out.admin_token, false, false)) {
     if (!valid_bearer_token(out.admin_token)) {
       errors.add(*n, t.path("admin_token"), std::string(kBearerTokenRule));  // never echoed

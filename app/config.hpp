@@ -26,6 +26,9 @@ struct ServerConfig {
   Duration read_timeout = std::chrono::seconds(15);
   Duration write_timeout = std::chrono::seconds(15);
   Duration drain_timeout = std::chrono::seconds(10);
+  // Inbound connections open at once; lowered at start-up to what the open-files limit leaves
+  // after connection_reserve (app/gateway.hpp).
+  std::uint32_t max_connections = 10000;
 };
 
 struct LogConfig {

@@ -3,12 +3,14 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
 #include <csignal>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -186,9 +188,57 @@ sigset_t prepare_process() {
 
 }  // namespace
 
+std::uint64_t connection_reserve(const Config& config) {
+  constexpr std::uint64_t kProcess = 64;
+  constexpr std::uint64_t kPerShard = 12;
+  std::uint64_t reserve = kProcess + kPerShard * static_cast<std::uint64_t>(config.queue.shards);
+  for (const auto& t : config.targets) reserve += t.max_connections + 2;
+  return reserve;
+}
+
+std::uint64_t connection_cap(const Config& config, std::uint64_t open_files) {
+  const std::uint64_t reserve = connection_reserve(config);
+  if (open_files <= reserve) return 0;
+  return std::min<std::uint64_t>(config.server.max_connections, open_files - reserve);
+}
+
+namespace {
+
+// The inbound connection cap for this process's open-files limit (raised to its hard limit by
+// prepare_process), or nullopt, logged, when the limit leaves no room for connections.
+std::optional<std::size_t> inbound_connection_cap(const Config& config) {
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) {
+    return config.server.max_connections;
+  }
+  const auto cap = connection_cap(config, files.rlim_cur);
+  const auto reserve = connection_reserve(config);
+  if (cap == 0) {
+    log::error("the open files limit leaves no descriptors for connections",
+               {{"open_files", static_cast<std::uint64_t>(files.rlim_cur)},
+                {"reserved", reserve},
+                {"hint",
+                 "raise the limit (ulimit -n, LimitNOFILE=) or lower shards or targets' "
+                 "max_connections"}});
+    return std::nullopt;
+  }
+  if (cap < config.server.max_connections) {
+    log::warn("max_connections lowered to fit the open files limit",
+              {{"max_connections", cap},
+               {"configured", config.server.max_connections},
+               {"open_files", static_cast<std::uint64_t>(files.rlim_cur)},
+               {"reserved", reserve}});
+  }
+  return static_cast<std::size_t>(cap);
+}
+
+}  // namespace
+
 int run_gateway(const Config& config) {
   const sigset_t stop_signals = prepare_process();
   log::configure(config.log.level, config.log.format);
+  const auto max_connections = inbound_connection_cap(config);
+  if (!max_connections) return 1;
   use_xml_page_cache();  // before any thread parses a callback (transport/xml_pages.hpp)
 
   // Recover the durable queue before anything can be accepted.
@@ -338,6 +388,7 @@ int run_gateway(const Config& config) {
   sopts.max_header = static_cast<std::uint32_t>(config.server.max_header);
   sopts.read_timeout = config.server.read_timeout;
   sopts.write_timeout = config.server.write_timeout;
+  sopts.max_connections = *max_connections;
   http::HttpServer server(
       ioc, sopts,
       [&api](http::Request&& req, http::Responder r) { api.handle(std::move(req), std::move(r)); },

@@ -3,10 +3,22 @@
 // drains. Returns the process exit code.
 #pragma once
 
+#include <cstdint>
+
 #include "app/config.hpp"
 
 namespace botgate {
 
 int run_gateway(const Config& config);
+
+// Descriptors kept for everything but inbound connections: the process's own (standard
+// streams, the listening socket, epoll, wake-up pipes), about a dozen a shard (segments,
+// dead-letter log, dedup journal, directories, files closed but not yet synced), and each
+// target's max_connections plus one for its probe and one for its access tokens.
+std::uint64_t connection_reserve(const Config& config);
+
+// The inbound connection cap: [server] max_connections, lowered to what `open_files` (the
+// RLIMIT_NOFILE soft limit) leaves after connection_reserve; 0 when it leaves nothing.
+std::uint64_t connection_cap(const Config& config, std::uint64_t open_files);
 
 }  // namespace botgate

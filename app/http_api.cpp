@@ -446,23 +446,22 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
 }
 
 void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
+  auto refused = [&](RejectReason reason, unsigned status, std::string_view what) {
+    metrics_.count_rejected(reason);
+    metrics_.count_request(HttpRoute::unknown, status);
+    log::warn("request refused", {{"reason", what}, {"status", status}, {"peer", peer}});
+  };
   switch (why) {
     case http::Refusal::body_too_large:
-      metrics_.count_rejected(RejectReason::too_large);
-      metrics_.count_request(HttpRoute::unknown, 413);
-      log::warn("request refused", {{"reason", "body_too_large"}, {"status", 413}, {"peer", peer}});
-      break;
+      return refused(RejectReason::too_large, 413, "body_too_large");
     case http::Refusal::header_too_large:
-      metrics_.count_rejected(RejectReason::too_large);
-      metrics_.count_request(HttpRoute::unknown, 413);
-      log::warn("request refused",
-                {{"reason", "header_too_large"}, {"status", 413}, {"peer", peer}});
-      break;
+      return refused(RejectReason::too_large, 413, "header_too_large");
     case http::Refusal::malformed:
-      metrics_.count_rejected(RejectReason::malformed);
-      metrics_.count_request(HttpRoute::unknown, 400);
-      log::warn("request refused", {{"reason", "malformed_http"}, {"status", 400}, {"peer", peer}});
-      break;
+      return refused(RejectReason::malformed, 400, "malformed_http");
+    case http::Refusal::unsupported_coding:
+      return refused(RejectReason::malformed, 501, "unsupported_transfer_coding");
+    case http::Refusal::too_many_connections:
+      return refuse_connection(metrics_, peer);
   }
 }
 

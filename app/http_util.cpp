@@ -107,6 +107,11 @@ log::Throttle* refusal_throttle(RejectReason why) {
   return nullptr;
 }
 
+log::Throttle& connection_throttle() {
+  static log::Throttle throttle(1'000'000'000);
+  return throttle;
+}
+
 }  // namespace
 
 void log_refusals_left_out() {
@@ -115,6 +120,20 @@ void log_refusals_left_out() {
       log::warn("event rejected",
                 {{"reason", to_string(why)}, {"left_out", n}, {"detail", "not logged one by one"}});
     }
+  }
+  if (const auto n = connection_throttle().take_left_out(); n > 0) {
+    log::warn(
+        "connection refused",
+        {{"reason", "max_connections"}, {"left_out", n}, {"detail", "not logged one by one"}});
+  }
+}
+
+void refuse_connection(Metrics& metrics, const std::string& peer) {
+  // Met by every client while the cap lasts: one line a second.
+  metrics.connections_refused().inc();
+  if (const auto left_out = connection_throttle().admit_now()) {
+    log::warn("connection refused",
+              {{"reason", "max_connections"}, {"peer", peer}, {"left_out", *left_out}});
   }
 }
 
@@ -126,10 +145,7 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
   if (log::Throttle* throttle = refusal_throttle(why)) {
     // Not bad input but the gateway's own state, which every request meets while it lasts:
     // one line a second per reason (the metric counts each refusal).
-    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::steady_clock::now().time_since_epoch())
-                         .count();
-    const auto left_out = throttle->admit(now);
+    const auto left_out = throttle->admit_now();
     if (left_out) {
       log::warn("event rejected", {{"reason", to_string(why)},
                                    {"status", status},

@@ -43,8 +43,12 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
 void refuse_unstored(Metrics& metrics, HttpRoute route, bool queue_full, std::string_view source,
                      const http::Responder& respond);
 
-// Logs, per reason, the refusals left out since refuse_event's last line: at shutdown, once no
-// request is served any more, so the log accounts for every refusal.
+// Counts and logs a connection closed at [server] max_connections: one line a second, with
+// left_out=N for those not logged since the last line.
+void refuse_connection(Metrics& metrics, const std::string& peer);
+
+// Logs, per reason, the refusals left out since refuse_event's (and refuse_connection's) last line:
+// at shutdown, once no request is served any more, so the log accounts for every refusal.
 void log_refusals_left_out();
 
 // A secret a client presents as `Authorization: Bearer <token>` (the scheme in any case, then

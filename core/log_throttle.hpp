@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -27,6 +28,13 @@ class Throttle {
     }
     left_out_.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;
+  }
+
+  // admit() on the steady clock.
+  std::optional<std::uint64_t> admit_now() {
+    return admit(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::steady_clock::now().time_since_epoch())
+                     .count());
   }
 
   // The lines left out since the last one admitted, now counted as reported: for a last line

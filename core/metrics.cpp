@@ -265,6 +265,9 @@ std::string Metrics::render() const {
   scalar(out, "botgate_passive_replies_total", "counter",
          "WeChat/WeCom callbacks answered with a passive reply (route rule or heartbeat).",
          passive_replies_.value());
+  scalar(out, "botgate_connections_refused_total", "counter",
+         "Connections closed as soon as accepted because [server] max_connections were open.",
+         connections_refused_.value());
   scalar(out, "botgate_late_acks_total", "counter",
          "Callbacks answered \"success\" at the ack deadline before storage confirmed them.",
          late_acks_.value());

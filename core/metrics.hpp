@@ -138,6 +138,7 @@ class Metrics {
   // WeChat / WeCom callbacks and replies.
   Counter& passive_replies() noexcept { return passive_replies_; }
   Counter& late_acks() noexcept { return late_acks_; }
+  Counter& connections_refused() noexcept { return connections_refused_; }
   Counter& events_unrouted() noexcept { return unrouted_; }
   Counter& replies_queued() noexcept { return replies_queued_; }
   Counter& replies_dropped() noexcept { return replies_dropped_; }
@@ -180,6 +181,7 @@ class Metrics {
   Histogram end_to_end_;
   Counter passive_replies_;
   Counter late_acks_;
+  Counter connections_refused_;
   Counter unrouted_;
   Counter replies_queued_;
   Counter replies_dropped_;

@@ -20,6 +20,61 @@ constexpr std::size_t kReadBufferReserve = 4096;
 // After a refusal, how long and how much of the rest of the request is read and dropped.
 constexpr auto kLingerTime = std::chrono::seconds(5);
 constexpr std::size_t kLingerBytes = 64u << 20;
+// Beast reads at most 64 KiB at a time, and its parser takes the body out of the read buffer as
+// it comes. The buffer holds at most a head (header_limit), one read, and a chunk header or
+// trailer that is still coming: capped, so that a chunk extension or a trailer without end,
+// which Beast does not count against the header limit, cannot grow it without bound.
+constexpr std::size_t kReadSize = 64u << 10;
+
+std::size_t read_buffer_limit(const ServerOptions& o) {
+  return std::size_t{o.max_header} + kReadSize + kReadBufferReserve;
+}
+
+// "address:port" of the other end, or "" once it has gone.
+std::string peer_of(const tcp::socket& socket) {
+  beast::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  return ec ? std::string() : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// Every Transfer-Encoding value of `req`, classified.
+TransferCoding transfer_coding(const Request& req) {
+  if (req.find(bhttp::field::transfer_encoding) == req.end()) return TransferCoding::none;
+  std::vector<std::string_view> values;
+  for (const auto& f : req) {
+    if (f.name() == bhttp::field::transfer_encoding) {
+      values.emplace_back(f.value().data(), f.value().size());
+    }
+  }
+  return classify_transfer_encoding(values);
+}
+
+TransferCoding classify_transfer_encoding(const std::vector<std::string_view>& values) {
+  // RFC 9112 6.1 and 6.3: a comma-separated list of codings over one or more fields, empty
+  // elements allowed; a coding may carry parameters after ';'. Names are case-insensitive.
+  if (values.empty()) return TransferCoding::none;
+  std::size_t codings = 0;
+  std::size_t chunked = 0;
+  bool last_chunked = false;
+  for (std::string_view value : values) {
+    while (!value.empty()) {
+      const auto comma = value.find(',');
+      std::string_view item = value.substr(0, comma);
+      value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
+      if (const auto semi = item.find(';'); semi != std::string_view::npos) {
+        item = item.substr(0, semi);
+      }
+      const auto first = item.find_first_not_of(" \t");
+      if (first == std::string_view::npos) continue;  // an empty element
+      item = item.substr(first, item.find_last_not_of(" \t") - first + 1);
+      ++codings;
+      last_chunked = beast::iequals(item, "chunked");
+      if (last_chunked) ++chunked;
+    }
+  }
+  if (codings == 0 || !last_chunked || chunked != 1) return TransferCoding::bad_framing;
+  return codings == 1 ? TransferCoding::chunked : TransferCoding::unsupported;
+}
 
 struct ServerState : std::enable_shared_from_this<ServerState> {
   explicit ServerState(net::io_context& io) : ioc(io) {}
@@ -51,14 +106,15 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, std::shared_ptr<ServerState> state)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)) {
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        buffer_(read_buffer_limit(state->options)),
+        state_(std::move(state)) {
     state_->open.fetch_add(1, std::memory_order_relaxed);
     // Room for a whole typical request (a WeChat callback is about 1.2 KB), so that
     // one receive usually reads one request; Beast would start at 512 bytes.
     buffer_.reserve(kReadBufferReserve);
-    beast::error_code ec;
-    auto ep = socket_.remote_endpoint(ec);
-    if (!ec) peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    peer_ = peer_of(socket_);
   }
 
   ~Session() {
@@ -117,7 +173,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!socket_.is_open()) return;
     if (ec) {
       if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too_large");
-      if (ec == bhttp::error::header_limit) {
+      // buffer_overflow: a chunk header or a trailer longer than the read buffer holds, which
+      // Beast does not count against the header limit.
+      if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
         return refuse(Refusal::header_too_large, 413, "headers_too_large");
       }
       if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
@@ -130,6 +188,15 @@ class Session : public std::enable_shared_from_this<Session> {
         return refuse(Refusal::malformed, 400, "malformed");
       }
       return close();
+    }
+    // A body framed by anything but Content-Length or a final chunked is refused: read as
+    // having no body, its bytes would be taken for the next request (request smuggling).
+    if (const auto coding = transfer_coding(parser_->get());
+        coding != TransferCoding::none && coding != TransferCoding::chunked) {
+      if (coding == TransferCoding::unsupported) {
+        return refuse(Refusal::unsupported_coding, 501, "unsupported_transfer_coding");
+      }
+      return refuse(Refusal::malformed, 400, "malformed");
     }
     keep_alive_ = parser_->get().keep_alive();
     head_ = parser_->get().method() == bhttp::verb::head;
@@ -193,6 +260,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void linger() {
     if (state_->draining.load(std::memory_order_relaxed)) return close();
     lingering_ = true;
+    // Unparsed bytes (a head or trailer cut at its limit) are dropped with the rest, so the
+    // buffer has room for the reads below.
+    buffer_.consume(buffer_.size());
     beast::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
     set_deadline(std::min<Duration>(kLingerTime, state_->options.read_timeout));
@@ -302,13 +372,22 @@ void HttpServer::do_accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-      // Out of descriptors and the like: retrying at once would spin and flood the log.
-      log::warn("accept failed, retrying in 100ms", {{"error", ec.message()}});
+      // Out of descriptors and the like: retrying at once would spin, and a line per retry
+      // would flood the log; one line a second says how many were left out.
+      if (const auto left_out = accept_failures_.admit_now()) {
+        log::warn("accept failed, retrying in 100ms",
+                  {{"error", ec.message()}, {"left_out", *left_out}});
+      }
       accept_retry_.expires_after(std::chrono::milliseconds(100));
       accept_retry_.async_wait([this](beast::error_code wait_ec) {
         if (!wait_ec && acceptor_.is_open()) do_accept();
       });
       return;
+    } else if (state_->open.load(std::memory_order_relaxed) >= state_->options.max_connections) {
+      // Descriptors are kept for the logs and the backends: at the cap a new connection is
+      // closed at once, before it holds anything.
+      if (state_->hook) state_->hook(Refusal::too_many_connections, peer_of(socket));
+      socket.close(ec);
     } else {
       socket.set_option(tcp::no_delay(true), ec);
       std::make_shared<Session>(std::move(socket), state_)->run();

@@ -13,8 +13,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "core/log_throttle.hpp"
 #include "core/units.hpp"
 
 namespace botgate::http {
@@ -43,9 +45,16 @@ class Responder {
 
 using Handler = std::function<void(Request&&, Responder)>;
 
-// Requests refused before a Handler sees them (over a limit, unparseable). The
-// transport answers them itself; the hook lets the application count and log.
-enum class Refusal { body_too_large, header_too_large, malformed };
+// Requests refused before a Handler sees them (over a limit, unparseable, framed in a way
+// that cannot be trusted), and connections refused at max_connections. The transport answers
+// them itself; the hook lets the application count and log.
+enum class Refusal {
+  body_too_large,
+  header_too_large,      // the head, or a chunk header or trailer, over its limit
+  malformed,             // not HTTP, or a Transfer-Encoding without chunked last (400)
+  unsupported_coding,    // a transfer coding besides chunked, such as gzip (501)
+  too_many_connections,  // closed at accept: max_connections are open
+};
 using RefusalHook = std::function<void(Refusal, const std::string& peer)>;
 
 struct ServerOptions {
@@ -55,7 +64,19 @@ struct ServerOptions {
   std::uint32_t max_header = 8 << 10;
   Duration read_timeout = std::chrono::seconds(15);
   Duration write_timeout = std::chrono::seconds(15);
+  // Connections open at once; one more is closed as soon as it is accepted.
+  std::size_t max_connections = 10000;
 };
+
+// What a request's Transfer-Encoding fields (every value, in order; none when it has no such
+// field) say about its body.
+enum class TransferCoding {
+  none,         // no Transfer-Encoding: Content-Length frames the body, if any
+  chunked,      // exactly "chunked"
+  unsupported,  // chunked last, after another coding (gzip, ...): 501
+  bad_framing,  // chunked not last, or not at all, or twice: the length is unknown (400)
+};
+TransferCoding classify_transfer_encoding(const std::vector<std::string_view>& values);
 
 struct ServerState;
 
@@ -77,7 +98,8 @@ class HttpServer {
 
   net::io_context& ioc_;
   tcp::acceptor acceptor_;
-  net::steady_timer accept_retry_;  // backs off after a failed accept
+  net::steady_timer accept_retry_;                // backs off after a failed accept
+  log::Throttle accept_failures_{1'000'000'000};  // one line a second while accepts fail
   std::shared_ptr<ServerState> state_;
 };
 

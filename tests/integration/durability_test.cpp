@@ -849,14 +849,9 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
   o.shards = 1;
   o.max_attempts = 1;
   const std::string config = make_config(o);
-  INFO("this test runs botgate under prlimit(1), from util-linux (Essential on Debian)");
-  REQUIRE(std::system("command -v prlimit >/dev/null 2>&1") == 0);
   // 64 KiB per file: a few hundred events fill the first segment.
-  const auto limited = dir.write("botgate-fsize.sh", "#!/bin/sh\nexec prlimit --fsize=65536 -- " +
-                                                         botgate_binary() + " \"$@\"\n");
-  std::filesystem::permissions(limited, std::filesystem::perms::owner_exec,
-                               std::filesystem::perm_options::add);
-  auto gw = std::make_unique<Gateway>(limited.string(), dir, config);
+  auto gw = std::make_unique<Gateway>(limited_binary(dir, botgate_binary(), "--fsize=65536"), dir,
+                                      config);
 
   REQUIRE(send_event(gw->port(), o.source, o.secret, event_json("dl-1", "dl-conv", 0)).status ==
           200);

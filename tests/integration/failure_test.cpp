@@ -666,3 +666,53 @@ TEST_CASE("log.format = json writes one JSON object per line", "[integration][fa
     CHECK(msgs.count(m) == 1);
   }
 }
+
+TEST_CASE("connections over the cap are closed at once, and the logs keep their descriptors",
+          "[integration][failure]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.shards = 1;
+  o.segment_bytes = "1MiB";
+  o.max_body = "64KiB";
+  // 200 descriptors, less the reserve (64 + 12 for the shard + 34 for the target): a cap of 90.
+  Gateway gw(limited_binary(dir, botgate_binary(), "--nofile=200"), dir, make_config(o));
+  CHECK(lines_with(gw.log(), "max_connections lowered").size() == 1);
+  HttpConnection events(gw.port());
+
+  // More idle connections than the process has descriptors: those over the cap are closed.
+  std::vector<std::unique_ptr<RawConn>> idle;
+  for (int i = 0; i < 190; ++i) idle.push_back(std::make_unique<RawConn>(gw.port()));
+  std::this_thread::sleep_for(300ms);
+  int closed = 0;
+  for (auto& c : idle) closed += c->wait_closed(20ms).has_value() ? 1 : 0;
+  INFO("idle connections closed by the server: " << closed);
+  CHECK(closed >= 90);
+  CHECK(closed <= 110);
+
+  // The shard log still opens new segments (50 KB events: about 20 to a segment) and the
+  // dedup journal its first file: every event is stored and delivered.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 100; ++i) {
+    const std::string id = "fd-" + std::to_string(i);
+    auto res = send_event(events, o.source, o.secret,
+                          event_json(id, "fd-conv", i, std::string(50'000, 'z')));
+    INFO(id << ": " << res.describe());
+    REQUIRE(res.status == 200);
+    ids.push_back(id);
+  }
+  CHECK(backend.wait_for_delivered(ids.size(), 20s));
+  RawConn one_more(gw.port());  // still at the cap
+  CHECK(one_more.wait_closed(1s).has_value());
+
+  // Once the idle ones go, new connections are served again.
+  idle.clear();
+  CHECK(eventually([&] { return http_request(gw.port(), "GET", "/readyz").status == 200; }, 5s));
+  auto metrics = http_request(gw.port(), "GET", "/metrics").body;
+  CHECK(metric_value(metrics, "botgate_connections_refused_total").value_or(0) >= closed);
+  CHECK(lines_with(gw.log(), "shard log failed").empty());
+  const auto refusals = lines_with(gw.log(), "msg=\"connection refused\"");
+  CHECK(refusals.size() >= 1);
+  CHECK(refusals.size() <= 10);  // one a second, not one per connection
+}

@@ -351,3 +351,107 @@ TEST_CASE("HttpClient resends transparently over a connection the server idled o
   CHECK(calls[0] == 1);
   CHECK(calls[1] == 1);
 }
+
+namespace {
+
+// A raw POST of a signed event to `source`, its head carrying `framing` (e.g. a
+// Transfer-Encoding line) in place of Content-Length; `body` is sent as given.
+std::string raw_event_post(const GatewayOptions& o, const std::string& event,
+                           const std::string& framing, const std::string& body) {
+  std::string req = "POST /v1/events/" + o.source + " HTTP/1.1\r\nHost: t\r\n";
+  for (const auto& [name, value] : signed_headers(o.secret, event)) {
+    req += name + ": " + value + "\r\n";
+  }
+  return req + framing + "\r\n" + body;
+}
+
+std::string chunked(const std::string& body) {
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx\r\n", body.size());
+  return size + body + "\r\n0\r\n\r\n";
+}
+
+}  // namespace
+
+TEST_CASE("server refuses a Transfer-Encoding it cannot frame, so a body is never a request",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.read_timeout = "5s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  // The smuggled request: a whole signed event, as the body of a request framed so that a
+  // server honouring only Content-Length or chunked would see no body, and then this.
+  const std::string inner_event = event_json("smuggled", "te-conv", 0);
+  const std::string inner =
+      raw_event_post(o, inner_event,
+                     "Content-Length: " + std::to_string(inner_event.size()) + "\r\n", inner_event);
+  struct Case {
+    std::string coding;
+    int status;
+    std::string error;
+  };
+  for (const auto& c :
+       {Case{"identity", 400, "malformed"}, Case{"chunked, identity", 400, "malformed"},
+        Case{"xchunked", 400, "malformed"}, Case{"chunked, chunked", 400, "malformed"},
+        Case{"gzip, chunked", 501, "unsupported_transfer_coding"}}) {
+    RawConn conn(gw.port());
+    const std::string outer =
+        "POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + c.coding + "\r\n\r\n" +
+        (c.status == 501 ? chunked(inner) : inner);
+    REQUIRE(conn.send(outer));
+    const RawResponse res = conn.read_response(3s);
+    INFO(c.coding << " -> " << describe(res));
+    CHECK(res.status == c.status);
+    CHECK(res.body == "{\"error\":\"" + c.error + "\"}");
+    CHECK(res.header("connection") == "close");
+    // Nothing more is answered: the rest is dropped, not parsed as a request.
+    CHECK(conn.wait_closed(3s).has_value());
+    CHECK(conn.leftover().empty());
+  }
+  // A body that is chunked and nothing else is read as the body it is.
+  const std::string good = event_json("chunked-ok", "te-conv", 1);
+  RawConn conn(gw.port());
+  REQUIRE(conn.send(raw_event_post(o, good, "Transfer-Encoding: chunked\r\n", chunked(good))));
+  const RawResponse res = conn.read_response(3s);
+  INFO(describe(res));
+  CHECK(res.status == 200);
+  REQUIRE(backend.wait_for_delivered(1, 10s));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(backend.requests().size() == 1);
+  CHECK(backend.requests()[0].idempotency_key() == "chunked-ok");
+  CHECK(gw.process().running());
+  CHECK(lines_with(gw.log(), "request refused").size() == 5);
+}
+
+TEST_CASE("server answers 413 to a chunk header or trailer without end, before read_timeout",
+          "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.max_header = "2KiB";
+  o.read_timeout = "10s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  const std::string event = event_json("never", "te-conv", 0);
+  const std::string endless(1u << 20, 'x');  // no CRLF anywhere: the line never ends
+  for (const auto& [what, body] :
+       {std::pair<std::string, std::string>{"chunk extension", "1;a=" + endless},
+        std::pair<std::string, std::string>{"trailer", "0\r\nX-Trailer: " + endless}}) {
+    RawConn conn(gw.port());
+    const auto start = Clock::now();
+    // The answer may come before all of it is sent, so the send's result is not checked.
+    conn.send(raw_event_post(o, event, "Transfer-Encoding: chunked\r\n", body));
+    const RawResponse res = conn.read_response(5s);
+    INFO(what << " -> " << describe(res));
+    CHECK(res.status == 413);
+    CHECK(res.body == R"({"error":"headers_too_large"})");
+    CHECK(ms_between(start, Clock::now()) < 5000);
+  }
+  CHECK(gw.process().running());
+  CHECK(http_request(gw.port(), "GET", "/healthz").status == 200);
+  std::this_thread::sleep_for(200ms);
+  CHECK(backend.requests().empty());
+}

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -76,6 +77,18 @@ std::uint16_t free_listen_port() {
   // No room below the range (or all taken): any port the kernel hands out.
   if (auto port = try_bind(0)) return port;
   throw std::runtime_error("free_listen_port: cannot bind 127.0.0.1");
+}
+
+std::string limited_binary(const TempDir& dir, const std::string& binary,
+                           const std::string& limits) {
+  if (std::system("command -v prlimit >/dev/null 2>&1") != 0) {
+    throw std::runtime_error("prlimit(1) not found: install util-linux");
+  }
+  const auto script = dir.write(
+      "botgate-limited.sh", "#!/bin/sh\nexec prlimit " + limits + " -- " + binary + " \"$@\"\n");
+  std::filesystem::permissions(script, std::filesystem::perms::owner_exec,
+                               std::filesystem::perm_options::add);
+  return script.string();
 }
 
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {

@@ -46,6 +46,11 @@ class Gateway {
 // down) can be given it as its local port in the meantime.
 std::uint16_t free_listen_port();
 
+// A script in `dir` that runs `binary` under `prlimit <limits>` (util-linux, Essential on
+// Debian), e.g. "--nofile=200", to be the binary of a Gateway.
+std::string limited_binary(const TempDir& dir, const std::string& binary,
+                           const std::string& limits);
+
 // The lines of `text` (a gateway's log) containing `needle`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle);
 

@@ -12,6 +12,8 @@
 #include <variant>
 #include <vector>
 
+#include "app/gateway.hpp"
+
 using namespace std::chrono_literals;
 using botgate::Config;
 using botgate::ConfigError;
@@ -121,6 +123,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
   CHECK(c.server.read_timeout == Duration(15s));
   CHECK(c.server.write_timeout == Duration(15s));
   CHECK(c.server.drain_timeout == Duration(10s));
+  CHECK(c.server.max_connections == 10000u);
 
   CHECK(c.log.level == botgate::log::Level::info);
   CHECK(c.log.format == botgate::log::Format::logfmt);
@@ -178,6 +181,7 @@ max_header = 16384
 read_timeout = "250ms"
 write_timeout = "2s"
 drain_timeout = "1h30m"
+max_connections = 500
 
 [log]
 level = "debug"
@@ -241,6 +245,7 @@ url = "http://backend.internal:8443/hooks/in?x=1"
   CHECK(c.server.listen_host == "0.0.0.0");
   CHECK(c.server.listen_port == 0);
   CHECK(c.server.io_threads == 4);
+  CHECK(c.server.max_connections == 500u);
   CHECK(c.server.admin_token == "tok");
   CHECK(c.server.max_body == 2u << 20);
   CHECK(c.server.max_header == 16384u);
@@ -499,6 +504,10 @@ TEST_CASE("integer ranges", "[config]") {
   CHECK(expect_ok(server("io_threads = 64")).server.io_threads == 64);
   expect_one(server("io_threads = 0"), "server.io_threads", "between 1 and 64");
   expect_one(server("io_threads = 65"), "server.io_threads", "between 1 and 64");
+  CHECK(expect_ok(server("max_connections = 1")).server.max_connections == 1u);
+  expect_one(server("max_connections = 0"), "server.max_connections", "between 1 and 1000000");
+  expect_one(server("max_connections = 1000001"), "server.max_connections",
+             "between 1 and 1000000");
   expect_one("[actors]\nthreads = 0\n" + kMinimal, "actors.threads", "between 1 and 64");
   expect_one("[actors]\nthreads = 65\n" + kMinimal, "actors.threads", "between 1 and 64");
   CHECK(expect_ok("[queue]\nshards = 1024\n" + kMinimal).queue.shards == 1024);
@@ -1696,4 +1705,25 @@ TEST_CASE("a key nested tens of thousands of levels deep is an error, not a cras
   }
   CHECK(expect_ok("# " + dots + "\n[server]\nadmin_token = \"" + dots + "\"\n" + kMinimal)
             .server.admin_token == dots);
+}
+
+TEST_CASE("the connection cap leaves the shards and targets their descriptors", "[config]") {
+  // 4 shards and one target with 32 connections: 64 + 4 * 12 + 32 + 2 = 146 reserved.
+  Config c = expect_ok(kMinimal);
+  CHECK(botgate::connection_reserve(c) == 146u);
+  CHECK(botgate::connection_cap(c, 1u << 20) == 10000u);  // the configured cap fits
+  CHECK(botgate::connection_cap(c, 1024) == 1024u - 146u);
+  CHECK(botgate::connection_cap(c, 147) == 1u);
+  CHECK(botgate::connection_cap(c, 146) == 0u);  // nothing left: botgate does not start
+  CHECK(botgate::connection_cap(c, 10) == 0u);
+  c.server.max_connections = 100;
+  CHECK(botgate::connection_cap(c, 1024) == 100u);
+  // Each target's own connections count.
+  Config more = expect_ok(kMinimal + R"(
+[[targets]]
+name = "b2"
+url = "http://127.0.0.1:9002/events"
+max_connections = 500
+)");
+  CHECK(botgate::connection_reserve(more) == 146u + 502u);
 }
