@@ -180,15 +180,19 @@ void DedupJournal::recover(std::int64_t now_ms, std::vector<DedupEntry>& live,
   report.entries_loaded = live.size();
 }
 
-void DedupJournal::create_file(std::int64_t first_ms) {
+bool DedupJournal::create_file(std::int64_t first_ms) {
   std::uint64_t base = static_cast<std::uint64_t>(std::max<std::int64_t>(first_ms, 0));
   if (!files_.empty()) base = std::max(base, files_.rbegin()->first + 1);
   fs::path path = dir_ / file_name(base);
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw_errno(errno, "create", path);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE) return false;
+    throw_errno(errno, "create", path);
+  }
   files_.emplace(base, File{std::move(path), first_ms, first_ms});
   fd_ = fd;
   dir_dirty_ = true;
+  return true;
 }
 
 void DedupJournal::close_current() {
@@ -210,7 +214,21 @@ void DedupJournal::check_usable() const {
 
 void DedupJournal::append(const DedupEntry& e) {
   check_usable();
-  if (fd_ < 0) create_file(e.completed_ms);
+  if (fd_ < 0) {
+    // Running out of descriptors passes; until then the window holds these entries in memory
+    // only (a crash meanwhile forgets them: a platform's resend may then be delivered again).
+    const std::int64_t first = waiting_.empty() ? e.completed_ms : waiting_.front().completed_ms;
+    if (!create_file(first)) {
+      waiting_.push_back(e);
+      return;
+    }
+    for (const auto& w : waiting_) buffer(w);
+    waiting_.clear();
+  }
+  buffer(e);
+}
+
+void DedupJournal::buffer(const DedupEntry& e) {
   File& cur = files_.rbegin()->second;
   cur.oldest_ms = std::min(cur.oldest_ms, e.completed_ms);
   cur.newest_ms = std::max(cur.newest_ms, e.completed_ms);

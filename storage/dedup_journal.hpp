@@ -100,8 +100,10 @@ class DedupJournal {
   // Flushes (write(2), no fdatasync) what is buffered; errors are swallowed.
   ~DedupJournal();
 
-  // Buffers one entry in memory; creates a file first if there is no current one. Throws
-  // std::system_error if that or a flush of a full buffer fails.
+  // Buffers one entry in memory; creates a file first if there is no current one. Out of
+  // descriptors (EMFILE, ENFILE) the entry waits in memory, with any before it, for the next
+  // append that can create the file. Throws std::system_error if the create fails otherwise,
+  // or a flush of a full buffer fails.
   void append(const DedupEntry& e);
   // Writes the buffer to the current file with write(2).
   void flush();
@@ -126,7 +128,9 @@ class DedupJournal {
 
   DedupJournal(std::filesystem::path dir, std::chrono::milliseconds window);
   void recover(std::int64_t now_ms, std::vector<DedupEntry>& live, DedupRecovery& report);
-  void create_file(std::int64_t first_ms);
+  // false when out of descriptors; throws on any other error.
+  bool create_file(std::int64_t first_ms);
+  void buffer(const DedupEntry& e);
   void close_current();
   void check_usable() const;
 
@@ -138,6 +142,7 @@ class DedupJournal {
   bool dir_dirty_ = false;   // a file was created since the last sync
   bool broken_ = false;      // an I/O error left the tail in an unknown state
   std::string buf_;
+  std::vector<DedupEntry> waiting_;      // appended while no file could be created
   std::map<std::uint64_t, File> files_;  // by the number in the name
 };
 

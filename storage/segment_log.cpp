@@ -255,10 +255,22 @@ void SegmentLog::open_current() {
   if (fd_ < 0) throw_errno(errno, "open", path);
 }
 
+namespace {
+
+int create_segment_file(const fs::path& path) {
+  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+}
+
+}  // namespace
+
 void SegmentLog::create_segment(std::uint64_t base) {
   fs::path path = dir_ / segment_name(base);
-  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  fd_ = create_segment_file(path);
   if (fd_ < 0) throw_errno(errno, "create", path);
+  adopt_segment(base, std::move(path));
+}
+
+void SegmentLog::adopt_segment(std::uint64_t base, fs::path path) {
   Segment& seg = segments_[base];
   seg.path = std::move(path);
   current_ = base;
@@ -274,24 +286,32 @@ void SegmentLog::check_usable() const {
 void SegmentLog::maybe_rotate(std::size_t record_bytes) {
   const Segment& cur = segments_.at(current_);
   if (cur.size == 0 || cur.size + record_bytes <= opts_.segment_bytes) return;
-  close_current();
+  roll();
 }
 
-void SegmentLog::close_current() {
+bool SegmentLog::roll() {
   check_usable();
   flush();
-  try {
-    if (opts_.synced) {
-      unsynced_fds_.push_back(fd_);
-    } else {
-      ::close(fd_);
+  // The next segment is opened before this one is let go, so that running out of descriptors,
+  // which passes (idle connections close, another process exits), costs only a longer segment.
+  fs::path path = dir_ / segment_name(next_seq_);
+  const int fd = create_segment_file(path);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE) {
+      ++deferred_rolls_;
+      return false;
     }
-    fd_ = -1;
-    create_segment(next_seq_);
-  } catch (...) {
     broken_ = true;
-    throw;
+    throw_errno(errno, "create", path);
   }
+  if (opts_.synced) {
+    unsynced_fds_.push_back(fd_);
+  } else {
+    ::close(fd_);
+  }
+  fd_ = fd;
+  adopt_segment(next_seq_, std::move(path));
+  return true;
 }
 
 std::uint64_t SegmentLog::append_record(RecordType type, std::string_view payload, Location& loc) {
@@ -402,7 +422,9 @@ std::size_t SegmentLog::collect() {
     doomed.push_back(base);
     going.insert(base);
   }
-  if (going.contains(current_)) close_current();
+  // The current segment goes only once a new one has taken its place; out of descriptors,
+  // nothing goes this time (older segments may hold events it completes).
+  if (going.contains(current_) && !roll()) return 0;
   if (doomed.empty()) return 0;
   // The completions that justify the deletion must be on disk before anything goes.
   sync();

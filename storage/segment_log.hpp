@@ -142,6 +142,8 @@ class SegmentLog {
   std::size_t pending_count() const noexcept { return pending_.size(); }
   std::uint64_t next_seq() const noexcept { return next_seq_; }
   std::size_t segment_count() const noexcept { return segments_.size(); }
+  // Rotations put off because the process or system was out of descriptors.
+  std::uint64_t deferred_rolls() const noexcept { return deferred_rolls_; }
   const std::filesystem::path& dir() const noexcept { return dir_; }
 
  private:
@@ -161,8 +163,13 @@ class SegmentLog {
   void recover(RecoveryReport& report);
   void open_current();
   void create_segment(std::uint64_t base);
+  void adopt_segment(std::uint64_t base, std::filesystem::path path);
   void maybe_rotate(std::size_t record_bytes);
-  void close_current();  // flushes it and makes a new, empty segment current
+  // Flushes the current segment and makes a new, empty one current. Out of descriptors
+  // (EMFILE, ENFILE) it returns false and the current segment stays current: the log goes on
+  // in it, past segment_bytes, and tries again at the next rotation. Any other error breaks
+  // the log.
+  bool roll();
   std::uint64_t append_record(RecordType type, std::string_view payload, Location& loc);
   void check_usable() const;
 
@@ -175,7 +182,8 @@ class SegmentLog {
   bool dirty_ = false;             // records were appended since the last sync
   bool unsynced_events_ = false;   // event records among them
   bool broken_ = false;            // an I/O error left the tail in an unknown state
-  std::uint64_t current_ = 0;      // first seq of the current segment
+  std::uint64_t deferred_rolls_ = 0;
+  std::uint64_t current_ = 0;  // first seq of the current segment
   std::uint64_t next_seq_ = 1;
   std::string buf_;
   std::map<std::uint64_t, Segment> segments_;  // by first seq

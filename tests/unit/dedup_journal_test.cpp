@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "storage/crc32c.hpp"
+#include "tests/unit/no_descriptors.hpp"
 #include "tests/unit/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -322,4 +323,27 @@ TEST_CASE("dedup journal refuses a second opener of the same directory", "[dedup
 TEST_CASE("dedup journal rejects a window that is not positive", "[dedup]") {
   TempDir tmp;
   CHECK_THROWS_AS(open_at(tmp.shard(), kT0, 0ms), std::invalid_argument);
+}
+
+TEST_CASE("dedup journal out of descriptors keeps entries until it can create its file",
+          "[dedup]") {
+  TempDir tmp;
+  {
+    auto o = open_at(tmp.shard(), kT0);
+    {
+      botgate::test::NoDescriptors starved;
+      for (int i = 0; i < 5; ++i) o.journal->append(entry(i, kT0 + i));  // nothing throws
+      o.journal->sync();
+    }
+    CHECK(journal_files(tmp.shard()).empty());
+    o.journal->append(entry(5, kT0 + 5));  // the file now, with the five that waited
+    o.journal->sync();
+    CHECK(journal_files(tmp.shard()).size() == 1);
+  }
+  auto reopened = open_at(tmp.shard(), kT0 + 10);
+  REQUIRE(reopened.live.size() == 6);
+  for (int i = 0; i < 6; ++i) {
+    CHECK(std::find(reopened.live.begin(), reopened.live.end(), entry(i, kT0 + i)) !=
+          reopened.live.end());
+  }
 }

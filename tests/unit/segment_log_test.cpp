@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "storage/crc32c.hpp"
+#include "tests/unit/no_descriptors.hpp"
 #include "tests/unit/scratch_dir.hpp"
 #include "tests/unit/segment_log_fixtures.hpp"
 
@@ -345,6 +346,40 @@ TEST_CASE("segment log rotates into several segment files", "[storage]") {
     CHECK(p[i].seq == i + 1);
     CHECK(p[i].payload == payload_for(i + 1));
   }
+}
+
+TEST_CASE("segment log out of descriptors writes on in its segment and rotates later",
+          "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 1024;  // 8 records of 100 bytes
+  std::vector<std::uint64_t> seqs_written;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    for (int i = 1; i <= 4; ++i) seqs_written.push_back(log->append_event(payload_for(i)));
+    {
+      botgate::test::NoDescriptors starved;
+      // Three segments' worth: every rotation is put off, nothing throws, all goes to one file.
+      for (int i = 5; i <= 24; ++i) seqs_written.push_back(log->append_event(payload_for(i)));
+      log->sync();
+      CHECK(log->deferred_rolls() > 0);
+      // Retiring a completed current segment waits too: nothing is deleted.
+      for (auto seq : seqs_written) log->append_completion(seq);
+      CHECK(log->collect() == 0);
+    }
+    CHECK(segment_files(tmp.shard()).size() == 1);
+    CHECK(fs::file_size(segment_files(tmp.shard()).front()) > 2 * o.segment_bytes);
+    // Descriptors are back: the next append starts a new segment.
+    seqs_written.push_back(log->append_event(payload_for(25)));
+    log->sync();
+    CHECK(segment_files(tmp.shard()).size() == 2);
+    CHECK(log->collect() == 1);  // the long segment, all completed
+  }
+  auto log = open_clean(tmp.shard(), o);
+  const auto p = log->pending();
+  REQUIRE(p.size() == 1);
+  CHECK(p.front().seq == seqs_written.back());
+  CHECK(p.front().payload == payload_for(25));
 }
 
 TEST_CASE("segment log collect deletes only fully completed closed segments", "[storage]") {
