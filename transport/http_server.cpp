@@ -1,5 +1,7 @@
 #include "transport/http_server.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
@@ -75,6 +77,31 @@ TransferCoding classify_transfer_encoding(const std::vector<std::string_view>& v
   if (codings == 0 || !last_chunked || chunked != 1) return TransferCoding::bad_framing;
   return codings == 1 ? TransferCoding::chunked : TransferCoding::unsupported;
 }
+
+// Beast's request parser, told when a head is complete. A client that sent `Expect:
+// 100-continue` (curl does for bodies over 1 KiB) waits for an interim answer, or a second,
+// before it sends the body; over max_body it gets its 413 at once instead, from the parser.
+class RequestParser : public bhttp::request_parser<bhttp::string_body> {
+ public:
+  explicit RequestParser(tcp::socket& socket) : fd_(socket.native_handle()) {}
+
+ private:
+  void on_header_impl(beast::error_code& ec) override {
+    ec = {};
+    const auto& req = get();
+    if (req.version() < 11 || !beast::iequals(req[bhttp::field::expect], "100-continue")) return;
+    if (!chunked() && content_length().value_or(0) == 0) return;  // no body to wait for
+    // One request is read at a time and its answer is not written yet: nothing else is being
+    // sent. Never blocks: a full send buffer leaves the client to its own wait.
+    constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+    const auto sent = ::send(fd_, k100.data(), k100.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent > 0 && static_cast<std::size_t>(sent) < k100.size()) {
+      ec = net::error::connection_aborted;  // half an interim answer: the stream is lost
+    }
+  }
+
+  int fd_;
+};
 
 struct ServerState : std::enable_shared_from_this<ServerState> {
   explicit ServerState(net::io_context& io) : ioc(io) {}
@@ -157,7 +184,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void do_read() {
     if (state_->draining.load(std::memory_order_relaxed)) return close();
-    parser_.emplace();
+    parser_.emplace(socket_);
     parser_->body_limit(state_->options.max_body);
     parser_->header_limit(state_->options.max_header);
     set_deadline(state_->options.read_timeout);
@@ -305,7 +332,7 @@ class Session : public std::enable_shared_from_this<Session> {
   LazyTimer timer_;
   beast::flat_buffer buffer_;
   std::shared_ptr<ServerState> state_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;  // none while the handler works
   std::string out_;
   std::string peer_;

@@ -455,3 +455,42 @@ TEST_CASE("server answers 413 to a chunk header or trailer without end, before r
   std::this_thread::sleep_for(200ms);
   CHECK(backend.requests().empty());
 }
+
+TEST_CASE(
+    "server answers Expect: 100-continue at once, so the client sends its body without "
+    "waiting",
+    "[server]") {
+  TempDir dir;
+  TestBackend backend;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.max_body = "64KiB";
+  o.read_timeout = "5s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  const std::string event = event_json("expects", "expect-conv", 0, std::string(2000, 'e'));
+  RawConn conn(gw.port());
+  // The head alone, as curl sends it, then a wait for the interim answer.
+  REQUIRE(conn.send(raw_event_post(
+      o, event, "Content-Length: " + std::to_string(event.size()) + "\r\nExpect: 100-continue\r\n",
+      "")));
+  const auto start = Clock::now();
+  const RawResponse interim = conn.read_response(3s, true);
+  INFO(describe(interim));
+  CHECK(interim.status == 100);
+  CHECK(ms_between(start, Clock::now()) < 500);
+  REQUIRE(conn.send(event));
+  const RawResponse res = conn.read_response(3s);
+  INFO(describe(res));
+  CHECK(res.status == 200);
+  CHECK(backend.wait_for_delivered(1, 10s));
+
+  // Over max_body the 413 comes at once, without the interim answer or the body.
+  const std::string big(70'000, 'b');
+  RawConn over(gw.port());
+  REQUIRE(over.send(raw_event_post(
+      o, big, "Content-Length: " + std::to_string(big.size()) + "\r\nExpect: 100-continue\r\n",
+      "")));
+  const RawResponse refused = over.read_response(3s);
+  INFO(describe(refused));
+  CHECK(refused.status == 413);
+}
