@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/log.hpp"
+#include "storage/file_io.hpp"
 
 namespace botgate {
 namespace {
@@ -165,7 +166,13 @@ StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
       }
     }
   } catch (const std::exception& e) {
-    fail(self, e);
+    // A read leaves the log as it was: out of descriptors, the shard asks again on its tick.
+    if (!storage::io::out_of_descriptors(e)) {
+      fail(self, e);
+    } else if (auto left_out = st.read_put_off.admit_now()) {
+      log::warn("read back put off: out of file descriptors",
+                {{"shard", st.index}, {"left_out", *left_out}});
+    }
   }
   return out;
 }
@@ -191,6 +198,9 @@ caf::result<StoredEvent> take(Self self, const std::string& source, const std::s
                                        std::chrono::system_clock::now());
     }
   } catch (const std::exception& e) {
+    if (storage::io::out_of_descriptors(e)) {
+      return caf::make_error(caf::sec::runtime_error, std::string("out of file descriptors"));
+    }
     fail(self, e);
     return caf::make_error(caf::sec::runtime_error, st.failure);
   }

@@ -462,6 +462,11 @@ void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
       return refused(RejectReason::malformed, 501, "unsupported_transfer_coding");
     case http::Refusal::too_many_connections:
       return refuse_connection(metrics_, peer);
+    case http::Refusal::read_timeout:
+      // Slow, not bad: no event was refused, only the request's time ran out.
+      metrics_.count_request(HttpRoute::unknown, 408);
+      return log::warn("request refused",
+                       {{"reason", "read_timeout"}, {"status", 408}, {"peer", peer}});
   }
 }
 

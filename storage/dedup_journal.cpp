@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 using io::Fd;
 using io::get_u32;
 using io::get_u64;
+using io::out_of_descriptors;
 using io::put_u32;
 using io::put_u64;
 using io::throw_errno;
@@ -186,7 +187,7 @@ bool DedupJournal::create_file(std::int64_t first_ms) {
   fs::path path = dir_ / file_name(base);
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
-    if (errno == EMFILE || errno == ENFILE) return false;
+    if (out_of_descriptors(errno)) return false;
     throw_errno(errno, "create", path);
   }
   files_.emplace(base, File{std::move(path), first_ms, first_ms});

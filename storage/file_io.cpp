@@ -14,6 +14,11 @@ namespace {
 constexpr std::size_t kDigits = 20;
 }
 
+bool out_of_descriptors(const std::exception& e) noexcept {
+  const auto* err = dynamic_cast<const std::system_error*>(&e);
+  return err != nullptr && out_of_descriptors(err->code().value());
+}
+
 void throw_errno(int err, const std::string& what, const std::filesystem::path& path) {
   throw std::system_error(err, std::generic_category(), what + " " + path.string());
 }

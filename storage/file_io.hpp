@@ -1,8 +1,10 @@
 // Small file and byte-order helpers shared by the storage formats (segment log, dedup journal).
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -11,6 +13,13 @@
 namespace botgate::storage::io {
 
 [[noreturn]] void throw_errno(int err, const std::string& what, const std::filesystem::path& path);
+
+// EMFILE or ENFILE: the process or the system is out of file descriptors, which passes.
+inline bool out_of_descriptors(int err) noexcept {
+  return err == EMFILE || err == ENFILE;
+}
+// The same, for an error thrown by throw_errno.
+bool out_of_descriptors(const std::exception& e) noexcept;
 
 // Little-endian integers in a byte buffer (char or unsigned char).
 template <typename Byte>

@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 using io::Fd;
 using io::get_u32;
 using io::get_u64;
+using io::out_of_descriptors;
 using io::pread_all;
 using io::put_u32;
 using io::put_u64;
@@ -297,7 +298,7 @@ bool SegmentLog::roll() {
   fs::path path = dir_ / segment_name(next_seq_);
   const int fd = create_segment_file(path);
   if (fd < 0) {
-    if (errno == EMFILE || errno == ENFILE) {
+    if (out_of_descriptors(errno)) {
       ++deferred_rolls_;
       return false;
     }
@@ -452,7 +453,9 @@ std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t 
                                              std::size_t max) {
   flush();
   std::vector<Record> out;
-  std::map<std::uint64_t, std::unique_ptr<Fd>> fds;
+  // Runs come in sequence order, so segment by segment: one open file at a time.
+  std::uint64_t open_segment = 0;
+  std::unique_ptr<Fd> fd;
   std::string buf;
   const auto run_end = [&](auto i) { return i == pending_.end() || i->first > upto; };
   const auto end_of = [](const Location& loc) {
@@ -470,10 +473,15 @@ std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t 
       ++count;
     }
     const Segment& seg = segments_.at(segment);
-    auto& fd = fds[segment];
-    if (!fd) {
+    if (!fd || open_segment != segment) {
+      fd.reset();
       fd = std::make_unique<Fd>(::open(seg.path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (fd->get() < 0) throw_errno(errno, "open", seg.path);
+      if (fd->get() < 0) {
+        // Out of descriptors: what was read so far, and the caller asks again later.
+        if (out_of_descriptors(errno) && !out.empty()) return out;
+        throw_errno(errno, "open", seg.path);
+      }
+      open_segment = segment;
     }
     const std::size_t bytes = end_of(std::prev(next)->second) - start;
     buf.resize(bytes);

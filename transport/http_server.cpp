@@ -63,11 +63,13 @@ TransferCoding classify_transfer_encoding(const std::vector<std::string_view>& v
       const auto comma = value.find(',');
       std::string_view item = value.substr(0, comma);
       value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
-      if (const auto semi = item.find(';'); semi != std::string_view::npos) {
-        item = item.substr(0, semi);
-      }
+      const bool parameters = item.find(';') != std::string_view::npos;
+      if (parameters) item = item.substr(0, item.find(';'));
       const auto first = item.find_first_not_of(" \t");
-      if (first == std::string_view::npos) continue;  // an empty element
+      if (first == std::string_view::npos) {
+        if (parameters) return TransferCoding::bad_framing;  // ";x": parameters of no coding
+        continue;                                            // an empty element
+      }
       item = item.substr(first, item.find_last_not_of(" \t") - first + 1);
       ++codings;
       last_chunked = beast::iequals(item, "chunked");
@@ -195,6 +197,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     reading_ = false;
+    if (timed_out_) return;  // answered 408 by on_timer
     // Closed (drain, read timeout) while the completion was queued: the client
     // never gets an answer, so the request must not be acted on.
     if (!socket_.is_open()) return;
@@ -218,12 +221,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // A body framed by anything but Content-Length or a final chunked is refused: read as
     // having no body, its bytes would be taken for the next request (request smuggling).
-    if (const auto coding = transfer_coding(parser_->get());
-        coding != TransferCoding::none && coding != TransferCoding::chunked) {
+    // So is one whose chunked Beast did not read as chunked, and any Transfer-Encoding in
+    // HTTP/1.0, which has none (RFC 9112 6.1: faulty framing).
+    if (const auto coding = transfer_coding(parser_->get()); coding != TransferCoding::none) {
       if (coding == TransferCoding::unsupported) {
         return refuse(Refusal::unsupported_coding, 501, "unsupported_transfer_coding");
       }
-      return refuse(Refusal::malformed, 400, "malformed");
+      if (coding != TransferCoding::chunked || !parser_->chunked() ||
+          parser_->get().version() < 11) {
+        return refuse(Refusal::malformed, 400, "malformed");
+      }
     }
     keep_alive_ = parser_->get().keep_alive();
     head_ = parser_->get().method() == bhttp::verb::head;
@@ -232,13 +239,14 @@ class Session : public std::enable_shared_from_this<Session> {
     state_->handler(parser_->release(), Responder(shared_from_this()));
   }
 
-  void refuse(Refusal why, unsigned status, const char* text) {
+  // `linger`: read and drop the rest of the request after the answer, before the close.
+  void refuse(Refusal why, unsigned status, const char* text, bool linger = true) {
     if (state_->hook) state_->hook(why, peer_);
     Response res{static_cast<bhttp::status>(status), 11};
     res.set(bhttp::field::content_type, "application/json");
     res.body() = std::string("{\"error\":\"") + text + "\"}";
     keep_alive_ = false;  // the rest of the request was not read
-    linger_ = true;
+    linger_ = linger;
     head_ = false;
     do_write(std::move(res));
   }
@@ -316,8 +324,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_timer() {
     if (!socket_.is_open() || !deadline_) return;
-    if (std::chrono::steady_clock::now() >= *deadline_) return close();  // read or write timeout
-    arm();
+    if (std::chrono::steady_clock::now() < *deadline_) return arm();
+    // A request begun and not whole within read_timeout gets a 408 before the close; an idle
+    // keep-alive connection, a write that timed out, or a linger is just closed.
+    if (reading_ && !timed_out_ && parser_ && parser_->got_some()) {
+      timed_out_ = true;
+      beast::error_code ec;
+      socket_.cancel(ec);  // the pending read ends (on_read ignores it) before the answer
+      return refuse(Refusal::read_timeout, 408, "request_timeout", false);
+    }
+    close();
   }
 
   void close() {
@@ -338,6 +354,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   bool keep_alive_ = true;
   bool reading_ = false;
+  bool timed_out_ = false;    // a request's read timed out: answered 408, then closed
   bool linger_ = false;       // refused: drop the rest of the request before closing
   bool lingering_ = false;    // dropping it now
   std::size_t lingered_ = 0;  // bytes dropped so far
@@ -428,6 +445,9 @@ void HttpServer::stop_accepting() {
     beast::error_code ec;
     acceptor_.close(ec);
     accept_retry_.cancel();
+    if (const auto left_out = accept_failures_.take_left_out(); left_out > 0) {
+      log::warn("accept failed", {{"left_out", left_out}, {"detail", "not logged one by one"}});
+    }
   });
 }
 

@@ -54,6 +54,7 @@ enum class Refusal {
   malformed,             // not HTTP, or a Transfer-Encoding without chunked last (400)
   unsupported_coding,    // a transfer coding besides chunked, such as gzip (501)
   too_many_connections,  // closed at accept: max_connections are open
+  read_timeout,          // a request begun but not whole within read_timeout (408)
 };
 using RefusalHook = std::function<void(Refusal, const std::string& peer)>;
 

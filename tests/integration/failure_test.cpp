@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/rig.hpp"
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
@@ -360,11 +361,9 @@ TEST_CASE("a full queue's refusals are logged once a second, and all are account
 
 TEST_CASE("bytes that are not HTTP get 400 malformed, one log line, and a closed connection",
           "[integration][failure]") {
-  TempDir dir;
-  TestBackend backend;
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  Gateway gw(botgate_binary(), dir, make_config(o));
+  OneBackendGateway rig([](GatewayOptions&) {});
+  TestBackend& backend = rig.backend;
+  Gateway& gw = *rig.gw;
   for (const std::string& junk :
        {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
         std::string("POST /v1/events/x HTTP/9\r\n\r\n"),

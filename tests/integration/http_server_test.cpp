@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/rig.hpp"
 #include "tests/support/client.hpp"
 #include "tests/support/client_response_text.hpp"
 #include "tests/support/events.hpp"
@@ -110,7 +111,7 @@ TEST_CASE("server closes an idle keep-alive connection after read_timeout, not a
   CHECK(after.leftover().empty());
 }
 
-TEST_CASE("server drops a client that stalls or trickles a request head after read_timeout",
+TEST_CASE("server answers 408 and drops a client that stalls or trickles a request head",
           "[server]") {
   TempDir dir;
   TestBackend backend;
@@ -157,6 +158,13 @@ TEST_CASE("server drops a client that stalls or trickles a request head after re
   INFO("trickle closed after " << ms_between(trickle.started(), *t) << " ms");
   CHECK(ms_between(trickle.started(), *t) >= 500);
   CHECK(ms_between(trickle.connected(), *t) < 500 + 1500);
+  // A request begun and not finished is told why before the close; one log line each.
+  for (const RawConn* c : {&stalled, &trickle}) {
+    INFO("answer before the close: " << c->leftover());
+    CHECK(c->leftover().rfind("HTTP/1.1 408 ", 0) == 0);
+    CHECK(c->leftover().find(R"({"error":"request_timeout"})") != std::string::npos);
+  }
+  CHECK(lines_with(gw.log(), "reason=read_timeout").size() == 2);
 
   // And after they are gone.
   CHECK(gw.process().running());
@@ -375,12 +383,10 @@ std::string chunked(const std::string& body) {
 
 TEST_CASE("server refuses a Transfer-Encoding it cannot frame, so a body is never a request",
           "[server]") {
-  TempDir dir;
-  TestBackend backend;
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  o.read_timeout = "5s";
-  Gateway gw(botgate_binary(), dir, make_config(o));
+  OneBackendGateway rig([](GatewayOptions& o) { o.read_timeout = "5s"; });
+  const GatewayOptions& o = rig.o;
+  TestBackend& backend = rig.backend;
+  Gateway& gw = *rig.gw;
 
   // The smuggled request: a whole signed event, as the body of a request framed so that a
   // server honouring only Content-Length or chunked would see no body, and then this.
@@ -396,6 +402,7 @@ TEST_CASE("server refuses a Transfer-Encoding it cannot frame, so a body is neve
   for (const auto& c :
        {Case{"identity", 400, "malformed"}, Case{"chunked, identity", 400, "malformed"},
         Case{"xchunked", 400, "malformed"}, Case{"chunked, chunked", 400, "malformed"},
+        Case{";x, chunked", 400, "malformed"},
         Case{"gzip, chunked", 501, "unsupported_transfer_coding"}}) {
     RawConn conn(gw.port());
     const std::string outer =
@@ -411,6 +418,19 @@ TEST_CASE("server refuses a Transfer-Encoding it cannot frame, so a body is neve
     CHECK(conn.wait_closed(3s).has_value());
     CHECK(conn.leftover().empty());
   }
+  // HTTP/1.0 has no Transfer-Encoding: chunked there is faulty framing too.
+  {
+    RawConn conn(gw.port());
+    const std::string ev = event_json("http10", "te-conv", 2);
+    std::string req = raw_event_post(
+        o, ev, "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n", chunked(ev));
+    req.replace(req.find("HTTP/1.1"), 8, "HTTP/1.0");
+    REQUIRE(conn.send(req));
+    const RawResponse res = conn.read_response(3s);
+    INFO("HTTP/1.0 chunked -> " << describe(res));
+    CHECK(res.status == 400);
+    CHECK(conn.wait_closed(3s).has_value());
+  }
   // A body that is chunked and nothing else is read as the body it is.
   const std::string good = event_json("chunked-ok", "te-conv", 1);
   RawConn conn(gw.port());
@@ -423,18 +443,18 @@ TEST_CASE("server refuses a Transfer-Encoding it cannot frame, so a body is neve
   REQUIRE(backend.requests().size() == 1);
   CHECK(backend.requests()[0].idempotency_key() == "chunked-ok");
   CHECK(gw.process().running());
-  CHECK(lines_with(gw.log(), "request refused").size() == 5);
+  CHECK(lines_with(gw.log(), "request refused").size() == 7);
 }
 
 TEST_CASE("server answers 413 to a chunk header or trailer without end, before read_timeout",
           "[server]") {
-  TempDir dir;
-  TestBackend backend;
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  o.max_header = "2KiB";
-  o.read_timeout = "10s";
-  Gateway gw(botgate_binary(), dir, make_config(o));
+  OneBackendGateway rig([](GatewayOptions& o) {
+    o.max_header = "2KiB";
+    o.read_timeout = "10s";
+  });
+  const GatewayOptions& o = rig.o;
+  TestBackend& backend = rig.backend;
+  Gateway& gw = *rig.gw;
   const std::string event = event_json("never", "te-conv", 0);
   const std::string endless(1u << 20, 'x');  // no CRLF anywhere: the line never ends
   for (const auto& [what, body] :
@@ -460,13 +480,13 @@ TEST_CASE(
     "server answers Expect: 100-continue at once, so the client sends its body without "
     "waiting",
     "[server]") {
-  TempDir dir;
-  TestBackend backend;
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  o.max_body = "64KiB";
-  o.read_timeout = "5s";
-  Gateway gw(botgate_binary(), dir, make_config(o));
+  OneBackendGateway rig([](GatewayOptions& o) {
+    o.max_body = "64KiB";
+    o.read_timeout = "5s";
+  });
+  const GatewayOptions& o = rig.o;
+  TestBackend& backend = rig.backend;
+  Gateway& gw = *rig.gw;
   const std::string event = event_json("expects", "expect-conv", 0, std::string(2000, 'e'));
   RawConn conn(gw.port());
   // The head alone, as curl sends it, then a wait for the interim answer.

@@ -48,4 +48,7 @@ TEST_CASE("a body whose length Transfer-Encoding leaves unknown is refused (400)
   CHECK(classify({"chunkedx"}) == TransferCoding::bad_framing);
   CHECK(classify({""}) == TransferCoding::bad_framing);
   CHECK(classify({" , "}) == TransferCoding::bad_framing);
+  // Parameters without a coding: Beast's own list reader stops there and sees no chunked.
+  CHECK(classify({";x, chunked"}) == TransferCoding::bad_framing);
+  CHECK(classify({" ;x", "chunked"}) == TransferCoding::bad_framing);
 }

@@ -382,6 +382,31 @@ TEST_CASE("segment log out of descriptors writes on in its segment and rotates l
   CHECK(p.front().payload == payload_for(25));
 }
 
+TEST_CASE("segment log reads back across segments with one file open at a time", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 1024;  // 8 records of 100 bytes: 100 records in 13 segments
+  auto log = open_clean(tmp.shard(), o);
+  for (int i = 1; i <= 100; ++i) log->append_event(payload_for(i));
+  log->sync();
+  REQUIRE(log->segment_count() == 13);
+  std::vector<Record> p;
+  {
+    botgate::test::NoDescriptors one_spare(1);
+    p = log->pending();
+  }
+  REQUIRE(p.size() == 100);
+  CHECK(p.back().payload == payload_for(100));
+  // With none to spare nothing can be read, and the error says why.
+  botgate::test::NoDescriptors starved;
+  try {
+    log->pending();
+    FAIL("read with no descriptor");
+  } catch (const std::system_error& e) {
+    CHECK(e.code().value() == EMFILE);
+  }
+}
+
 TEST_CASE("segment log collect deletes only fully completed closed segments", "[storage]") {
   TempDir tmp;
   Options o;
