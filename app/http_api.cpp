@@ -30,6 +30,11 @@ constexpr std::size_t kReplayMaxRounds = 64;
 constexpr std::uint64_t kDefaultListLimit = 1000;
 constexpr std::uint64_t kMaxListLimit = 100000;
 
+// GET, or HEAD (answered as GET, without the body: the server drops it).
+bool is_read(const http::Request& req) {
+  return req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+}
+
 HttpRoute route_of(std::string_view path) {
   if (path == "/healthz") return HttpRoute::healthz;
   if (path == "/readyz") return HttpRoute::readyz;
@@ -145,9 +150,7 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     log::info("unknown route", {{"path", path}});
     return send(route, 404, error_body("not_found"), respond);
   }
-  if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
-    return method_not_allowed(route, "GET, HEAD", path, respond);
-  }
+  if (!is_read(req)) return method_not_allowed(route, "GET, HEAD", path, respond);
   switch (route) {
     case HttpRoute::healthz:
       return send(route, 200, "{\"status\":\"ok\"}", respond);
@@ -250,15 +253,11 @@ void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder 
     return send_message(std::move(req), std::move(respond));
   }
   if (path == kTargets) {
-    if (req.method() != bhttp::verb::get) {
-      return method_not_allowed(HttpRoute::admin, "GET", path, respond);
-    }
+    if (!is_read(req)) return method_not_allowed(HttpRoute::admin, "GET, HEAD", path, respond);
     return list_targets(std::move(respond));
   }
   if (path == kDeadLetters) {
-    if (req.method() != bhttp::verb::get) {
-      return method_not_allowed(HttpRoute::admin, "GET", path, respond);
-    }
+    if (!is_read(req)) return method_not_allowed(HttpRoute::admin, "GET, HEAD", path, respond);
     return list_dead_letters(req, std::move(respond));
   }
   std::string_view rest = path.substr(kDeadLetters.size() + 1);

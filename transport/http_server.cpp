@@ -32,6 +32,26 @@ std::size_t read_buffer_limit(const ServerOptions& o) {
   return std::size_t{o.max_header} + kReadSize + kReadBufferReserve;
 }
 
+// RFC 9112 3.2.2: a server must accept a request target in absolute form
+// ("http://host/path?q"), which a client sends through a proxy; the handler routes on the
+// origin form ("/path?q") either way.
+void to_origin_form(Request& req) {
+  const std::string_view target = req.target();
+  std::size_t scheme = 0;
+  if (beast::iequals(target.substr(0, 7), "http://")) {
+    scheme = 7;
+  } else if (beast::iequals(target.substr(0, 8), "https://")) {
+    scheme = 8;
+  } else {
+    return;
+  }
+  const auto path = target.find_first_of("/?", scheme);
+  std::string origin =
+      path == std::string_view::npos ? std::string("/") : std::string(target.substr(path));
+  if (origin.front() == '?') origin.insert(0, 1, '/');
+  req.target(origin);
+}
+
 // "address:port" of the other end, or "" once it has gone.
 std::string peer_of(const tcp::socket& socket) {
   beast::error_code ec;
@@ -232,6 +252,7 @@ class Session : public std::enable_shared_from_this<Session> {
         return refuse(Refusal::malformed, 400, "malformed");
       }
     }
+    to_origin_form(parser_->get());
     keep_alive_ = parser_->get().keep_alive();
     head_ = parser_->get().method() == bhttp::verb::head;
     http10_ = parser_->get().version() == 10;

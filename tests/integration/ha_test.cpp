@@ -31,6 +31,7 @@
 #include "tests/support/fake_platform.hpp"
 #include "tests/support/gateway.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_conn.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_backend.hpp"
 
@@ -1218,6 +1219,15 @@ TEST_CASE("GET /v1/targets: admin only, GET only, and the contract's JSON shape"
       http_request(gw.port(), "POST", "/v1/targets", {{"Authorization", "Bearer " + kToken}}, "{}");
   INFO(post.describe());
   CHECK(post.status == 405);
+  CHECK(post.header("allow") == "GET, HEAD");
+  // HEAD is GET without the body, as on /healthz.
+  RawConn head(gw.port());
+  REQUIRE(head.send("HEAD /v1/targets HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + kToken +
+                    "\r\n\r\n"));
+  const RawResponse head_res = head.read_response(3s, true);
+  INFO(describe(head_res));
+  CHECK(head_res.status == 200);
+  CHECK(std::stoul(head_res.header("content-length")) > 0);
 
   auto ids = send_batch(gw.port(), "tv", 6, 6);
   REQUIRE(eventually([&] { return all_delivered({&alpha, &bravo}, ids); }, 10s));
