@@ -252,6 +252,10 @@ class Session : public std::enable_shared_from_this<Session> {
         return refuse(Refusal::malformed, 400, "malformed");
       }
     }
+    // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host.
+    if (parser_->get().version() >= 11 && parser_->get().count(bhttp::field::host) != 1) {
+      return refuse(Refusal::malformed, 400, "malformed");
+    }
     to_origin_form(parser_->get());
     keep_alive_ = parser_->get().keep_alive();
     head_ = parser_->get().method() == bhttp::verb::head;

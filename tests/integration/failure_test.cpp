@@ -359,15 +359,19 @@ TEST_CASE("a full queue's refusals are logged once a second, and all are account
   CHECK(now.lines <= 4);
 }
 
-TEST_CASE("bytes that are not HTTP get 400 malformed, one log line, and a closed connection",
-          "[integration][failure]") {
+TEST_CASE(
+    "bytes that are not HTTP, or HTTP/1.1 without one Host, get 400, one log line and a close",
+    "[integration][failure]") {
   OneBackendGateway rig([](GatewayOptions&) {});
   TestBackend& backend = rig.backend;
   Gateway& gw = *rig.gw;
   for (const std::string& junk :
        {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
         std::string("POST /v1/events/x HTTP/9\r\n\r\n"),
-        std::string("POST /v1/events/x HTTP/1.1\r\nBad Header\r\n\r\n")}) {
+        std::string("POST /v1/events/x HTTP/1.1\r\nBad Header\r\n\r\n"),
+        // HTTP/1.1 without a Host, or with two (RFC 9112 3.2).
+        std::string("GET /healthz HTTP/1.1\r\n\r\n"),
+        std::string("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
     RawConn c(gw.port());
     REQUIRE(c.send(junk));
     const RawResponse r = c.read_response(5s);
@@ -377,7 +381,7 @@ TEST_CASE("bytes that are not HTTP get 400 malformed, one log line, and a closed
     CHECK(r.header("connection") == "close");
   }
   REQUIRE(gw.process().running());
-  CHECK(lines_with(gw.log(), "request refused").size() == 3);
+  CHECK(lines_with(gw.log(), "request refused").size() == 5);
   CHECK(http_request(gw.port(), "GET", "/healthz").status == 200);
   std::this_thread::sleep_for(200ms);
   CHECK(backend.requests().empty());
