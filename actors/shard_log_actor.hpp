@@ -47,7 +47,7 @@ struct ShardLogState {
   std::uint64_t committed_seq = 0;    // highest event seq a finished commit covered
   std::map<std::uint64_t, DeadLetterInfo> dead;  // by seq in the dead-letter log
   std::string scratch;                           // reused encoding buffer
-  log::Throttle read_put_off{1'000'000'000};     // "read back put off" lines, one a second
+  log::Throttle read_put_off;                    // "read back put off" lines, one a second
   caf::error exit_reason;                        // set by an exit signal; see `stop`
 };
 

@@ -445,8 +445,9 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
 }
 
 void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
-  auto refused = [&](RejectReason reason, unsigned status, std::string_view what) {
-    metrics_.count_rejected(reason);
+  // `reason`: the event refusal it counts as; none for a request that was only too slow.
+  auto refused = [&](std::optional<RejectReason> reason, unsigned status, std::string_view what) {
+    if (reason) metrics_.count_rejected(*reason);
     metrics_.count_request(HttpRoute::unknown, status);
     log::warn("request refused", {{"reason", what}, {"status", status}, {"peer", peer}});
   };
@@ -462,10 +463,7 @@ void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
     case http::Refusal::too_many_connections:
       return refuse_connection(metrics_, peer);
     case http::Refusal::read_timeout:
-      // Slow, not bad: no event was refused, only the request's time ran out.
-      metrics_.count_request(HttpRoute::unknown, 408);
-      return log::warn("request refused",
-                       {{"reason", "read_timeout"}, {"status", 408}, {"peer", peer}});
+      return refused(std::nullopt, 408, "read_timeout");
   }
 }
 

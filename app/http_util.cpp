@@ -101,14 +101,14 @@ namespace {
 
 // The refusals logged at most once a second, one throttle per reason; null for the others.
 log::Throttle* refusal_throttle(RejectReason why) {
-  static log::Throttle full(1'000'000'000), failed(1'000'000'000);
+  static log::Throttle full, failed;
   if (why == RejectReason::shards_full) return &full;
   if (why == RejectReason::storage_error) return &failed;
   return nullptr;
 }
 
 log::Throttle& connection_throttle() {
-  static log::Throttle throttle(1'000'000'000);
+  static log::Throttle throttle;
   return throttle;
 }
 

@@ -15,7 +15,9 @@ namespace botgate::log {
 
 class Throttle {
  public:
-  explicit Throttle(std::int64_t interval_ns) : interval_ns_(interval_ns) {}
+  static constexpr std::int64_t kOneSecondNs = 1'000'000'000;
+
+  explicit Throttle(std::int64_t interval_ns = kOneSecondNs) : interval_ns_(interval_ns) {}
 
   // nullopt: leave this line out. Otherwise write it, noting the returned number of lines left
   // out before it. (Under a race a left-out line may be counted with the line after.) What is

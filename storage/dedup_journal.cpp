@@ -22,6 +22,7 @@
 namespace botgate::storage {
 namespace fs = std::filesystem;
 
+using io::create_for_append;
 using io::Fd;
 using io::get_u32;
 using io::get_u64;
@@ -185,7 +186,7 @@ bool DedupJournal::create_file(std::int64_t first_ms) {
   std::uint64_t base = static_cast<std::uint64_t>(std::max<std::int64_t>(first_ms, 0));
   if (!files_.empty()) base = std::max(base, files_.rbegin()->first + 1);
   fs::path path = dir_ / file_name(base);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const int fd = create_for_append(path);
   if (fd < 0) {
     if (out_of_descriptors(errno)) return false;
     throw_errno(errno, "create", path);

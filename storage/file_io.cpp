@@ -1,5 +1,6 @@
 #include "storage/file_io.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,10 @@ namespace botgate::storage::io {
 
 namespace {
 constexpr std::size_t kDigits = 20;
+}
+
+int create_for_append(const std::filesystem::path& path) noexcept {
+  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 }
 
 bool out_of_descriptors(const std::exception& e) noexcept {

@@ -14,6 +14,9 @@ namespace botgate::storage::io {
 
 [[noreturn]] void throw_errno(int err, const std::string& what, const std::filesystem::path& path);
 
+// Creates `path`, which must not exist yet, for appending: the descriptor, or -1 with errno set.
+int create_for_append(const std::filesystem::path& path) noexcept;
+
 // EMFILE or ENFILE: the process or the system is out of file descriptors, which passes.
 inline bool out_of_descriptors(int err) noexcept {
   return err == EMFILE || err == ENFILE;

@@ -22,6 +22,7 @@
 namespace botgate::storage {
 namespace fs = std::filesystem;
 
+using io::create_for_append;
 using io::Fd;
 using io::get_u32;
 using io::get_u64;
@@ -256,17 +257,9 @@ void SegmentLog::open_current() {
   if (fd_ < 0) throw_errno(errno, "open", path);
 }
 
-namespace {
-
-int create_segment_file(const fs::path& path) {
-  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-}
-
-}  // namespace
-
 void SegmentLog::create_segment(std::uint64_t base) {
   fs::path path = dir_ / segment_name(base);
-  fd_ = create_segment_file(path);
+  fd_ = create_for_append(path);
   if (fd_ < 0) throw_errno(errno, "create", path);
   adopt_segment(base, std::move(path));
 }
@@ -296,7 +289,7 @@ bool SegmentLog::roll() {
   // The next segment is opened before this one is let go, so that running out of descriptors,
   // which passes (idle connections close, another process exits), costs only a longer segment.
   fs::path path = dir_ / segment_name(next_seq_);
-  const int fd = create_segment_file(path);
+  const int fd = create_for_append(path);
   if (fd < 0) {
     if (out_of_descriptors(errno)) {
       ++deferred_rolls_;
@@ -474,7 +467,7 @@ std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t 
     }
     const Segment& seg = segments_.at(segment);
     if (!fd || open_segment != segment) {
-      fd.reset();
+      fd.reset();  // closed before the next opens: one descriptor, whatever the run spans
       fd = std::make_unique<Fd>(::open(seg.path.c_str(), O_RDONLY | O_CLOEXEC));
       if (fd->get() < 0) {
         // Out of descriptors: what was read so far, and the caller asks again later.

@@ -237,6 +237,21 @@ class ContentFields {
   std::vector<std::pair<std::string_view, std::string_view>> objects_;
 };
 
+// The key and value of one member of an object being walked (`field` as the iteration gives
+// it: a simdjson_result<od::field>); false, with `detail`, when the document breaks there.
+template <typename Field>
+bool read_member(Field& field, std::string_view& key, od::value& value, std::string& detail) {
+  if (auto e = field.unescaped_key().get(key)) {
+    detail = simdjson::error_message(e);
+    return false;
+  }
+  if (auto e = field.value().get(value)) {
+    detail = simdjson::error_message(e);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 const char* to_string(CodecStatus s) {
@@ -304,15 +319,8 @@ CodecStatus parse_generic_event(std::string body, Event& out, std::string& detai
   bool seen[std::size(kFields)] = {};
   for (auto field : obj) {
     std::string_view key;
-    if (auto e = field.unescaped_key().get(key)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
     od::value value;
-    if (auto e = field.value().get(value)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
+    if (!read_member(field, key, value, detail)) return CodecStatus::malformed;
     const KnownField* known = nullptr;
     std::size_t index = 0;
     for (; index < std::size(kFields); ++index) {
@@ -485,14 +493,7 @@ CodecStatus parse_outbound_message(std::string_view body, OutboundMessage& out,
   for (auto field : obj) {
     std::string_view key;
     od::value value;
-    if (auto e = field.unescaped_key().get(key)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
-    if (auto e = field.value().get(value)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
+    if (!read_member(field, key, value, detail)) return CodecStatus::malformed;
     std::string* target = key == "pool" ? &out.pool
                           : key == "to" ? &out.to
                           : key == "id" ? &out.id
@@ -524,19 +525,12 @@ CodecStatus parse_kf_notification(std::string_view body, KfNotification& out, st
   if (auto st = open_object(parser, padded, doc, obj, detail); st != CodecStatus::ok) return st;
   for (auto field : obj) {
     std::string_view key;
-    if (auto e = field.unescaped_key().get(key)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
+    od::value value;
+    if (!read_member(field, key, value, detail)) return CodecStatus::malformed;
     std::string* target = key == "token"      ? &out.token
                           : key == "openKfId" ? &out.open_kfid
                                               : nullptr;
     if (target == nullptr) continue;
-    od::value value;
-    if (auto e = field.value().get(value)) {
-      detail = simdjson::error_message(e);
-      return CodecStatus::malformed;
-    }
     if (!take_string(value, key, *target, detail)) return CodecStatus::malformed;
   }
   if (auto st = require_non_empty({{&out.token, "token"}, {&out.open_kfid, "openKfId"}}, detail);

@@ -110,9 +110,10 @@ class RequestParser : public bhttp::request_parser<bhttp::string_body> {
  private:
   void on_header_impl(beast::error_code& ec) override {
     ec = {};
+    // The cheap tests first: this runs for every request.
+    if (!chunked() && content_length().value_or(0) == 0) return;  // no body to wait for
     const auto& req = get();
     if (req.version() < 11 || !beast::iequals(req[bhttp::field::expect], "100-continue")) return;
-    if (!chunked() && content_length().value_or(0) == 0) return;  // no body to wait for
     // One request is read at a time and its answer is not written yet: nothing else is being
     // sent. Never blocks: a full send buffer leaves the client to its own wait.
     constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";

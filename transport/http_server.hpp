@@ -99,8 +99,8 @@ class HttpServer {
 
   net::io_context& ioc_;
   tcp::acceptor acceptor_;
-  net::steady_timer accept_retry_;                // backs off after a failed accept
-  log::Throttle accept_failures_{1'000'000'000};  // one line a second while accepts fail
+  net::steady_timer accept_retry_;  // backs off after a failed accept
+  log::Throttle accept_failures_;   // one line a second while accepts fail
   std::shared_ptr<ServerState> state_;
 };
 
