@@ -51,6 +51,7 @@ int cli_main(int argc, char** argv) {
     return 0;
   }
   if (argc == 3 && cmd == "--config") {
+    block_stop_signals();  // from before the config is read: a stop while starting is graceful
     const Config* config = load_or_report(argv[2], result);
     if (config == nullptr) return 1;
     return run_gateway(*config);

@@ -160,9 +160,7 @@ void stop_actors(const ShardSet& shards,
 }
 
 // What a long-running server needs of the process, before any thread starts. Returns the
-// stop signals, blocked: threads started from now on inherit the block, and the main thread
-// lifts it once the handler is installed, so a SIGTERM during recovery waits for it (a
-// graceful stop, exit 0) instead of killing the process.
+// stop signals, blocked (block_stop_signals): a SIGTERM during recovery waits for the handler.
 sigset_t prepare_process() {
   // A log reader that went away (a pipe to a dead shipper) must not kill the gateway: the
   // write fails instead. Sockets send with MSG_NOSIGNAL already.
@@ -178,6 +176,12 @@ sigset_t prepare_process() {
     files.rlim_cur = files.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &files);
   }
+  return block_stop_signals();
+}
+
+}  // namespace
+
+sigset_t block_stop_signals() {
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
@@ -185,8 +189,6 @@ sigset_t prepare_process() {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   return stop;
 }
-
-}  // namespace
 
 std::uint64_t connection_reserve(const Config& config) {
   constexpr std::uint64_t kProcess = 64;

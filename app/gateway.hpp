@@ -3,11 +3,19 @@
 // drains. Returns the process exit code.
 #pragma once
 
+#include <signal.h>
+
 #include <cstdint>
 
 #include "app/config.hpp"
 
 namespace botgate {
+
+// Blocks SIGTERM and SIGINT in the calling thread and returns them. Called before the config is
+// read, so a stop signal that comes while the gateway starts waits for its handler (a graceful
+// stop, exit 0) instead of killing the process; run_gateway lifts the block once the handler is
+// installed. Threads started after the call inherit the block.
+sigset_t block_stop_signals();
 
 int run_gateway(const Config& config);
 

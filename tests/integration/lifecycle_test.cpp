@@ -1,6 +1,7 @@
 // Process lifecycle of the real botgate binary: graceful drain on SIGTERM and the
 // command-line interface (check-config, --version, --help).
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
@@ -20,6 +21,21 @@
 
 using namespace botgate::test;
 using namespace std::chrono_literals;
+
+namespace {
+
+// Whether the main thread of process `pid` blocks `sig` (SigBlk in /proc/PID/status).
+bool blocks_signal(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("SigBlk:", 0) == 0) {
+      return ((std::stoull(line.substr(7), nullptr, 16) >> (sig - 1)) & 1) != 0;
+    }
+  }
+  return false;
+}
+
+}  // namespace
 
 TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifecycle]") {
   TempDir dir;
@@ -129,16 +145,7 @@ TEST_CASE("SIGTERM during start-up (recovering a backlog) still stops gracefully
                 dir.path() / "again.log");
   // The moment it holds the stop signals back, it is starting up (recovery takes tens of ms
   // here, the rest of the start a few): a SIGTERM then must wait for the handler, not kill.
-  const std::string status = "/proc/" + std::to_string(again.pid()) + "/status";
-  const auto holds_sigterm = [&] {
-    std::ifstream in(status);
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("SigBlk:", 0) == 0) {
-        return ((std::stoull(line.substr(7), nullptr, 16) >> (SIGTERM - 1)) & 1) != 0;
-      }
-    }
-    return false;
-  };
+  const auto holds_sigterm = [&] { return blocks_signal(again.pid(), SIGTERM); };
   const auto until = std::chrono::steady_clock::now() + 5s;
   while (!holds_sigterm() && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(200us);
@@ -149,6 +156,32 @@ TEST_CASE("SIGTERM during start-up (recovering a backlog) still stops gracefully
   INFO(again.log());
   CHECK(code == std::optional<int>(0));
   CHECK(again.log().find("msg=stopped") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM while the config is being read still stops gracefully with 0",
+          "[integration][lifecycle]") {
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {free_listen_port()};
+  o.listen_port = free_listen_port();
+  // A FIFO holds the config read open until the test writes it: the signal comes mid-read.
+  const auto config = dir.path() / "config.fifo";
+  REQUIRE(::mkfifo(config.c_str(), 0600) == 0);
+  Process gw({botgate_binary(), "--config", config.string()}, dir.path() / "fifo.log",
+             dir.path() / "fifo.log");
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!blocks_signal(gw.pid(), SIGTERM) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
+  gw.signal(SIGTERM);  // blocked in the FIFO's open by now, whether it holds the signal or not
+  std::this_thread::sleep_for(50ms);
+  REQUIRE(gw.running());
+  { std::ofstream(config) << make_config(o); }
+  const auto code = gw.wait_exit(30s);
+  INFO(gw.log());
+  CHECK(code == std::optional<int>(0));
+  CHECK(gw.log().find("msg=listening") != std::string::npos);
+  CHECK(gw.log().find("msg=stopped") != std::string::npos);
 }
 
 TEST_CASE("a log reader that went away does not kill the gateway", "[integration][lifecycle]") {
