@@ -17,7 +17,13 @@ namespace botgate {
 
 // accepted: stored; duplicate: the id is queued or was completed within the dedup window
 // (stored before, so also an ack); full: over max_pending; failed: the log cannot store it.
-enum class IngestStatus { accepted, duplicate, full, failed };
+// full: the shard holds max_pending events; failed: its log failed; disk_full: the queue's disk
+// is below [queue] min_free. The last three are not stored.
+enum class IngestStatus { accepted, duplicate, full, failed, disk_full };
+
+inline bool stored(IngestStatus s) noexcept {
+  return s == IngestStatus::accepted || s == IngestStatus::duplicate;
+}
 
 // Called by a shard once the event is stored (or refused). It runs on an actor
 // thread and must only hand the answer on (e.g. post to an HTTP strand).
@@ -83,7 +89,7 @@ using DeadLetterList = std::vector<DeadLetterInfo>;
 
 // The log's answer to the appends a commit covered, in the order they were sent.
 struct Commit {
-  std::vector<std::uint64_t> seqs;  // one per append
+  std::vector<std::uint64_t> seqs;  // one per append; 0: not stored (refused for want of space)
   std::string error;                // non-empty: none of them is stored
 };
 

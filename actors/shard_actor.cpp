@@ -316,11 +316,12 @@ void on_stored(Self self, Commit& commit) {
     if (st.unstored.empty()) break;  // cannot happen: one entry per append
     UnstoredEvent u = std::move(st.unstored.front());
     st.unstored.pop_front();
-    if (failed) {
+    if (failed || seq == 0) {
       st.ids.erase(u.id);
       --st.pending;
-      u.ack(IngestStatus::failed);
-      for (auto& d : u.duplicates) d(IngestStatus::failed);
+      const auto status = failed ? IngestStatus::failed : IngestStatus::disk_full;
+      u.ack(status);
+      for (auto& d : u.duplicates) d(status);
       continue;
     }
     u.ack(IngestStatus::accepted);
@@ -397,8 +398,9 @@ void replay(Self self, caf::typed_response_promise<std::string> promise, StoredE
             {{"source", taken.ev->source}, {"id", taken.ev->id}, {"shard", st.options.index}});
   st.metrics->dead_letters_replayed().inc();
   enqueue(self, std::move(taken.ev), id, [promise](IngestStatus status) mutable {
-    promise.deliver(status == IngestStatus::accepted ? std::string()
-                                                     : std::string("storage_error"));
+    promise.deliver(status == IngestStatus::accepted    ? std::string()
+                    : status == IngestStatus::disk_full ? std::string("disk_full")
+                                                        : std::string("storage_error"));
   });
 }
 
@@ -455,7 +457,8 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   st.pools = std::move(pools);
   st.log = self->spawn<caf::linked + caf::detached>(
       shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
-      st.options.commit_interval, std::move(recovered->dead_letters));
+      ShardLogOptions{st.options.commit_interval, st.options.min_free},
+      std::move(recovered->dead_letters));
   resume(self, *recovered);
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {

@@ -61,6 +61,7 @@ struct ShardOptions {
   std::uint64_t memory_window = 10000;
   std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
   Duration commit_interval{};  // the log's shortest time between syncs (fsync = batch)
+  std::uint64_t min_free = 0;  // [queue] min_free: the log refuses new events below it
 };
 
 struct QueuedEvent {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include "core/log.hpp"
@@ -19,7 +20,29 @@ void fail(Self self, const std::exception& e) {
   st.metrics->log_errors().inc();
   if (st.failure.empty()) {
     st.failure = e.what();
+    st.store->abandon();  // what the failed commit buffered is answered "not stored"
     log::error("shard log failed: refusing events", {{"shard", st.index}, {"error", st.failure}});
+  }
+}
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Enters or leaves the state of refusing new events for want of disk space: one line each way.
+void note_disk_full(Self self, bool full) {
+  auto& st = self->state;
+  if (full == st.disk_full) return;
+  st.disk_full = full;
+  st.metrics->shards_disk_full().add(full ? 1 : -1);
+  const std::uint64_t free = st.room->free_bytes();
+  if (full) {
+    log::warn("queue disk low: refusing new events",
+              {{"shard", st.index}, {"free_bytes", free}, {"min_free", st.room->min_free()}});
+  } else {
+    log::info("queue disk has room again: taking events",
+              {{"shard", st.index}, {"free_bytes", free}, {"min_free", st.room->min_free()}});
   }
 }
 
@@ -109,6 +132,13 @@ void append(Self self, const EventPtr& ev) {
     try {
       st.scratch.clear();
       storage::encode_event(*ev, st.scratch);
+      const bool room =
+          st.room->admit(st.scratch.size() + storage::kRecordHeaderBytes, steady_ns());
+      note_disk_full(self, !room);
+      if (!room) {
+        st.batch.push_back(0);  // refused, with no error: the shard answers "disk full"
+        return schedule_commit(self);
+      }
       seq = st.store->events().append_event(st.scratch);
       st.last_seq = seq;
       if (!st.replaying.empty()) {
@@ -220,10 +250,14 @@ caf::result<StoredEvent> take(Self self, const std::string& source, const std::s
 
 shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::ShardStore> store,
                                          shard_actor shard, Metrics* metrics, std::size_t index,
-                                         Duration commit_interval, DeadLetterList dead) {
+                                         ShardLogOptions options, DeadLetterList dead) {
   auto& st = self->state;
-  st.commit_interval = commit_interval;
+  st.commit_interval = options.commit_interval;
   st.store = std::move(store);
+  st.room.emplace(options.min_free,
+                  [dir = st.store->events().dir()] { return storage::io::free_bytes(dir); });
+  st.room->probe(steady_ns());
+  note_disk_full(self, st.room->full());
   st.shard = std::move(shard);
   st.metrics = metrics;
   st.index = index;
@@ -271,6 +305,9 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
           } catch (const std::exception& e) {
             fail(self, e);
           }
+          // Space freed by that collect, or by anyone else, is taken into account.
+          self->state.room->probe(steady_ns());
+          if (!self->state.room->full()) note_disk_full(self, false);
         }
         self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },

@@ -13,6 +13,10 @@
 // Completions (delivered or dead-lettered events) ride along in the next commit; nobody waits
 // for them. After an I/O error the store is unusable: every later append is answered with the
 // error, so the shard refuses events instead of acking what it cannot store.
+//
+// Disk space: while the queue's filesystem has less than [queue] min_free left, new events are
+// refused (their seq in the commit is 0, with no error) and everything else is still written, so
+// the backlog's completions free the disk again (storage/disk_room.hpp).
 #pragma once
 
 #include <map>
@@ -23,9 +27,15 @@
 #include "actors/messages.hpp"
 #include "core/log_throttle.hpp"
 #include "core/metrics.hpp"
+#include "storage/disk_room.hpp"
 #include "storage/shard_store.hpp"
 
 namespace botgate {
+
+struct ShardLogOptions {
+  Duration commit_interval{};  // [queue] commit_interval; only batch mode holds (hold_commit)
+  std::uint64_t min_free = 0;  // [queue] min_free: no new events below it (storage/disk_room.hpp)
+};
 
 struct ShardLogState {
   static inline const char* name = "shard-log";
@@ -33,18 +43,20 @@ struct ShardLogState {
   shard_actor shard;
   Metrics* metrics = nullptr;
   std::size_t index = 0;
-  std::vector<std::uint64_t> batch;  // seqs of the appends since the last commit (0: failed)
+  std::vector<std::uint64_t> batch;  // seqs of the appends since the last commit (0: not stored)
   // Dead letters taken for a replay: by the replayed event's id, until its append; then
   // `replayed` until the commit that makes that append durable. One id can have several dead
   // letters (sent again after the dedup window), replayed at once: each append retires one.
   std::unordered_multimap<storage::IdHash, std::uint64_t, storage::IdHashHasher> replaying;
   std::vector<std::uint64_t> replayed;
   bool commit_scheduled = false;
-  Duration commit_interval{};         // as configured; only batch mode holds (hold_commit)
-  Clock::time_point last_sync_start;  // of the latest commit that synced
-  std::string failure;                // set once the store failed
-  std::uint64_t last_seq = 0;         // highest event seq appended
-  std::uint64_t committed_seq = 0;    // highest event seq a finished commit covered
+  Duration commit_interval{};             // as configured; only batch mode holds (hold_commit)
+  std::optional<storage::DiskRoom> room;  // room for new events on the queue's filesystem
+  bool disk_full = false;                 // refusing new events for want of space
+  Clock::time_point last_sync_start;      // of the latest commit that synced
+  std::string failure;                    // set once the store failed
+  std::uint64_t last_seq = 0;             // highest event seq appended
+  std::uint64_t committed_seq = 0;        // highest event seq a finished commit covered
   std::map<std::uint64_t, DeadLetterInfo> dead;  // by seq in the dead-letter log
   std::string scratch;                           // reused encoding buffer
   log::Throttle read_put_off;                    // "read back put off" lines, one a second
@@ -54,6 +66,6 @@ struct ShardLogState {
 shard_log_actor::behavior_type shard_log(shard_log_actor::stateful_pointer<ShardLogState> self,
                                          std::shared_ptr<storage::ShardStore> store,
                                          shard_actor shard, Metrics* metrics, std::size_t index,
-                                         Duration commit_interval, DeadLetterList dead);
+                                         ShardLogOptions options, DeadLetterList dead);
 
 }  // namespace botgate

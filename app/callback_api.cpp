@@ -349,16 +349,14 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
     const HttpRoute route = ex->source.route;
     auto won = ex->claim();
     if (!won) {
-      if (status == IngestStatus::full || status == IngestStatus::failed) {
+      if (!stored(status)) {
         log::error("an event acked at the deadline was not stored",
                    {{"source", event->source}, {"id", event->id}});
       }
       return;
     }
-    if (status == IngestStatus::full || status == IngestStatus::failed) {
-      return refuse_unstored(metrics_, route, status == IngestStatus::full, event->source,
-                             won->respond);
-    }
+    if (!stored(status))
+      return refuse_unstored(metrics_, route, status, event->source, won->respond);
     if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
     metrics_.count_request(route, 200);
     won->respond(std::move(won->ready));

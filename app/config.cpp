@@ -534,7 +534,7 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
   if (tbl == nullptr) return;
   Table t(errors, *tbl, "queue",
           {"dir", "fsync", "commit_interval", "dedup_window", "memory_window", "segment_bytes",
-           "shards", "max_pending", "max_attempts", "max_age"});
+           "min_free", "shards", "max_pending", "max_attempts", "max_age"});
   constexpr auto int_max = std::numeric_limits<std::int64_t>::max();
   t.string("dir", out.dir, false, true);
   std::string mode;
@@ -552,6 +552,7 @@ void parse_queue(Errors& errors, const toml::table& root, QueueConfig& out) {
   t.duration("dedup_window", out.dedup_window);
   t.integer("memory_window", out.memory_window, 16, int_max);
   t.size("segment_bytes", out.segment_bytes, kMiB, 4096 * kMiB, "1MiB", "4GiB");
+  t.size("min_free", out.min_free, 0, 1024 * 1024 * kMiB, "0", "1024GiB");
   t.integer("shards", out.shards, 1, 1024);
   t.integer("max_pending", out.max_pending, 1, int_max);
   t.integer("max_attempts", out.max_attempts, 1, std::numeric_limits<std::uint32_t>::max());

@@ -53,6 +53,9 @@ struct QueueConfig {
   Duration dedup_window = std::chrono::minutes(10);
   std::uint64_t memory_window = 10000;     // events per shard held in memory
   std::uint64_t segment_bytes = 64 << 20;  // "64MiB"
+  // A shard refuses new events while the queue's filesystem has less free space than this, and
+  // keeps it for completions, dead letters and dedup entries (storage/disk_room.hpp); 0: off.
+  std::uint64_t min_free = 64 << 20;  // "64MiB"
   int shards = 4;
   std::uint64_t max_pending = 100000;  // per shard
   std::uint32_t max_attempts = 8;

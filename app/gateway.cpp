@@ -369,6 +369,7 @@ int run_gateway(const Config& config) {
     opts.backoff = Backoff{config.backoff.base, config.backoff.cap};
     opts.memory_window = config.queue.memory_window;
     opts.commit_interval = config.queue.commit_interval;
+    opts.min_free = config.queue.min_free;
     opts.dedup_window =
         std::chrono::duration_cast<std::chrono::milliseconds>(config.queue.dedup_window);
     auto& o = opened->shards[static_cast<std::size_t>(i)];

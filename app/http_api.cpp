@@ -158,6 +158,9 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
       // A shard whose log failed refuses every event until a restart: not ready.
       if (metrics_.log_errors().value() > 0)
         return send(route, 503, "{\"status\":\"storage_failed\"}", respond);
+      // A shard below [queue] min_free refuses new events until space comes back.
+      if (metrics_.shards_disk_full().value() > 0)
+        return send(route, 503, "{\"status\":\"disk_full\"}", respond);
       if (ready_.load(std::memory_order_relaxed))
         return send(route, 200, "{\"status\":\"ready\"}", respond);
       return send(route, 503, "{\"status\":\"not_ready\"}", respond);
@@ -207,10 +210,8 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
   std::string id = ev->id;
   shards_.submit(std::move(ev), [this, respond = std::move(respond), received_at, src = &cfg,
                                  id = std::move(id)](IngestStatus status) {
-    if (status == IngestStatus::full || status == IngestStatus::failed) {
-      return refuse_unstored(metrics_, HttpRoute::events, status == IngestStatus::full, src->name,
-                             respond);
-    }
+    if (!stored(status))
+      return refuse_unstored(metrics_, HttpRoute::events, status, src->name, respond);
     const bool duplicate = status == IngestStatus::duplicate;
     if (!duplicate) metrics_.events_accepted().inc();
     metrics_.count_request(HttpRoute::events, 200);
@@ -226,7 +227,9 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
 void HttpApi::send(HttpRoute route, unsigned status, std::string body,
                    const http::Responder& respond, std::string_view type) const {
   metrics_.count_request(route, status);
-  respond(make_response(status, std::move(body), type));
+  auto res = make_response(status, std::move(body), type);
+  if (status == 503) res.set(bhttp::field::retry_after, "1");
+  respond(std::move(res));
 }
 
 void HttpApi::method_not_allowed(HttpRoute route, std::string_view allow, std::string_view path,
@@ -338,10 +341,9 @@ void HttpApi::send_message(http::Request&& req, http::Responder respond) const {
   ev->received_wall = std::chrono::system_clock::now();
   std::string id = ev->id;
   shards_.submit(std::move(ev), [this, respond = std::move(respond), id](IngestStatus status) {
-    if (status == IngestStatus::full || status == IngestStatus::failed) {
+    if (!stored(status)) {
       // The same 503 as an inbound event's: counted by reason, logged at most once a second.
-      return refuse_unstored(metrics_, HttpRoute::messages, status == IngestStatus::full,
-                             kApiSource, respond);
+      return refuse_unstored(metrics_, HttpRoute::messages, status, kApiSource, respond);
     }
     std::string body = status == IngestStatus::duplicate ? R"({"status":"duplicate","id":)"
                                                          : R"({"status":"accepted","id":)";
@@ -401,6 +403,10 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
         for (const auto& d : list) {
           if (d.id == id && (source.empty() || d.source == source)) matches.push_back(&d);
         }
+        if (matches.empty() && metrics_.log_errors().value() > 0) {
+          // A failed shard records no more dead letters: this one may be among them.
+          return finish(503, error_body("storage_failed"));
+        }
         if (matches.empty()) {
           log::info("dead letter not found", {{"id", id}, {"source", source}});
           return finish(404, error_body("not_found"));
@@ -438,6 +444,7 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
                 if (rounds > 1) return replay_oldest(id, source, finish, rounds - 1);
                 return finish(404, error_body("not_found"));
               }
+              if (result == "disk_full") return finish(503, error_body("disk_full"));
               log::error("dead-letter replay failed", {{"id", id}, {"error", result}});
               finish(503, error_body("unavailable"));
             });

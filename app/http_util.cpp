@@ -101,9 +101,10 @@ namespace {
 
 // The refusals logged at most once a second, one throttle per reason; null for the others.
 log::Throttle* refusal_throttle(RejectReason why) {
-  static log::Throttle full, failed;
+  static log::Throttle full, failed, disk;
   if (why == RejectReason::shards_full) return &full;
   if (why == RejectReason::storage_error) return &failed;
+  if (why == RejectReason::disk_full) return &disk;
   return nullptr;
 }
 
@@ -115,7 +116,8 @@ log::Throttle& connection_throttle() {
 }  // namespace
 
 void log_refusals_left_out() {
-  for (const auto why : {RejectReason::shards_full, RejectReason::storage_error}) {
+  for (const auto why :
+       {RejectReason::shards_full, RejectReason::storage_error, RejectReason::disk_full}) {
     if (const auto n = refusal_throttle(why)->take_left_out(); n > 0) {
       log::warn("event rejected",
                 {{"reason", to_string(why)}, {"left_out", n}, {"detail", "not logged one by one"}});
@@ -164,11 +166,15 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
   respond(std::move(res));
 }
 
-void refuse_unstored(Metrics& metrics, HttpRoute route, bool queue_full, std::string_view source,
-                     const http::Responder& respond) {
-  if (queue_full) {
+void refuse_unstored(Metrics& metrics, HttpRoute route, IngestStatus status,
+                     std::string_view source, const http::Responder& respond) {
+  if (status == IngestStatus::full) {
     return refuse_event(metrics, route, RejectReason::shards_full, 503, source, "shard queue full",
                         "", respond);
+  }
+  if (status == IngestStatus::disk_full) {
+    return refuse_event(metrics, route, RejectReason::disk_full, 503, source,
+                        "the queue's disk is below min_free", "", respond);
   }
   refuse_event(metrics, route, RejectReason::storage_error, 503, source,
                "the shard log cannot store events", "", respond);

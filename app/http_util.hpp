@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "actors/messages.hpp"
 #include "core/metrics.hpp"
 #include "transport/http_server.hpp"
 #include "transport/signature.hpp"
@@ -38,10 +39,10 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
                   std::string_view source, std::string_view detail, std::string_view allow,
                   const http::Responder& respond);
 
-// Refuses, with refuse_event's 503, an event the shards did not store: their queue was full
-// (`queue_full`) or their log cannot store.
-void refuse_unstored(Metrics& metrics, HttpRoute route, bool queue_full, std::string_view source,
-                     const http::Responder& respond);
+// Refuses, with refuse_event's 503, an event the shards did not store (`status` is not
+// stored(status)): their queue was full, their log cannot store, or the disk is below min_free.
+void refuse_unstored(Metrics& metrics, HttpRoute route, IngestStatus status,
+                     std::string_view source, const http::Responder& respond);
 
 // Counts and logs a connection closed at [server] max_connections: one line a second, with
 // left_out=N for those not logged since the last line.

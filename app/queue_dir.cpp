@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -37,6 +39,21 @@ bool check_layout(const fs::path& dir, int shards, bool& recorded) {
   std::string have;
   std::getline(in, have);
   if (have == want) return true;
+  // An empty file is what an older botgate left when its first start could not write the layout
+  // (a full disk): no layout, unless shard directories say another count was used.
+  if (have.empty()) {
+    int found = 0;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.is_directory() && entry.path().filename().string().starts_with("shard-")) ++found;
+    }
+    if (found == 0 || found == shards) {
+      log::warn("the queue directory's layout file is empty: recording it again",
+                {{"dir", dir.string()}, {"layout", want}});
+      recorded = false;
+      return true;
+    }
+  }
   log::error("queue.shards (or the placement hash) differs from the queue directory's",
              {{"dir", dir.string()},
               {"config", want},
@@ -45,16 +62,42 @@ bool check_layout(const fs::path& dir, int shards, bool& recorded) {
   return false;
 }
 
+// Written whole or not at all (a temporary file, synced, renamed over, the directory synced): a
+// full disk or a crash must not leave a layout file that pins nothing or half a line.
 bool record_layout(const fs::path& dir, int shards) {
   const fs::path file = dir / kLayoutFile;
-  const std::string want = layout_of(shards);
-  std::ofstream out(file, std::ios::trunc);
-  out << want << '\n';
-  out.close();
-  if (!out) {
-    log::error("cannot write the queue directory", {{"file", file.string()}});
+  const fs::path temp = dir / (std::string(kLayoutFile) + ".tmp");
+  const std::string line = layout_of(shards) + '\n';
+  const char* step = "create";
+  int err = 0;
+  {
+    storage::io::Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) {
+      err = errno;
+    } else {
+      try {
+        step = "write";
+        storage::io::write_all(fd.get(), line.data(), line.size(), temp);
+        step = "sync";
+        if (::fsync(fd.get()) != 0) err = errno;
+      } catch (const std::system_error& e) {
+        err = e.code().value();
+      }
+    }
+  }
+  if (err == 0) {
+    step = "rename";
+    if (::rename(temp.c_str(), file.c_str()) != 0) err = errno;
+  }
+  if (err != 0) {
+    std::error_code ignored;
+    fs::remove(temp, ignored);
+    log::error("cannot write the queue directory",
+               {{"file", file.string()}, {"step", step}, {"error", std::strerror(err)}});
     return false;
   }
+  storage::io::Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
   return true;
 }
 

@@ -79,6 +79,8 @@ const char* to_string(RejectReason r) {
       return "shards_full";
     case RejectReason::storage_error:
       return "storage_error";
+    case RejectReason::disk_full:
+      return "disk_full";
     case RejectReason::count_:
       break;
   }
@@ -206,6 +208,9 @@ std::string Metrics::render() const {
          committed_events_.value());
   scalar(out, "botgate_log_errors_total", "counter",
          "I/O errors of the shard logs (each makes a shard refuse events).", log_errors_.value());
+  scalar(out, "botgate_queue_disk_full", "gauge",
+         "Shards refusing new events while the queue's disk has less than [queue] min_free free.",
+         shards_disk_full_.value());
   out += "# HELP botgate_log_commit_seconds Time to write (and sync) one commit.\n";
   out += "# TYPE botgate_log_commit_seconds histogram\n";
   commit_latency_.render(out, "botgate_log_commit_seconds", "");

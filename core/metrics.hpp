@@ -72,6 +72,7 @@ enum class RejectReason {
   too_large,
   shards_full,
   storage_error,
+  disk_full,
   count_
 };
 enum class DeliveryOutcome { success, server_error, timeout, connect_error, rejected, count_ };
@@ -128,6 +129,8 @@ class Metrics {
   Counter& log_syncs() noexcept { return syncs_; }
   Counter& log_committed_events() noexcept { return committed_events_; }
   Counter& log_errors() noexcept { return log_errors_; }
+  // Shards refusing new events because the queue's disk is below [queue] min_free.
+  Gauge& shards_disk_full() noexcept { return shards_disk_full_; }
   Histogram& log_commit_latency() noexcept { return commit_latency_; }
   Gauge& queue_depth(std::size_t shard) noexcept { return depth_[shard]; }
   TargetMetrics& target(std::size_t index) noexcept { return *targets_[index]; }
@@ -172,6 +175,7 @@ class Metrics {
   Counter syncs_;
   Counter committed_events_;
   Counter log_errors_;
+  Gauge shards_disk_full_;
   Histogram commit_latency_;
   std::unique_ptr<Gauge[]> depth_;
   std::size_t shards_;

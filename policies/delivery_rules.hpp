@@ -10,8 +10,8 @@ namespace botgate {
 enum class Verdict { done, retry, dead_letter };
 
 // `status` is 0 when no answer arrived (timeout, refused, reset).
-// 2xx: done. 408, 429, 5xx or no answer: retry elsewhere. Any other answer: the
-// backend refused this event for good, so it is dead-lettered.
+// 2xx: done. 408, 429, 5xx or no answer: retry elsewhere. Any other answer (1xx, 3xx, any
+// other 4xx): the backend refused this event for good, so it is dead-lettered.
 constexpr Verdict classify_answer(unsigned status) noexcept {
   if (status == 0) return Verdict::retry;
   if (status >= 200 && status < 300) return Verdict::done;

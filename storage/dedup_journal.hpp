@@ -107,6 +107,8 @@ class DedupJournal {
   void append(const DedupEntry& e);
   // Writes the buffer to the current file with write(2).
   void flush();
+  // Makes the journal unusable without writing what is buffered, not even on destruction.
+  void abandon() noexcept { broken_ = true; }
   // flush(), then fdatasync(2) every file written since the last sync and fsync(2) the directory
   // if a file was created.
   void sync();

@@ -1,6 +1,7 @@
 #include "storage/file_io.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,6 +50,12 @@ std::optional<std::uint64_t> parse_numbered_name(std::string_view name, std::str
   auto [ptr, ec] = std::from_chars(first, last, v);
   if (ec != std::errc{} || ptr != last) return std::nullopt;
   return v;
+}
+
+std::optional<std::uint64_t> free_bytes(const std::filesystem::path& path) noexcept {
+  struct statvfs fs {};
+  if (::statvfs(path.c_str(), &fs) != 0) return std::nullopt;
+  return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
 void write_all(int fd, const char* p, std::size_t n, const std::filesystem::path& path) {

@@ -49,6 +49,10 @@ std::string numbered_name(std::string_view prefix, std::uint64_t n, std::string_
 std::optional<std::uint64_t> parse_numbered_name(std::string_view name, std::string_view prefix,
                                                  std::string_view suffix);
 
+// Free bytes on the filesystem holding `path` for an unprivileged writer (statvfs f_bavail),
+// or nullopt when statvfs fails.
+std::optional<std::uint64_t> free_bytes(const std::filesystem::path& path) noexcept;
+
 // write(2) all of it, retrying on EINTR and short writes; throws std::system_error.
 void write_all(int fd, const char* p, std::size_t n, const std::filesystem::path& path);
 // Reads up to n bytes at off; returns how many were read (less only at end of file).

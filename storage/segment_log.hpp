@@ -116,8 +116,12 @@ class SegmentLog {
   // when `seq` is not a pending event, so completing twice is harmless.
   void append_completion(std::uint64_t seq);
 
-  // Writes buffered records to the current segment with write(2).
+  // Writes buffered records to the current segment with write(2). When the write fails, the
+  // segment is cut back to where it was before it, and the log is unusable.
   void flush();
+  // Makes the log unusable without writing what is buffered, not even on destruction: for a
+  // store that failed elsewhere, whose pending appends are being answered "not stored".
+  void abandon() noexcept { broken_ = true; }
   // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
   // directory if a segment was created. Does no system call when nothing was appended since;
   // returns whether it synced.

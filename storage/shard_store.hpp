@@ -83,6 +83,16 @@ class ShardStore {
   // commit(), then sync all three logs whatever commit() left (on the way out).
   void sync_all();
 
+  // After a failure in any of the three logs: none of them writes again, not even what is
+  // buffered when they close, so events answered "not stored" stay unstored after a restart.
+  // What was buffered for delivered events (completions, dedup entries) is lost with it: those
+  // events are delivered again after the restart, a duplicate, never a loss.
+  void abandon() noexcept {
+    events_->abandon();
+    dead_->abandon();
+    dedup_->abandon();
+  }
+
   // Periodic housekeeping (about once a second): syncs what commits left unsynced
   // (completions, dedup entries), deletes completed segments and expired dedup files.
   // Returns whether it synced the event log.

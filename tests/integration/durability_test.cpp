@@ -860,6 +860,7 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
 
   std::vector<std::string> acked;
   Response refused;
+  std::string refused_id;
   auto conn = std::make_unique<HttpConnection>(gw->port());
   for (int i = 0; i < 5000 && refused.status == 0; ++i) {
     if (!conn->is_open()) conn = std::make_unique<HttpConnection>(gw->port());
@@ -874,6 +875,7 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
       acked.push_back(id);
     } else {
       refused = res;
+      refused_id = id;
     }
   }
   INFO("botgate log:\n" << gw->log());
@@ -907,8 +909,101 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
   CHECK(http_request(again->port(), "GET", "/readyz").status == 200);
   CHECK(http_request(again->port(), "POST", "/v1/dead-letters/dl-1/replay", admin(o)).status ==
         200);
-  for (const auto& r : backend.requests()) {  // nothing that was never sent
+  for (const auto& r : backend.requests()) {  // nothing that was never sent, or refused
     INFO("delivered " << r.idempotency_key());
     CHECK((r.idempotency_key().rfind("ev-", 0) == 0 || r.idempotency_key() == "dl-1"));
+    CHECK(r.idempotency_key() != refused_id);
   }
+}
+
+namespace {
+
+// A tmpfs of `size` mounted at `dir` for the life of the object (the test runs as root, as CI
+// does); mounted() is false where mounting is not allowed.
+class SmallDisk {
+ public:
+  SmallDisk(const std::filesystem::path& dir, const std::string& size) : dir_(dir) {
+    std::filesystem::create_directories(dir_);
+    mounted_ = std::system(("mount -t tmpfs -o size=" + size + " botgate-test " + dir_.string() +
+                            " 2>/dev/null")
+                               .c_str()) == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) (void)std::system(("umount -l " + dir_.string()).c_str());
+  }
+  SmallDisk(const SmallDisk&) = delete;
+  SmallDisk& operator=(const SmallDisk&) = delete;
+  bool mounted() const { return mounted_; }
+
+ private:
+  std::filesystem::path dir_;
+  bool mounted_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("a disk filled by the backlog refuses new events and takes them again once delivered",
+          "[integration][durability]") {
+  TempDir dir;
+  SmallDisk disk(dir.path() / "disk", "4m");
+  if (!disk.mounted()) {
+    WARN("cannot mount a tmpfs here (not root?): the full-disk path is not exercised");
+    return;
+  }
+  TestBackend backend;
+  backend.set_status(503);  // the backlog stays on disk
+  auto o = durable_options(backend);
+  o.shards = 1;
+  o.queue_dir = "disk/q";
+  o.segment_bytes = "1MiB";
+  o.min_free = "1MiB";
+  o.max_body = "64KiB";
+  auto gw = std::make_unique<Gateway>(botgate_binary(), dir, make_config(o));
+
+  // 20 KB events (40 KB stored: the raw body and its text) until the disk is down to min_free.
+  std::vector<std::string> acked;
+  Response refused;
+  std::string refused_id;
+  HttpConnection conn(gw->port());
+  for (int i = 0; i < 400 && refused.status == 0; ++i) {
+    const std::string id = "fill-" + std::to_string(i);
+    auto res =
+        send_event(conn, o.source, o.secret,
+                   event_json(id, "conv-" + std::to_string(i % 5), i / 5, std::string(20000, 'x')));
+    INFO(id << ": " << res.describe());
+    REQUIRE((res.status == 200 || res.status == 503));
+    if (res.status == 200) {
+      acked.push_back(id);
+    } else {
+      refused = res;
+      refused_id = id;
+    }
+  }
+  INFO("botgate log:\n" << gw->log());
+  REQUIRE(refused.status == 503);
+  CHECK(refused.body.find("disk_full") != std::string::npos);
+  CHECK(refused.header("retry-after") == "1");
+  CHECK(acked.size() > 60);  // 3 MiB above min_free
+  auto ready = http_request(gw->port(), "GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK(ready.body.find("disk_full") != std::string::npos);
+  auto metrics = http_request(gw->port(), "GET", "/metrics").body;
+  CHECK(metric_value(metrics, "botgate_queue_disk_full") == std::optional<double>(1));
+  CHECK(metric_sum(metrics, "botgate_log_errors_total") == 0);  // refused, not failed
+
+  // The backend takes the backlog: completions are written into the headroom, the completed
+  // segments go, and new events are taken again, all without a restart.
+  backend.set_status(200);
+  auto missing = wait_delivered(backend, acked);
+  INFO("acknowledged but never delivered: " << head(missing));
+  CHECK(missing.empty());
+  CHECK(eventually([&] { return http_request(gw->port(), "GET", "/readyz").status == 200; }, 15s));
+  auto late = send_event(gw->port(), o.source, o.secret,
+                         event_json("after-room", "conv-late", 0, std::string(20000, 'x')));
+  CHECK(late.status == 200);
+  CHECK(wait_delivered(backend, {"after-room"}).empty());
+  CHECK(lines_with(gw->log(), "queue disk low: refusing new events").size() == 1);
+  CHECK(lines_with(gw->log(), "queue disk has room again").size() == 1);
+  CHECK(lines_with(gw->log(), "shard log failed").empty());
+  for (const auto& r : backend.requests()) CHECK(r.idempotency_key() != refused_id);
 }

@@ -91,6 +91,7 @@ std::string make_config(const GatewayOptions& o) {
   if (!o.dedup_window.empty()) t << "dedup_window = " << quoted(o.dedup_window) << "\n";
   if (o.memory_window > 0) t << "memory_window = " << o.memory_window << "\n";
   if (!o.segment_bytes.empty()) t << "segment_bytes = " << quoted(o.segment_bytes) << "\n";
+  if (!o.min_free.empty()) t << "min_free = " << quoted(o.min_free) << "\n";
   t << "\n[backoff]\n"
     << "base = " << quoted(o.backoff_base) << "\n"
     << "cap = " << quoted(o.backoff_cap) << "\n"

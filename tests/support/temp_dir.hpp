@@ -59,6 +59,7 @@ struct GatewayOptions {
   std::string dedup_window;   // e.g. "10m"
   int memory_window = 0;      // events per shard kept in memory
   std::string segment_bytes;  // e.g. "1MiB"
+  std::string min_free;       // e.g. "1MiB"
   std::string backoff_base = "10ms";
   std::string backoff_cap = "200ms";
   std::string connect_timeout = "500ms";

@@ -135,6 +135,7 @@ TEST_CASE("minimal config gets every default", "[config]") {
   CHECK(c.queue.commit_interval == Duration(1ms));
   CHECK(c.queue.memory_window == 10000u);
   CHECK(c.queue.segment_bytes == 64u << 20);
+  CHECK(c.queue.min_free == 64u << 20);
   CHECK(c.queue.shards == 4);
   CHECK(c.queue.max_pending == 100000u);
   CHECK(c.queue.max_attempts == 8u);
@@ -197,6 +198,7 @@ commit_interval = "250us"
 dedup_window = "30m"
 memory_window = 500
 segment_bytes = "8MiB"
+min_free = "1GiB"
 shards = 16
 max_pending = 5000
 max_attempts = 3
@@ -261,6 +263,7 @@ url = "http://backend.internal:8443/hooks/in?x=1"
   CHECK(c.queue.commit_interval == Duration(250us));
   CHECK(c.queue.memory_window == 500u);
   CHECK(c.queue.segment_bytes == 8u << 20);
+  CHECK(c.queue.min_free == 1u << 30);
   CHECK(c.queue.shards == 16);
   CHECK(c.queue.max_pending == 5000u);
   CHECK(c.queue.max_attempts == 3u);
@@ -821,16 +824,18 @@ TEST_CASE("load_config reads a file and applies BOTGATE_ADMIN_TOKEN", "[config]"
 TEST_CASE("queue keys are validated", "[config]") {
   auto errs = expect_errors(
       "[queue]\ndir = \"\"\nfsync = \"sometimes\"\nmemory_window = 1\n"
-      "segment_bytes = \"1KiB\"\ndedup_window = \"0s\"\n" +
+      "segment_bytes = \"1KiB\"\ndedup_window = \"0s\"\nmin_free = \"2000GiB\"\n" +
       kMinimal);
   CHECK(has_error(errs, "queue.dir", "must not be empty"));
   CHECK(has_error(errs, "queue.fsync", "unknown fsync mode 'sometimes'"));
   CHECK(has_error(errs, "queue.memory_window", "must be at least 16"));
   CHECK(has_error(errs, "queue.segment_bytes", "between 1MiB and 4GiB"));
   CHECK(has_error(errs, "queue.dedup_window", "greater than zero"));
-  CHECK(errs.size() == 5);
-  auto none = expect_ok("[queue]\nfsync = \"none\"\n" + kMinimal);
+  CHECK(has_error(errs, "queue.min_free", "between 0 and 1024GiB"));
+  CHECK(errs.size() == 6);
+  auto none = expect_ok("[queue]\nfsync = \"none\"\nmin_free = 0\n" + kMinimal);
   CHECK(none.queue.fsync == botgate::FsyncMode::none);
+  CHECK(none.queue.min_free == 0);
 
   // commit_interval may be 0 (off), and at most 100ms.
   CHECK(expect_ok("[queue]\ncommit_interval = \"0s\"\n" + kMinimal).queue.commit_interval ==

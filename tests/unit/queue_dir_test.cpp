@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/unit/file_size_limit.hpp"
 #include "tests/unit/scratch_dir.hpp"
 
 namespace {
@@ -76,4 +77,40 @@ TEST_CASE("a first start that fails records no shard count", "[queue_dir]") {
   std::filesystem::remove(q / "shard-1");
   REQUIRE(botgate::open_queue(queue_at(q, 3)).has_value());
   CHECK(layout(q) == "shards=3 placement=fnv1a64-fmix64");
+}
+
+TEST_CASE("an empty layout file left by a failed first start pins nothing", "[queue_dir]") {
+  botgate::test::ScratchDir dir("botgate-queue-dir");
+  const auto q = dir.path / "q";
+  std::filesystem::create_directories(q);
+  std::ofstream(q / "botgate-queue").close();  // what an older botgate left on a full disk
+  auto opened = botgate::open_queue(queue_at(q, 3));
+  REQUIRE(opened.has_value());
+  opened.reset();
+  CHECK(layout(q) == "shards=3 placement=fnv1a64-fmix64");
+  CHECK_FALSE(std::filesystem::exists(q / "botgate-queue.tmp"));
+}
+
+TEST_CASE("an empty layout file over shard directories of another count is refused",
+          "[queue_dir]") {
+  botgate::test::ScratchDir dir("botgate-queue-dir");
+  const auto q = dir.path / "q";
+  for (int i = 0; i < 2; ++i)
+    std::filesystem::create_directories(q / ("shard-" + std::to_string(i)));
+  std::ofstream(q / "botgate-queue").close();
+  CHECK_FALSE(botgate::open_queue(queue_at(q, 4)).has_value());
+  CHECK(botgate::open_queue(queue_at(q, 2)).has_value());
+}
+
+TEST_CASE("a layout that cannot be written leaves no layout file", "[queue_dir]") {
+  botgate::test::ScratchDir dir("botgate-queue-dir");
+  const auto q = dir.path / "q";
+  {
+    botgate::test::FileSizeLimit limit(4);  // the shards open; the layout line does not fit
+    CHECK_FALSE(botgate::open_queue(queue_at(q, 4)).has_value());
+  }
+  CHECK_FALSE(std::filesystem::exists(q / "botgate-queue"));
+  CHECK_FALSE(std::filesystem::exists(q / "botgate-queue.tmp"));
+  REQUIRE(botgate::open_queue(queue_at(q, 4)).has_value());
+  CHECK(layout(q) == "shards=4 placement=fnv1a64-fmix64");
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "storage/crc32c.hpp"
+#include "tests/unit/file_size_limit.hpp"
 #include "tests/unit/no_descriptors.hpp"
 #include "tests/unit/scratch_dir.hpp"
 #include "tests/unit/segment_log_fixtures.hpp"
@@ -570,4 +571,30 @@ TEST_CASE("segment log refuses to read back a record that changed on disk", "[st
   CHECK(seqs(log->read_pending(0, 5, 100)) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
   CHECK_THROWS_WITH(log->read_pending(0, UINT64_MAX, 100),
                     Catch::Contains("record 6 changed on disk"));
+}
+
+TEST_CASE("segment log cuts what a failed write left, so refused events stay unstored",
+          "[storage]") {
+  TempDir tmp;
+  std::vector<std::uint64_t> kept;
+  {
+    auto log = open_clean(tmp.shard());
+    for (int i = 1; i <= 3; ++i) kept.push_back(log->append_event(payload_for(i)));
+    log->sync();
+    const auto files = segment_files(tmp.shard());
+    REQUIRE(files.size() == 1);
+    const auto synced = fs::file_size(files.front());
+    const auto record = synced / 3;
+    {
+      // Room for one and a half more records: the write stores one whole record, then fails.
+      botgate::test::FileSizeLimit limit(synced + record + record / 2);
+      for (int i = 4; i <= 6; ++i) log->append_event(payload_for(i));
+      CHECK_THROWS(log->flush());
+    }
+    // The whole record the failed write did store is cut with the rest.
+    CHECK(fs::file_size(files.front()) == synced);
+    CHECK_THROWS(log->append_event(payload_for(7)));  // unusable from now on
+  }
+  auto log = open_clean(tmp.shard());
+  CHECK(seqs(log->pending()) == kept);
 }

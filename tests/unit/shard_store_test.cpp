@@ -170,3 +170,23 @@ TEST_CASE("a shard store accepts a record of the largest body the config allows"
   CHECK(again.pending == 1);
   CHECK_FALSE(again.events_report.truncated());
 }
+
+TEST_CASE("an abandoned shard store writes nothing more, not even when it closes",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  std::uint64_t stored = 0;
+  {
+    auto store = open_store(dir.path / "s");
+    stored = append(*store, "stored");
+    store->commit();
+    // Buffered when another of the shard's logs fails: its event is answered "not stored".
+    append(*store, "refused");
+    store->abandon();
+    CHECK_THROWS(append(*store, "after"));
+  }
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(dir.path / "s", {}, rec);
+  REQUIRE(rec.window.size() == 1);
+  CHECK(rec.window.front().seq == stored);
+  CHECK(rec.window.front().ev->id == "stored");
+}
