@@ -9,6 +9,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/outbox.hpp"
+#include "core/log_throttle.hpp"
 #include "core/metrics.hpp"
 
 namespace botgate {
@@ -29,6 +30,7 @@ struct HttpTargetState {
   boost::unordered_flat_map<std::uint64_t, Waiting> waiting;  // no allocation per exchange
   ResultOutbox results;                                       // answers of this burst, per asker
   bool flush_queued = false;
+  log::Throttle body_dropped;  // "answer body over max_response_body" lines, one a second
 };
 
 target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTargetState> self,

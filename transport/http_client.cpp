@@ -358,6 +358,14 @@ void HttpClient::read(const ConnPtr& conn) {
                       [self = shared_from_this(), conn](boost::system::error_code ec, std::size_t) {
                         conn->reading = false;
                         if (conn->dead) return;
+                        if (ec == bhttp::error::body_limit && conn->parser->is_header_done()) {
+                          // The answer stands: a backend that took an event and said so at
+                          // length has still taken it. Its body is dropped, and the rest of
+                          // it is not read: the connection goes.
+                          const unsigned status = conn->parser->get().result_int();
+                          conn->parser.reset();
+                          return self->on_answer(conn, status, {}, false, true);
+                        }
                         if (ec) return self->broken(conn, ec, "read");
                         const unsigned status = conn->parser->get().result_int();
                         if (status >= 100 && status < 200 && status != 101) {
@@ -372,7 +380,7 @@ void HttpClient::read(const ConnPtr& conn) {
 }
 
 void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& body,
-                           bool keep_alive) {
+                           bool keep_alive, bool body_dropped) {
   auto job = std::move(conn->queue.front());
   conn->queue.pop_front();
   --conn->written;
@@ -390,6 +398,7 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
   ClientResponse res;
   res.status = status;
   res.body = std::move(body);
+  res.body_dropped = body_dropped;
   job->done(std::move(res));
   next_waiting();
 }

@@ -67,6 +67,9 @@ struct ClientResponse {
   unsigned status = 0;
   std::string body;
   std::string message;  // human-readable cause when error != none
+  // The answer's body was over ClientOptions::max_response_body: `body` is empty, the status
+  // stands (the server did answer it), and the connection was closed rather than read on.
+  bool body_dropped = false;
 };
 
 using ClientCallback = std::function<void(ClientResponse&&)>;
@@ -122,7 +125,8 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   void become_idle(const ConnPtr& conn);
   void arm_timer(const ConnPtr& conn);
   void on_timer(const ConnPtr& conn);
-  void on_answer(const ConnPtr& conn, unsigned status, std::string&& body, bool keep_alive);
+  void on_answer(const ConnPtr& conn, unsigned status, std::string&& body, bool keep_alive,
+                 bool body_dropped = false);
   // `closed_in_order`: the server answered with `Connection: close` (not an error).
   void broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
               std::string detail = {}, bool closed_in_order = false);

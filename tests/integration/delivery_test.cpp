@@ -394,3 +394,40 @@ TEST_CASE("an event a backend rejects with 4xx is dead-lettered, not retried",
   CHECK(b1.wait_for_delivered(1, 10s));
   CHECK(b1.count() == 2);
 }
+
+TEST_CASE("a 2xx answer with a body over the limit is a delivery and is not retried",
+          "[integration][delivery]") {
+  TempDir dir;
+  TestBackend b1;
+  // 2 MiB of answer: over the client's 1 MiB limit on answer bodies.
+  b1.set_answer_body([](const BackendRequest&) { return std::string(2 << 20, ' ') + "{}"; });
+  GatewayOptions o;
+  o.backend_ports = {b1.port()};
+  o.backoff_base = "10ms";
+  o.backoff_cap = "50ms";
+  o.max_attempts = 4;
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  for (int i = 0; i < 3; ++i) {
+    auto res = send_event(gw.port(), o.source, o.secret,
+                          event_json("big-answer-" + std::to_string(i), "big-conv", i));
+    INFO(res.describe());
+    REQUIRE(res.status == 200);
+  }
+  std::string metrics;
+  const bool delivered = eventually(
+      [&] {
+        metrics = http_request(gw.port(), "GET", "/metrics").body;
+        return metric_value(metrics, "botgate_events_delivered_total").value_or(0) >= 3;
+      },
+      10s);
+  INFO(metrics);
+  REQUIRE(delivered);
+  std::this_thread::sleep_for(300ms);  // many backoff periods: a retry would show by now
+  CHECK(b1.count() == 3);
+  for (const auto& r : b1.requests()) CHECK(r.attempt() == "1");
+  metrics = http_request(gw.port(), "GET", "/metrics").body;
+  CHECK(metric_value(metrics, "botgate_events_dead_lettered_total").value_or(-1) == 0.0);
+  CHECK(metric_value(metrics, "botgate_delivery_retries_total").value_or(-1) == 0.0);
+  CHECK(lines_with(gw.log(), "backend answer body over the limit").size() >= 1);
+}
