@@ -76,6 +76,7 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           out.error = std::move(r.message);
         } else if (classify_answer(r.status) != Verdict::done) {
           out.error = "HTTP " + std::to_string(r.status);
+          out.retry_after = r.retry_after;
         } else {
           out.body = std::move(r.body);  // may carry replies for the shard
         }

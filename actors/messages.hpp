@@ -35,6 +35,7 @@ struct Outcome {
   unsigned status = 0;  // HTTP status, 0 when no answer arrived
   std::string error;    // empty on success
   std::string body;     // a backend's 2xx answer body (may carry replies); else empty
+  std::chrono::seconds retry_after{0};  // a 429 or 503 answer's Retry-After (0: none)
   // Sends the router made for this attempt: more than 1 when it re-routed the attempt off a
   // target that went down. Each send counts as an attempt (X-Botgate-Attempt counts up).
   std::uint32_t sends = 1;

@@ -224,7 +224,8 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
     return dead_letter(self, it, ev, conv.attempts, out.target + ": " + out.error);
   }
   conv.last_target = out.target;
-  const auto delay = st.options.backoff.delay(conv.attempts - 1, st.rng);
+  const auto delay = st.options.backoff.honour_retry_after(
+      st.options.backoff.delay(conv.attempts - 1, st.rng), out.retry_after);
   st.metrics->delivery_retries().inc();
   log::debug("delivery failed, will retry", {{"id", ev->id},
                                              {"target", out.target},

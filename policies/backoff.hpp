@@ -31,6 +31,13 @@ class Backoff {
     return Duration{dist(rng)};
   }
 
+  // A backend that answered 429 or 503 with Retry-After asked for at least that long: the
+  // delay is stretched to it, but never past the cap, which keeps the operator's bound on how
+  // long one conversation waits.
+  Duration honour_retry_after(Duration delay, Duration retry_after) const noexcept {
+    return std::max(delay, std::min(retry_after, cap_));
+  }
+
  private:
   Duration base_;
   Duration cap_;

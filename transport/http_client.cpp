@@ -14,6 +14,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 
@@ -68,6 +70,21 @@ namespace {
 
 void append_header_value(std::string& out, std::string_view value) {
   for (char c : value) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
+}
+
+// A 429 or 503 answer's Retry-After in delta-seconds (an HTTP-date, or anything else, is 0),
+// at most a day.
+template <typename Message>
+std::chrono::seconds retry_after_of(const Message& msg) {
+  const unsigned status = msg.result_int();
+  if (status != 429 && status != 503) return std::chrono::seconds{0};
+  const auto it = msg.find(bhttp::field::retry_after);
+  if (it == msg.end()) return std::chrono::seconds{0};
+  const std::string_view v = it->value();
+  std::uint32_t n = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc{} || end != v.data() + v.size()) return std::chrono::seconds{0};
+  return std::chrono::seconds{std::min<std::uint32_t>(n, 86400)};
 }
 
 ClientResponse failure(ClientResponse::Error error, std::string message) {
@@ -374,13 +391,13 @@ void HttpClient::read(const ConnPtr& conn) {
                         auto msg = conn->parser->release();
                         conn->parser.reset();
                         self->on_answer(conn, msg.result_int(), std::move(msg.body()),
-                                        msg.keep_alive());
+                                        msg.keep_alive(), false, retry_after_of(msg));
                       });
   });
 }
 
 void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& body,
-                           bool keep_alive, bool body_dropped) {
+                           bool keep_alive, bool body_dropped, std::chrono::seconds retry_after) {
   auto job = std::move(conn->queue.front());
   conn->queue.pop_front();
   --conn->written;
@@ -399,6 +416,7 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
   res.status = status;
   res.body = std::move(body);
   res.body_dropped = body_dropped;
+  res.retry_after = retry_after;
   job->done(std::move(res));
   next_waiting();
 }

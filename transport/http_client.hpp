@@ -29,6 +29,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -70,6 +71,8 @@ struct ClientResponse {
   // The answer's body was over ClientOptions::max_response_body: `body` is empty, the status
   // stands (the server did answer it), and the connection was closed rather than read on.
   bool body_dropped = false;
+  // A 429 or 503 answer's Retry-After, in seconds (delta-seconds only; 0 when absent).
+  std::chrono::seconds retry_after{0};
 };
 
 using ClientCallback = std::function<void(ClientResponse&&)>;
@@ -126,7 +129,7 @@ class HttpClient : public std::enable_shared_from_this<HttpClient> {
   void arm_timer(const ConnPtr& conn);
   void on_timer(const ConnPtr& conn);
   void on_answer(const ConnPtr& conn, unsigned status, std::string&& body, bool keep_alive,
-                 bool body_dropped = false);
+                 bool body_dropped = false, std::chrono::seconds retry_after = {});
   // `closed_in_order`: the server answered with `Connection: close` (not an error).
   void broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
               std::string detail = {}, bool closed_in_order = false);

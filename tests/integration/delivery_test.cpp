@@ -431,3 +431,30 @@ TEST_CASE("a 2xx answer with a body over the limit is a delivery and is not retr
   CHECK(metric_value(metrics, "botgate_delivery_retries_total").value_or(-1) == 0.0);
   CHECK(lines_with(gw.log(), "backend answer body over the limit").size() >= 1);
 }
+
+TEST_CASE("a 429 with Retry-After holds the retry back that long", "[integration][delivery]") {
+  TempDir dir;
+  TestBackend b1;
+  b1.set_status(429);
+  b1.set_retry_after("1");
+  GatewayOptions o;
+  o.backend_ports = {b1.port()};
+  o.backoff_base = "10ms";  // without Retry-After the retry would come within 20 ms
+  o.backoff_cap = "5s";
+  o.max_attempts = 10;
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  REQUIRE(
+      send_event(gw.port(), o.source, o.secret, event_json("limited", "limited-conv", 0)).status ==
+      200);
+  REQUIRE(b1.wait_for_count(2, 10s));
+  b1.set_ok();
+  REQUIRE(b1.wait_for_delivered(1, 10s));
+  const auto reqs = b1.requests();
+  REQUIRE(reqs.size() >= 2);
+  const auto gap = reqs[1].at - reqs[0].at;
+  INFO("second attempt " << std::chrono::duration_cast<std::chrono::milliseconds>(gap).count()
+                         << " ms after the first");
+  CHECK(gap >= 950ms);
+  CHECK(gap < 3s);
+}

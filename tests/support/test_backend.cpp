@@ -55,6 +55,7 @@ struct TestBackend::Impl {
   int status = 200;
   std::chrono::milliseconds delay{0};
   std::function<std::string(const BackendRequest&)> answer_body;  // empty: "{}"
+  std::string retry_after;  // on every answer that is not 2xx, when set
   bool running = false;
   std::uint64_t accepted = 0;
   std::atomic<std::uint16_t> port{0};
@@ -147,6 +148,7 @@ struct TestBackend::Impl {
       std::chrono::milliseconds delay;
       std::size_t idx;
       std::string ok_body = "{}";
+      std::string retry_after;
       {
         std::lock_guard lk(self->mu);
         if (self->answer_body) ok_body = self->answer_body(r);
@@ -157,6 +159,7 @@ struct TestBackend::Impl {
                      ? 200
                      : 0;
         delay = self->delay;
+        retry_after = self->retry_after;
         r.order = g_arrival_order.fetch_add(1) + 1;
         r.status = status;
         idx = self->reqs.size();
@@ -193,6 +196,9 @@ struct TestBackend::Impl {
       res.set(http::field::server, "botgate-test-backend");
       res.set(http::field::content_type, "application/json");
       res.body() = status >= 200 && status < 300 ? ok_body : "{\"error\":\"injected\"}";
+      if (!retry_after.empty() && (status < 200 || status >= 300)) {
+        res.set(http::field::retry_after, retry_after);
+      }
       res.keep_alive(req.keep_alive() && mode != FaultMode::close_after_answer);
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(*s, res, kTuple);
@@ -277,6 +283,11 @@ void TestBackend::set_status(int status) {
   std::lock_guard lk(impl_->mu);
   impl_->mode = FaultMode::status;
   impl_->status = status;
+}
+
+void TestBackend::set_retry_after(std::string value) {
+  std::lock_guard lk(impl_->mu);
+  impl_->retry_after = std::move(value);
 }
 
 void TestBackend::set_hang() {

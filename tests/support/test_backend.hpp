@@ -68,6 +68,8 @@ class TestBackend {
   void set_close_mid_response();
   void set_slow(std::chrono::milliseconds delay);
   void set_close_after_answer();
+  // A Retry-After header on every answer that is not 2xx (empty: none).
+  void set_retry_after(std::string value);
   FaultMode mode() const;
 
   std::vector<BackendRequest> requests() const;

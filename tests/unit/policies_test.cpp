@@ -258,3 +258,12 @@ TEST_CASE("may_retry stops once the event is older than max_age", "[policies][de
   CHECK_FALSE(may_retry(8, 8, 1s, max_age));
   CHECK_FALSE(may_retry(0, 8, 30s, 30s));
 }
+
+TEST_CASE("Backoff stretches a delay to a Retry-After, up to the cap", "[policies][backoff]") {
+  using namespace std::chrono_literals;
+  const Backoff b(100ms, 30s);
+  CHECK(b.honour_retry_after(250ms, 0s) == 250ms);  // none asked for
+  CHECK(b.honour_retry_after(250ms, 5s) == 5s);
+  CHECK(b.honour_retry_after(8s, 5s) == 8s);      // the backoff is already longer
+  CHECK(b.honour_retry_after(1s, 3600s) == 30s);  // never past the cap
+}
