@@ -85,7 +85,14 @@ inline constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 using storage::DeadLetterInfo;
 using storage::StoredEvent;
 using StoredEvents = std::vector<StoredEvent>;
-using EventBatch = std::vector<EventPtr>;
+// An event for a shard's log to append. `headroom`: it may be written into the disk's
+// [queue] min_free headroom (a backend's reply: the event it answers is completed along with
+// it, so refusing the reply would lose it for good).
+struct Append {
+  EventPtr ev;
+  bool headroom = false;
+};
+using EventBatch = std::vector<Append>;
 using DeadLetterList = std::vector<DeadLetterInfo>;
 
 // The log's answer to the appends a commit covered, in the order they were sent.

@@ -20,7 +20,7 @@ using ConvIt = decltype(ShardState::conversations)::iterator;
 
 void dispatch(Self self, ConvIt it);
 void maybe_read(Self self);
-void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack);
+void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack, bool headroom = false);
 void queue_replies(Self self, const Event& ev, const std::string& body);
 
 // Events queue per (destination pool, conversation): replies to a user never wait behind that
@@ -195,7 +195,8 @@ void queue_replies(Self self, const Event& ev, const std::string& body) {
     // max_pending: the event they answer is already stored, and must not lose them.
     if (st.ids.count(id) != 0) continue;
     st.metrics->replies_queued().inc();
-    enqueue(self, std::move(reply), id, [](IngestStatus) {});
+    enqueue(
+        self, std::move(reply), id, [](IngestStatus) {}, true);
   }
 }
 
@@ -337,14 +338,15 @@ void on_stored(Self self, Commit& commit) {
 }
 
 // Sends the event to the log; `ack` runs once the log reports it stored (or failed).
-void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack) {
+// `headroom`: see Append.
+void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack, bool headroom) {
   auto& st = self->state;
   st.ids[id] = 0;
   ++st.pending;
   update_depth(self);
   // Appends go to the log in one message per mailbox burst: the log thread is woken
   // once per batch, not once per event.
-  st.outbox.push_back(ev);
+  st.outbox.push_back(Append{ev, headroom});
   request_flush(self, self->state.flush_queued);
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }

@@ -89,8 +89,11 @@ void commit(Self self) {
         st.metrics->log_syncs().inc();
       }
       st.metrics->log_commits().inc();
-      if (!st.batch.empty()) st.metrics->log_event_commits().inc();
-      st.metrics->log_committed_events().inc(st.batch.size());
+      const auto stored =
+          static_cast<std::uint64_t>(st.batch.size() - static_cast<std::size_t>(std::count(
+                                                           st.batch.begin(), st.batch.end(), 0)));
+      if (stored > 0) st.metrics->log_event_commits().inc();
+      st.metrics->log_committed_events().inc(stored);
       st.metrics->log_commit_latency().observe(Clock::now() - t0);
       st.committed_seq = st.last_seq;
     } catch (const std::exception& e) {
@@ -125,7 +128,7 @@ void schedule_commit(Self self) {
   request_commit(self);
 }
 
-void append(Self self, const EventPtr& ev) {
+void append(Self self, const EventPtr& ev, bool headroom) {
   auto& st = self->state;
   std::uint64_t seq = 0;
   if (st.failure.empty()) {
@@ -133,22 +136,27 @@ void append(Self self, const EventPtr& ev) {
       st.scratch.clear();
       storage::encode_event(*ev, st.scratch);
       const bool room =
-          st.room->admit(st.scratch.size() + storage::kRecordHeaderBytes, steady_ns());
-      note_disk_full(self, !room);
+          headroom || st.room->admit(st.scratch.size() + storage::kRecordHeaderBytes, steady_ns());
+      // Below min_free is a state (one line each way); one event too big for what is left above
+      // it is only refused.
+      note_disk_full(self, st.room->full());
+      // A replayed dead letter leaves `replaying` here: once its append is durable it retires
+      // (`replayed`), and when refused it is a dead letter as before, listed and replayable.
+      std::optional<std::uint64_t> replayed;
+      if (!st.replaying.empty()) {
+        if (auto r = st.replaying.find(storage::hash_id(ev->source, ev->id));
+            r != st.replaying.end()) {
+          replayed = r->second;
+          st.replaying.erase(r);
+        }
+      }
       if (!room) {
         st.batch.push_back(0);  // refused, with no error: the shard answers "disk full"
         return schedule_commit(self);
       }
       seq = st.store->events().append_event(st.scratch);
       st.last_seq = seq;
-      if (!st.replaying.empty()) {
-        // A replayed dead letter is back in the event log: retire it once that is durable.
-        if (auto r = st.replaying.find(storage::hash_id(ev->source, ev->id));
-            r != st.replaying.end()) {
-          st.replayed.push_back(r->second);
-          st.replaying.erase(r);
-        }
-      }
+      if (replayed) st.replayed.push_back(*replayed);
     } catch (const std::exception& e) {
       fail(self, e);
     }
@@ -254,13 +262,13 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
   auto& st = self->state;
   st.commit_interval = options.commit_interval;
   st.store = std::move(store);
+  st.shard = std::move(shard);
+  st.metrics = metrics;
+  st.index = index;
   st.room.emplace(options.min_free,
                   [dir = st.store->events().dir()] { return storage::io::free_bytes(dir); });
   st.room->probe(steady_ns());
   note_disk_full(self, st.room->full());
-  st.shard = std::move(shard);
-  st.metrics = metrics;
-  st.index = index;
   st.last_seq = st.committed_seq = st.store->events().next_seq() - 1;
   for (auto& d : dead) {
     d.shard = index;
@@ -277,7 +285,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
       [self](append_atom, EventBatch& events) {
-        for (const auto& ev : events) append(self, ev);
+        for (const auto& a : events) append(self, a.ev, a.headroom);
       },
       [self](done_atom, Completions& done) {
         for (const auto& c : done) complete(self, c);
@@ -305,9 +313,9 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
           } catch (const std::exception& e) {
             fail(self, e);
           }
-          // Space freed by that collect, or by anyone else, is taken into account.
+          // Space freed by that collect, or taken by anyone else, is taken into account.
           self->state.room->probe(steady_ns());
-          if (!self->state.room->full()) note_disk_full(self, false);
+          note_disk_full(self, self->state.room->full());
         }
         self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },

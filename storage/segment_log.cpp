@@ -130,6 +130,7 @@ std::unique_ptr<SegmentLog> SegmentLog::open(fs::path dir, Options o, RecoveryRe
   if (::flock(log->dir_fd_, LOCK_EX | LOCK_NB) != 0) throw_errno(errno, "lock", log->dir_);
   log->recover(report);
   log->open_current();
+  log->mark_committed();
   report.events_pending = log->pending_.size();
   return log;
 }
@@ -353,6 +354,25 @@ void SegmentLog::append_completion(std::uint64_t seq) {
   --segments_.at(event_segment).live_events;
   if (event_segment != loc.segment) segments_.at(loc.segment).refs.insert(event_segment);
   pending_.erase(it);
+}
+
+void SegmentLog::mark_committed() noexcept {
+  mark_ = Mark{current_, segments_.at(current_).size - buf_.size()};
+}
+
+void SegmentLog::abandon() noexcept {
+  broken_ = true;
+  if (abandoned_) return;
+  abandoned_ = true;
+  buf_.clear();
+  for (const auto& [base, seg] : segments_) {
+    if (base > mark_.segment) ::unlink(seg.path.c_str());
+  }
+  if (const auto it = segments_.find(mark_.segment); it != segments_.end()) {
+    if (::truncate(it->second.path.c_str(), static_cast<off_t>(mark_.size)) != 0) {
+      // Deleted meanwhile (a completed segment): nothing of it to cut.
+    }
+  }
 }
 
 void SegmentLog::flush() {

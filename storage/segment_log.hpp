@@ -119,9 +119,15 @@ class SegmentLog {
   // Writes buffered records to the current segment with write(2). When the write fails, the
   // segment is cut back to where it was before it, and the log is unusable.
   void flush();
-  // Makes the log unusable without writing what is buffered, not even on destruction: for a
-  // store that failed elsewhere, whose pending appends are being answered "not stored".
-  void abandon() noexcept { broken_ = true; }
+  // Marks everything appended so far as committed (its appends answered): abandon() cuts the
+  // log back to here. open() marks the recovered log.
+  void mark_committed() noexcept;
+  // Makes the log unusable and cuts it back to the last mark_committed(): what is buffered is
+  // dropped (not even written on destruction), what was written since the mark is cut from its
+  // segment, and segments started since are deleted. For a store that failed (here or in
+  // another of its logs) and answers its uncommitted appends "not stored": none of them may come
+  // back after a restart. Completions cut with them only cost a second delivery.
+  void abandon() noexcept;
   // flush(), then fdatasync(2) every segment written since the last sync and fsync(2) the
   // directory if a segment was created. Does no system call when nothing was appended since;
   // returns whether it synced.
@@ -186,6 +192,11 @@ class SegmentLog {
   bool dirty_ = false;             // records were appended since the last sync
   bool unsynced_events_ = false;   // event records among them
   bool broken_ = false;            // an I/O error left the tail in an unknown state
+  bool abandoned_ = false;         // abandon() cut the log back to mark_
+  struct Mark {
+    std::uint64_t segment = 0;  // base of the segment that was current
+    std::uint64_t size = 0;     // its size then
+  } mark_;                      // see mark_committed()
   std::uint64_t deferred_rolls_ = 0;
   std::uint64_t current_ = 0;  // first seq of the current segment
   std::uint64_t next_seq_ = 1;

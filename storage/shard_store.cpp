@@ -79,6 +79,8 @@ bool ShardStore::commit() {
   deferred_.clear();
   dedup_->flush();  // synced by collect(), at most a second later
   settle(*events_);
+  dead_->mark_committed();
+  events_->mark_committed();
   return sync;
 }
 

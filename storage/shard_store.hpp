@@ -84,9 +84,11 @@ class ShardStore {
   void sync_all();
 
   // After a failure in any of the three logs: none of them writes again, not even what is
-  // buffered when they close, so events answered "not stored" stay unstored after a restart.
-  // What was buffered for delivered events (completions, dedup entries) is lost with it: those
-  // events are delivered again after the restart, a duplicate, never a loss.
+  // buffered when they close, and the event and dead-letter logs are cut back to the end of the
+  // last commit (SegmentLog::abandon), so events answered "not stored" stay unstored after a
+  // restart, even those an early flush (a full buffer, a new segment, a read) had written.
+  // Completions and dedup entries lost with it make those events be delivered again after the
+  // restart: a duplicate, never a loss.
   void abandon() noexcept {
     events_->abandon();
     dead_->abandon();

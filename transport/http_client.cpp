@@ -81,10 +81,11 @@ std::chrono::seconds retry_after_of(const Message& msg) {
   const auto it = msg.find(bhttp::field::retry_after);
   if (it == msg.end()) return std::chrono::seconds{0};
   const std::string_view v = it->value();
-  std::uint32_t n = 0;
+  std::uint64_t n = 0;
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec == std::errc::result_out_of_range) return std::chrono::seconds{86400};
   if (ec != std::errc{} || end != v.data() + v.size()) return std::chrono::seconds{0};
-  return std::chrono::seconds{std::min<std::uint32_t>(n, 86400)};
+  return std::chrono::seconds{std::min<std::uint64_t>(n, 86400)};
 }
 
 ClientResponse failure(ClientResponse::Error error, std::string message) {
@@ -380,8 +381,9 @@ void HttpClient::read(const ConnPtr& conn) {
                           // length has still taken it. Its body is dropped, and the rest of
                           // it is not read: the connection goes.
                           const unsigned status = conn->parser->get().result_int();
+                          const auto retry_after = retry_after_of(conn->parser->get());
                           conn->parser.reset();
-                          return self->on_answer(conn, status, {}, false, true);
+                          return self->on_answer(conn, status, {}, false, true, retry_after);
                         }
                         if (ec) return self->broken(conn, ec, "read");
                         const unsigned status = conn->parser->get().result_int();
@@ -402,7 +404,11 @@ void HttpClient::on_answer(const ConnPtr& conn, unsigned status, std::string&& b
   conn->queue.pop_front();
   --conn->written;
   conn->used = true;
-  if (!keep_alive) {
+  if (body_dropped) {
+    // Closed by this client, not in order: requests written behind it may have been taken.
+    broken(conn, bhttp::error::body_limit, "read",
+           "closed after an answer over the body limit, with requests behind it");
+  } else if (!keep_alive) {
     // The server closes after this answer: whatever follows goes elsewhere.
     broken(conn, net::error::connection_aborted, "closed by the server", "closed by the server",
            true);

@@ -25,6 +25,7 @@
 #include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/small_disk.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_backend.hpp"
 
@@ -916,32 +917,6 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
   }
 }
 
-namespace {
-
-// A tmpfs of `size` mounted at `dir` for the life of the object (the test runs as root, as CI
-// does); mounted() is false where mounting is not allowed.
-class SmallDisk {
- public:
-  SmallDisk(const std::filesystem::path& dir, const std::string& size) : dir_(dir) {
-    std::filesystem::create_directories(dir_);
-    mounted_ = std::system(("mount -t tmpfs -o size=" + size + " botgate-test " + dir_.string() +
-                            " 2>/dev/null")
-                               .c_str()) == 0;
-  }
-  ~SmallDisk() {
-    if (mounted_) (void)std::system(("umount -l " + dir_.string()).c_str());
-  }
-  SmallDisk(const SmallDisk&) = delete;
-  SmallDisk& operator=(const SmallDisk&) = delete;
-  bool mounted() const { return mounted_; }
-
- private:
-  std::filesystem::path dir_;
-  bool mounted_ = false;
-};
-
-}  // namespace
-
 TEST_CASE("a disk filled by the backlog refuses new events and takes them again once delivered",
           "[integration][durability]") {
   TempDir dir;
@@ -951,7 +926,7 @@ TEST_CASE("a disk filled by the backlog refuses new events and takes them again 
     return;
   }
   TestBackend backend;
-  backend.set_status(503);  // the backlog stays on disk
+  backend.set_status(400);  // the first event becomes a dead letter
   auto o = durable_options(backend);
   o.shards = 1;
   o.queue_dir = "disk/q";
@@ -959,6 +934,10 @@ TEST_CASE("a disk filled by the backlog refuses new events and takes them again 
   o.min_free = "1MiB";
   o.max_body = "64KiB";
   auto gw = std::make_unique<Gateway>(botgate_binary(), dir, make_config(o));
+  REQUIRE(send_event(gw->port(), o.source, o.secret, event_json("dl-low", "dl-conv", 0)).status ==
+          200);
+  REQUIRE(eventually([&] { return get_dead_letters(gw->port(), o).find("dl-low", o.source); }));
+  backend.set_status(503);  // the backlog stays on disk
 
   // 20 KB events (40 KB stored: the raw body and its text) until the disk is down to min_free.
   std::vector<std::string> acked;
@@ -990,6 +969,12 @@ TEST_CASE("a disk filled by the backlog refuses new events and takes them again 
   auto metrics = http_request(gw->port(), "GET", "/metrics").body;
   CHECK(metric_value(metrics, "botgate_queue_disk_full") == std::optional<double>(1));
   CHECK(metric_sum(metrics, "botgate_log_errors_total") == 0);  // refused, not failed
+  // A replay is refused like any new event, and the dead letter stays, listed and replayable.
+  auto replay = http_request(gw->port(), "POST", "/v1/dead-letters/dl-low/replay", admin(o));
+  CHECK(replay.status == 503);
+  CHECK(replay.body.find("disk_full") != std::string::npos);
+  CHECK(replay.header("retry-after") == "1");
+  CHECK(get_dead_letters(gw->port(), o).find("dl-low", o.source) != nullptr);
 
   // The backend takes the backlog: completions are written into the headroom, the completed
   // segments go, and new events are taken again, all without a restart.
@@ -1002,8 +987,39 @@ TEST_CASE("a disk filled by the backlog refuses new events and takes them again 
                          event_json("after-room", "conv-late", 0, std::string(20000, 'x')));
   CHECK(late.status == 200);
   CHECK(wait_delivered(backend, {"after-room"}).empty());
+  CHECK(http_request(gw->port(), "POST", "/v1/dead-letters/dl-low/replay", admin(o)).status == 200);
+  CHECK(wait_delivered(backend, {"dl-low"}).empty());
   CHECK(lines_with(gw->log(), "queue disk low: refusing new events").size() == 1);
   CHECK(lines_with(gw->log(), "queue disk has room again").size() == 1);
   CHECK(lines_with(gw->log(), "shard log failed").empty());
   for (const auto& r : backend.requests()) CHECK(r.idempotency_key() != refused_id);
+}
+
+TEST_CASE("a gateway started below min_free says so at once and refuses events",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  auto o = durable_options(backend);
+  o.min_free = "1024GiB";  // more than any test machine has free
+  Gateway gw(botgate_binary(), dir, make_config(o));
+
+  // Not ready before any event was refused: the state comes from the disk, not a refusal.
+  auto ready = http_request(gw.port(), "GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK(ready.body.find("disk_full") != std::string::npos);
+  auto metrics = http_request(gw.port(), "GET", "/metrics").body;
+  CHECK(metric_value(metrics, "botgate_queue_disk_full") == std::optional<double>(o.shards));
+
+  for (int i = 0; i < 3; ++i) {
+    auto res = send_event(gw.port(), o.source, o.secret,
+                          event_json("low-" + std::to_string(i), "low-conv", i));
+    CHECK(res.status == 503);
+    CHECK(res.body.find("disk_full") != std::string::npos);
+  }
+  CHECK(gw.process().running());
+  // One line per shard entering the state; refusals are logged apart, at most once a second.
+  CHECK(lines_with(gw.log(), "queue disk low: refusing new events").size() ==
+        static_cast<std::size_t>(o.shards));
+  std::this_thread::sleep_for(300ms);
+  CHECK(backend.count() == 0);
 }

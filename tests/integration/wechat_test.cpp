@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -19,6 +21,7 @@
 #include "tests/support/client.hpp"
 #include "tests/support/fake_wechat.hpp"
 #include "tests/support/gateway.hpp"
+#include "tests/support/small_disk.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_backend.hpp"
 #include "transport/wechat_crypto.hpp"
@@ -931,4 +934,56 @@ fall = 1
   // The dongs were consumed, not forwarded to A's backend.
   CHECK(backend_a.count() == 0);
   fake.set_on_delivered(nullptr);
+}
+
+TEST_CASE("wechat: a backend's reply is sent even while the queue's disk is below min_free",
+          "[integration][wechat]") {
+  TempDir dir;
+  SmallDisk disk(dir.path() / "disk", "4m");
+  if (!disk.mounted()) {
+    WARN("cannot mount a tmpfs here (not root?): the low-disk path is not exercised");
+    return;
+  }
+  FakeWechat fake;
+  add_accounts(fake);
+  TestBackend backend;
+  reply_to_everything(backend);
+  backend.set_slow(2s);  // the answer (with its reply) comes once the disk is low
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.shards = 1;
+  o.queue_dir = "disk/q";
+  o.min_free = "1MiB";
+  o.target_timeout = "5s";
+  Gateway gw(botgate_binary(), dir, wechat_config(o, fake));
+
+  auto res =
+      post_oa_callback(gw.port(), "oa", kOaKeys,
+                       oa_text_xml("gh_account", "user-low", now_s(), "hello", "7300"), false);
+  REQUIRE(res.status == 200);
+  REQUIRE(backend.wait_for_count(1, 5s));
+  // Another process takes the disk down to half of min_free while the delivery is in flight.
+  const auto free = std::filesystem::space(dir.path() / "disk").available;
+  REQUIRE(free > (1u << 20));
+  {
+    std::ofstream filler(dir.path() / "disk" / "filler", std::ios::binary);
+    const std::string chunk(64 << 10, 'f');
+    for (std::uintmax_t left = free - (512u << 10); left > 0;) {
+      const auto n = std::min<std::uintmax_t>(left, chunk.size());
+      filler.write(chunk.data(), static_cast<std::streamsize>(n));
+      left -= n;
+    }
+  }
+  REQUIRE(eventually(
+      [&] {
+        return http_request(gw.port(), "GET", "/readyz").body.find("disk_full") !=
+               std::string::npos;
+      },
+      5s));
+  // New events are refused, but the reply to the stored one is not: it was answered for.
+  CHECK(post_oa_callback(gw.port(), "oa", kOaKeys,
+                         oa_text_xml("gh_account", "user-low", now_s(), "more", "7301"), false)
+            .status == 503);
+  REQUIRE(fake.wait_for_delivered(1, 10s));
+  CHECK(contents(fake.delivered()) == std::vector<std::string>{"re: 7300"});
 }

@@ -598,3 +598,28 @@ TEST_CASE("segment log cuts what a failed write left, so refused events stay uns
   auto log = open_clean(tmp.shard());
   CHECK(seqs(log->pending()) == kept);
 }
+
+TEST_CASE("segment log abandon cuts back to the last commit, new segments included", "[storage]") {
+  TempDir tmp;
+  Options o;
+  o.segment_bytes = 1024;    // a new segment every few records
+  o.write_buffer_bytes = 1;  // every append written at once, as a full buffer would be
+  std::vector<std::uint64_t> committed;
+  std::size_t segments_at_mark = 0;
+  {
+    auto log = open_clean(tmp.shard(), o);
+    for (int i = 1; i <= 3; ++i) committed.push_back(log->append_event(payload_for(i)));
+    log->sync();
+    log->mark_committed();
+    segments_at_mark = segment_files(tmp.shard()).size();
+    // Written, rolled into new segments, never committed: their appends are being refused.
+    for (int i = 4; i <= 30; ++i) log->append_event(payload_for(i));
+    log->append_completion(committed.front());
+    REQUIRE(segment_files(tmp.shard()).size() > segments_at_mark);
+    log->abandon();
+    CHECK_THROWS(log->append_event(payload_for(31)));
+  }
+  CHECK(segment_files(tmp.shard()).size() == segments_at_mark);
+  auto log = open_clean(tmp.shard(), o);
+  CHECK(seqs(log->pending()) == committed);  // the completion after the mark is cut too
+}
