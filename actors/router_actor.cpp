@@ -94,12 +94,18 @@ void place(Self self, std::uint64_t id, Clock::time_point now) {
   if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, now)) send(self, id, *t, now);
 }
 
-// Target i went down: move the attempts in flight to it elsewhere, oldest first.
+// Target i went down: move the attempts in flight to it elsewhere, oldest first. Unless it
+// cannot take a send back (an account): then they stay, and end with its answer or deadline.
 void reroute(Self self, std::size_t i, Clock::time_point now) {
   auto& st = self->state;
   std::vector<std::uint64_t> ids;
   for (const auto& [id, a] : st.attempts) {
     if (a.sent && a.target == i) ids.push_back(id);
+  }
+  if (!ids.empty() && !st.targets[i].reroute_in_flight) {
+    log::info("in-flight sends left to finish on a target that went down",
+              {{"pool", st.pool}, {"target", st.targets[i].name}, {"count", ids.size()}});
+    return;
   }
   std::sort(ids.begin(), ids.end());
   for (auto id : ids) {
@@ -268,6 +274,7 @@ void init(Self self, std::vector<target_actor>& actors, std::vector<std::string>
     t.name = names[i];
     t.probe = o.probe;
     t.metrics = o.metrics;
+    t.reroute_in_flight = o.reroute_in_flight;
     st.targets.push_back(std::move(t));
   }
   st.balancer.emplace(options.policy, names, options.weights, limits, options.outlier,

@@ -7,8 +7,11 @@
 // Health comes in two ways: a prober's `health` report (active checks) and the outcomes of real
 // deliveries (passive outlier ejection). When a target goes down either way, the attempts in
 // flight to it are re-routed at once to another target; a late answer from the old one is
-// ignored. When no target can take an attempt, it waits here (the shard's conversation waits
-// with it) and goes out when a target recovers or has room again.
+// ignored. Not so for a target that cannot take a send back (`reroute_in_flight` off: a
+// platform account, whose send API has no idempotency key): what it was sent may already be
+// with the platform, so it is left to finish, bounded by its deadline, or the user would get
+// the message twice. When no target can take an attempt, it waits here (the shard's
+// conversation waits with it) and goes out when a target recovers or has room again.
 //
 // Deadlines cost no timer per attempt: every attempt gets the same timeout, so attempts expire
 // in the order they were sent, and the router's one `tick` (armed only while something needs
@@ -38,6 +41,8 @@ struct RouterTargetOptions {
   TargetLimits limits;
   ProbeKind probe = ProbeKind::none;
   TargetMetrics* metrics = nullptr;  // nullptr: the router keeps its own, unexported
+  // false: attempts in flight stay with the target when it goes down (see above).
+  bool reroute_in_flight = true;
 };
 
 struct RouterOptions {
@@ -75,6 +80,7 @@ struct RouterState {
     std::string name;
     ProbeKind probe = ProbeKind::none;
     TargetMetrics* metrics = nullptr;
+    bool reroute_in_flight = true;
     std::uint64_t successes = 0;
     std::uint64_t failures = 0;
     std::string last_error;

@@ -127,6 +127,9 @@ http::ClientOptions client_options(const TargetConfig& t) {
   opts.timeout = t.timeout;
   opts.max_connections = t.max_connections;
   opts.pipeline = t.pipeline;
+  // A platform's send API has no idempotency key: a send written on a connection that broke
+  // may have been taken, and goes back to the router as a failed attempt instead of out again.
+  opts.resend_posts = !is_account(t.kind);
   return opts;
 }
 
@@ -315,9 +318,11 @@ int run_gateway(const Config& config) {
       members.push_back(targets.at(name));
       const TargetConfig& t = target_config(config, name);
       ropts.weights.push_back(t.weight);
+      // A platform send may be with the platform when its account goes down, and it has no
+      // idempotency key: it is not sent through another account as well.
       ropts.targets.push_back(
           RouterTargetOptions{TargetLimits{t.max_in_flight, t.rate_limit, t.burst}, t.probe.kind,
-                              metrics.find_target(name)});
+                              metrics.find_target(name), !is_account(t.kind)});
     }
     routers.emplace(p.name, sys.spawn(router, std::move(members), p.targets, ropts));
   }

@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
@@ -14,6 +15,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <optional>
@@ -39,8 +41,9 @@ struct HttpClient::Job {
   // Not assigned to a connection after this (connect_timeout + timeout after submit), it fails
   // unsent: the caller's own deadline for the exchange is running meanwhile.
   SteadyClock::time_point send_by{};
-  bool written = false;  // put on the wire at least once
-  bool resent = false;   // already written once on a connection that broke
+  bool written = false;    // put on the wire at least once
+  bool resent = false;     // already written once on a connection that broke
+  bool resendable = true;  // may go out again after its connection broke (see resend_posts)
 };
 
 struct HttpClient::Connection {
@@ -104,6 +107,15 @@ void with_stream(HttpClient::Connection& conn, Op&& op) {
   } else {
     op(conn.socket);
   }
+}
+
+// Has the peer closed (or broken) this idle connection? Nothing is due on an idle connection,
+// so anything readable (an end of stream, a reset, a 408 or a TLS alert before the close)
+// says it is not to be used.
+bool peer_closed(tcp::socket& socket) {
+  char byte;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 // The OpenSSL error queue's first entry, for messages about the TLS set-up.
@@ -190,6 +202,7 @@ void HttpClient::submit(std::string_view method, const std::string& target,
                         std::string_view content_type, std::string_view body, HeaderList headers,
                         ClientCallback done) {
   auto job = std::make_shared<Job>();
+  job->resendable = options_.resend_posts || method != "POST";
   job->send_by = SteadyClock::now() + options_.connect_timeout + options_.timeout;
   auto& w = job->wire;
   w.reserve(body.size() + 256);
@@ -226,9 +239,15 @@ void HttpClient::drain_inbox() {
 
 // An idle connection, else a new one, else a pipelining slot, else wait.
 bool HttpClient::try_assign(JobPtr& job) {
-  if (!idle_.empty()) {
+  while (!idle_.empty()) {
     auto conn = std::move(idle_.back());
     idle_.pop_back();
+    // A request that may not go out twice is not written into a connection the peer has
+    // already closed (its idle timeout): that would fail it for nothing.
+    if (!job->resendable && peer_closed(conn->socket)) {
+      close(conn);
+      continue;
+    }
     enqueue(conn, std::move(job));
     return true;
   }
@@ -468,7 +487,8 @@ void HttpClient::on_timer(const ConnPtr& conn) {
 // connection when no byte of their answer was read and the failure says nothing
 // about them: behind the front of a pipeline, or at the front of a kept-alive
 // connection that the peer had already closed. Requests behind an answer that closed
-// the connection in order go out again in any case.
+// the connection in order go out again in any case. A written POST of a client without
+// `resend_posts` never goes out again: it fails.
 // `detail`, when given, is the whole message.
 void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const char* what,
                         std::string detail, bool closed_in_order) {
@@ -491,7 +511,8 @@ void HttpClient::broken(const ConnPtr& conn, boost::system::error_code ec, const
       failed.push_back(std::move(job));
     } else if (i >= conn->written || closed_in_order) {
       again.push_back(std::move(job));  // never written, or not taken by the server
-    } else if (job->resent || (i == 0 && (timed_out || front_answering || !conn->used))) {
+    } else if (!job->resendable || job->resent ||
+               (i == 0 && (timed_out || front_answering || !conn->used))) {
       failed.push_back(std::move(job));
     } else {
       job->resent = true;

@@ -12,7 +12,11 @@
 // Pipelined requests are written together in one write, and their answers are
 // read in order. When a connection breaks, a request of which no answer byte was
 // read is sent once more on another connection; it may then reach the server
-// twice, which the Idempotency-Key header makes harmless.
+// twice, which the Idempotency-Key header makes harmless. A client for a server
+// that has no such key (a chat platform's send API) turns that off for POSTs
+// (`resend_posts`): a POST already written fails instead, for the caller to retry
+// or not, and an idle connection the peer has closed is noticed before it is
+// reused, so such a request is not written into it.
 //
 // With `tls` set the client speaks https: one OpenSSL context per client (TLS 1.2
 // or later), and on every new connection SNI, then a handshake that verifies the
@@ -60,6 +64,11 @@ struct ClientOptions {
   bool tls = false;         // https; `port` is not changed by it (set 443 yourself)
   std::string ca_file;      // PEM file of trusted CAs; empty: the system's default paths
   bool verify_peer = true;  // false: accept any certificate (tests only)
+  // false: a POST written on a connection that then broke without an answer is not sent again
+  // (it may have been acted on, and has no idempotency key): it fails with Error::io. Requests
+  // never written, or written behind an answer that closed the connection in order (which
+  // the server does not process), still go out again, and so do GETs.
+  bool resend_posts = true;
 };
 
 struct ClientResponse {

@@ -695,6 +695,62 @@ TEST_CASE("client resends transparently when the server dropped its idle kept-al
   CHECK(backend.connections_accepted() == 2);
 }
 
+TEST_CASE("client without resend_posts fails a written POST whose connection broke, unresent",
+          "[client]") {
+  // A platform send has no idempotency key: once written it may have been taken, so a break
+  // without an answer must come back as a failure, not reach the platform a second time.
+  TestBackend backend;
+  auto o = options_for(backend.port());
+  o.max_connections = 1;
+  const bool resend = GENERATE(true, false);
+  o.resend_posts = resend;
+  INFO((resend ? "resend_posts on" : "resend_posts off"));
+  Collector warm(1);
+  Collector got(1);
+  ClientRig client(o);
+  client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
+  REQUIRE(warm.wait_all(5s));      // the connection is kept alive: a break on it may be resent
+  backend.set_close_unanswered();  // takes the request, closes without an answer byte
+  client->post("/events", "{}", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
+  REQUIRE(got.wait_all(5s));
+  std::this_thread::sleep_for(200ms);  // a resend would reach the backend by now
+  auto out = got.snapshot()[0];
+  INFO(describe(out));
+  CHECK(out.calls == 1);
+  CHECK(out.res.error == Error::io);  // the resend, if any, met the same end
+  CHECK(by_key(backend)[key_of(0)].size() == (resend ? 2u : 1u));
+}
+
+TEST_CASE(
+    "client without resend_posts does not write a POST into an idle connection the server "
+    "closed",
+    "[client]") {
+  // With no resend to fall back on, a POST written into a connection the server has closed
+  // (its keep-alive timeout, a restart) would fail for nothing: the client notices first.
+  TestBackend backend;
+  auto o = options_for(backend.port());
+  o.max_connections = 1;
+  o.resend_posts = false;
+  Collector warm(1);
+  Collector got(1);
+  ClientRig client(o);
+  client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
+  REQUIRE(warm.wait_all(5s));
+  backend.stop();  // closes the idle connection
+  backend.start();
+  std::this_thread::sleep_for(50ms);
+  client->post("/events", "{}", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
+  REQUIRE(got.wait_all(5s));
+  auto out = got.snapshot()[0];
+  INFO(describe(out));
+  CHECK(out.calls == 1);
+  CHECK(out.res.error == Error::none);
+  CHECK(out.res.status == 200);
+  auto seen = by_key(backend)[key_of(0)];
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].connection == 2);
+}
+
 // Leaves `n` kept-alive connections idle in the client's pool: n posts at once to a backend
 // slow enough that each needs a connection of its own. The backend is left answering 200.
 void open_idle_connections(ClientRig& client, TestBackend& backend, std::size_t n) {

@@ -152,6 +152,7 @@ struct FakeWechat::Impl {
   std::map<std::string, Token> tokens;
   std::vector<SentMessage> sent;
   std::chrono::milliseconds delay{0};
+  std::map<std::string, std::chrono::milliseconds> delay_for;  // by touser
   std::uint64_t seq = 0;
   Hook hook;
   std::deque<std::pair<Hook, SentMessage>> hook_queue;
@@ -287,7 +288,6 @@ struct FakeWechat::Impl {
     std::string reply_msgid;
 
     std::unique_lock lk(mu);
-    const auto delay_now = delay;
     int code = 0;
     if (r.method != "POST") {
       code = 43002;
@@ -323,6 +323,8 @@ struct FakeWechat::Impl {
       }
     }
     m.errcode = code;
+    const auto special = delay_for.find(m.touser);
+    const auto delay_now = special != delay_for.end() ? special->second : delay;
     sent.push_back(m);
     if (m.delivered() && hook) hook_queue.emplace_back(hook, m);
     lk.unlock();
@@ -451,6 +453,11 @@ void FakeWechat::clear_always_error(const std::string& account) {
 void FakeWechat::set_delay(std::chrono::milliseconds delay) {
   std::lock_guard lk(impl_->mu);
   impl_->delay = delay;
+}
+
+void FakeWechat::set_delay_for(const std::string& touser, std::chrono::milliseconds delay) {
+  std::lock_guard lk(impl_->mu);
+  impl_->delay_for[touser] = delay;
 }
 
 void FakeWechat::set_on_delivered(std::function<void(const SentMessage&)> hook) {

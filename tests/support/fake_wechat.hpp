@@ -93,6 +93,8 @@ class FakeWechat {
   // Answer every send this much later. The send is recorded (and delivered) on arrival, as
   // a slow real platform that already took it would.
   void set_delay(std::chrono::milliseconds delay);
+  // Answer every send to `touser` this much later instead (recorded on arrival as well).
+  void set_delay_for(const std::string& touser, std::chrono::milliseconds delay);
 
   // Called for each delivered message on a worker thread of the fake (never the server
   // thread), in delivery order; it may make blocking HTTP calls (e.g. relay the message

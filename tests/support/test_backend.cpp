@@ -176,6 +176,7 @@ struct TestBackend::Impl {
         }
         break;
       }
+      if (mode == FaultMode::close_unanswered) break;  // taken, then the server died
       if (mode == FaultMode::close_mid_response) {
         static constexpr std::string_view partial =
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
@@ -304,6 +305,11 @@ void TestBackend::set_slow(std::chrono::milliseconds delay) {
   std::lock_guard lk(impl_->mu);
   impl_->mode = FaultMode::slow;
   impl_->delay = delay;
+}
+
+void TestBackend::set_close_unanswered() {
+  std::lock_guard lk(impl_->mu);
+  impl_->mode = FaultMode::close_unanswered;
 }
 
 void TestBackend::set_close_after_answer() {

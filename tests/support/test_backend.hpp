@@ -39,6 +39,7 @@ enum class FaultMode {
   close_mid_response,  // send the status line, headers and part of the body, then close
   slow,                // wait `delay`, then 200 {}
   close_after_answer,  // 200 {} with Connection: close, then an orderly close
+  close_unanswered,    // read the request, then close without a byte of answer
 };
 
 class TestBackend {
@@ -70,6 +71,7 @@ class TestBackend {
   void set_close_after_answer();
   // A Retry-After header on every answer that is not 2xx (empty: none).
   void set_retry_after(std::string value);
+  void set_close_unanswered();
   FaultMode mode() const;
 
   std::vector<BackendRequest> requests() const;

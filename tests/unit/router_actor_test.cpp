@@ -164,3 +164,56 @@ TEST_CASE("router's ejected gauge counts a target ejected again before its retur
   while (h.sched->trigger_timeout()) h.sched->run();
   CHECK(ejected.value() == 0);
 }
+
+namespace {
+
+// Tells the router that the platform refuses t's credentials, as a token actor does.
+void refuse_credentials(TestRouter& h, const std::string& t) {
+  botgate::ProbeResult r;
+  r.target = t;
+  r.healthy = false;
+  r.error = "errcode 40125: invalid appsecret";
+  r.credentials = true;
+  caf::anon_send(h.router, botgate::health_atom::value, r);
+  h.sched->run();
+}
+
+}  // namespace
+
+TEST_CASE("router leaves a send in flight on a target that cannot take it back when it goes down",
+          "[actors][router]") {
+  // An account's send may already be with the platform, which has no idempotency key: sent
+  // through another account as well, the user would get it twice. A backend's may move.
+  const bool account = GENERATE(true, false);
+  INFO((account ? "account target" : "http target"));
+  botgate::RouterOptions ro;
+  ro.policy = botgate::PolicyKind::failover;
+  ro.attempt_timeout = 10s;
+  ro.outlier.consecutive_failures = 1;
+  ro.outlier.max_ejection_percent = 50;
+  ro.targets.resize(2);
+  ro.targets[0].reroute_in_flight = !account;
+  // t1 keeps "slow" in flight and fails everything else.
+  Script t1 = [](const botgate::Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    if (ev.id.starts_with("slow")) return std::nullopt;
+    return 503u;
+  };
+  const bool by_ejection = GENERATE(false, true);
+  INFO((by_ejection ? "ejected by outlier detection" : "credentials refused"));
+  TestRouter h({{"t1", t1}, {"t2", always(200)}}, ro);
+  h.deliver({"slow"});
+  REQUIRE(h.rec->seen() == std::vector<Attempt>{{"t1", "slow", 1}});
+  if (by_ejection) {
+    h.deliver({"fails"});  // 503 from t1: ejected
+    REQUIRE(h.metrics[0]->ejections.value() == 1);
+  } else {
+    refuse_credentials(h, "t1");
+  }
+  const auto slow = h.rec->seen_for("slow");
+  if (account) {
+    CHECK(slow.size() == 1);  // still t1's, answered by t1 or by its deadline
+  } else {
+    REQUIRE(slow.size() == 2);
+    CHECK(slow[1] == Attempt{"t2", "slow", 2});
+  }
+}
