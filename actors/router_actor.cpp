@@ -34,6 +34,11 @@ void arm_tick(Self self, Clock::time_point now) {
   }
   if (auto wake = st.balancer->next_wake(now)) want_tick(self, *wake, now);
   if (auto back = st.balancer->outlier().next_return(now)) want_tick(self, *back, now);
+  if (!st.expiries.empty()) want_tick(self, std::max(st.expiries.begin()->first, now), now);
+}
+
+Clock::time_point expiry(const RouterState& st, const RouterState::Attempt& a) {
+  return a.ev->received_at + st.max_age;
 }
 
 // Is this deadline's send still the attempt's current one (neither answered nor re-routed)?
@@ -67,6 +72,10 @@ void flush(Self self) {
 void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
+  if (a.in_expiries) {
+    st.expiries.erase({expiry(st, a), id});
+    a.in_expiries = false;
+  }
   a.target = target;
   a.sent = true;
   const auto leg = ++a.leg;
@@ -87,11 +96,64 @@ void drain(Self self, Clock::time_point now) {
   arm_tick(self, now);
 }
 
-// Places attempt `id`: sends it, or leaves it waiting in the Balancer.
+// Places attempt `id`: sends it, or leaves it waiting in the Balancer until max_age.
 void place(Self self, std::uint64_t id, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
-  if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, now)) send(self, id, *t, now);
+  if (auto t = st.balancer->place(id, a.ev->conversation, a.avoid, now)) {
+    return send(self, id, *t, now);
+  }
+  if (!a.in_expiries) {
+    st.expiries.emplace(expiry(st, a), id);
+    a.in_expiries = true;
+  }
+}
+
+// Why target i took nothing: down (and how), or no room (in-flight or rate limit).
+std::string why_not(const RouterState& st, std::size_t i, Clock::time_point now) {
+  const auto& t = st.targets[i];
+  std::string why = t.name + ": ";
+  if (!t.credentials_ok) return why + "credentials refused (" + t.credentials_error + ")";
+  if (!t.probe_healthy) return why + "unhealthy (" + t.last_probe.error + ")";
+  if (st.balancer->outlier().ejected(i, now)) return why + "ejected (" + t.last_error + ")";
+  return why + "no room";
+}
+
+// Attempts that waited for a target until their event reached max_age are answered as failed,
+// with why no target took them; the shard then gives the event up (delivery_rules.hpp). One
+// pass over the Balancer's queues for all of them: an outage may let thousands age at once.
+void expire_waiting(Self self, Clock::time_point now) {
+  auto& st = self->state;
+  std::vector<std::uint64_t> expired;  // oldest first
+  while (!st.expiries.empty() && st.expiries.begin()->first <= now) {
+    const auto id = st.expiries.begin()->second;
+    st.expiries.erase(st.expiries.begin());
+    st.attempts.at(id).in_expiries = false;  // every entry is of an attempt waiting
+    expired.push_back(id);
+  }
+  if (expired.empty()) return;
+  std::vector<std::uint64_t> sorted = expired;
+  std::sort(sorted.begin(), sorted.end());
+  st.balancer->withdraw_if(
+      [&](std::uint64_t id) { return std::binary_search(sorted.begin(), sorted.end(), id); });
+  std::string why = "no target took it within max_age (" + format_duration(st.max_age) + "): ";
+  for (std::size_t i = 0; i < st.targets.size(); ++i) {
+    why += (i == 0 ? "" : "; ") + why_not(st, i, now);
+  }
+  for (auto id : expired) {
+    auto it = st.attempts.find(id);
+    RouterState::Attempt a = std::move(it->second);
+    st.attempts.erase(it);
+    Outcome out;
+    out.target = st.pool;
+    out.error = why;
+    out.sends = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(a.leg));
+    st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
+  }
+  log::warn("deliveries given up waiting for a target",
+            {{"pool", st.pool}, {"count", expired.size()}, {"error", why}});
+  update_waiting(self);
+  request_flush(self, self->state.flush_queued);
 }
 
 // Target i went down: move the attempts in flight to it elsewhere, oldest first. Unless it
@@ -203,6 +265,7 @@ void on_tick(Self self, std::int64_t set_for) {
   auto& st = self->state;
   const auto now = Clock::now();
   st.ticks.erase(Clock::time_point(Clock::duration(set_for)));
+  expire_waiting(self, now);
   while (!st.deadlines.empty() && st.deadlines.front().at <= now) {
     const auto d = st.deadlines.front();
     st.deadlines.pop_front();
@@ -255,6 +318,7 @@ void init(Self self, std::vector<target_actor>& actors, std::vector<std::string>
   auto& st = self->state;
   st.pool = std::move(options.pool);
   st.attempt_timeout = options.attempt_timeout;
+  st.max_age = options.max_age;
   st.metrics = options.metrics;
   if (st.metrics == nullptr) {
     st.own_pool_metrics = std::make_unique<PoolMetrics>(st.pool);

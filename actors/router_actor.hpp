@@ -11,7 +11,8 @@
 // platform account, whose send API has no idempotency key): what it was sent may already be
 // with the platform, so it is left to finish, bounded by its deadline, or the user would get
 // the message twice. When no target can take an attempt, it waits here (the shard's
-// conversation waits with it) and goes out when a target recovers or has room again.
+// conversation waits with it) and goes out when a target recovers or has room again, or is
+// answered as failed once its event is older than `max_age`, with why no target took it.
 //
 // Deadlines cost no timer per attempt: every attempt gets the same timeout, so attempts expire
 // in the order they were sent, and the router's one `tick` (armed only while something needs
@@ -50,6 +51,9 @@ struct RouterOptions {
   PolicyKind policy = PolicyKind::round_robin;
   std::vector<std::uint32_t> weights;  // per target, in `names` order; empty: all 1
   Duration attempt_timeout{std::chrono::seconds(10)};
+  // [queue] max_age: an attempt still waiting for a target when its event is this old is
+  // answered as failed (the shard then gives the event up).
+  Duration max_age{std::chrono::hours(48)};
   OutlierConfig outlier;
   std::vector<RouterTargetOptions> targets;  // per target; missing entries: defaults
   PoolMetrics* metrics = nullptr;            // nullptr: the router keeps its own
@@ -66,6 +70,7 @@ struct RouterState {
     std::size_t target = 0;
     std::uint64_t leg = 0;  // counts sends; an answer for an older leg is stale
     bool sent = false;
+    bool in_expiries = false;  // has an entry in `expiries`
   };
 
   struct Deadline {
@@ -96,8 +101,11 @@ struct RouterState {
   std::vector<Target> targets;
   std::optional<Balancer> balancer;
   Duration attempt_timeout{std::chrono::seconds(10)};
+  Duration max_age{std::chrono::hours(48)};
   std::unordered_map<std::uint64_t, Attempt> attempts;  // in flight or waiting
   std::deque<Deadline> deadlines;                       // oldest first
+  // The attempts waiting in the Balancer, by when their event reaches max_age.
+  std::set<std::pair<Clock::time_point, std::uint64_t>> expiries;
   std::uint64_t next_id = 0;
   // The ticks scheduled and not yet run, each by the time it was set for (a tick carries it).
   std::set<Clock::time_point> ticks;

@@ -312,6 +312,7 @@ int run_gateway(const Config& config) {
     ropts.pool = p.name;
     ropts.policy = p.policy;
     ropts.attempt_timeout = attempt_deadline(config);
+    ropts.max_age = config.queue.max_age;
     ropts.outlier = p.outlier;
     ropts.metrics = metrics.find_pool(p.name);
     for (const auto& name : p.targets) {

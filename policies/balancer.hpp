@@ -95,6 +95,16 @@ class Balancer {
     return out;
   }
 
+  // Takes the waiting deliveries whose id `given_up(id)` holds out of the queues (their owner
+  // gave up on them), in one pass; returns how many.
+  template <typename Pred>
+  std::size_t withdraw_if(Pred given_up) {
+    const auto match = [&](const Waiter& w) { return given_up(w.id); };
+    std::size_t n = std::erase_if(waiting_, match);
+    for (auto& q : waiting_for_) n += std::erase_if(q, match);
+    return n;
+  }
+
   // A delivery sent to `target` is over (answered, timed out or moved): its slot is free.
   void release(std::size_t target) noexcept {
     if (in_flight_[target] > 0) --in_flight_[target];

@@ -396,6 +396,39 @@ TEST_CASE("wechat: a send in flight when its account is ejected is sent once",
   check_in_flight_send_stays(f, [&] { f.fake.script_errors("wxa", {-1}); });
 }
 
+TEST_CASE("wechat: a message no account can take is dead-lettered at max_age, saying why",
+          "[integration][wechat]") {
+  // Every account's credentials refused: the message waits in the accounts pool's router.
+  // Past [queue] max_age it is given up, as docs/configuration.md says, not sent days late.
+  FakeWechat fake;
+  add_accounts(fake);
+  TestBackend backend;
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {backend.port()};
+  o.max_age = "3s";
+  Setup s;
+  s.with_b = false;
+  s.a_secret = "not-the-secret";
+  Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
+  auto r = admin(gw.port(), "POST", "/v1/messages",
+                 R"({"pool":"accts","to":"u-late","text":"too late","id":"late-1"})");
+  REQUIRE(r.status == 200);
+  std::string list;
+  const bool dead = eventually(
+      [&] {
+        list = admin(gw.port(), "GET", "/v1/dead-letters").body;
+        return list.find("late-1") != std::string::npos;
+      },
+      10s);
+  INFO(list);
+  REQUIRE(dead);
+  CHECK(list.find("max_age") != std::string::npos);
+  CHECK(list.find("acct-a: credentials refused (errcode 40125: invalid appsecret)") !=
+        std::string::npos);
+  CHECK(fake.sent().empty());
+}
+
 TEST_CASE("wechat: accounts of one credential share a token however api_base is spelled",
           "[integration][wechat]") {
   FakeWechat fake;

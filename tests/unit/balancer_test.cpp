@@ -192,3 +192,13 @@ TEST_CASE("Balancer never ejects the last available target, counting probe-down 
   CHECK_FALSE(b.on_failure(1, t0));
   CHECK(b.on_failure(1, t0));
 }
+
+TEST_CASE("Balancer: withdrawn waiting deliveries are never handed out", "[balancer][ha]") {
+  auto b = make(PolicyKind::round_robin);
+  for (std::size_t i = 0; i < 3; ++i) b.set_healthy(i, false);
+  for (std::uint64_t id = 1; id <= 4; ++id) CHECK_FALSE(b.place(id, "x", {}, t0));
+  CHECK(b.withdraw_if([](std::uint64_t id) { return id == 2 || id == 3; }) == 2);
+  CHECK(b.waiting() == 2);
+  b.set_healthy(0, true);
+  CHECK(ids(b.drain(t0)) == std::vector<std::uint64_t>{1, 4});
+}

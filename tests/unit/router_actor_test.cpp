@@ -217,3 +217,38 @@ TEST_CASE("router leaves a send in flight on a target that cannot take it back w
     CHECK(slow[1] == Attempt{"t2", "slow", 2});
   }
 }
+
+TEST_CASE("router answers an attempt that waited for a target past max_age, saying why",
+          "[actors][router]") {
+  // Every account refused: the attempt waits in the router, where the shard cannot see its
+  // age. Once its event is max_age old it is answered as failed, and the shard gives it up.
+  botgate::RouterOptions ro;
+  ro.pool = "accts";
+  ro.attempt_timeout = 10s;
+  ro.max_age = 200ms;
+  TestRouter h({{"acct-a", always(200)}, {"acct-b", always(200)}}, ro);
+  refuse_credentials(h, "acct-a");
+  refuse_credentials(h, "acct-b");
+  h.deliver({"w1"});
+  CHECK(h.rec->seen().empty());
+  CHECK(h.answers->empty());
+  std::this_thread::sleep_for(250ms);
+  while (h.sched->trigger_timeout()) h.sched->run();
+  REQUIRE(h.answers->size() == 1);
+  const auto& out = (*h.answers)[0].outcome;
+  CHECK((*h.answers)[0].ev->id == "w1");
+  CHECK(out.target == "accts");
+  CHECK(out.status == 0);  // a failure to retry, which max_age forbids: a dead letter
+  CHECK(out.error ==
+        "no target took it within max_age (200ms): acct-a: credentials refused (errcode 40125: "
+        "invalid appsecret); acct-b: credentials refused (errcode 40125: invalid appsecret)");
+  CHECK(h.rec->seen().empty());
+  // It is gone from the router: a target coming back sends nothing.
+  botgate::ProbeResult ok;
+  ok.target = "acct-a";
+  ok.healthy = true;
+  ok.credentials = true;
+  caf::anon_send(h.router, botgate::health_atom::value, ok);
+  h.sched->run();
+  CHECK(h.rec->seen().empty());
+}
