@@ -99,7 +99,13 @@ void on_done(Self self, std::uint64_t n, http::ClientResponse& r) {
   }
   const auto a = wechat::parse_api_answer(r.body);
   if (!a.parsed) {
-    return answer(self, job, 502, "platform answer is not JSON", DeliveryOutcome::server_error);
+    return answer(self, job, 502, "platform answer not understood: " + a.problem,
+                  DeliveryOutcome::server_error);
+  }
+  // Only an explicit errcode 0 says the message was taken: an answer without one (`{}`, an
+  // error page of another shape) says nothing, and is retried like an unreadable one.
+  if (!a.has_errcode) {
+    return answer(self, job, 502, "platform answer has no errcode", DeliveryOutcome::server_error);
   }
   if (a.errcode != 0) st.metrics->platform_errors.inc();
   switch (classify_platform_error(a.errcode)) {

@@ -1,6 +1,7 @@
 #include "actors/token_actor.hpp"
 
 #include "core/log.hpp"
+#include "core/units.hpp"
 #include "policies/platform_errors.hpp"
 #include "storage/event_record.hpp"
 
@@ -28,6 +29,12 @@ void report_credentials(Self self, bool ok, const std::string& why) {
     r.target = w.target;
     self->send(w.router, health_atom::value, r);
   }
+}
+
+// Does a token living `expires_in` seconds live less than `min_life`? (In seconds: a huge
+// expires_in must not overflow the nanosecond clock.)
+bool too_short(std::int64_t expires_in, Duration min_life) {
+  return expires_in < std::chrono::ceil<std::chrono::seconds>(min_life).count();
 }
 
 void answer_all(Self self) {
@@ -68,10 +75,17 @@ void fetched(Self self, std::uint64_t n, http::ClientResponse& r) {
   } else if (r.status != 200) {
     error = "token fetch failed: HTTP " + std::to_string(r.status);
   } else if (a = wechat::parse_api_answer(r.body); !a.parsed) {
-    error = "token fetch failed: the answer is not JSON";
-  } else if (a.errcode != 0 || a.access_token.empty() || a.expires_in <= 0) {
+    error = "token fetch failed: " + a.problem;
+  } else if (a.errcode != 0) {
     error = "token refused: " + wechat::describe(a);
-    credentials_refused = a.errcode != 0 && !token_error_is_transient(a.errcode);
+    credentials_refused = !token_error_is_transient(a.errcode);
+  } else if (auto why = wechat::token_problem(a); !why.empty()) {
+    error = "token fetch failed: " + why;
+  } else if (too_short(a.expires_in, st.options.min_life)) {
+    // Refreshed at half its life, such a token would be fetched again and again, without
+    // traffic, for as long as the platform answers so: a failed fetch, retried with backoff.
+    error = "token fetch failed: its expires_in " + std::to_string(a.expires_in) +
+            "s is under token_min_life (" + format_duration(st.options.min_life) + ")";
   }
   for (auto* m : *st.options.metrics) {
     (error.empty() ? m->token_fetches_ok : m->token_fetches_failed).inc();

@@ -9,7 +9,9 @@
 //
 // Single flight: askers that arrive while a fetch runs wait for that fetch, unless the token
 // it replaces is still within its lifetime: they get that one (for at most kStaleServe, then
-// they ask again). The platform's expires_in is taken up to kMaxTokenLife. A fetch refused for
+// they ask again). The platform's expires_in is taken up to kMaxTokenLife. A token the answer
+// gives with an expires_in under `min_life`, with none, or longer than wechat::kMaxAccessToken
+// is not taken: the fetch failed (with that reason). A fetch refused for
 // the credentials (any errcode but a transient one) reports the account's targets unhealthy to
 // their routers with the platform's errmsg; the next good fetch reports them healthy again.
 // Failed fetches are retried with truncated exponential backoff. The secret never leaves the
@@ -40,6 +42,9 @@ struct TokenOptions {
   std::string secret;
   std::string base_path;  // api_base's path prefix
   Duration margin = std::chrono::minutes(5);
+  // A token living less than this is not used (the fetch failed): refreshed at half its life,
+  // it would have the platform's daily token quota fetched away with no traffic at all.
+  Duration min_life = std::chrono::seconds(60);
   Backoff retry{std::chrono::seconds(1), std::chrono::minutes(1)};
   // The account targets using this credential and the routers that hold each, for health.
   struct Watcher {

@@ -973,9 +973,26 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("targets", i);
     Table t(errors, *list[i], prefix,
-            {"name", "kind", "url", "weight", "connect_timeout", "timeout", "max_connections",
-             "pipeline", "max_in_flight", "rate_limit", "burst", "probe", "api_base", "app_id",
-             "app_secret", "corp_id", "corp_secret", "open_kfid", "token_margin"});
+            {"name",
+             "kind",
+             "url",
+             "weight",
+             "connect_timeout",
+             "timeout",
+             "max_connections",
+             "pipeline",
+             "max_in_flight",
+             "rate_limit",
+             "burst",
+             "probe",
+             "api_base",
+             "app_id",
+             "app_secret",
+             "corp_id",
+             "corp_secret",
+             "open_kfid",
+             "token_margin",
+             "token_min_life"});
     TargetConfig c;
     if (const toml::node* n = t.string("name", c.name, true, true)) {
       names.add(errors, *n, t.path("name"), c.name);
@@ -998,7 +1015,7 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
         }
         refuse_keys(errors, t,
                     {"api_base", "app_id", "app_secret", "corp_id", "corp_secret", "open_kfid",
-                     "token_margin"},
+                     "token_margin", "token_min_life"},
                     "an http target");
         break;
       case TargetKind::wechat_oa:
@@ -1024,6 +1041,7 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
           refuse_keys(errors, t, {"app_id", "app_secret"}, "a wecom-kf target");
         }
         t.duration("token_margin", c.token_margin);
+        t.duration("token_min_life", c.token_min_life);
         refuse_keys(errors, t, {"url"}, "an account target (it has api_base)");
         break;
       }

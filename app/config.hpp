@@ -136,6 +136,8 @@ struct TargetConfig {
   std::string open_kfid;
   // Accounts: a token is refreshed this long before it expires.
   Duration token_margin = std::chrono::minutes(5);
+  // Accounts: a token the platform gives a shorter life is not used (the fetch failed).
+  Duration token_min_life = std::chrono::seconds(60);
   std::uint32_t weight = 1;
   Duration connect_timeout = std::chrono::seconds(1);
   Duration timeout = std::chrono::seconds(5);  // whole request/response exchange

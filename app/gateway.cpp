@@ -106,6 +106,7 @@ struct TokenCaches {
       o.secret = oa ? t.app_secret : t.corp_secret;
       o.base_path = t.path;
       o.margin = t.token_margin;
+      o.min_life = t.token_min_life;
       e.watchers = std::make_shared<std::vector<TokenOptions::Watcher>>();
       e.metrics = std::make_shared<std::vector<TargetMetrics*>>();
       o.watchers = e.watchers;

@@ -3,6 +3,8 @@
 #include <openssl/sha.h>
 #include <simdjson.h>
 
+#include <limits>
+
 #include "core/json.hpp"
 #include "transport/signature.hpp"
 
@@ -92,36 +94,60 @@ std::string kf_msgid(std::string_view source, std::string_view id) {
 
 ApiAnswer parse_api_answer(std::string_view body) {
   ApiAnswer a;
+  const auto fail = [&a](std::string why) {
+    a.problem = std::move(why);
+    return a;
+  };
   thread_local od::parser parser;
   simdjson::padded_string padded(body);
   od::document doc;
   od::object obj;
-  if (parser.iterate(padded).get(doc) || doc.get_object().get(obj)) return a;
+  if (parser.iterate(padded).get(doc) || doc.get_object().get(obj)) {
+    return fail("the answer is not a JSON object");
+  }
   for (auto field : obj) {
     std::string_view key;
-    if (field.unescaped_key().get(key)) return a;
+    if (field.unescaped_key().get(key)) return fail("the answer is not a JSON object");
     od::value v;
-    if (field.value().get(v)) return a;
+    if (field.value().get(v)) return fail("the answer is not a JSON object");
     if (key == "errcode") {
       std::int64_t n = 0;
-      if (v.get_int64().get(n)) return a;
+      if (v.get_int64().get(n)) return fail("its errcode is not an integer");
       a.errcode = static_cast<long>(n);
+      a.has_errcode = true;
     } else if (key == "errmsg") {
       std::string_view s;
-      if (v.get_string().get(s)) return a;
+      if (v.get_string().get(s)) return fail("its errmsg is not a string");
       a.errmsg = std::string(s);
     } else if (key == "access_token") {
       std::string_view s;
-      if (v.get_string().get(s)) return a;
+      if (v.get_string().get(s)) return fail("its access_token is not a string");
       a.access_token = std::string(s);
     } else if (key == "expires_in") {
-      std::int64_t n = 0;
-      if (v.get_int64().get(n)) return a;
-      a.expires_in = n;
+      // As a double: integers, fractions and integers beyond int64 alike.
+      double d = 0;
+      if (v.get_double().get(d)) return fail("its expires_in is not a number");
+      constexpr double kLimit = 9.2e18;  // inside the int64 range
+      a.expires_in = d >= kLimit    ? std::numeric_limits<std::int64_t>::max()
+                     : d <= -kLimit ? std::numeric_limits<std::int64_t>::min()
+                                    : static_cast<std::int64_t>(d);
+      a.has_expires_in = true;
     }
   }
   a.parsed = true;
   return a;
+}
+
+std::string token_problem(const ApiAnswer& a) {
+  if (a.access_token.empty()) return "the answer has no access_token";
+  if (a.access_token.size() > kMaxAccessToken) {
+    return "its access_token is " + std::to_string(a.access_token.size()) + " bytes long, over " +
+           std::to_string(kMaxAccessToken);
+  }
+  if (!a.has_expires_in) return "the answer has no expires_in";
+  if (a.expires_in <= 0)
+    return "its expires_in " + std::to_string(a.expires_in) + " is not positive";
+  return {};
 }
 
 std::string describe(const ApiAnswer& a) {

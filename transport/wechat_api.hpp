@@ -35,16 +35,31 @@ std::string send_body(AccountApi api, std::string_view touser, std::string_view 
 std::string kf_msgid(std::string_view source, std::string_view id);
 
 // An API answer: {"errcode":N,"errmsg":"..."} plus, for a token fetch, access_token and
-// expires_in. A missing errcode is 0 (the OA token endpoint omits it on success).
+// expires_in. The OA token endpoint leaves errcode out on success, so a token answer without
+// one counts as errcode 0; a send's answer must carry it (has_errcode).
 struct ApiAnswer {
-  bool parsed = false;  // the body was a JSON object
+  bool parsed = false;  // the body was a JSON object with fields of the expected types
+  std::string problem;  // when not parsed: why ("the answer is not a JSON object", ...)
+  bool has_errcode = false;
   long errcode = 0;
   std::string errmsg;
   std::string access_token;
-  std::int64_t expires_in = 0;  // seconds
+  bool has_expires_in = false;
+  // Seconds. Any JSON number is taken: a fraction is cut off (7200.0 is 7200) and one beyond
+  // the int64 range (1e20) is clamped to it.
+  std::int64_t expires_in = 0;
 };
 
 ApiAnswer parse_api_answer(std::string_view body);
+
+// The longest access token taken: it goes into the query of every send, and a token of
+// megabytes would be cached and make each of them fail (414). The platforms' are 512 at most.
+inline constexpr std::size_t kMaxAccessToken = 2048;
+
+// Why a token endpoint's answer without an errcode (or with 0) gives no token to use, or ""
+// when it gives one: no access_token, one longer than kMaxAccessToken, no expires_in, or an
+// expires_in not above 0.
+std::string token_problem(const ApiAnswer& a);
 
 // "errcode 45015: response out of time limit" (the platform's own words, for logs, dead
 // letters and /v1/targets).

@@ -323,7 +323,7 @@ TEST_CASE("wechat: a token is refreshed token_margin before it expires, without 
   o.backend_ports = {backend.port()};
   Setup s;
   s.with_b = false;
-  s.a_probe = "token_margin = \"1s\"\n";
+  s.a_probe = "token_margin = \"1s\"\ntoken_min_life = \"1s\"\n";
   Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
   auto r = admin(gw.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","text":"one"})");
   REQUIRE(r.status == 200);
@@ -427,6 +427,53 @@ TEST_CASE("wechat: a message no account can take is dead-lettered at max_age, sa
   CHECK(list.find("acct-a: credentials refused (errcode 40125: invalid appsecret)") !=
         std::string::npos);
   CHECK(fake.sent().empty());
+}
+
+TEST_CASE("wechat: a send answered without errcode is retried, not counted as delivered",
+          "[integration][wechat]") {
+  // Only errcode 0 says the platform took the message; {} or another service's error shape
+  // says nothing of the kind.
+  Fixture f;
+  f.fake.script_answers("wxa", {"{}", R"({"code":500,"msg":"internal error"})"});
+  for (const char* to : {"u-1", "u-2"}) {
+    auto r = admin(f.port(), "POST", "/v1/messages",
+                   fmt::format(R"({{"pool":"accts","to":"{}","text":"hello"}})", to));
+    REQUIRE(r.status == 200);
+  }
+  REQUIRE(f.fake.wait_for_delivered(2));
+  for (const auto& m : f.fake.delivered()) CHECK(m.account == "wxb");
+  std::size_t odd = 0;
+  for (const auto& m : f.fake.sent()) odd += m.answer.empty() ? 0 : 1;
+  CHECK(odd == 2);
+  CHECK(admin(f.port(), "GET", "/v1/targets").body.find("platform answer has no errcode") !=
+        std::string::npos);
+}
+
+TEST_CASE("wechat: an account whose platform gives tokens under token_min_life is not used",
+          "[integration][wechat]") {
+  // A token living 1 s was refreshed at half its life, twice a second, with no traffic.
+  Fixture f;
+  f.fake.set_expires_in("wxa", 1);
+  auto r = admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","text":"one"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  CHECK(f.fake.delivered()[0].account == "wxb");
+  const auto fetched = f.fake.token_fetches("wxa");
+  std::this_thread::sleep_for(4s);  // idle: backoff, not a fetch every half second
+  CHECK(f.fake.token_fetches("wxa") - fetched <= 5);
+  const auto targets = admin(f.port(), "GET", "/v1/targets").body;
+  INFO(targets);
+  CHECK(targets.find("its expires_in 1s is under token_min_life (1m)") != std::string::npos);
+}
+
+TEST_CASE("wechat: a token answer with a fractional expires_in is used", "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.with_b = false; }));
+  f.fake.script_token_answers("wxa", {R"({"access_token":"{token}","expires_in":7200.0})"});
+  auto r = admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","text":"one"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  CHECK(f.fake.sent().size() == 1);
+  CHECK(f.fake.token_fetches("wxa") == 1);
 }
 
 TEST_CASE("wechat: accounts of one credential share a token however api_base is spelled",

@@ -135,6 +135,8 @@ struct FakeWechat::Impl {
     std::vector<std::string> tokens;  // issue order
     std::deque<int> token_script;
     std::deque<int> send_script;
+    std::deque<std::string> answer_script;
+    std::deque<std::string> token_answers;
     std::optional<int> always_error;
     std::set<std::string> kf_msgids;  // accepted
   };
@@ -190,6 +192,12 @@ struct FakeWechat::Impl {
       acc.token_script.pop_front();
       if (code != 0) return error_json(code);
     }
+    std::string scripted;
+    if (!acc.token_answers.empty()) {
+      scripted = std::move(acc.token_answers.front());
+      acc.token_answers.pop_front();
+      if (scripted.find("{token}") == std::string::npos) return scripted;
+    }
     std::string token =
         fmt::format("FAKE{}_{}_{}", kind == Kind::oa ? "OA" : "WW", ++seq, random_hex(32));
     Token t;
@@ -198,6 +206,7 @@ struct FakeWechat::Impl {
     t.expires_at = std::chrono::steady_clock::now() + std::chrono::seconds(acc.expires_in);
     tokens.emplace(token, t);
     acc.tokens.push_back(token);
+    if (!scripted.empty()) return scripted.replace(scripted.find("{token}"), 7, token);
     if (kind == Kind::oa) {
       return fmt::format(R"({{"access_token":"{}","expires_in":{}}})", token, acc.expires_in);
     }
@@ -310,10 +319,13 @@ struct FakeWechat::Impl {
       if (!acc.send_script.empty()) {
         code = acc.send_script.front();
         acc.send_script.pop_front();
+      } else if (!acc.answer_script.empty()) {
+        m.answer = std::move(acc.answer_script.front());
+        acc.answer_script.pop_front();
       } else if (acc.always_error) {
         code = *acc.always_error;
       }
-      if (code == 0 && kf) {
+      if (code == 0 && kf && m.answer.empty()) {
         if (m.msgid.empty()) {
           reply_msgid = fmt::format("FAKEMSG{}", ++seq);
         } else {
@@ -325,11 +337,13 @@ struct FakeWechat::Impl {
     m.errcode = code;
     const auto special = delay_for.find(m.touser);
     const auto delay_now = special != delay_for.end() ? special->second : delay;
+    const std::string answer = m.answer;
     sent.push_back(m);
     if (m.delivered() && hook) hook_queue.emplace_back(hook, m);
     lk.unlock();
     cv.notify_all();
 
+    if (!answer.empty()) return json_reply(answer, delay_now);
     if (code != 0) return json_reply(error_json(code), delay_now);
     if (kf) {
       return json_reply(fmt::format(R"({{"errcode":0,"errmsg":"ok","msgid":"{}"}})", reply_msgid),
@@ -427,6 +441,18 @@ void FakeWechat::script_token_errors(const std::string& account, std::vector<int
   std::lock_guard lk(impl_->mu);
   auto& acc = impl_->account_or_throw(account);
   acc.token_script.insert(acc.token_script.end(), errcodes.begin(), errcodes.end());
+}
+
+void FakeWechat::script_token_answers(const std::string& account, std::vector<std::string> bodies) {
+  std::lock_guard lk(impl_->mu);
+  auto& acc = impl_->account_or_throw(account);
+  for (auto& b : bodies) acc.token_answers.push_back(std::move(b));
+}
+
+void FakeWechat::script_answers(const std::string& account, std::vector<std::string> bodies) {
+  std::lock_guard lk(impl_->mu);
+  auto& acc = impl_->account_or_throw(account);
+  for (auto& b : bodies) acc.answer_script.push_back(std::move(b));
 }
 
 void FakeWechat::expire_tokens(const std::string& account) {

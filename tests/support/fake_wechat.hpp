@@ -43,11 +43,14 @@ struct SentMessage {
   std::string payload;   // any msgtype: its object, minified
   std::string body;      // the raw request body
   int errcode = 0;       // what the fake answered
+  // A body scripted with script_answers, answered (HTTP 200) in place of the errcode JSON.
+  // Whether the platform took the message is unknown: not counted as delivered.
+  std::string answer;
   // A kf msgid already accepted: answered errcode 0, but not a new message.
   bool duplicate = false;
   std::chrono::steady_clock::time_point at{};  // arrival
 
-  bool delivered() const { return errcode == 0 && !duplicate; }
+  bool delivered() const { return errcode == 0 && !duplicate && answer.empty(); }
 };
 
 class FakeWechat {
@@ -82,11 +85,20 @@ class FakeWechat {
   // turn instead of a token (e.g. -1), then tokens again.
   void script_token_errors(const std::string& account, std::vector<int> errcodes);
 
+  // The next token fetches of the account (with a correct secret, after any scripted errors)
+  // answer these bodies in turn, HTTP 200, then the usual answer again. "{token}" in a body
+  // is replaced by a token issued as usual (valid for sends), e.g.
+  // R"({"access_token":"{token}","expires_in":7200.0})".
+  void script_token_answers(const std::string& account, std::vector<std::string> bodies);
+
   // Every token issued so far for the account answers 42001 from now on (new fetches work).
   void expire_tokens(const std::string& account);
   // The next well-formed sends of the account (valid token, valid body) answer these
   // errcodes in turn, then 0 again. A 0 in the list lets one send through.
   void script_errors(const std::string& account, std::vector<int> errcodes);
+  // The next well-formed sends of the account (after any scripted errcodes) are answered with
+  // these bodies in turn, HTTP 200, e.g. "{}": SentMessage::answer.
+  void script_answers(const std::string& account, std::vector<std::string> bodies);
   // Every well-formed send of the account answers `errcode` (after any scripted ones).
   void set_always_error(const std::string& account, int errcode);
   void clear_always_error(const std::string& account);

@@ -1378,6 +1378,7 @@ TEST_CASE("account targets default to the platforms' API hosts", "[config][wecha
   CHECK(oa.app_id == "wx1234567890abcdef");
   CHECK(oa.app_secret == "oa-app-secret-value");
   CHECK(oa.token_margin == Duration(5min));
+  CHECK(oa.token_min_life == Duration(60s));
 
   const auto& kf = c.targets[2];
   CHECK(kf.name == "kf1");
@@ -1395,7 +1396,8 @@ TEST_CASE("account targets default to the platforms' API hosts", "[config][wecha
 TEST_CASE("an account target's api_base sets host, port and path prefix", "[config][wechat]") {
   Config c = expect_ok(wxcfg::account_target(
       "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\"\napp_secret = \"s\"\n"
-      "api_base = \"http://127.0.0.1:9000/wx/\"\ntoken_margin = \"1m\""));
+      "api_base = \"http://127.0.0.1:9000/wx/\"\ntoken_margin = \"1m\"\n"
+      "token_min_life = \"5s\""));
   const auto& t = c.targets.at(1);
   CHECK(t.name == "oa2");
   CHECK_FALSE(t.tls);
@@ -1403,6 +1405,7 @@ TEST_CASE("an account target's api_base sets host, port and path prefix", "[conf
   CHECK(t.port == 9000);
   CHECK(t.path == "/wx");
   CHECK(t.token_margin == Duration(1min));
+  CHECK(t.token_min_life == Duration(5s));
   c = expect_ok(wxcfg::account_target(
       "name = \"kf2\"\nkind = \"wecom-kf\"\ncorp_id = \"c\"\ncorp_secret = \"s\"\n"
       "open_kfid = \"k\"\napi_base = \"http://localhost:8081\""));
@@ -1449,6 +1452,8 @@ TEST_CASE("account targets refuse url and the other kind's keys", "[config][wech
              "targets[0].api_base", "not a key of an http target");
   expect_one(kSources + kPools + kTargets + "app_secret = \"s\"\n", "targets[0].app_secret",
              "not a key of an http target");
+  expect_one(kSources + kPools + kTargets + "token_min_life = \"1m\"\n",
+             "targets[0].token_min_life", "not a key of an http target");
 }
 
 TEST_CASE("an account target is probed by dingdong, not http", "[config][wechat]") {

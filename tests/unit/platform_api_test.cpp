@@ -1,6 +1,8 @@
 // The WeChat Official Account / WeCom KF server APIs: error-code verdicts, request targets and
 // bodies, KF msgids and the JSON answers.
 #include <catch2/catch.hpp>
+#include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 
@@ -301,10 +303,64 @@ TEST_CASE("an answer with wrong-typed fields is not parsed", "[platform_api]") {
         R"({"errcode":true})", R"({"errmsg":5})", R"({"errcode":0,"errmsg":["ok"]})",
         R"({"access_token":123})", R"({"access_token":null,"expires_in":7200})",
         R"({"access_token":"T","expires_in":"7200"})",
-        R"({"access_token":"T","expires_in":7200.5})"}) {
+        R"({"access_token":"T","expires_in":null})"}) {
     INFO("body: " << body);
-    CHECK_FALSE(parse_api_answer(body).parsed);
+    const ApiAnswer a = parse_api_answer(body);
+    CHECK_FALSE(a.parsed);
+    CHECK(a.problem.find(" is not a") != std::string::npos);
   }
+  CHECK(parse_api_answer("<html>").problem == "the answer is not a JSON object");
+}
+
+TEST_CASE("expires_in is taken as any JSON number of seconds", "[platform_api]") {
+  // The docs take an expires_in over a day as a day: a float or a huge one is a number too.
+  const auto expires = [](const std::string& v) {
+    const ApiAnswer a = parse_api_answer(R"({"access_token":"T","expires_in":)" + v + "}");
+    INFO("expires_in: " << v << " problem: " << a.problem);
+    CHECK(a.parsed);
+    CHECK(a.has_expires_in);
+    return a.expires_in;
+  };
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  CHECK(expires("7200") == 7200);
+  CHECK(expires("7200.0") == 7200);
+  CHECK(expires("7200.9") == 7200);
+  CHECK(expires("7.2e3") == 7200);
+  CHECK(expires("1e20") == kMax);
+  CHECK(expires("100000000000000000000") == kMax);
+  CHECK(expires("-1e20") == std::numeric_limits<std::int64_t>::min());
+  CHECK(expires("0.5") == 0);
+  CHECK_FALSE(parse_api_answer(R"({"access_token":"T"})").has_expires_in);
+}
+
+TEST_CASE("a send answer without errcode is told apart from errcode 0", "[platform_api]") {
+  CHECK(parse_api_answer(R"({"errcode":0,"errmsg":"ok"})").has_errcode);
+  for (const char* body : {"{}", R"({"code":500,"msg":"internal error"})", R"({"errmsg":"ok"})"}) {
+    INFO("body: " << body);
+    const ApiAnswer a = parse_api_answer(body);
+    CHECK(a.parsed);
+    CHECK_FALSE(a.has_errcode);
+  }
+}
+
+TEST_CASE("token_problem says why a token answer gives no token to use", "[platform_api]") {
+  const auto problem = [](const std::string& body) {
+    const ApiAnswer a = parse_api_answer(body);
+    REQUIRE(a.parsed);
+    return botgate::wechat::token_problem(a);
+  };
+  CHECK(problem(R"({"access_token":"T","expires_in":7200})").empty());
+  CHECK(problem(R"({"access_token":"T","expires_in":1e20})").empty());
+  CHECK(problem(R"({"errcode":0,"errmsg":"ok","expires_in":7200})") ==
+        "the answer has no access_token");
+  CHECK(problem(R"({"access_token":"","expires_in":7200})") == "the answer has no access_token");
+  CHECK(problem(R"({"access_token":"T"})") == "the answer has no expires_in");
+  CHECK(problem(R"({"access_token":"T","expires_in":0})") == "its expires_in 0 is not positive");
+  CHECK(problem(R"({"access_token":"T","expires_in":-5})") == "its expires_in -5 is not positive");
+  const std::string longest(botgate::wechat::kMaxAccessToken, 'A');
+  CHECK(problem(R"({"access_token":")" + longest + R"(","expires_in":7200})").empty());
+  CHECK(problem(R"({"access_token":")" + std::string(200000, 'A') + R"(","expires_in":7200})") ==
+        "its access_token is 200000 bytes long, over 2048");
 }
 
 TEST_CASE("describe names the errcode and the platform's words", "[platform_api]") {

@@ -56,7 +56,8 @@ struct TokenRig {
   std::unique_ptr<caf::actor_system> sys;
   botgate::token_actor tokens;
 
-  TokenRig(std::uint16_t port, botgate::Duration margin) {
+  // min_life: below the default, so that the tests may use tokens living seconds.
+  TokenRig(std::uint16_t port, botgate::Duration margin, botgate::Duration min_life = 1s) {
     botgate::http::ClientOptions co;
     co.host = "127.0.0.1";
     co.port = port;
@@ -69,6 +70,7 @@ struct TokenRig {
     o.id = "wxapp";
     o.secret = "secret";
     o.margin = margin;
+    o.min_life = min_life;
     o.watchers = std::make_shared<const std::vector<botgate::TokenOptions::Watcher>>();
     o.metrics = std::make_shared<const std::vector<botgate::TargetMetrics*>>();
     tokens = sys->spawn(botgate::token_cache, std::move(o), client);
@@ -80,6 +82,16 @@ struct TokenRig {
     work.reset();
     ioc.stop();
     io.join();
+  }
+
+  // What an asker gets: the token, or the error.
+  botgate::AccessToken answer() {
+    caf::scoped_actor self{*sys};
+    botgate::AccessToken got;
+    self->request(tokens, 10s, botgate::token_atom::value)
+        .receive([&](botgate::AccessToken& t) { got = std::move(t); },
+                 [&](caf::error& e) { got.error = caf::to_string(e); });
+    return got;
   }
 
   // The token an asker gets ("" on an error), and how long the answer took.
@@ -121,4 +133,58 @@ TEST_CASE("token actor serves the still-valid token while its refresh runs", "[a
   // Once the refresh is in, askers get the new token.
   CHECK(eventually([&] { return rig.ask().first == "TOKEN-2"; }, 4s));
   CHECK(endpoint.fetches() == 2);
+}
+
+TEST_CASE("token actor takes a fractional or huge expires_in as a number of seconds",
+          "[actors][token]") {
+  const std::string expires = GENERATE(as<std::string>{}, "7200.0", "1e20");
+  INFO("expires_in " << expires);
+  TokenEndpoint endpoint({R"({"access_token":"TOKEN-1","expires_in":)" + expires + "}"}, {});
+  TokenRig rig(endpoint.port(), 5min, 60s);
+  const auto t = rig.answer();
+  INFO(t.error);
+  CHECK(t.token == "TOKEN-1");
+  std::this_thread::sleep_for(300ms);
+  CHECK(rig.answer().token == "TOKEN-1");
+  CHECK(endpoint.fetches() == 1);
+}
+
+TEST_CASE("token actor says why an answer gives no usable token", "[actors][token]") {
+  struct Case {
+    std::string body;
+    std::string error;
+  };
+  const Case c = GENERATE(
+      Case{R"({"errcode":0,"errmsg":"ok","expires_in":7200})", "the answer has no access_token"},
+      Case{R"({"access_token":"","expires_in":7200})", "the answer has no access_token"},
+      Case{R"({"access_token":"TOKEN-1"})", "the answer has no expires_in"},
+      Case{R"({"access_token":"TOKEN-1","expires_in":0})", "its expires_in 0 is not positive"},
+      Case{R"({"access_token":"TOKEN-1","expires_in":-7200})",
+           "its expires_in -7200 is not positive"},
+      // Cached, it would go into every send's query and each would fail (414).
+      Case{R"({"access_token":")" + std::string(200000, 'A') + R"(","expires_in":7200})",
+           "its access_token is 200000 bytes long, over 2048"},
+      Case{"<html>busy</html>", "the answer is not a JSON object"});
+  INFO(c.body.substr(0, 80));
+  TokenEndpoint endpoint({c.body}, {});
+  TokenRig rig(endpoint.port(), 5min, 60s);
+  const auto t = rig.answer();
+  CHECK(t.token.empty());
+  CHECK(t.error == "token fetch failed: " + c.error);
+}
+
+TEST_CASE("token actor does not use a token living under min_life, and backs off",
+          "[actors][token]") {
+  // Refreshed at half its life, a 1 s token was fetched twice a second, with no traffic,
+  // until the platform's daily token quota ran out.
+  TokenEndpoint endpoint({R"({"access_token":"TOKEN-1","expires_in":1})"}, {});
+  TokenRig rig(endpoint.port(), 5min, 60s);
+  const auto t = rig.answer();
+  CHECK(t.token.empty());
+  CHECK(t.error == "token fetch failed: its expires_in 1s is under token_min_life (1m)");
+  // Failed fetches are retried after U[0, 1 s], U[0, 2 s], U[0, 4 s], ...: about 4 in 4 s,
+  // where refreshing at half life made 8.
+  std::this_thread::sleep_for(4s);
+  INFO("fetches " << endpoint.fetches());
+  CHECK(endpoint.fetches() <= 6);
 }
