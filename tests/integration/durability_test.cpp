@@ -841,6 +841,41 @@ TEST_CASE("a backlog far beyond memory_window is delivered once each, in convers
 
 // A write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`) fails with EFBIG,
 // a disk error like any other: the shard's log stops and the gateway keeps running.
+namespace {
+
+struct Filled {
+  std::vector<std::string> acked;  // ids answered 200 "accepted"
+  Response refused;                // the first 503 (status 0 if none came)
+  std::string refused_id;
+};
+
+// Sends events `<prefix><n>` with `text_bytes` of text, over `conversations` conversations,
+// until one is refused with 503 or `max` went; every answer must be 200 or 503.
+Filled send_until_refused(std::uint16_t port, const GatewayOptions& o, const std::string& prefix,
+                          int conversations, std::size_t text_bytes, int max) {
+  Filled out;
+  auto conn = std::make_unique<HttpConnection>(port);
+  for (int i = 0; i < max && out.refused.status == 0; ++i) {
+    if (!conn->is_open()) conn = std::make_unique<HttpConnection>(port);
+    const std::string id = prefix + std::to_string(i);
+    auto res = send_event(*conn, o.source, o.secret,
+                          event_json(id, "conv-" + std::to_string(i % conversations),
+                                     i / conversations, std::string(text_bytes, 'x')));
+    INFO(id << ": " << res.describe());
+    REQUIRE((res.status == 200 || res.status == 503));
+    if (res.status == 200) {
+      REQUIRE(ack_status(res, id) == "accepted");
+      out.acked.push_back(id);
+    } else {
+      out.refused = res;
+      out.refused_id = id;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses no ack",
           "[integration][durability]") {
   TempDir dir;
@@ -859,26 +894,7 @@ TEST_CASE("a shard log that cannot write refuses events, is not ready, and loses
   REQUIRE(eventually([&] { return get_dead_letters(gw->port(), o).find("dl-1", o.source); }, 10s));
   backend.set_status(200);
 
-  std::vector<std::string> acked;
-  Response refused;
-  std::string refused_id;
-  auto conn = std::make_unique<HttpConnection>(gw->port());
-  for (int i = 0; i < 5000 && refused.status == 0; ++i) {
-    if (!conn->is_open()) conn = std::make_unique<HttpConnection>(gw->port());
-    const std::string id = "ev-" + std::to_string(i);
-    auto res =
-        send_event(*conn, o.source, o.secret,
-                   event_json(id, "conv-" + std::to_string(i % 7), i / 7, std::string(200, 'x')));
-    INFO(id << ": " << res.describe());
-    REQUIRE((res.status == 200 || res.status == 503));
-    if (res.status == 200) {
-      REQUIRE(ack_status(res, id) == "accepted");
-      acked.push_back(id);
-    } else {
-      refused = res;
-      refused_id = id;
-    }
-  }
+  auto [acked, refused, refused_id] = send_until_refused(gw->port(), o, "ev-", 7, 200, 5000);
   INFO("botgate log:\n" << gw->log());
   REQUIRE(refused.status == 503);
   CHECK(refused.body.find("storage_error") != std::string::npos);
@@ -940,24 +956,7 @@ TEST_CASE("a disk filled by the backlog refuses new events and takes them again 
   backend.set_status(503);  // the backlog stays on disk
 
   // 20 KB events (40 KB stored: the raw body and its text) until the disk is down to min_free.
-  std::vector<std::string> acked;
-  Response refused;
-  std::string refused_id;
-  HttpConnection conn(gw->port());
-  for (int i = 0; i < 400 && refused.status == 0; ++i) {
-    const std::string id = "fill-" + std::to_string(i);
-    auto res =
-        send_event(conn, o.source, o.secret,
-                   event_json(id, "conv-" + std::to_string(i % 5), i / 5, std::string(20000, 'x')));
-    INFO(id << ": " << res.describe());
-    REQUIRE((res.status == 200 || res.status == 503));
-    if (res.status == 200) {
-      acked.push_back(id);
-    } else {
-      refused = res;
-      refused_id = id;
-    }
-  }
+  auto [acked, refused, refused_id] = send_until_refused(gw->port(), o, "fill-", 5, 20000, 400);
   INFO("botgate log:\n" << gw->log());
   REQUIRE(refused.status == 503);
   CHECK(refused.body.find("disk_full") != std::string::npos);
