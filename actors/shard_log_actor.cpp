@@ -89,9 +89,8 @@ void commit(Self self) {
         st.metrics->log_syncs().inc();
       }
       st.metrics->log_commits().inc();
-      const auto stored =
-          static_cast<std::uint64_t>(st.batch.size() - static_cast<std::size_t>(std::count(
-                                                           st.batch.begin(), st.batch.end(), 0)));
+      const auto refused = std::count(st.batch.begin(), st.batch.end(), std::uint64_t{0});
+      const auto stored = st.batch.size() - static_cast<std::size_t>(refused);
       if (stored > 0) st.metrics->log_event_commits().inc();
       st.metrics->log_committed_events().inc(stored);
       st.metrics->log_commit_latency().observe(Clock::now() - t0);

@@ -11,6 +11,7 @@
 // Not thread-safe: one shard's log owns it. The probe and the clock are the caller's (testable).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -31,8 +32,12 @@ class DiskRoom {
   bool admit(std::uint64_t bytes, std::int64_t now_ns) {
     if (min_free_ == 0) return true;
     if (!fits(bytes) && (!probed_ || now_ns - probed_ns_ >= kReprobeNs)) probe(now_ns);
-    if (!fits(bytes)) return false;
+    if (!fits(bytes)) {
+      refused_ = std::max(refused_, bytes);
+      return false;
+    }
     free_ -= bytes;
+    if (bytes >= refused_) refused_ = 0;
     return true;
   }
 
@@ -43,10 +48,16 @@ class DiskRoom {
     probed_ns_ = now_ns;
     // Space that cannot be told is not taken for none: the write itself would fail.
     free_ = probe_().value_or(UINT64_MAX);
+    if (fits(refused_)) refused_ = 0;
   }
 
-  // Whether the latest figure leaves no room for an event (so events are being refused).
-  bool full() const noexcept { return min_free_ != 0 && probed_ && free_ < min_free_; }
+  // Whether the disk is low: below min_free, or without room above it for the largest event
+  // refused since there last was. Smaller events may still be admitted meanwhile, so the state
+  // does not flap with the sizes of the events; it ends when a probe (or an admitted event as
+  // large) shows that much room again.
+  bool full() const noexcept {
+    return min_free_ != 0 && probed_ && (free_ < min_free_ || (refused_ != 0 && !fits(refused_)));
+  }
   std::uint64_t free_bytes() const noexcept { return free_; }
   std::uint64_t min_free() const noexcept { return min_free_; }
 
@@ -60,6 +71,7 @@ class DiskRoom {
   bool probed_ = false;
   std::int64_t probed_ns_ = 0;
   std::uint64_t free_ = 0;
+  std::uint64_t refused_ = 0;  // the largest event refused since the last room for it
 };
 
 }  // namespace botgate::storage

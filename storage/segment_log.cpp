@@ -378,18 +378,14 @@ void SegmentLog::abandon() noexcept {
 void SegmentLog::flush() {
   if (buf_.empty()) return;
   check_usable();
-  const Segment& cur = segments_.at(current_);
   try {
-    write_all(fd_, buf_.data(), buf_.size(), cur.path);
+    write_all(fd_, buf_.data(), buf_.size(), segments_.at(current_).path);
   } catch (...) {
-    broken_ = true;
     // A write that failed part way (no space left, a file size limit) may have put whole
-    // records on disk before it stopped: records whose appends are being refused. Cut them, so
-    // that a restart does not resurrect events that were answered "not stored". The buffer
-    // holds only the current segment's records (roll() flushes first).
-    if (::ftruncate(fd_, static_cast<off_t>(cur.size - buf_.size())) != 0) {
-      // Left as it is: recovery keeps the whole records, the log is unusable either way.
-    }
+    // records on disk before it stopped: records whose appends are being refused. abandon()
+    // cuts them, with all else since the last commit, so a restart does not resurrect events
+    // that were answered "not stored".
+    abandon();
     throw;
   }
   buf_.clear();

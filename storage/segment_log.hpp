@@ -116,8 +116,8 @@ class SegmentLog {
   // when `seq` is not a pending event, so completing twice is harmless.
   void append_completion(std::uint64_t seq);
 
-  // Writes buffered records to the current segment with write(2). When the write fails, the
-  // segment is cut back to where it was before it, and the log is unusable.
+  // Writes buffered records to the current segment with write(2). When the write fails, the log
+  // is abandon()ed: cut back to the last mark_committed(), and unusable.
   void flush();
   // Marks everything appended so far as committed (its appends answered): abandon() cuts the
   // log back to here. open() marks the recovered log.

@@ -375,15 +375,8 @@ TEST_CASE("an event a backend rejects with 4xx is dead-lettered, not retried",
   CHECK(reqs[0].body == body);
   CHECK(reqs[0].status == 400);
 
-  std::string metrics;
-  bool counted = eventually(
-      [&] {
-        metrics = http_request(gw.port(), "GET", "/metrics").body;
-        return metric_value(metrics, "botgate_events_dead_lettered_total").value_or(0) >= 1;
-      },
-      5s);
+  const std::string metrics = metrics_once(gw.port(), "botgate_events_dead_lettered_total", 1, 5s);
   INFO(metrics);
-  CHECK(counted);
   CHECK(metric_value(metrics, "botgate_events_dead_lettered_total") == 1.0);
   CHECK(metric_value(metrics, "botgate_events_delivered_total").value_or(-1) == 0.0);
 
@@ -414,15 +407,9 @@ TEST_CASE("a 2xx answer with a body over the limit is a delivery and is not retr
     INFO(res.describe());
     REQUIRE(res.status == 200);
   }
-  std::string metrics;
-  const bool delivered = eventually(
-      [&] {
-        metrics = http_request(gw.port(), "GET", "/metrics").body;
-        return metric_value(metrics, "botgate_events_delivered_total").value_or(0) >= 3;
-      },
-      10s);
+  std::string metrics = metrics_once(gw.port(), "botgate_events_delivered_total", 3, 10s);
   INFO(metrics);
-  REQUIRE(delivered);
+  REQUIRE(metric_value(metrics, "botgate_events_delivered_total").value_or(0) >= 3);
   std::this_thread::sleep_for(300ms);  // many backoff periods: a retry would show by now
   CHECK(b1.count() == 3);
   for (const auto& r : b1.requests()) CHECK(r.attempt() == "1");

@@ -148,6 +148,14 @@ std::string describe(const Outcome& o) {
          " after=" + std::to_string(ms_between(o.posted, o.at)) + "ms";
 }
 
+// Posts `body` to /events as `key`, and waits (REQUIRE) for its answer.
+Outcome post_one(ClientRig& client, const std::string& key, const std::string& body = "{}") {
+  Collector got(1);
+  client->post("/events", body, {{"Idempotency-Key", key}}, got.callback(0));
+  REQUIRE(got.wait_all(5s));
+  return got.snapshot()[0];
+}
+
 // Posts [from, out.size()) were each answered once, with a 200.
 void check_each_ok(const std::vector<Outcome>& out, std::size_t from = 0) {
   for (std::size_t i = from; i < out.size(); ++i) {
@@ -644,18 +652,11 @@ TEST_CASE("client reports a response cut off mid-body as Error::io and does not 
   o.max_connections = 1;
   const bool reused = GENERATE(false, true);
   INFO((reused ? "on a kept-alive connection" : "on a fresh connection"));
-  Collector warm(1);
-  Collector got(1);
   ClientRig client(o);
-  if (reused) {
-    client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
-    REQUIRE(warm.wait_all(5s));
-  }
+  if (reused) post_one(client, "warm");
   backend.set_close_mid_response();
-  client->post("/events", "{}", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
-  REQUIRE(got.wait_all(5s));
+  const auto out = post_one(client, key_of(0));
   std::this_thread::sleep_for(200ms);  // a resend would reach the backend by now
-  auto out = got.snapshot()[0];
   INFO(describe(out));
   CHECK(out.calls == 1);
   CHECK(out.res.error == Error::io);
@@ -668,21 +669,14 @@ TEST_CASE("client resends transparently when the server dropped its idle kept-al
   TestBackend backend;
   auto o = options_for(backend.port());
   o.max_connections = 1;
-  Collector warm(1);
-  Collector got(1);
   ClientRig client(o);
-  client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
-  REQUIRE(warm.wait_all(5s));
-  REQUIRE(warm.snapshot()[0].res.status == 200);
+  REQUIRE(post_one(client, "warm").res.status == 200);
   REQUIRE(backend.connections_accepted() == 1);
 
   backend.stop();  // resets the idle connection
   backend.start();
-  client->post("/events", "{\"after\":\"restart\"}", {{"Idempotency-Key", key_of(0)}},
-               got.callback(0));
-  REQUIRE(got.wait_all(5s));
+  const auto out = post_one(client, key_of(0), "{\"after\":\"restart\"}");
   std::this_thread::sleep_for(50ms);
-  auto out = got.snapshot()[0];
   INFO(describe(out));
   CHECK(out.calls == 1);
   CHECK(out.res.error == Error::none);
@@ -705,16 +699,11 @@ TEST_CASE("client without resend_posts fails a written POST whose connection bro
   const bool resend = GENERATE(true, false);
   o.resend_posts = resend;
   INFO((resend ? "resend_posts on" : "resend_posts off"));
-  Collector warm(1);
-  Collector got(1);
   ClientRig client(o);
-  client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
-  REQUIRE(warm.wait_all(5s));      // the connection is kept alive: a break on it may be resent
+  post_one(client, "warm");        // the connection is kept alive: a break on it may be resent
   backend.set_close_unanswered();  // takes the request, closes without an answer byte
-  client->post("/events", "{}", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
-  REQUIRE(got.wait_all(5s));
+  const auto out = post_one(client, key_of(0));
   std::this_thread::sleep_for(200ms);  // a resend would reach the backend by now
-  auto out = got.snapshot()[0];
   INFO(describe(out));
   CHECK(out.calls == 1);
   CHECK(out.res.error == Error::io);  // the resend, if any, met the same end
@@ -731,17 +720,12 @@ TEST_CASE(
   auto o = options_for(backend.port());
   o.max_connections = 1;
   o.resend_posts = false;
-  Collector warm(1);
-  Collector got(1);
   ClientRig client(o);
-  client->post("/events", "{}", {{"Idempotency-Key", "warm"}}, warm.callback(0));
-  REQUIRE(warm.wait_all(5s));
+  post_one(client, "warm");
   backend.stop();  // closes the idle connection
   backend.start();
   std::this_thread::sleep_for(50ms);
-  client->post("/events", "{}", {{"Idempotency-Key", key_of(0)}}, got.callback(0));
-  REQUIRE(got.wait_all(5s));
-  auto out = got.snapshot()[0];
+  const auto out = post_one(client, key_of(0));
   INFO(describe(out));
   CHECK(out.calls == 1);
   CHECK(out.res.error == Error::none);

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <sstream>
 
+#include "tests/support/eventually.hpp"
 #include "tests/support/headers.hpp"
 #include "transport/signature.hpp"
 
@@ -250,6 +251,18 @@ double metric_sum(const std::string& exposition, const std::string& name) {
     if (auto v = sample_value(line, end)) sum += *v;
   }
   return sum;
+}
+
+std::string metrics_once(std::uint16_t port, const std::string& series, double at_least,
+                         std::chrono::milliseconds timeout) {
+  std::string metrics;
+  eventually(
+      [&] {
+        metrics = http_request(port, "GET", "/metrics").body;
+        return metric_value(metrics, series).value_or(0) >= at_least;
+      },
+      timeout);
+  return metrics;
 }
 
 }  // namespace botgate::test

@@ -83,5 +83,9 @@ Response send_event(HttpConnection& conn, const std::string& source, const std::
 std::optional<double> metric_value(const std::string& exposition, const std::string& series);
 // Sum over every series of the metric `name` (any labels).
 double metric_sum(const std::string& exposition, const std::string& name);
+// Scrapes /metrics until `series` is at least `at_least` or `timeout` passed; returns the last
+// exposition scraped, for the caller's checks.
+std::string metrics_once(std::uint16_t port, const std::string& series, double at_least,
+                         std::chrono::milliseconds timeout);
 
 }  // namespace botgate::test

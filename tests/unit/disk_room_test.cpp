@@ -82,3 +82,23 @@ TEST_CASE("disk room does not refuse when the free space cannot be told", "[stor
   CHECK_FALSE(room.full());
   CHECK(room.admit(10'000, 1 * kMs));
 }
+
+TEST_CASE("disk room stays low after refusing an event until there is room for it",
+          "[storage][disk_room]") {
+  FakeDisk disk;
+  disk.free = 400 + 200;  // 200 above min_free
+  DiskRoom room(400, disk.probe());
+  room.probe(0);
+  CHECK_FALSE(room.full());
+  CHECK_FALSE(room.admit(300, 1 * kMs));  // too big for what is left above min_free
+  CHECK(room.full());
+  // Smaller events still go in, without ending the state: no flapping with event sizes.
+  CHECK(room.admit(10, 2 * kMs));
+  CHECK(room.full());
+  CHECK(room.admit(10, 3 * kMs));
+  CHECK(room.full());
+  // A probe that finds room for the refused size ends it.
+  disk.free = 400 + 1000;
+  room.probe(1000 * kMs);
+  CHECK_FALSE(room.full());
+}
