@@ -162,10 +162,12 @@ void add_accounts(FakeWechat& fake) {
 }
 
 struct Fixture {
-  Fixture(const Setup& s = {}) {
+  // `tune` changes the rest of the config (GatewayOptions) before the gateway starts.
+  explicit Fixture(const Setup& s = {}, const std::function<void(GatewayOptions&)>& tune = {}) {
     add_accounts(fake);
     o.backend_ports = {backend.port()};
     o.io_threads = s.io_threads;
+    if (tune) tune(o);
     config = wechat_config(o, fake, s);
     gw = std::make_unique<Gateway>(botgate_binary(), dir, config);
   }
@@ -400,24 +402,18 @@ TEST_CASE("wechat: a message no account can take is dead-lettered at max_age, sa
           "[integration][wechat]") {
   // Every account's credentials refused: the message waits in the accounts pool's router.
   // Past [queue] max_age it is given up, as docs/configuration.md says, not sent days late.
-  FakeWechat fake;
-  add_accounts(fake);
-  TestBackend backend;
-  TempDir dir;
-  GatewayOptions o;
-  o.backend_ports = {backend.port()};
-  o.max_age = "3s";
-  Setup s;
-  s.with_b = false;
-  s.a_secret = "not-the-secret";
-  Gateway gw(botgate_binary(), dir, wechat_config(o, fake, s));
-  auto r = admin(gw.port(), "POST", "/v1/messages",
+  Fixture f(setup([](Setup& s) {
+              s.with_b = false;
+              s.a_secret = "not-the-secret";
+            }),
+            [](GatewayOptions& o) { o.max_age = "3s"; });
+  auto r = admin(f.port(), "POST", "/v1/messages",
                  R"({"pool":"accts","to":"u-late","text":"too late","id":"late-1"})");
   REQUIRE(r.status == 200);
   std::string list;
   const bool dead = eventually(
       [&] {
-        list = admin(gw.port(), "GET", "/v1/dead-letters").body;
+        list = admin(f.port(), "GET", "/v1/dead-letters").body;
         return list.find("late-1") != std::string::npos;
       },
       10s);
@@ -426,7 +422,7 @@ TEST_CASE("wechat: a message no account can take is dead-lettered at max_age, sa
   CHECK(list.find("max_age") != std::string::npos);
   CHECK(list.find("acct-a: credentials refused (errcode 40125: invalid appsecret)") !=
         std::string::npos);
-  CHECK(fake.sent().empty());
+  CHECK(f.fake.sent().empty());
 }
 
 TEST_CASE("wechat: a send answered without errcode is retried, not counted as delivered",
