@@ -16,12 +16,12 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <optional>
 #include <stdexcept>
 
 #include "transport/lazy_timer.hpp"
+#include "transport/retry_after.hpp"
 
 namespace botgate::http {
 
@@ -75,20 +75,14 @@ void append_header_value(std::string& out, std::string_view value) {
   for (char c : value) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
 }
 
-// A 429 or 503 answer's Retry-After in delta-seconds (an HTTP-date, or anything else, is 0),
-// at most a day.
+// A 429 or 503 answer's Retry-After (delta-seconds or an HTTP-date; 0 when absent or unreadable).
 template <typename Message>
 std::chrono::seconds retry_after_of(const Message& msg) {
   const unsigned status = msg.result_int();
   if (status != 429 && status != 503) return std::chrono::seconds{0};
   const auto it = msg.find(bhttp::field::retry_after);
   if (it == msg.end()) return std::chrono::seconds{0};
-  const std::string_view v = it->value();
-  std::uint64_t n = 0;
-  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec == std::errc::result_out_of_range) return std::chrono::seconds{86400};
-  if (ec != std::errc{} || end != v.data() + v.size()) return std::chrono::seconds{0};
-  return std::chrono::seconds{std::min<std::uint64_t>(n, 86400)};
+  return parse_retry_after(it->value(), std::chrono::system_clock::now());
 }
 
 ClientResponse failure(ClientResponse::Error error, std::string message) {
