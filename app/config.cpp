@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "app/http_util.hpp"
@@ -966,9 +967,40 @@ void parse_probe(Errors& errors, const toml::table& tbl, const std::string& pref
   }
 }
 
+// Accounts with the same credentials share one access token, fetched and refreshed once: its
+// token_margin and token_min_life must then be one setting, not whichever account came first.
+struct Located {
+  const toml::table* table;
+  std::string path;  // targets[i]
+};
+
+void same_token_settings(Errors& errors, const std::vector<TargetConfig>& targets,
+                         const std::vector<Located>& located) {
+  std::map<std::string, std::size_t> first;  // credential key -> index of its first account
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const TargetConfig& t = targets[i];
+    if (!is_account(t.kind)) continue;
+    const auto [it, fresh] = first.try_emplace(credential_key(t), i);
+    if (fresh) continue;
+    const TargetConfig& f = targets[it->second];
+    for (const auto& [key, mine, theirs] :
+         {std::tuple{"token_margin", t.token_margin, f.token_margin},
+          std::tuple{"token_min_life", t.token_min_life, f.token_min_life}}) {
+      if (mine == theirs) continue;
+      const toml::node* n = located[i].table->get(key);
+      errors.add(n != nullptr ? *n : static_cast<const toml::node&>(*located[i].table),
+                 located[i].path + "." + key,
+                 std::string(key) + " " + format_duration(mine) + " differs from target '" +
+                     f.name + "' (" + format_duration(theirs) +
+                     "), which has the same credentials and so shares its access token");
+    }
+  }
+}
+
 void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetConfig>& out,
                    Names& names, std::vector<Reference>& probe_sources) {
   auto list = entries(errors, root, "targets");
+  std::vector<Located> located;  // of each target in out
   for (std::size_t i = 0; i < list.size(); ++i) {
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("targets", i);
@@ -1071,7 +1103,9 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
       }
     }
     out.push_back(std::move(c));
+    located.push_back(Located{list[i], prefix});
   }
+  same_token_settings(errors, out, located);
 }
 
 }  // namespace
@@ -1088,6 +1122,14 @@ std::string_view to_string(TargetKind kind) noexcept {
     if (k == kind) return name;
   }
   return "unknown";
+}
+
+std::string credential_key(const TargetConfig& t) {
+  const bool oa = t.kind == TargetKind::wechat_oa;
+  // The parsed api_base, not its text: "http://h:80/" and "http://h" are one platform.
+  return std::string(to_string(t.kind)) + '\n' + (t.tls ? "https" : "http") + '\n' + t.host + '\n' +
+         std::to_string(t.port) + '\n' + t.path + '\n' + (oa ? t.app_id : t.corp_id) + '\n' +
+         (oa ? t.app_secret : t.corp_secret);
 }
 
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,

@@ -151,6 +151,10 @@ struct TargetConfig {
   ProbeOptions probe;     // [targets.probe]
 };
 
+// Accounts: what identifies the credential a target's access token belongs to (kind, the
+// parsed api_base, id and secret). Targets with the same key share one token.
+std::string credential_key(const TargetConfig& t);
+
 struct Config {
   ServerConfig server;
   LogConfig log;

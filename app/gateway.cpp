@@ -92,11 +92,8 @@ struct TokenCaches {
              std::shared_ptr<http::HttpClient> client, TargetMetrics* metrics) {
     const bool oa = t.kind == TargetKind::wechat_oa;
     const std::string& id = oa ? t.app_id : t.corp_id;
-    // The parsed api_base, not its text: "http://h:80/" and "http://h" are one platform, and
-    // two caches of one credential would replace each other's tokens.
-    const std::string key = std::string(to_string(t.kind)) + '\n' + (t.tls ? "https" : "http") +
-                            '\n' + t.host + '\n' + std::to_string(t.port) + '\n' + t.path + '\n' +
-                            id + '\n' + (oa ? t.app_secret : t.corp_secret);
+    // One cache per credential: two caches of one credential would replace each other's tokens.
+    const std::string key = credential_key(t);
     auto [it, fresh] = by_credential.try_emplace(key);
     Entry& e = it->second;
     if (fresh) {

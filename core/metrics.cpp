@@ -256,7 +256,9 @@ std::string Metrics::render() const {
         "botgate_target_health_transitions_total{{target=\"{}\",to=\"unhealthy\"}} {}\n", t->name,
         t->became_unhealthy.value());
   }
-  out += "# HELP botgate_token_fetches_total Access-token fetches by account target and result.\n";
+  out +=
+      "# HELP botgate_token_fetches_total Fetches of the access token each account target sends "
+      "with (a token shared by targets counts under each), by result.\n";
   out += "# TYPE botgate_token_fetches_total counter\n";
   for (const auto& t : targets_) {
     out += fmt::format("botgate_token_fetches_total{{target=\"{}\",result=\"ok\"}} {}\n", t->name,

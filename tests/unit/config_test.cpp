@@ -1418,6 +1418,28 @@ TEST_CASE("an account target's api_base sets host, port and path prefix", "[conf
              "targets[1].api_base", "invalid url");
 }
 
+TEST_CASE("accounts sharing credentials must agree on the token settings", "[config][wechat]") {
+  // oa1 (targets[2]) has these credentials too, and the default token settings.
+  const std::string same =
+      "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"wx1234567890abcdef\"\n"
+      "app_secret = \"oa-app-secret-value\"\n";
+  expect_ok(wxcfg::account_target(same));
+  expect_ok(wxcfg::account_target(same + "token_margin = \"5m\"\ntoken_min_life = \"1m\""));
+  const auto e = expect_one(wxcfg::account_target(same + "token_margin = \"1m\""),
+                            "targets[2].token_margin", "differs from target 'oa2' (1m)");
+  CHECK_THAT(e.message, Catch::Contains("shares its access token"));
+  const auto errs = expect_errors(
+      wxcfg::account_target(same + "token_margin = \"2m\"\ntoken_min_life = \"10s\""));
+  CHECK(errs.size() == 2);
+  CHECK(has_error(errs, "targets[2].token_min_life", "1m differs from target 'oa2' (10s)"));
+  // Another platform (api_base) or another secret is another token.
+  expect_ok(
+      wxcfg::account_target(same + "token_margin = \"1m\"\napi_base = \"http://127.0.0.1:9/\""));
+  expect_ok(wxcfg::account_target(
+      "name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"wx1234567890abcdef\"\n"
+      "app_secret = \"another-secret\"\ntoken_margin = \"1m\""));
+}
+
 TEST_CASE("account targets need their credentials", "[config][wechat]") {
   expect_one(wxcfg::account_target("name = \"oa2\"\nkind = \"wechat-oa\"\napp_id = \"a\""),
              "targets[1].app_secret", "missing required key");
