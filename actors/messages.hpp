@@ -186,6 +186,7 @@ CAF_ADD_ATOM(botgate, botgate, dong_atom, "dong")
 CAF_ADD_ATOM(botgate, botgate, timeout_atom, "timeout")
 CAF_ADD_ATOM(botgate, botgate, token_atom, "token")
 CAF_ADD_ATOM(botgate, botgate, invalid_atom, "invalid")
+CAF_ADD_ATOM(botgate, botgate, owed_atom, "owed")
 CAF_ADD_TYPE_ID(botgate, (botgate::EventPtr))
 CAF_ADD_TYPE_ID(botgate, (botgate::AckFn))
 CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
@@ -267,12 +268,15 @@ using token_actor = caf::typed_actor<caf::replies_to<token_atom>::with<AccessTok
                                      caf::reacts_to<done_atom, std::uint64_t, http::ClientResponse>,
                                      caf::reacts_to<tick_atom, std::uint64_t>>;
 
-// A queue shard: accept events, keep each conversation in order, retry failures. `outcome` is
-// its router's answer to a deliver.
+// A queue shard: accept events, keep each conversation in order, retry failures. An `owed`
+// ingest is an event its sender was already told is stored (a callback acked at its deadline):
+// it is taken past max_pending and into the min_free headroom. `outcome` is its router's
+// answer to a deliver.
 // `stored` is its log's answer to a commit; `tick` its housekeeping timer. `list` and
 // `replay` serve the dead-letter admin API (replay answers an empty string on success).
 using shard_actor = caf::typed_actor<
-    caf::reacts_to<ingest_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, Answers>,
+    caf::reacts_to<ingest_atom, EventPtr, AckFn>,
+    caf::reacts_to<ingest_atom, owed_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, Answers>,
     caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, EventPtr>,
     caf::reacts_to<stored_atom, Commit>, caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
     caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,

@@ -351,7 +351,9 @@ void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack, bool headroo
   st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
 }
 
-void ingest(Self self, EventPtr& ev, AckFn& ack) {
+// `owed`: the sender was already told the event is stored, so neither max_pending nor the disk
+// headroom refuses it.
+void ingest(Self self, EventPtr& ev, AckFn& ack, bool owed) {
   auto& st = self->state;
   const auto id = storage::hash_id(ev->source, ev->id);
   if (auto known = st.ids.find(id); known != st.ids.end()) {
@@ -364,8 +366,8 @@ void ingest(Self self, EventPtr& ev, AckFn& ack) {
     st.metrics->events_duplicate().inc();
     return ack(IngestStatus::duplicate);
   }
-  if (st.pending >= st.options.max_pending) return ack(IngestStatus::full);
-  enqueue(self, std::move(ev), id, std::move(ack));
+  if (!owed && st.pending >= st.options.max_pending) return ack(IngestStatus::full);
+  enqueue(self, std::move(ev), id, std::move(ack), owed);
 }
 
 void drop_idle_conversations(Self self) {
@@ -465,7 +467,8 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   resume(self, *recovered);
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
   return {
-      [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack); },
+      [self](ingest_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack, false); },
+      [self](ingest_atom, owed_atom, EventPtr& ev, AckFn& ack) { ingest(self, ev, ack, true); },
       [self](outcome_atom, const Answers& answers) {
         for (const auto& a : answers) on_outcome(self, a.ev, a.outcome);
       },

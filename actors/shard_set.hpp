@@ -27,6 +27,13 @@ class ShardSet {
     caf::anon_send(target, ingest_atom::value, std::move(ev), std::move(ack));
   }
 
+  // submit() for an event its sender was already told is stored: the shard takes it even
+  // when full or low on disk (only a failed log refuses it).
+  void submit_owed(EventPtr ev, AckFn ack) const {
+    const auto& target = shards_[shard_of(ev->conversation, shards_.size())];
+    caf::anon_send(target, ingest_atom::value, owed_atom::value, std::move(ev), std::move(ack));
+  }
+
   // Dead letters of every shard, oldest first (by dead-letter time), at most `limit`.
   // An empty `error` means every shard answered.
   void list_dead_letters(std::uint64_t limit,

@@ -298,6 +298,21 @@ void CallbackApi::ack_late(Exchange& ex) const {
   won->respond(std::move(won->ready));
 }
 
+// The shard's answer to a callback the platform was already told `success` (at the deadline):
+// the event is owed a place. A full shard or a disk below min_free takes it on a second asking
+// (past max_pending, into the headroom); only a failed log loses it.
+void CallbackApi::settle_late(const EventPtr& event, IngestStatus status, bool owed) const {
+  if (!owed && (status == IngestStatus::full || status == IngestStatus::disk_full)) {
+    return shards_.submit_owed(
+        event, [this, event](IngestStatus again) { settle_late(event, again, true); });
+  }
+  if (status == IngestStatus::accepted) metrics_.events_accepted().inc();
+  if (!stored(status)) {
+    log::error("an event acked at the deadline was not stored",
+               {{"source", event->source}, {"id", event->id}});
+  }
+}
+
 http::Response CallbackApi::answer(const Call& call, const WechatMessage& msg,
                                    const std::string& reply) const {
   if (reply.empty()) return make_response(200, std::string(kSuccess), "text/plain; charset=utf-8");
@@ -348,13 +363,7 @@ void CallbackApi::route(Call call, Event&& ev, const WechatMessage& msg,
   shards_.submit(event, [this, ex, event](IngestStatus status) {
     const HttpRoute route = ex->source.route;
     auto won = ex->claim();
-    if (!won) {
-      if (!stored(status)) {
-        log::error("an event acked at the deadline was not stored",
-                   {{"source", event->source}, {"id", event->id}});
-      }
-      return;
-    }
+    if (!won) return settle_late(event, status, false);
     if (!stored(status))
       return refuse_unstored(metrics_, route, status, event->source, won->respond);
     if (status == IngestStatus::accepted) metrics_.events_accepted().inc();

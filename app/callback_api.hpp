@@ -82,6 +82,8 @@ class CallbackApi {
               std::string_view detail, const http::Responder& respond) const;
   // The ack deadline passed before the store answered: "success" (or the reply) goes out.
   void ack_late(Exchange& ex) const;
+  // `owed`: `status` answers the second asking, submit_owed.
+  void settle_late(const EventPtr& event, IngestStatus status, bool owed) const;
 
   using Table = std::unordered_map<std::string, Source, StringHash, std::equal_to<>>;
   Table wechat_;  // by source name

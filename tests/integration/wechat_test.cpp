@@ -992,12 +992,9 @@ TEST_CASE("wechat: replies and messages of another msgtype go out with their obj
   CHECK(f.fake.sent().size() == 3);
 }
 
-TEST_CASE("wechat: a callback is answered by the ack deadline even when storage is slower",
-          "[integration][wechat]") {
-  // A deadline far below what a store takes: every answer comes from the deadline timer.
-  Fixture f(setup([](Setup& s) { s.ack_deadline = "1us"; }));
-  constexpr int kCallbacks = 20;
-  for (int i = 0; i < kCallbacks; ++i) {
+// Sends `n` text callbacks from user-d<i> and expects each answered `success` by the deadline.
+void send_deadline_acked(Fixture& f, int n) {
+  for (int i = 0; i < n; ++i) {
     auto res = post_oa_callback(f.port(), "oa", kOaKeys,
                                 oa_text_xml("gh_account", "user-d" + std::to_string(i), now_s(),
                                             "x", fmt::format("d{}", i)),
@@ -1005,9 +1002,39 @@ TEST_CASE("wechat: a callback is answered by the ack deadline even when storage 
     REQUIRE(res.status == 200);
     CHECK(res.body == "success");
   }
+}
+
+TEST_CASE("wechat: a callback is answered by the ack deadline even when storage is slower",
+          "[integration][wechat]") {
+  // A deadline far below what a store takes: every answer comes from the deadline timer.
+  Fixture f(setup([](Setup& s) { s.ack_deadline = "1us"; }));
+  constexpr int kCallbacks = 20;
+  send_deadline_acked(f, kCallbacks);
   // The store went on after the answer: every event still arrives.
   CHECK(f.backend.wait_for_delivered(kCallbacks));
   CHECK(f.metric("botgate_late_acks_total") >= 1);
+}
+
+TEST_CASE("wechat: a callback acked at the deadline is stored although the shard is full",
+          "[integration][wechat]") {
+  // WeChat was told `success`, so it will not resend: a shard that is full (max_pending) or
+  // below min_free must still take the event, or it is lost.
+  const bool disk = GENERATE(false, true);
+  INFO((disk ? "below min_free" : "max_pending reached"));
+  Fixture f(setup([](Setup& s) { s.ack_deadline = "1us"; }), [&](GatewayOptions& o) {
+    o.shards = 1;
+    o.max_pending = 1;
+    o.max_attempts = 1000;             // the 503s below do not dead-letter anything
+    if (disk) o.min_free = "1024GiB";  // more than any disk here: every new event is refused
+  });
+  f.backend.set_status(503);  // the backlog stays: the shard stays full
+  constexpr int kCallbacks = 6;
+  send_deadline_acked(f, kCallbacks);
+  CHECK(eventually([&] { return f.metric("botgate_queue_depth{shard=\"0\"}") == kCallbacks; }));
+  f.backend.set_ok();
+  CHECK(f.backend.wait_for_delivered(kCallbacks));
+  CHECK(f.backend.delivered_count() == kCallbacks);
+  CHECK(lines_with(f.gw->log(), "was not stored").empty());
 }
 
 TEST_CASE("wechat: the dingdong probe works on wechat-oa accounts end to end",
