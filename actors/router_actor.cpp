@@ -69,6 +69,12 @@ void flush(Self self) {
   });
 }
 
+// The number the next send of attempt `a` carries (X-Botgate-Attempt): a re-routed attempt is
+// the next attempt, so its number counts on from the first send's.
+std::uint32_t next_number(const RouterState::Attempt& a) {
+  return a.number + static_cast<std::uint32_t>(a.leg);
+}
+
 void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now) {
   auto& st = self->state;
   auto& a = st.attempts.at(id);
@@ -78,10 +84,9 @@ void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now
   }
   a.target = target;
   a.sent = true;
+  const auto number = next_number(a);
   const auto leg = ++a.leg;
   st.deadlines.push_back(RouterState::Deadline{now + st.attempt_timeout, id, leg});
-  // A re-routed attempt is the next attempt: its number counts on from the first send's.
-  const auto number = a.number + static_cast<std::uint32_t>(leg - 1);
   st.sends.add(target, Send{a.ev, number, id, leg});
   request_flush(self, self->state.flush_queued);
 }
@@ -147,7 +152,7 @@ void expire_waiting(Self self, Clock::time_point now) {
     Outcome out;
     out.target = st.pool;
     out.error = why;
-    out.sends = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(a.leg));
+    out.sends = static_cast<std::uint32_t>(a.leg);  // 0: never sent
     st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
   }
   log::warn("deliveries given up waiting for a target",
@@ -157,12 +162,13 @@ void expire_waiting(Self self, Clock::time_point now) {
 }
 
 // Target i went down: move the attempts in flight to it elsewhere, oldest first. Unless it
-// cannot take a send back (an account): then they stay, and end with its answer or deadline.
+// cannot take a send back (an account), or the send would exceed max_attempts: then they stay,
+// and end with its answer or deadline.
 void reroute(Self self, std::size_t i, Clock::time_point now) {
   auto& st = self->state;
   std::vector<std::uint64_t> ids;
   for (const auto& [id, a] : st.attempts) {
-    if (a.sent && a.target == i) ids.push_back(id);
+    if (a.sent && a.target == i && next_number(a) <= st.max_attempts) ids.push_back(id);
   }
   if (!ids.empty() && !st.targets[i].reroute_in_flight) {
     log::info("in-flight sends left to finish on a target that went down",
@@ -319,6 +325,7 @@ void init(Self self, std::vector<target_actor>& actors, std::vector<std::string>
   st.pool = std::move(options.pool);
   st.attempt_timeout = options.attempt_timeout;
   st.max_age = options.max_age;
+  st.max_attempts = options.max_attempts;
   st.metrics = options.metrics;
   if (st.metrics == nullptr) {
     st.own_pool_metrics = std::make_unique<PoolMetrics>(st.pool);

@@ -54,6 +54,9 @@ struct RouterOptions {
   // [queue] max_age: an attempt still waiting for a target when its event is this old is
   // answered as failed (the shard then gives the event up).
   Duration max_age{std::chrono::hours(48)};
+  // [queue] max_attempts: an attempt in flight to a target that goes down is re-routed only
+  // while its next send stays within this many; else it ends on the target it went to.
+  std::uint32_t max_attempts{8};
   OutlierConfig outlier;
   std::vector<RouterTargetOptions> targets;  // per target; missing entries: defaults
   PoolMetrics* metrics = nullptr;            // nullptr: the router keeps its own
@@ -102,6 +105,7 @@ struct RouterState {
   std::optional<Balancer> balancer;
   Duration attempt_timeout{std::chrono::seconds(10)};
   Duration max_age{std::chrono::hours(48)};
+  std::uint32_t max_attempts{8};
   std::unordered_map<std::uint64_t, Attempt> attempts;  // in flight or waiting
   std::deque<Deadline> deadlines;                       // oldest first
   // The attempts waiting in the Balancer, by when their event reaches max_age.

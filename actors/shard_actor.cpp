@@ -207,7 +207,9 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   if (it == st.conversations.end() || !it->second.busy) return;
   auto& conv = it->second;
   const EventPtr ev = conv.events.front().ev;
-  if (out.sends > 1) conv.attempts += out.sends - 1;  // the router's re-routes were attempts too
+  // The router's re-routes were attempts too; an attempt that waited out max_age for a target
+  // made no send (0), and is not counted.
+  conv.attempts = conv.attempts - 1 + out.sends;
   switch (out.error.empty() ? Verdict::done : classify_answer(out.status)) {
     case Verdict::done: {
       st.metrics->events_delivered().inc();

@@ -311,6 +311,7 @@ int run_gateway(const Config& config) {
     ropts.policy = p.policy;
     ropts.attempt_timeout = attempt_deadline(config);
     ropts.max_age = config.queue.max_age;
+    ropts.max_attempts = config.queue.max_attempts;
     ropts.outlier = p.outlier;
     ropts.metrics = metrics.find_pool(p.name);
     for (const auto& name : p.targets) {

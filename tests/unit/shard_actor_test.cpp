@@ -800,6 +800,26 @@ TEST_CASE("router re-routes an attempt in flight when its target goes down", "[a
   }
 }
 
+TEST_CASE("an event no target took before max_age is dead-lettered with no attempt counted",
+          "[actors][router]") {
+  auto opts = fast_options();
+  opts.max_age = 300ms;
+  Harness h(always(200), always(200), opts);
+  report_health(h, "t1", false);
+  report_health(h, "t2", false);
+  std::this_thread::sleep_for(50ms);
+  h.ingest("W1", "conv-w");
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1; }, 5s));
+  CHECK(h.rec->seen().empty());
+  botgate::DeadLetterList list;
+  caf::scoped_actor self{*h.sys};
+  self->request(h.shard, std::chrono::seconds(2), botgate::list_atom::value, std::uint64_t{10})
+      .receive([&](botgate::DeadLetterList& l) { list = std::move(l); }, [&](caf::error&) {});
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].attempts == 0);
+  CHECK_THAT(list[0].error, Catch::Contains("no target took it within max_age"));
+}
+
 TEST_CASE("router holds events while no target is healthy, then sends them on recovery",
           "[actors][router]") {
   Harness h(always(200), always(200), fast_options());
