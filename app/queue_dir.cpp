@@ -4,11 +4,14 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -28,31 +31,95 @@ std::string layout_of(int shards) {
   return "shards=" + std::to_string(shards) + " placement=fnv1a64-fmix64";
 }
 
+// The shard-N directories found in the queue directory, by N.
+struct ShardDirs {
+  std::map<std::size_t, bool> dirs;  // N -> holds data (a file that is not empty)
+  bool any_data() const {
+    for (const auto& [_, data] : dirs) {
+      if (data) return true;
+    }
+    return false;
+  }
+  // Exactly shard-0 .. shard-(shards-1).
+  bool exactly(int shards) const {
+    return dirs.size() == static_cast<std::size_t>(shards) &&
+           (dirs.empty() || dirs.rbegin()->first + 1 == dirs.size());
+  }
+};
+
+ShardDirs find_shard_dirs(const fs::path& dir) {
+  ShardDirs out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory(ec) || !name.starts_with("shard-")) continue;
+    std::size_t n = 0;
+    const char* first = name.data() + 6;
+    const char* last = name.data() + name.size();
+    const auto [end, err] = std::from_chars(first, last, n);
+    if (err != std::errc{} || end != last || first == last) continue;
+    bool data = false;
+    for (const auto& f : fs::recursive_directory_iterator(entry.path(), ec)) {
+      if (f.is_regular_file(ec) && f.file_size(ec) > 0) {
+        data = true;
+        break;
+      }
+    }
+    out.dirs[n] = data;
+  }
+  return out;
+}
+
 // Events are placed by hash(conversation) % shards, so reopening a queue with another shard
-// count would break per-conversation order: refuse it. `recorded`: whether the directory
-// already records a layout (a new one is written by record_layout once the shards opened).
+// count would break per-conversation order, and shards beyond the new count would never be
+// read: refuse it. `recorded`: whether the directory already records a layout (a new one is
+// written by record_layout once the shards opened).
 bool check_layout(const fs::path& dir, int shards, bool& recorded) {
   const std::string want = layout_of(shards);
   std::ifstream in(dir / kLayoutFile);
-  recorded = static_cast<bool>(in);
-  if (!recorded) return true;
+  const bool file = static_cast<bool>(in);
   std::string have;
-  std::getline(in, have);
-  if (have == want) return true;
-  // An empty file is what an older botgate left when its first start could not write the layout
-  // (a full disk): no layout, unless shard directories say another count was used.
-  if (have.empty()) {
-    int found = 0;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
-      if (entry.is_directory() && entry.path().filename().string().starts_with("shard-")) ++found;
+  if (file) std::getline(in, have);
+  while (!have.empty() && std::isspace(static_cast<unsigned char>(have.back()))) have.pop_back();
+  const ShardDirs found = find_shard_dirs(dir);
+  recorded = !have.empty();
+  if (have == want) {
+    // A queue that recorded its layout has every shard's logs: what is gone was lost.
+    for (int i = 0; i < shards; ++i) {
+      const fs::path shard = dir / ("shard-" + std::to_string(i));
+      for (const fs::path& part : {shard, shard / "events", shard / "dead"}) {
+        std::error_code ec;
+        if (fs::exists(part, ec) || ec) continue;
+        log::error(
+            "part of a shard's queue is missing: what it held (queued events, dead "
+            "letters, dedup ids) is lost",
+            {{"shard", i}, {"missing", part.string()}, {"layout", want}});
+        break;
+      }
     }
-    if (found == 0 || found == shards) {
-      log::warn("the queue directory's layout file is empty: recording it again",
-                {{"dir", dir.string()}, {"layout", want}});
-      recorded = false;
+    for (const auto& [n, data] : found.dirs) {
+      if (n >= static_cast<std::size_t>(shards) && data) {
+        log::warn("a shard directory beyond queue.shards is ignored",
+                  {{"dir", dir.string()}, {"shard", n}, {"layout", want}});
+      }
+    }
+    return true;
+  }
+  // No layout recorded: a new directory, or one whose layout file is gone or empty (an older
+  // botgate left it empty when its first start could not write it, on a full disk). Shard
+  // directories holding data say a count was used: only that same count may open them.
+  if (have.empty()) {
+    if (!found.any_data() || found.exactly(shards)) {
+      if (file) {
+        log::warn("the queue directory's layout file is empty: recording it again",
+                  {{"dir", dir.string()}, {"layout", want}});
+      } else if (found.any_data()) {
+        log::warn("the queue directory's layout file is missing: recording it again",
+                  {{"dir", dir.string()}, {"layout", want}});
+      }
       return true;
     }
+    have = "no layout file, " + std::to_string(found.dirs.size()) + " shard directories";
   }
   log::error("queue.shards (or the placement hash) differs from the queue directory's",
              {{"dir", dir.string()},
