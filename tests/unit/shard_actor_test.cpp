@@ -83,6 +83,8 @@ struct Harness {
     ropts.policy = policy;
     ropts.weights = weights;
     ropts.attempt_timeout = attempt_timeout;
+    ropts.max_age = opts.max_age;  // as app/gateway.cpp sets them
+    ropts.max_attempts = opts.max_attempts;
     router = sys->spawn(botgate::router, std::vector<target_actor>{t1, t2},
                         std::vector<std::string>{"t1", "t2"}, ropts);
     std::unordered_map<std::string, router_actor> routes{{"pool", router}};
