@@ -1003,11 +1003,17 @@ TEST_CASE("a gateway started below min_free says so at once and refuses events",
   Gateway gw(botgate_binary(), dir, make_config(o));
 
   // Not ready before any event was refused: the state comes from the disk, not a refusal.
+  // Each shard's log probes the disk as it starts, on its own thread, a moment after the
+  // listener opened.
+  CHECK(eventually(
+      [&] {
+        return metric_value(http_request(gw.port(), "GET", "/metrics").body,
+                            "botgate_queue_disk_full") == std::optional<double>(o.shards);
+      },
+      2s));
   auto ready = http_request(gw.port(), "GET", "/readyz");
   CHECK(ready.status == 503);
   CHECK(ready.body.find("disk_full") != std::string::npos);
-  auto metrics = http_request(gw.port(), "GET", "/metrics").body;
-  CHECK(metric_value(metrics, "botgate_queue_disk_full") == std::optional<double>(o.shards));
 
   for (int i = 0; i < 3; ++i) {
     auto res = send_event(gw.port(), o.source, o.secret,
