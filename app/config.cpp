@@ -1108,6 +1108,37 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
   same_token_settings(errors, out, located);
 }
 
+// A config is a few KiB. The cap keeps a path naming /dev/zero, a FIFO or a huge file by
+// mistake from being read until memory runs out.
+constexpr std::size_t kMaxConfigBytes = 4 * kMiB;
+constexpr std::string_view kMaxConfigText = "4MiB";
+
+ConfigError read_error(int err) {
+  return ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(err)};
+}
+
+// Reads the whole file into `text`, or returns why it cannot.
+std::optional<ConfigError> read_config_file(const std::string& path, std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return read_error(errno);
+  char buf[8192];
+  std::size_t n = 0;
+  do {
+    n = std::fread(buf, 1, sizeof buf, f);
+    text.append(buf, n);
+  } while (n == sizeof buf && text.size() <= kMaxConfigBytes);
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  std::fclose(f);
+  if (failed) return read_error(err);
+  if (text.size() > kMaxConfigBytes) {
+    return ConfigError{
+        0, "",
+        "config file larger than " + std::string(kMaxConfigText) + " (the most botgate reads)"};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string_view to_string(SourceKind kind) noexcept {
@@ -1225,25 +1256,8 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
 }
 
 ConfigResult load_config(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return std::vector<ConfigError>{
-        ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(errno)}};
-  }
   std::string text;
-  char buf[8192];
-  while (true) {
-    std::size_t n = std::fread(buf, 1, sizeof buf, f);
-    text.append(buf, n);
-    if (n < sizeof buf) break;
-  }
-  const bool failed = std::ferror(f) != 0;
-  const int err = errno;
-  std::fclose(f);
-  if (failed) {
-    return std::vector<ConfigError>{
-        ConfigError{0, "", std::string("cannot read config file: ") + std::strerror(err)}};
-  }
+  if (auto error = read_config_file(path, text)) return std::vector<ConfigError>{std::move(*error)};
   auto result = parse_config(text, path, std::getenv("BOTGATE_ADMIN_TOKEN"));
   if (auto* cfg = std::get_if<Config>(&result)) {
     const std::filesystem::path dir(cfg->queue.dir);

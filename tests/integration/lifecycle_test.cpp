@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tests/support/client.hpp"
@@ -305,4 +306,15 @@ TEST_CASE("check-config, --version and --help", "[integration][cli]") {
   auto run_bad = run_command({bin, "--config", bad.string()}, dir.path(), 10s);
   REQUIRE(run_bad.exit_code.has_value());
   CHECK(*run_bad.exit_code != 0);
+}
+
+TEST_CASE("check-config on a device that never ends reports its size and no exception",
+          "[integration][cli]") {
+  TempDir dir;
+  auto r = run_command({botgate_binary(), "check-config", "/dev/zero"}, dir.path());
+  INFO("exit " << r.exit_code.value_or(-1) << "\nstderr: " << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.rfind("/dev/zero: config file larger than 4MiB", 0) == 0);
+  CHECK(r.err.find("bad_alloc") == std::string::npos);
+  CHECK(r.err.find("terminate") == std::string::npos);
 }

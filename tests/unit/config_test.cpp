@@ -991,6 +991,28 @@ TEST_CASE("load_config on a missing file", "[config]") {
   CHECK_THAT(errs[0].message, Catch::Contains("No such file"));
 }
 
+TEST_CASE("load_config reads at most 4MiB so a huge file is an error and no crash", "[config]") {
+  // Valid TOML of exactly the cap, then one byte more: a comment line pads it.
+  constexpr std::size_t kCap = 4 << 20;
+  const auto padded = [&](std::size_t size) {
+    std::string text = kMinimal + "#";
+    text.append(size - text.size() - 1, 'x');
+    return text + "\n";
+  };
+  const std::string fits = temp_file(padded(kCap));
+  CHECK(std::holds_alternative<Config>(botgate::load_config(fits)));
+  std::remove(fits.c_str());
+
+  const std::string big = temp_file(padded(kCap + 1));
+  auto r = botgate::load_config(big);
+  std::remove(big.c_str());
+  REQUIRE(std::holds_alternative<std::vector<ConfigError>>(r));
+  const auto& errs = std::get<std::vector<ConfigError>>(r);
+  REQUIRE(errs.size() == 1);
+  CHECK(botgate::format_error("big.toml", errs[0]) ==
+        "big.toml: config file larger than 4MiB (the most botgate reads)");
+}
+
 TEST_CASE("format_error", "[config]") {
   CHECK(botgate::format_error("a.toml", ConfigError{3, "server.listen", "bad"}) ==
         "a.toml:3: server.listen: bad");
