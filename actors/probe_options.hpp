@@ -43,7 +43,7 @@ struct ProbeOptions {
   ProbeKind kind = ProbeKind::none;
   std::string path = "/healthz";  // http
   Duration interval = std::chrono::seconds(5);
-  Duration timeout = std::chrono::seconds(2);  // at most interval
+  Duration timeout = std::chrono::seconds(2);  // at most interval (left out: min(2s, interval))
   double jitter = 0.1;                         // each wait is interval * (1 + U[-jitter, +jitter])
   HealthThresholds thresholds;
   std::string peer;    // dingdong: the conversation the ding is sent to

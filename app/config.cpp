@@ -941,12 +941,16 @@ void parse_probe(Errors& errors, const toml::table& tbl, const std::string& pref
   // A probe is a request (or a message) every interval: not a busy loop.
   const bool interval_ok =
       t.duration("interval", p.interval, {.min = std::chrono::milliseconds(100)});
-  const bool timeout_ok = t.duration("timeout", p.timeout, {.min = std::chrono::milliseconds(10)});
-  if (interval_ok && timeout_ok && p.timeout > p.interval) {
-    const toml::node* n = t.node("timeout");
-    if (n == nullptr) n = t.node("interval");
-    errors.add(n != nullptr ? line_of(*n) : t.line(), t.path("timeout"),
-               "must not be longer than probe.interval (" + format_duration(p.interval) + ")");
+  if (const toml::node* n = t.node("timeout")) {
+    const bool timeout_ok =
+        t.duration("timeout", p.timeout, {.min = std::chrono::milliseconds(10)});
+    if (interval_ok && timeout_ok && p.timeout > p.interval) {
+      errors.add(*n, t.path("timeout"),
+                 "must not be longer than probe.interval (" + format_duration(p.interval) + ")");
+    }
+  } else {
+    // The default timeout fits a short interval rather than making it an error.
+    p.timeout = std::min(p.timeout, p.interval);
   }
   t.number("jitter", p.jitter, 0, 0.5);
   t.integer("rise", p.thresholds.rise, 1, 1000);

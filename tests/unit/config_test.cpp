@@ -955,6 +955,17 @@ TEST_CASE("bad probe, limit and outlier settings are errors with their key", "[c
              "pools[0].outlier.consecutive_failures", "between 1 and");
 }
 
+TEST_CASE("a probe's timeout left out is at most its interval", "[config][ha]") {
+  const std::string probe = kSources + kPools + kTargets + "[targets.probe]\nkind = \"http\"\n";
+  CHECK(expect_ok(probe).targets[0].probe.timeout == 2s);
+  CHECK(expect_ok(probe + "interval = \"3s\"\n").targets[0].probe.timeout == 2s);
+  CHECK(expect_ok(probe + "interval = \"1s\"\n").targets[0].probe.timeout == 1s);
+  CHECK(expect_ok(probe + "interval = \"500ms\"\n").targets[0].probe.timeout == 500ms);
+  // Set explicitly, it must still fit in the interval.
+  expect_one(probe + "interval = \"1s\"\ntimeout = \"1001ms\"\n", "targets[0].probe.timeout",
+             "must not be longer than probe.interval (1s)");
+}
+
 TEST_CASE("load_config resolves a relative queue.dir against the config file", "[config]") {
   const std::string path = temp_file("[queue]\ndir = \"q/data\"\n" + kMinimal);
   auto r = botgate::load_config(path);
