@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -43,6 +44,11 @@ bool is_alnum(char c) {
 
 bool is_name_char(char c) {
   return is_alnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+// Printable ASCII without spaces.
+bool is_visible_ascii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
 bool is_bare_key(std::string_view k) {
@@ -399,7 +405,7 @@ class Names {
 constexpr std::string_view kBearerTokenRule =
     "must be printable ASCII without spaces (it is compared with the Authorization header)";
 bool valid_bearer_token(std::string_view token) {
-  return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+  return is_visible_ascii(token);
 }
 
 // toml++ parses a dotted key by recursion, a level per dot: some tens of thousands of them
@@ -733,6 +739,33 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
   }
 }
 
+// What a rule's `type` can match: the Event::type of a WeChat or WeCom callback, which is its
+// MsgType, or "event:<Event>" for an event push (transport/wechat_codec.cpp). device_* are
+// the messages of WeChat's hardware platform, which come to an Official Account's URL too.
+constexpr std::string_view kMessageTypes[] = {
+    "text",     "image", "voice",       "video",        "shortvideo",
+    "location", "link",  "device_text", "device_event", "device_status"};
+constexpr std::string_view kEventTypePrefix = "event:";
+
+bool is_callback_type(std::string_view type) {
+  if (type.starts_with(kEventTypePrefix)) {
+    const std::string_view event = type.substr(kEventTypePrefix.size());
+    return !event.empty() && is_visible_ascii(event);
+  }
+  return std::find(std::begin(kMessageTypes), std::end(kMessageTypes), type) !=
+         std::end(kMessageTypes);
+}
+
+void parse_route_type(Errors& errors, Table& t, std::string& type) {
+  const toml::node* n = t.string("type", type, false, true);
+  if (n == nullptr || is_callback_type(type)) return;
+  std::string expected;
+  for (std::string_view name : kMessageTypes) expected += std::string(name) + ", ";
+  errors.add(*n, t.path("type"),
+             "unknown type '" + type + "' (expected " + expected +
+                 "or event:<Event> such as event:subscribe)");
+}
+
 // [[routes]]: optional; each rule needs an action.
 void parse_routes(Errors& errors, const toml::table& root, std::vector<RouteRule>& out,
                   std::vector<PoolReference>& pools, std::vector<Reference>& sources) {
@@ -757,7 +790,7 @@ void parse_routes(Errors& errors, const toml::table& root, std::vector<RouteRule
     if (const toml::node* s = t.string("source", r.source, false, true)) {
       sources.push_back(Reference{s, t.path("source"), r.source});
     }
-    t.string("type", r.type, false, true);
+    parse_route_type(errors, t, r.type);
     std::string text;
     const toml::node* exact = t.string("text", text, false, false);
     if (exact != nullptr) r.text = text;
@@ -808,14 +841,16 @@ void parse_outlier(Errors& errors, const toml::table& tbl, const std::string& pr
   t.integer("max_ejection_percent", o.max_ejection_percent, 0, 100);
 }
 
+// `members` gets the references to targets of each entry of `out`, in the same order.
 void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig>& out,
-                 Names& names, std::vector<Reference>& members) {
+                 Names& names, std::vector<std::vector<Reference>>& members) {
   auto list = entries(errors, root, "pools");
   for (std::size_t i = 0; i < list.size(); ++i) {
     if (list[i] == nullptr) continue;
     const std::string prefix = indexed("pools", i);
     Table t(errors, *list[i], prefix, {"name", "policy", "targets", "outlier"});
     PoolConfig p;
+    std::vector<Reference> listed;
     if (const toml::node* n = t.string("name", p.name, true, true)) {
       names.add(errors, *n, t.path("name"), p.name);
     }
@@ -848,7 +883,7 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
             continue;
           }
           p.targets.push_back(s->get());
-          members.push_back(Reference{&e, ekey, s->get()});
+          listed.push_back(Reference{&e, ekey, s->get()});
         }
       } else {
         errors.add(*n, key, "expected an array of strings");
@@ -856,6 +891,7 @@ void parse_pools(Errors& errors, const toml::table& root, std::vector<PoolConfig
     }
     if (const toml::table* o = t.table("outlier")) parse_outlier(errors, *o, t.path("outlier"), p);
     out.push_back(std::move(p));
+    members.push_back(std::move(listed));
   }
 }
 
@@ -917,6 +953,20 @@ void parse_url(Errors& errors, const toml::node& n, const std::string& key, Targ
   t.path = std::string(path);
 }
 
+// Settings of a probe of kind none configure a check that never runs: the kind is missing.
+void require_probe_kind(Errors& errors, Table& t, ProbeKind kind) {
+  if (kind != ProbeKind::none) return;
+  for (std::string_view key :
+       {"path", "interval", "timeout", "jitter", "rise", "fall", "peer", "source"}) {
+    if (t.node(key) == nullptr) continue;
+    const toml::node* n = t.node("kind");
+    errors.add(n != nullptr ? line_of(*n) : t.line(), t.path("kind"),
+               "a probe that sets " + std::string(key) +
+                   " needs a kind (http or dingdong): of kind none, it never runs");
+    return;
+  }
+}
+
 void parse_probe(Errors& errors, const toml::table& tbl, const std::string& prefix, ProbeOptions& p,
                  std::vector<Reference>& sources) {
   Table t(errors, tbl, prefix,
@@ -925,10 +975,13 @@ void parse_probe(Errors& errors, const toml::table& tbl, const std::string& pref
   if (const toml::node* n = t.string("kind", kind, false, false)) {
     if (auto k = parse_probe_kind(kind)) {
       p.kind = *k;
+      require_probe_kind(errors, t, p.kind);
     } else {
       errors.add(*n, t.path("kind"),
                  "unknown probe kind '" + kind + "' (expected none, http or dingdong)");
     }
+  } else if (t.node("kind") == nullptr) {
+    require_probe_kind(errors, t, p.kind);
   }
   if (const toml::node* n = t.string("path", p.path, false, true)) {
     if (p.path.front() != '/' || std::any_of(p.path.begin(), p.path.end(), [](char c) {
@@ -964,7 +1017,7 @@ void parse_probe(Errors& errors, const toml::table& tbl, const std::string& pref
     } else {
       sources.push_back(Reference{source, t.path("source"), p.source});
     }
-  } else if (peer != nullptr || source != nullptr) {
+  } else if (p.kind == ProbeKind::http && (peer != nullptr || source != nullptr)) {
     const toml::node* n = peer != nullptr ? peer : source;
     errors.add(*n, t.path(peer != nullptr ? "peer" : "source"),
                "only a dingdong probe takes a peer and a source");
@@ -1112,6 +1165,105 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
   same_token_settings(errors, out, located);
 }
 
+// References between entries, collected while parsing and checked once every name is known.
+struct References {
+  std::vector<PoolReference> pools;             // sources[].route and .accounts, routes[].pool
+  std::vector<Reference> rule_sources;          // routes[].source
+  std::vector<std::vector<Reference>> members;  // pools[i].targets, one list per pool
+  std::vector<Reference> probe_sources;         // targets[].probe.source
+};
+
+// The entry of `list` named `name`, or nullptr.
+template <typename Entry>
+const Entry* find_named(const std::vector<Entry>& list, std::string_view name) {
+  const auto it =
+      std::find_if(list.begin(), list.end(), [&](const Entry& e) { return e.name == name; });
+  return it == list.end() ? nullptr : &*it;
+}
+
+// A pool holds either http targets or account targets: the ones take events, the others send
+// messages, and no use of a pool takes both. Reports each mixed pool at its first member of the
+// other family than its first member's; returns the names of the mixed pools.
+std::set<std::string> check_pool_families(Errors& errors, const Config& cfg,
+                                          const std::vector<std::vector<Reference>>& members) {
+  std::set<std::string> mixed;
+  for (std::size_t i = 0; i < cfg.pools.size(); ++i) {
+    const TargetConfig* first = nullptr;
+    for (const Reference& m : members[i]) {
+      const TargetConfig* t = find_named(cfg.targets, m.name);
+      if (t == nullptr) continue;
+      if (first == nullptr) first = t;
+      if (is_account(t->kind) == is_account(first->kind)) continue;
+      errors.add(*m.node, m.path,
+                 "pool '" + cfg.pools[i].name + "' holds " + std::string(to_string(first->kind)) +
+                     " target '" + first->name + "' and " + std::string(to_string(t->kind)) +
+                     " target '" + t->name +
+                     "': a pool holds either http targets or account targets (wechat-oa, "
+                     "wecom-kf)");
+      mixed.insert(cfg.pools[i].name);
+      break;
+    }
+  }
+  return mixed;
+}
+
+// Each reference to a pool must name one whose targets fit its use. A mixed pool fits no use
+// and is reported on its own.
+void check_pool_references(Errors& errors, const Config& cfg,
+                           const std::vector<PoolReference>& refs,
+                           const std::set<std::string>& mixed) {
+  for (const auto& r : refs) {
+    const PoolConfig* pool = find_named(cfg.pools, r.name);
+    if (pool == nullptr) {
+      errors.add(*r.node, r.path, "unknown pool '" + r.name + "'");
+      continue;
+    }
+    if (mixed.count(r.name) != 0) continue;
+    const bool want_accounts = r.use == PoolUse::accounts;
+    for (const auto& member : pool->targets) {
+      const TargetConfig* t = find_named(cfg.targets, member);
+      if (t == nullptr || is_account(t->kind) == want_accounts) continue;
+      errors.add(*r.node, r.path,
+                 "pool '" + r.name + "' holds " + std::string(to_string(t->kind)) + " target '" +
+                     member + "', but " +
+                     (want_accounts ? "replies go through account targets (wechat-oa, wecom-kf)"
+                                    : "events are forwarded to http targets"));
+      break;
+    }
+  }
+}
+
+// The source a reference names; an unknown name is reported.
+const SourceConfig* referenced_source(Errors& errors, const Reference& r,
+                                      const std::vector<SourceConfig>& sources) {
+  const SourceConfig* s = find_named(sources, r.name);
+  if (s == nullptr) errors.add(*r.node, r.path, "unknown source '" + r.name + "'");
+  return s;
+}
+
+void check_references(Errors& errors, const Config& cfg, const References& refs,
+                      const Names& target_names) {
+  check_pool_references(errors, cfg, refs.pools, check_pool_families(errors, cfg, refs.members));
+  for (const auto& r : refs.rule_sources) {
+    const SourceConfig* s = referenced_source(errors, r, cfg.sources);
+    if (s != nullptr && s->kind == SourceKind::generic) {
+      // Rules see callbacks only: a generic source's events always go to its route.
+      errors.add(*r.node, r.path,
+                 "'" + r.name +
+                     "' is a generic source: rules apply to wechat and wecom sources only, and "
+                     "its events always go to its route");
+    }
+  }
+  for (const auto& list : refs.members) {
+    for (const auto& m : list) {
+      if (!target_names.contains(m.name)) {
+        errors.add(*m.node, m.path, "unknown target '" + m.name + "'");
+      }
+    }
+  }
+  for (const auto& r : refs.probe_sources) referenced_source(errors, r, cfg.sources);
+}
+
 // A config is a few KiB. The cap keeps a path naming /dev/zero, a FIFO or a huge file by
 // mistake from being read until memory runs out.
 constexpr std::size_t kMaxConfigBytes = 4 * kMiB;
@@ -1199,54 +1351,14 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source_na
   parse_queue(errors, root, cfg.queue);
   parse_backoff(errors, root, cfg.backoff);
 
-  std::vector<PoolReference> pool_refs;
-  std::vector<Reference> members;
-  std::vector<Reference> rule_sources;
+  References refs;
   Names pool_names("pool");
   Names target_names("target");
-  parse_sources(errors, root, cfg.sources, pool_refs);
-  parse_routes(errors, root, cfg.routes, pool_refs, rule_sources);
-  parse_pools(errors, root, cfg.pools, pool_names, members);
-  std::vector<Reference> probe_sources;
-  parse_targets(errors, root, cfg.targets, target_names, probe_sources);
-
-  for (const auto& r : pool_refs) {
-    if (!pool_names.contains(r.name)) {
-      errors.add(*r.node, r.path, "unknown pool '" + r.name + "'");
-      continue;
-    }
-    const auto& pool = *std::find_if(cfg.pools.begin(), cfg.pools.end(),
-                                     [&](const PoolConfig& p) { return p.name == r.name; });
-    const bool want_accounts = r.use == PoolUse::accounts;
-    for (const auto& member : pool.targets) {
-      auto t = std::find_if(cfg.targets.begin(), cfg.targets.end(),
-                            [&](const TargetConfig& c) { return c.name == member; });
-      if (t == cfg.targets.end() || is_account(t->kind) == want_accounts) continue;
-      errors.add(*r.node, r.path,
-                 "pool '" + r.name + "' holds " + std::string(to_string(t->kind)) + " target '" +
-                     member + "', but " +
-                     (want_accounts ? "replies go through account targets (wechat-oa, wecom-kf)"
-                                    : "events are forwarded to http targets"));
-      break;
-    }
-  }
-  for (const auto& r : rule_sources) {
-    if (std::none_of(cfg.sources.begin(), cfg.sources.end(),
-                     [&](const SourceConfig& s) { return s.name == r.name; })) {
-      errors.add(*r.node, r.path, "unknown source '" + r.name + "'");
-    }
-  }
-  for (const auto& m : members) {
-    if (!target_names.contains(m.name)) {
-      errors.add(*m.node, m.path, "unknown target '" + m.name + "'");
-    }
-  }
-  for (const auto& p : probe_sources) {
-    if (std::none_of(cfg.sources.begin(), cfg.sources.end(),
-                     [&](const SourceConfig& s) { return s.name == p.name; })) {
-      errors.add(*p.node, p.path, "unknown source '" + p.name + "'");
-    }
-  }
+  parse_sources(errors, root, cfg.sources, refs.pools);
+  parse_routes(errors, root, cfg.routes, refs.pools, refs.rule_sources);
+  parse_pools(errors, root, cfg.pools, pool_names, refs.members);
+  parse_targets(errors, root, cfg.targets, target_names, refs.probe_sources);
+  check_references(errors, cfg, refs, target_names);
 
   if (!errors.empty()) return errors.take();
   if (env_admin_token != nullptr && env_admin_token[0] != '\0') {

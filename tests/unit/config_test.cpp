@@ -926,8 +926,9 @@ TEST_CASE("bad probe, limit and outlier settings are errors with their key", "[c
              "targets[0].probe.timeout", "must not be longer than probe.interval (1s)");
   expect_one(probe + "kind = \"http\"\npath = \"healthz\"\n", "targets[0].probe.path",
              "must start with '/'");
-  expect_one(probe + "jitter = 0.9\n", "targets[0].probe.jitter", "between 0 and 0.5");
-  expect_one(probe + "fall = 0\n", "targets[0].probe.fall", "between 1 and 1000");
+  expect_one(probe + "kind = \"http\"\njitter = 0.9\n", "targets[0].probe.jitter",
+             "between 0 and 0.5");
+  expect_one(probe + "kind = \"http\"\nfall = 0\n", "targets[0].probe.fall", "between 1 and 1000");
   expect_one(probe + "kind = \"dingdong\"\nsource = \"demo\"\n", "targets[0].probe.peer",
              "missing required key");
   expect_one(probe + "kind = \"dingdong\"\npeer = \"p\"\n", "targets[0].probe.source",
@@ -964,6 +965,19 @@ TEST_CASE("a probe's timeout left out is at most its interval", "[config][ha]") 
   // Set explicitly, it must still fit in the interval.
   expect_one(probe + "interval = \"1s\"\ntimeout = \"1001ms\"\n", "targets[0].probe.timeout",
              "must not be longer than probe.interval (1s)");
+}
+
+TEST_CASE("a probe that sets keys but no kind is an error: it would never run", "[config][ha]") {
+  const std::string probe = kSources + kPools + kTargets + "[targets.probe]\n";
+  auto e = expect_one(probe + "path = \"/health\"\ninterval = \"1s\"\n", "targets[0].probe.kind",
+                      "needs a kind (http or dingdong)");
+  CHECK(e.line == 14);  // the [targets.probe] line
+  e = expect_one(probe + "kind = \"none\"\nrise = 1\n", "targets[0].probe.kind",
+                 "needs a kind (http or dingdong)");
+  CHECK(e.line == 15);  // the kind line
+  // No check asked for, nothing set: fine.
+  CHECK(expect_ok(probe).targets[0].probe.kind == botgate::ProbeKind::none);
+  CHECK(expect_ok(probe + "kind = \"none\"\n").targets[0].probe.kind == botgate::ProbeKind::none);
 }
 
 TEST_CASE("load_config resolves a relative queue.dir against the config file", "[config]") {
@@ -1397,6 +1411,47 @@ TEST_CASE("bad [[routes]] rules are errors with their key", "[config][wechat]") 
              "expected an array of tables");
 }
 
+TEST_CASE("a route type no callback carries is an error naming the valid ones",
+          "[config][wechat]") {
+  const auto rule = [](const std::string& type) {
+    return wxcfg::config(wxcfg::kWechatSource + "\n[[routes]]\ntype = \"" + type +
+                         "\"\nreply = \"r\"\n");
+  };
+  for (const char* type : {"text", "image", "voice", "video", "shortvideo", "location", "link",
+                           "device_text", "device_event", "device_status", "event:subscribe",
+                           "event:CLICK", "event:kf_msg_or_event", "event:TEMPLATESENDJOBFINISH"}) {
+    INFO(type);
+    CHECK(expect_ok(rule(type)).routes.at(0).type == type);
+  }
+  auto e = expect_one(rule("txt"), "routes[0].type", "unknown type 'txt' (expected text, image,");
+  CHECK_THAT(e.message, Catch::Contains("event:<Event>"));
+  CHECK(e.line == 11);
+  for (const char* type : {"Text", "event", "event:", "event:sub scribe", "subscribe"}) {
+    INFO(type);
+    expect_one(rule(type), "routes[0].type", "event:<Event>");
+  }
+}
+
+TEST_CASE("a route rule for a generic source is an error: rules never see its events",
+          "[config][wechat]") {
+  const auto e = expect_one(wxcfg::config(wxcfg::kWechatSource + kSources +
+                                          "\n[[routes]]\nsource = \"demo\"\nreply = \"r\"\n"),
+                            "routes[0].source", "'demo' is a generic source");
+  CHECK(e.line == 16);
+}
+
+TEST_CASE("a pool mixing http and account targets is an error even when nothing uses it",
+          "[config][wechat]") {
+  const std::string pool = "\n[[pools]]\nname = \"mixed\"\ntargets = [\"b1\", \"kf1\", \"oa1\"]\n";
+  const auto e = expect_one(wxcfg::config(wxcfg::kWechatSource + pool), "pools[0].targets[1]",
+                            "pool 'mixed' holds http target 'b1' and wecom-kf target 'kf1'");
+  CHECK_THAT(e.message, Catch::Contains("either http targets or account targets"));
+  CHECK(e.line == 12);
+  // Account targets of both platforms may share a pool.
+  expect_ok(wxcfg::config(wxcfg::kWechatSource +
+                          "\n[[pools]]\nname = \"both\"\ntargets = [\"kf1\", \"oa1\"]\n"));
+}
+
 TEST_CASE("account targets default to the platforms' API hosts", "[config][wechat]") {
   const Config c = expect_ok(wxcfg::config(wxcfg::kWechatSource));
   REQUIRE(c.targets.size() == 3);
@@ -1576,7 +1631,8 @@ accounts = "mixed"
 name = "mixed"
 targets = ["oa1", "b1"]
 )";
-  expect_one(wxcfg::config(mixed), "sources[0].accounts", "holds http target 'b1'");
+  expect_one(wxcfg::config(mixed), "pools[0].targets[1]",
+             "pool 'mixed' holds wechat-oa target 'oa1' and http target 'b1'");
 }
 
 TEST_CASE("secrets of wechat sources and account targets never appear in errors",
@@ -1766,7 +1822,7 @@ TEST_CASE("a key nested tens of thousands of levels deep is an error, not a cras
             R"(""")",
         "'''\n" + dots + "\n'''", "'" + dots + "'", R"("\")" + dots + "\""}) {
     INFO(quoted.substr(0, 8));
-    expect_ok("[[routes]]\nsource = \"demo\"\nreply = " + quoted + "\n" + kMinimal);
+    expect_ok("[[routes]]\nreply = " + quoted + "\n" + kMinimal);
   }
   CHECK(expect_ok("# " + dots + "\n[server]\nadmin_token = \"" + dots + "\"\n" + kMinimal)
             .server.admin_token == dots);
