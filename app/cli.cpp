@@ -1,9 +1,12 @@
 #include "app/cli.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "app/config.hpp"
 #include "app/gateway.hpp"
@@ -21,6 +24,44 @@ constexpr const char* kUsage =
     "environment:\n"
     "  BOTGATE_ADMIN_TOKEN          overrides [server] admin_token\n";
 
+enum class Action { help, version, check, run };
+
+struct Verb {
+  std::string_view name;
+  Action action;
+  bool takes_file;
+};
+
+constexpr Verb kVerbs[] = {
+    {"--help", Action::help, false},       {"-h", Action::help, false},
+    {"--version", Action::version, false}, {"check-config", Action::check, true},
+    {"--config", Action::run, true},
+};
+
+struct Command {
+  Action action;
+  std::string file;  // check, run
+};
+
+// The command `args` (argv without the program name) asks for, or what is wrong with them.
+std::variant<Command, std::string> parse_command(const std::vector<std::string_view>& args) {
+  if (args.empty()) return std::string("no command given");
+  const std::string_view first = args[0];
+  const Verb* verb = std::find_if(std::begin(kVerbs), std::end(kVerbs),
+                                  [&](const Verb& v) { return v.name == first; });
+  if (verb == std::end(kVerbs)) {
+    const std::string quoted = "'" + std::string(first) + "'";
+    if (first.starts_with("--config="))
+      return "unknown option " + quoted + " (write '--config FILE')";
+    if (first.starts_with("-")) return "unknown option " + quoted;
+    return "unknown command " + quoted;
+  }
+  const std::size_t wanted = verb->takes_file ? 2 : 1;
+  if (args.size() < wanted) return std::string(verb->name) + " needs a file";
+  if (args.size() > wanted) return "unexpected argument '" + std::string(args[wanted]) + "'";
+  return Command{verb->action, verb->takes_file ? std::string(args[1]) : std::string()};
+}
+
 // Prints every error as FILE:LINE: KEY: MESSAGE. Returns the config when valid.
 const Config* load_or_report(const std::string& path, ConfigResult& result) {
   result = load_config(path);
@@ -35,28 +76,32 @@ const Config* load_or_report(const std::string& path, ConfigResult& result) {
 }  // namespace
 
 int cli_main(int argc, char** argv) {
-  const std::string_view cmd = argc > 1 ? argv[1] : "";
-  if (argc == 2 && (cmd == "--help" || cmd == "-h")) {
-    std::fputs(kUsage, stdout);
-    return 0;
+  const auto parsed = parse_command(std::vector<std::string_view>(argv + 1, argv + argc));
+  if (const auto* wrong = std::get_if<std::string>(&parsed)) {
+    std::fprintf(stderr, "botgate: %s\n", wrong->c_str());
+    std::fputs(kUsage, stderr);
+    return 2;
   }
-  if (argc == 2 && cmd == "--version") {
-    std::printf("botgate %s\n", BOTGATE_VERSION);
-    return 0;
-  }
+  const Command& cmd = std::get<Command>(parsed);
   ConfigResult result;
-  if (argc == 3 && cmd == "check-config") {
-    if (load_or_report(argv[2], result) == nullptr) return 1;
-    std::printf("%s: ok\n", argv[2]);
-    return 0;
+  switch (cmd.action) {
+    case Action::help:
+      std::fputs(kUsage, stdout);
+      return 0;
+    case Action::version:
+      std::printf("botgate %s\n", BOTGATE_VERSION);
+      return 0;
+    case Action::check:
+      if (load_or_report(cmd.file, result) == nullptr) return 1;
+      std::printf("%s: ok\n", cmd.file.c_str());
+      return 0;
+    case Action::run: {
+      block_stop_signals();  // from before the config is read: a stop while starting is graceful
+      const Config* config = load_or_report(cmd.file, result);
+      if (config == nullptr) return 1;
+      return run_gateway(*config);
+    }
   }
-  if (argc == 3 && cmd == "--config") {
-    block_stop_signals();  // from before the config is read: a stop while starting is graceful
-    const Config* config = load_or_report(argv[2], result);
-    if (config == nullptr) return 1;
-    return run_gateway(*config);
-  }
-  std::fputs(kUsage, stderr);
   return 2;
 }
 

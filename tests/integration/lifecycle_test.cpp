@@ -318,3 +318,28 @@ TEST_CASE("check-config on a device that never ends reports its size and no exce
   CHECK(r.err.find("bad_alloc") == std::string::npos);
   CHECK(r.err.find("terminate") == std::string::npos);
 }
+
+TEST_CASE("a wrong command line says what is wrong before the usage and exits 2",
+          "[integration][cli]") {
+  TempDir dir;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--bogus"}, "botgate: unknown option '--bogus'"},
+      {{"--config"}, "botgate: --config needs a file"},
+      {{"check-config"}, "botgate: check-config needs a file"},
+      {{"--config=/x"}, "botgate: unknown option '--config=/x' (write '--config FILE')"},
+      {{"frobnicate"}, "botgate: unknown command 'frobnicate'"},
+      {{"--version", "now"}, "botgate: unexpected argument 'now'"},
+      {{"check-config", "a.toml", "b.toml"}, "botgate: unexpected argument 'b.toml'"},
+      {{}, "botgate: no command given"},
+  };
+  for (const auto& [args, first_line] : cases) {
+    std::vector<std::string> argv{botgate_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run_command(argv, dir.path());
+    INFO("args: " << (args.empty() ? "(none)" : args.front()) << "\nexit "
+                  << r.exit_code.value_or(-1) << "\nstderr: " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.substr(0, r.err.find('\n')) == first_line);
+    CHECK(r.err.find("usage:") != std::string::npos);
+  }
+}
