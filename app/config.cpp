@@ -1264,6 +1264,62 @@ void check_references(Errors& errors, const Config& cfg, const References& refs,
   for (const auto& r : refs.probe_sources) referenced_source(errors, r, cfg.sources);
 }
 
+// The document, or nothing when the text is not TOML (reported, as the only error of the file:
+// nothing after a syntax error can be read).
+std::optional<toml::table> parse_toml(Errors& errors, std::string_view text,
+                                      std::string_view source_name) {
+  if (auto deep = refuse_deep_keys(text)) {
+    errors.add(deep->line, std::move(deep->key), std::move(deep->message));
+    return std::nullopt;
+  }
+#if TOML_EXCEPTIONS
+  try {
+    return toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    errors.add(e.source().begin.line, "", std::string(e.description()));
+    return std::nullopt;
+  }
+#else
+  auto parsed = toml::parse(text, source_name);
+  if (!parsed) {
+    const auto& e = parsed.error();
+    errors.add(e.source().begin.line, "", std::string(e.description()));
+    return std::nullopt;
+  }
+  return std::move(parsed).table();
+#endif
+}
+
+void parse_document(Errors& errors, const toml::table& root, Config& cfg) {
+  Table top(
+      errors, root, "",
+      {"server", "log", "actors", "queue", "backoff", "sources", "routes", "pools", "targets"});
+  parse_server(errors, root, cfg.server);
+  parse_log(errors, root, cfg.log);
+  parse_actors(errors, root, cfg.actors);
+  parse_queue(errors, root, cfg.queue);
+  parse_backoff(errors, root, cfg.backoff);
+
+  References refs;
+  Names pool_names("pool");
+  Names target_names("target");
+  parse_sources(errors, root, cfg.sources, refs.pools);
+  parse_routes(errors, root, cfg.routes, refs.pools, refs.rule_sources);
+  parse_pools(errors, root, cfg.pools, pool_names, refs.members);
+  parse_targets(errors, root, cfg.targets, target_names, refs.probe_sources);
+  check_references(errors, cfg, refs, target_names);
+}
+
+// BOTGATE_ADMIN_TOKEN, when set and non-empty, replaces server.admin_token.
+void apply_env_admin_token(Errors& errors, const char* token, ServerConfig& server) {
+  if (token == nullptr || token[0] == '\0') return;
+  if (!valid_bearer_token(token)) {
+    errors.add(0, "BOTGATE_ADMIN_TOKEN", std::string(kBearerTokenRule));  // never echoed
+    return;
+  }
+  server.admin_token = token;
+}
+
 // A config is a few KiB. The cap keeps a path naming /dev/zero, a FIFO or a huge file by
 // mistake from being read until memory runs out.
 constexpr std::size_t kMaxConfigBytes = 4 * kMiB;
@@ -1321,53 +1377,12 @@ std::string credential_key(const TargetConfig& t) {
 
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name,
                           const char* env_admin_token) {
-  if (auto deep = refuse_deep_keys(toml_text)) return std::vector<ConfigError>{std::move(*deep)};
-  toml::table root;
-#if TOML_EXCEPTIONS
-  try {
-    root = toml::parse(toml_text, source_name);
-  } catch (const toml::parse_error& e) {
-    return std::vector<ConfigError>{
-        ConfigError{e.source().begin.line, "", std::string(e.description())}};
-  }
-#else
-  auto parsed = toml::parse(toml_text, source_name);
-  if (!parsed) {
-    const auto& e = parsed.error();
-    return std::vector<ConfigError>{
-        ConfigError{e.source().begin.line, "", std::string(e.description())}};
-  }
-  root = std::move(parsed).table();
-#endif
-
   Errors errors;
   Config cfg;
-  Table top(
-      errors, root, "",
-      {"server", "log", "actors", "queue", "backoff", "sources", "routes", "pools", "targets"});
-  parse_server(errors, root, cfg.server);
-  parse_log(errors, root, cfg.log);
-  parse_actors(errors, root, cfg.actors);
-  parse_queue(errors, root, cfg.queue);
-  parse_backoff(errors, root, cfg.backoff);
-
-  References refs;
-  Names pool_names("pool");
-  Names target_names("target");
-  parse_sources(errors, root, cfg.sources, refs.pools);
-  parse_routes(errors, root, cfg.routes, refs.pools, refs.rule_sources);
-  parse_pools(errors, root, cfg.pools, pool_names, refs.members);
-  parse_targets(errors, root, cfg.targets, target_names, refs.probe_sources);
-  check_references(errors, cfg, refs, target_names);
-
+  if (auto root = parse_toml(errors, toml_text, source_name)) parse_document(errors, *root, cfg);
+  // Checked even when the file is not TOML: every problem is reported in one go.
+  apply_env_admin_token(errors, env_admin_token, cfg.server);
   if (!errors.empty()) return errors.take();
-  if (env_admin_token != nullptr && env_admin_token[0] != '\0') {
-    if (!valid_bearer_token(env_admin_token)) {
-      return std::vector<ConfigError>{
-          ConfigError{0, "BOTGATE_ADMIN_TOKEN", std::string(kBearerTokenRule)}};
-    }
-    cfg.server.admin_token = env_admin_token;
-  }
   return cfg;
 }
 

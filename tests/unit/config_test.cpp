@@ -1799,6 +1799,21 @@ TEST_CASE("an admin token with spaces or control characters is refused, from fil
   CHECK(expect_ok(kMinimal, "A-zA-Z0-9._~+/=").server.admin_token == "A-zA-Z0-9._~+/=");
 }
 
+TEST_CASE("an invalid BOTGATE_ADMIN_TOKEN is reported with the file's own errors", "[config]") {
+  auto r = parse("[server]\nio_threads = 0\n" + kMinimal, "secret tok");
+  REQUIRE(std::holds_alternative<std::vector<ConfigError>>(r));
+  auto errs = std::get<std::vector<ConfigError>>(r);
+  REQUIRE(errs.size() == 2);
+  CHECK(has_error(errs, "BOTGATE_ADMIN_TOKEN", "printable ASCII"));
+  CHECK(has_error(errs, "server.io_threads", "between 1 and 64"));
+  // Even next to a syntax error, which stops the file's checks.
+  r = parse("[server\n" + kMinimal, "secret tok");
+  REQUIRE(std::holds_alternative<std::vector<ConfigError>>(r));
+  errs = std::get<std::vector<ConfigError>>(r);
+  REQUIRE(errs.size() == 2);
+  CHECK(has_error(errs, "BOTGATE_ADMIN_TOKEN", "printable ASCII"));
+}
+
 TEST_CASE("a key nested tens of thousands of levels deep is an error, not a crash", "[config]") {
   std::string deep;
   for (int i = 0; i < 50000; ++i) deep += i == 0 ? "a" : ".a";
