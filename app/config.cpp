@@ -741,10 +741,12 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
 
 // What a rule's `type` can match: the Event::type of a WeChat or WeCom callback, which is its
 // MsgType, or "event:<Event>" for an event push (transport/wechat_codec.cpp). device_* are
-// the messages of WeChat's hardware platform, which come to an Official Account's URL too.
+// the messages of WeChat's hardware platform, which come to an Official Account's URL too;
+// file and miniprogrampage come with the same callback format to a Mini Program's or a
+// WeCom app's customer-service URL.
 constexpr std::string_view kMessageTypes[] = {
-    "text",     "image", "voice",       "video",        "shortvideo",
-    "location", "link",  "device_text", "device_event", "device_status"};
+    "text", "image", "voice",           "video",       "shortvideo",   "location",
+    "link", "file",  "miniprogrampage", "device_text", "device_event", "device_status"};
 constexpr std::string_view kEventTypePrefix = "event:";
 
 bool is_callback_type(std::string_view type) {

@@ -1417,9 +1417,10 @@ TEST_CASE("a route type no callback carries is an error naming the valid ones",
     return wxcfg::config(wxcfg::kWechatSource + "\n[[routes]]\ntype = \"" + type +
                          "\"\nreply = \"r\"\n");
   };
-  for (const char* type : {"text", "image", "voice", "video", "shortvideo", "location", "link",
-                           "device_text", "device_event", "device_status", "event:subscribe",
-                           "event:CLICK", "event:kf_msg_or_event", "event:TEMPLATESENDJOBFINISH"}) {
+  for (const char* type :
+       {"text", "image", "voice", "video", "shortvideo", "location", "link", "file",
+        "miniprogrampage", "device_text", "device_event", "device_status", "event:subscribe",
+        "event:CLICK", "event:kf_msg_or_event", "event:TEMPLATESENDJOBFINISH"}) {
     INFO(type);
     CHECK(expect_ok(rule(type)).routes.at(0).type == type);
   }
