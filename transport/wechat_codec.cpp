@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <bitset>
 #include <boost/container/small_vector.hpp>
 #include <charconv>
@@ -69,8 +70,128 @@ bool walk(pugi::xml_node root, Enter enter, Leave leave) {
   return true;
 }
 
-// Checks size and encoding, parses, and finds the <xml> root; then walks the tree to bound
-// depth and node count.
+// Can XML 1.0 carry the character `c` at all (its Char production)?
+bool xml_char(std::uint32_t c) {
+  return c == 0x9 || c == 0xA || c == 0xD || (c >= 0x20 && c <= 0xD7FF) ||
+         (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF);
+}
+
+// The value of `c` as a digit of a character reference, or -1.
+int reference_digit(char c, bool hex) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (!hex) return -1;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+constexpr std::string_view kPredefinedEntities[] = {"&lt;", "&gt;", "&amp;", "&quot;", "&apos;"};
+
+// The length of the reference `s` starts with (at its '&'), or 0 when it starts none that XML
+// defines without a DTD: one of the five predefined entities, or a character reference
+// (`&#65;`, `&#x41;`) to a character XML can carry.
+std::size_t reference_length(std::string_view s) {
+  for (std::string_view entity : kPredefinedEntities) {
+    if (s.starts_with(entity)) return entity.size();
+  }
+  if (!s.starts_with("&#")) return 0;
+  const bool hex = s.size() > 2 && s[2] == 'x';
+  const std::size_t first = hex ? 3 : 2;
+  std::uint32_t value = 0;
+  std::size_t i = first;
+  for (; i < s.size() && s[i] != ';'; ++i) {
+    const int digit = reference_digit(s[i], hex);
+    if (digit < 0) return 0;
+    value = value * (hex ? 16 : 10) + static_cast<std::uint32_t>(digit);
+    if (value > 0x10FFFF) return 0;  // past Unicode; and no digit count can overflow
+  }
+  if (i == first || i == s.size() || !xml_char(value)) return 0;
+  return i + 1;
+}
+
+// Markup whose content is not parsed: an '&' in it is just a character.
+struct Literal {
+  std::string_view open;
+  std::string_view close;
+};
+constexpr Literal kLiterals[] = {{"<![CDATA[", "]]>"}, {"<!--", "-->"}, {"<?", "?>"}};
+
+// Steps `i` over the reference at xml[i] ('&'); false, with `detail`, if it is none.
+bool skip_reference(std::string_view xml, std::size_t& i, std::string& detail) {
+  const std::size_t n = reference_length(xml.substr(i));
+  if (n == 0) {
+    detail = "'&' at offset " + std::to_string(i) +
+             " starts no predefined entity or character reference";
+    return false;
+  }
+  i += n;
+  return true;
+}
+
+// Steps `i` over the tag that starts at xml[i] ('<'), checking the references in it. A '<' in
+// an attribute value, which pugixml takes, is refused: it could open what looks like a comment
+// and hide a reference from references_well_formed().
+bool skip_tag(std::string_view xml, std::size_t& i, std::string& detail) {
+  char quote = 0;  // in an attribute value: its quote
+  for (++i; i < xml.size();) {
+    const char c = xml[i];
+    if (c == '&') {
+      if (!skip_reference(xml, i, detail)) return false;
+      continue;
+    }
+    ++i;
+    if (quote != 0) {
+      if (c == '<') {
+        detail = "'<' in an attribute value at offset " + std::to_string(i - 1);
+        return false;
+      }
+      if (c == quote) quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '>') {
+      break;
+    }
+  }
+  return true;
+}
+
+// Every '&' outside CDATA sections, comments and processing instructions must start a reference
+// reference_length() accepts. pugixml takes an undeclared entity (`&e;`), a bare '&' and one
+// without its ';' as text, but backends get the XML as sent, and a strict parser there fails
+// on it. One pass over `xml`, which pugixml has parsed (so every literal and tag is closed);
+// nothing is copied. Text, most of a message, is skipped with memchr: the next '&' and the next
+// '<' are each looked for again only once passed.
+bool references_well_formed(std::string_view xml, std::string& detail) {
+  std::size_t i = 0;
+  std::size_t amp = xml.find('&');
+  std::size_t lt = xml.find('<');
+  while (true) {
+    if (amp < i) amp = xml.find('&', i);
+    if (lt < i) lt = xml.find('<', i);
+    i = std::min(amp, lt);
+    if (i == std::string_view::npos) return true;
+    if (xml[i] == '&') {
+      if (!skip_reference(xml, i, detail)) return false;
+      continue;
+    }
+    const std::string_view rest = xml.substr(i);
+    const auto literal = std::find_if(std::begin(kLiterals), std::end(kLiterals),
+                                      [&](const Literal& l) { return rest.starts_with(l.open); });
+    if (literal == std::end(kLiterals)) {
+      if (!skip_tag(xml, i, detail)) return false;
+      continue;
+    }
+    const std::size_t close = xml.find(literal->close, i + literal->open.size());
+    if (close == std::string_view::npos) {
+      detail = "unterminated " + std::string(literal->open) + " at offset " + std::to_string(i);
+      return false;
+    }
+    i = close + literal->close.size();
+  }
+}
+
+// Checks size and encoding, parses, and finds the <xml> root; then checks references and walks
+// the tree to bound depth and node count.
 CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_node& root,
                       std::string& detail) {
   if (xml.size() > kMaxWechatXmlBytes) {
@@ -121,6 +242,7 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
     detail = "root element is <" + std::string(root.name()) + ">, not <xml>";
     return CodecStatus::malformed;
   }
+  if (!references_well_formed(xml, detail)) return CodecStatus::malformed;
   std::size_t nodes = 0;
   const bool within = walk(
       root,

@@ -59,7 +59,9 @@ struct WechatMessage {
 //          user the account is broken) falls back the same way with MsgType for Event.
 //
 // Refused: invalid UTF-8 or NUL bytes, more than kMaxWechatXmlBytes, XML syntax
-// errors, a DOCTYPE (see the .cpp), content outside the root, a root other than <xml>,
+// errors, a DOCTYPE (see the .cpp), an '&' outside CDATA and comments that starts no
+// predefined entity or character reference (pugixml would take it as text, a backend's
+// strict parser would not), content outside the root, a root other than <xml>,
 // nesting or node counts past the limits, a repeated key field -> malformed; a missing
 // or empty ToUserName / MsgType / CreateTime, FromUserName outside events, Event for an
 // event, or Content for a text message -> missing_field. A CreateTime that is not a decimal

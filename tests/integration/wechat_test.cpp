@@ -203,6 +203,14 @@ Response admin(std::uint16_t port, const std::string& method, const std::string&
   return http_request(port, method, path, {{"Authorization", "Bearer " + kAdmin}}, body);
 }
 
+// A text message of `from` whose Content is written as given (not as CDATA): markup and all.
+std::string text_with_raw_content(const std::string& to, const std::string& from,
+                                  const std::string& content, const std::string& msg_id) {
+  const std::string marker = "<![CDATA[content]]>";
+  std::string xml = oa_text_xml(to, from, now_s(), "content", msg_id);
+  return xml.replace(xml.find(marker), marker.size(), content);
+}
+
 }  // namespace
 
 TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad ones are 401",
@@ -225,6 +233,40 @@ TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad
   CHECK(other.status == 401);
   CHECK(verify_oa_url(f.port(), "nope", kOaKeys, "e").status == 404);
   CHECK(verify_wecom_url(f.port(), "wwnope", kWecomKeys, "e").status == 404);
+}
+
+TEST_CASE(
+    "wechat: XML with an '&' that starts no reference is refused in both modes and never forwarded",
+    "[integration][wechat][wecom]") {
+  Fixture f;
+  for (const std::string content : {"&e;x", "AT&T", "a &amp b", "&#0;"}) {
+    INFO(content);
+    const auto xml = text_with_raw_content("gh_account", "user-r", content, "9401");
+    for (const bool safe : {false, true}) {
+      auto res = post_oa_callback(f.port(), "oa", kOaKeys, xml, safe);
+      CHECK(res.status == 400);
+      CHECK(res.body == R"({"error":"malformed"})");
+    }
+    auto wecom = post_wecom_callback(f.port(), kCorpId, kWecomKeys,
+                                     text_with_raw_content(kCorpId, "user-r", content, "9402"));
+    CHECK(wecom.status == 400);
+    CHECK(wecom.body == R"({"error":"malformed"})");
+  }
+  // The envelope of safe mode is XML too.
+  auto env = build_oa_callback("oa", kOaKeys, oa_text_xml("gh", "u", now_s(), "x", "9403"), true,
+                               unix_now(), wechat_nonce());
+  env.body.insert(env.body.find("</xml>"), "<Note>AT&T</Note>");
+  CHECK(send_callback(f.port(), env).status == 400);
+
+  // Written as XML says, the same text goes through, its escapes kept in raw.
+  const auto good = text_with_raw_content("gh_account", "user-r", "AT&amp;T &#x4e2d;", "9404");
+  auto ok = post_oa_callback(f.port(), "oa", kOaKeys, good, true);
+  CHECK(ok.status == 200);
+  CHECK(ok.body == "success");
+  REQUIRE(f.backend.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(f.backend.count() == 1);
+  CHECK(f.backend.requests()[0].body == good);
 }
 
 TEST_CASE("wechat: a user message reaches the backend and its reply goes out through account A",
