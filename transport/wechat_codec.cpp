@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bitset>
+#include <boost/beast/core/string.hpp>
 #include <boost/container/small_vector.hpp>
 #include <charconv>
 #include <forward_list>
@@ -23,9 +24,11 @@ namespace {
 // cannot expand; but without parse_doctype it skips a DOCTYPE silently. We turn
 // parse_doctype on only so that the DOCTYPE becomes a node and the document can be
 // refused outright (WeChat never sends one). parse_fragment keeps text outside the root
-// as nodes, so trailing or leading junk is seen and refused too. Comments, processing
-// instructions and the <?xml?> declaration stay off and are skipped.
-constexpr unsigned kParseOptions = pugi::parse_default | pugi::parse_doctype | pugi::parse_fragment;
+// as nodes, so trailing or leading junk is seen and refused too. parse_declaration makes
+// the <?xml?> declaration a node, so that its encoding can be checked. Comments and
+// processing instructions stay off and are skipped.
+constexpr unsigned kParseOptions =
+    pugi::parse_default | pugi::parse_doctype | pugi::parse_fragment | pugi::parse_declaration;
 
 // Top-level fields whose meaning must not be ambiguous: a second copy is refused
 // instead of guessing which one WeChat meant.
@@ -190,6 +193,19 @@ bool references_well_formed(std::string_view xml, std::string& detail) {
   }
 }
 
+// The body is read as UTF-8 whatever it declares, and reaches backends with its declaration:
+// one naming GBK would have them decode it as GBK. Without an encoding it is UTF-8. The name is
+// matched in any case, but `utf8` is refused: XML knows no such name, and strict parsers (Go's
+// encoding/xml) refuse it. pugixml keeps a repeated attribute, so every `encoding` counts.
+bool declares_utf8(pugi::xml_node declaration) {
+  for (pugi::xml_attribute a : declaration.attributes()) {
+    if (std::string_view(a.name()) == "encoding" && !boost::beast::iequals(a.value(), "UTF-8")) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Checks size and encoding, parses, and finds the <xml> root; then checks references and walks
 // the tree to bound depth and node count.
 CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_node& root,
@@ -219,6 +235,12 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
       case pugi::node_doctype:
         detail = "DOCTYPE is not allowed";
         return CodecStatus::malformed;
+      case pugi::node_declaration:
+        if (!declares_utf8(n)) {
+          detail = "the XML declaration names an encoding other than UTF-8";
+          return CodecStatus::malformed;
+        }
+        break;
       case pugi::node_element:
         if (root) {
           detail = "more than one root element";
@@ -231,7 +253,7 @@ CodecStatus load_root(std::string_view xml, pugi::xml_document& doc, pugi::xml_n
         detail = "content outside the root element";
         return CodecStatus::malformed;
       default:
-        break;  // declaration, comments and PIs are not parsed into nodes
+        break;  // comments and PIs are not parsed into nodes
     }
   }
   if (!root) {

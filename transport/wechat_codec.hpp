@@ -61,7 +61,9 @@ struct WechatMessage {
 // Refused: invalid UTF-8 or NUL bytes, more than kMaxWechatXmlBytes, XML syntax
 // errors, a DOCTYPE (see the .cpp), an '&' outside CDATA and comments that starts no
 // predefined entity or character reference (pugixml would take it as text, a backend's
-// strict parser would not), content outside the root, a root other than <xml>,
+// strict parser would not), an XML declaration naming an encoding other than UTF-8 (the
+// body is read as UTF-8, and a backend would read it as declared), content outside the
+// root, a root other than <xml>,
 // nesting or node counts past the limits, a repeated key field -> malformed; a missing
 // or empty ToUserName / MsgType / CreateTime, FromUserName outside events, Event for an
 // event, or Content for a text message -> missing_field. A CreateTime that is not a decimal

@@ -269,6 +269,30 @@ TEST_CASE(
   CHECK(f.backend.requests()[0].body == good);
 }
 
+TEST_CASE("wechat: a declared encoding other than UTF-8 is refused in both modes",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  const std::string gbk = "<?xml version='1.0' encoding='GBK'?>";
+  for (const bool safe : {false, true}) {
+    auto res =
+        post_oa_callback(f.port(), "oa", kOaKeys,
+                         gbk + oa_text_xml("gh_account", "user-s", now_s(), "hi", "9501"), safe);
+    CHECK(res.status == 400);
+    CHECK(res.body == R"({"error":"malformed"})");
+  }
+  auto wecom = post_wecom_callback(f.port(), kCorpId, kWecomKeys,
+                                   gbk + wecom_text_xml(kCorpId, "user-s", now_s(), "hi", "9502"));
+  CHECK(wecom.status == 400);
+  // UTF-8, however spelt in case, goes through with its declaration.
+  const std::string utf8 = "<?xml version='1.0' encoding='utf-8'?>" +
+                           oa_text_xml("gh_account", "user-s", now_s(), "hi", "9503");
+  CHECK(post_oa_callback(f.port(), "oa", kOaKeys, utf8, true).status == 200);
+  REQUIRE(f.backend.wait_for_delivered(1));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(f.backend.count() == 1);
+  CHECK(f.backend.requests()[0].body == utf8);
+}
+
 TEST_CASE("wechat: a user message reaches the backend and its reply goes out through account A",
           "[integration][wechat]") {
   Fixture f;

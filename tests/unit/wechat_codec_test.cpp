@@ -684,6 +684,38 @@ TEST_CASE("wechat: an XML declaration and comments are accepted", "[wechat][code
   CHECK(p.ev.text == "this is a test");
 }
 
+TEST_CASE("wechat: a declaration naming UTF-8 in any case or no encoding is accepted",
+          "[wechat][codec]") {
+  const std::string declarations[] = {
+      "<?xml version=\"1.0\"?>", "<?xml version='1.0' encoding='UTF-8'?>",
+      "<?xml version=\"1.0\" encoding=\"Utf-8\" standalone=\"yes\"?>"};
+  for (const std::string& decl : declarations) {
+    const Parsed p = parse(decl + kText);
+    INFO(decl << " -> " << p.detail);
+    CHECK(p.status == CodecStatus::ok);
+  }
+}
+
+TEST_CASE("wechat: a declared encoding other than UTF-8 is malformed", "[wechat][codec]") {
+  // The body is read as UTF-8 whatever it declares, and goes to backends with its declaration:
+  // a GBK one would make them read it as GBK. `utf8` is no name XML knows (Go's encoding/xml
+  // refuses it), and WeChat sends no declaration at all.
+  for (const std::string_view encoding : {"GBK", "gb2312", "ISO-8859-1", "UTF-16", "utf8", ""}) {
+    const std::string decl = "<?xml version='1.0' encoding='" + std::string(encoding) + "'?>";
+    const Parsed p = parse(decl + kText);
+    INFO(decl << " -> " << p.detail);
+    CHECK(p.status == CodecStatus::malformed);
+    CHECK(p.detail.find("encoding") != std::string::npos);
+    WechatEnvelope env;
+    std::string detail;
+    CHECK(botgate::parse_wechat_envelope(decl + "<xml><Encrypt>a</Encrypt></xml>", env, detail) ==
+          CodecStatus::malformed);
+  }
+  // However it hides: a second encoding after a good one.
+  const Parsed twice = parse("<?xml version='1.0' encoding='UTF-8' encoding='GBK'?>" + kText);
+  CHECK(twice.status == CodecStatus::malformed);
+}
+
 // ---------------------------------------------------------------------------
 // Bad input
 
