@@ -1,5 +1,7 @@
 #include "app/callback_api.hpp"
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <charconv>
 
@@ -29,11 +31,6 @@ bool fresh_timestamp(std::string_view ts, Duration max_skew) {
                        .count();
   const auto skew = std::chrono::duration_cast<std::chrono::seconds>(max_skew).count();
   return v >= now - skew && v <= now + skew;
-}
-
-// 401 for what proves the sender does not hold the key; 400 for a garbled ciphertext.
-unsigned crypto_status_code(wechat::CryptoStatus s) {
-  return s == wechat::CryptoStatus::receiver_mismatch ? 401 : 400;
 }
 
 }  // namespace
@@ -95,6 +92,16 @@ void CallbackApi::reject(HttpRoute route, RejectReason why, unsigned status,
   refuse_event(metrics_, route, why, status, source, detail, "GET, POST", respond);
 }
 
+void CallbackApi::reject_crypto(const Source& src, wechat::CryptoStatus st, std::string_view what,
+                                const http::Responder& respond) const {
+  // A ciphertext sealed for another receiver proves the sender does not hold this source's
+  // key, like a wrong signature: 401. Anything else is a garbled ciphertext: 400.
+  const bool foreign = st == wechat::CryptoStatus::receiver_mismatch;
+  reject(src.route, foreign ? RejectReason::bad_signature : RejectReason::malformed,
+         foreign ? 401 : 400, src.config->name, fmt::format("{}{}", what, wechat::to_string(st)),
+         respond);
+}
+
 void CallbackApi::handle(http::Request&& req, std::string_view path,
                          http::Responder respond) const {
   if (path.starts_with(kWecomDecryptedPrefix)) {
@@ -140,10 +147,7 @@ void CallbackApi::verify_url(const http::Request& req, const Source& src,
                     respond);
     }
     const auto st = wechat::decrypt(*src.key, *echo, src.receiver_id, plain);
-    if (st != wechat::CryptoStatus::ok) {
-      return reject(src.route, RejectReason::malformed, crypto_status_code(st), cfg.name,
-                    std::string("echostr: ") + wechat::to_string(st), respond);
-    }
+    if (st != wechat::CryptoStatus::ok) return reject_crypto(src, st, "echostr: ", respond);
   } else {
     if (!wechat::verify_signature(*sig, cfg.token, *ts, *nonce)) {
       return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad signature",
@@ -210,12 +214,7 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
                     respond);
     }
     const auto st = wechat::decrypt(*src.key, env.encrypt, src.receiver_id, xml);
-    if (st != wechat::CryptoStatus::ok) {
-      return reject(src.route,
-                    st == wechat::CryptoStatus::receiver_mismatch ? RejectReason::bad_signature
-                                                                  : RejectReason::malformed,
-                    crypto_status_code(st), cfg.name, wechat::to_string(st), respond);
-    }
+    if (st != wechat::CryptoStatus::ok) return reject_crypto(src, st, "Encrypt: ", respond);
   } else {
     if (!wechat::verify_signature(*sig, cfg.token, *ts, *nonce)) {
       return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad signature",

@@ -80,6 +80,9 @@ class CallbackApi {
   http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;
   void reject(HttpRoute route, RejectReason why, unsigned status, std::string_view source,
               std::string_view detail, const http::Responder& respond) const;
+  // Refuses a callback or URL check whose ciphertext did not open: `what` heads the detail.
+  void reject_crypto(const Source& src, wechat::CryptoStatus st, std::string_view what,
+                     const http::Responder& respond) const;
   // The ack deadline passed before the store answered: "success" (or the reply) goes out.
   void ack_late(Exchange& ex) const;
   // `owed`: `status` answers the second asking, submit_owed.

@@ -235,6 +235,20 @@ TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad
   CHECK(verify_wecom_url(f.port(), "wwnope", kWecomKeys, "e").status == 404);
 }
 
+TEST_CASE("wecom: an echostr sealed for another corp is 401 bad_signature as a POST's is",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  const WechatCallbackKeys other{kWecomKeys.token, kAesKey, "wwother"};
+  auto get = verify_wecom_url(f.port(), kCorpId, other, "x");
+  CHECK(get.status == 401);
+  CHECK(get.body == R"({"error":"bad_signature"})");
+  auto post = post_wecom_callback(f.port(), kCorpId, other,
+                                  wecom_text_xml(kCorpId, "u", now_s(), "x", "1"));
+  CHECK(post.status == 401);
+  CHECK(post.body == get.body);
+  CHECK(f.metric(R"(botgate_events_rejected_total{reason="bad_signature"})") == 2);
+}
+
 TEST_CASE(
     "wechat: XML with an '&' that starts no reference is refused in both modes and never forwarded",
     "[integration][wechat][wecom]") {
