@@ -80,6 +80,13 @@ class CallbackApi {
   http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;
   void reject(HttpRoute route, RejectReason why, unsigned status, std::string_view source,
               std::string_view detail, const http::Responder& respond) const;
+  // Checks the query parameters that sign a URL check or a callback, alike for GET and POST:
+  // a missing signature (`sig_name`) is 401 bad_signature, a missing timestamp or nonce 400
+  // missing_field, an overlong one 400 malformed, a stale timestamp 401. False once it has
+  // refused the request.
+  bool check_signing(const Source& src, std::string_view sig_name,
+                     const std::optional<std::string>& sig, const std::optional<std::string>& ts,
+                     const std::optional<std::string>& nonce, const http::Responder& respond) const;
   // Refuses a callback or URL check whose ciphertext did not open: `what` heads the detail.
   void reject_crypto(const Source& src, wechat::CryptoStatus st, std::string_view what,
                      const http::Responder& respond) const;

@@ -211,6 +211,24 @@ std::string text_with_raw_content(const std::string& to, const std::string& from
   return xml.replace(xml.find(marker), marker.size(), content);
 }
 
+// `target` without its query parameter `name`.
+std::string without_param(const std::string& target, const std::string& name) {
+  const auto q = target.find('?');
+  std::string out = target.substr(0, q);
+  char sep = '?';
+  std::size_t start = q + 1;
+  while (q != std::string::npos && start <= target.size()) {
+    const auto amp = std::min(target.find('&', start), target.size());
+    const std::string pair = target.substr(start, amp - start);
+    if (pair.substr(0, pair.find('=')) != name) {
+      out += sep + pair;
+      sep = '&';
+    }
+    start = amp + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad ones are 401",
@@ -247,6 +265,52 @@ TEST_CASE("wecom: an echostr sealed for another corp is 401 bad_signature as a P
   CHECK(post.status == 401);
   CHECK(post.body == get.body);
   CHECK(f.metric(R"(botgate_events_rejected_total{reason="bad_signature"})") == 2);
+}
+
+TEST_CASE("wechat: a missing signature is 401 and a missing timestamp or nonce 400 on GET and POST",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  const auto ts = unix_now();
+  const auto nonce = wechat_nonce();
+  const auto oa_xml = oa_text_xml("gh_account", "user-q", now_s(), "hi", "9301");
+  const auto wecom_xml = wecom_text_xml(kCorpId, "user-q", now_s(), "hi", "9302");
+  struct Signed {
+    CallbackRequest req;
+    std::string signature;  // the name of the parameter that signs it
+  };
+  const Signed requests[] = {
+      {build_oa_verify("oa", kOaKeys, "echo", ts, nonce), "signature"},
+      {build_wecom_verify(kCorpId, kWecomKeys, "echo", ts, nonce), "msg_signature"},
+      {build_oa_callback("oa", kOaKeys, oa_xml, false, ts, nonce), "signature"},
+      {build_oa_callback("oa", kOaKeys, oa_xml, true, ts, nonce), "msg_signature"},
+      {build_wecom_callback(kCorpId, kWecomKeys, wecom_xml, ts, nonce), "msg_signature"},
+  };
+  for (const Signed& s : requests) {
+    struct Case {
+      std::string drop;
+      int status;
+      std::string body;
+    };
+    for (const Case& c : {Case{s.signature, 401, R"({"error":"bad_signature"})"},
+                          Case{"timestamp", 400, R"({"error":"missing_field"})"},
+                          Case{"nonce", 400, R"({"error":"missing_field"})"}}) {
+      CallbackRequest req = s.req;
+      req.target = without_param(req.target, c.drop);
+      INFO(req.method << " " << req.target);
+      auto res = send_callback(f.port(), req);
+      CHECK(res.status == c.status);
+      CHECK(res.body == c.body);
+    }
+    // With no query at all, the signature is what is missing first.
+    CallbackRequest bare = s.req;
+    bare.target = bare.target.substr(0, bare.target.find('?'));
+    INFO(bare.method << " " << bare.target);
+    auto res = send_callback(f.port(), bare);
+    CHECK(res.status == 401);
+    CHECK(res.body == R"({"error":"bad_signature"})");
+  }
+  // Each request is whole and good as built.
+  for (const Signed& s : requests) CHECK(send_callback(f.port(), s.req).status == 200);
 }
 
 TEST_CASE(
