@@ -175,6 +175,11 @@ void CallbackApi::verify_url(const http::Request& req, const Source& src,
     }
     const auto st = wechat::decrypt(*src.key, *echo, src.receiver_id, plain);
     if (st != wechat::CryptoStatus::ok) return reject_crypto(src, st, "echostr: ", respond);
+    // Refused like an empty echostr: an empty answer would echo nothing.
+    if (plain.empty()) {
+      return reject(src.route, RejectReason::missing_field, 400, cfg.name,
+                    "echostr decrypts to nothing", respond);
+    }
   } else {
     if (!wechat::verify_signature(*sig, cfg.token, *ts, *nonce)) {
       return reject(src.route, RejectReason::bad_signature, 401, cfg.name, "bad signature",

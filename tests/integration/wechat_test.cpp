@@ -267,6 +267,17 @@ TEST_CASE("wecom: an echostr sealed for another corp is 401 bad_signature as a P
   CHECK(f.metric(R"(botgate_events_rejected_total{reason="bad_signature"})") == 2);
 }
 
+TEST_CASE("wecom: an echostr that decrypts to nothing is refused 400 as an empty one is",
+          "[integration][wechat][wecom]") {
+  Fixture f;
+  auto empty = verify_wecom_url(f.port(), kCorpId, kWecomKeys, "");
+  CHECK(empty.status == 400);
+  CHECK(empty.body == R"({"error":"missing_field"})");
+  auto oa_empty = verify_oa_url(f.port(), "oa", kOaKeys, "");
+  CHECK(oa_empty.status == 400);
+  CHECK(oa_empty.body == empty.body);
+}
+
 TEST_CASE("wechat: a missing signature is 401 and a missing timestamp or nonce 400 on GET and POST",
           "[integration][wechat][wecom]") {
   Fixture f;
