@@ -400,7 +400,9 @@ int run_gateway(const Config& config) {
   http::HttpServer server(
       ioc, sopts,
       [&api](http::Request&& req, http::Responder r) { api.handle(std::move(req), std::move(r)); },
-      [&api](http::Refusal why, const std::string& peer) { api.on_refusal(why, peer); });
+      [&api](http::Refusal why, const std::string& peer, std::string_view target) {
+        api.on_refusal(why, peer, target);
+      });
 
   std::uint16_t port = 0;
   try {

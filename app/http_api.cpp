@@ -451,11 +451,14 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
       });
 }
 
-void HttpApi::on_refusal(http::Refusal why, const std::string& peer) const {
+void HttpApi::on_refusal(http::Refusal why, const std::string& peer,
+                         std::string_view target) const {
+  // Like every other answer on its path: a 413 on /wechat/oa counts under route "wechat".
+  const HttpRoute route = route_of(path_of(target));
   // `reason`: the event refusal it counts as; none for a request that was only too slow.
   auto refused = [&](std::optional<RejectReason> reason, unsigned status, std::string_view what) {
     if (reason) metrics_.count_rejected(*reason);
-    metrics_.count_request(HttpRoute::unknown, status);
+    metrics_.count_request(route, status);
     log::warn("request refused", {{"reason", what}, {"status", status}, {"peer", peer}});
   };
   switch (why) {

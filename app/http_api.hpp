@@ -29,7 +29,9 @@ class HttpApi {
           DingRegistry* dings, const std::atomic<bool>& ready, boost::asio::io_context& ioc);
 
   void handle(http::Request&& req, http::Responder respond) const;
-  void on_refusal(http::Refusal why, const std::string& peer) const;
+  // A request (or connection) the server refused before handle(): counted under the route of
+  // its `target` (empty before the request line was read, or for a connection: "unknown").
+  void on_refusal(http::Refusal why, const std::string& peer, std::string_view target) const;
 
  private:
   void ingest(http::Request&& req, std::string_view source, http::Responder respond) const;

@@ -267,7 +267,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // `linger`: read and drop the rest of the request after the answer, before the close.
   void refuse(Refusal why, unsigned status, const char* text, bool linger = true) {
-    if (state_->hook) state_->hook(why, peer_);
+    if (state_->hook) state_->hook(why, peer_, refused_target());
     Response res{static_cast<bhttp::status>(status), 11};
     res.set(bhttp::field::content_type, "application/json");
     res.body() = std::string("{\"error\":\"") + text + "\"}";
@@ -275,6 +275,14 @@ class Session : public std::enable_shared_from_this<Session> {
     linger_ = linger;
     head_ = false;
     do_write(std::move(res));
+  }
+
+  // The target of the request being refused, once its request line was read; empty before.
+  // (Not is_header_done(): a Content-Length over max_body fails the head itself.)
+  std::string_view refused_target() {
+    if (!parser_) return {};
+    to_origin_form(parser_->get());
+    return parser_->get().target();
   }
 
   void do_write(Response&& res) {
@@ -456,7 +464,7 @@ void HttpServer::do_accept() {
     } else if (state_->open.load(std::memory_order_relaxed) >= state_->options.max_connections) {
       // Descriptors are kept for the logs and the backends: at the cap a new connection is
       // closed at once, before it holds anything.
-      if (state_->hook) state_->hook(Refusal::too_many_connections, peer_of(socket));
+      if (state_->hook) state_->hook(Refusal::too_many_connections, peer_of(socket), {});
       socket.close(ec);
     } else {
       socket.set_option(tcp::no_delay(true), ec);

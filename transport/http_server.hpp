@@ -47,7 +47,9 @@ using Handler = std::function<void(Request&&, Responder)>;
 
 // Requests refused before a Handler sees them (over a limit, unparseable, framed in a way
 // that cannot be trusted), and connections refused at max_connections. The transport answers
-// them itself; the hook lets the application count and log.
+// them itself; the hook lets the application count and log. It gets the request's target
+// (origin form) once the request line was read, empty before, so that the application can
+// count the refusal under the request's route.
 enum class Refusal {
   body_too_large,
   header_too_large,      // the head, or a chunk header or trailer, over its limit
@@ -56,7 +58,7 @@ enum class Refusal {
   too_many_connections,  // closed at accept: max_connections are open
   read_timeout,          // a request begun but not whole within read_timeout (408)
 };
-using RefusalHook = std::function<void(Refusal, const std::string& peer)>;
+using RefusalHook = std::function<void(Refusal, const std::string& peer, std::string_view target)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";

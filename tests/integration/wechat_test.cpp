@@ -382,6 +382,23 @@ TEST_CASE("wechat: a declared encoding other than UTF-8 is refused in both modes
   CHECK(f.backend.requests()[0].body == utf8);
 }
 
+TEST_CASE("wechat: a callback over max_body is counted under its route",
+          "[integration][wechat][wecom]") {
+  Fixture f;  // max_body 64KiB
+  const std::string big(80 << 10, 'x');
+  auto oa = post_oa_callback(f.port(), "oa", kOaKeys,
+                             oa_text_xml("gh_account", "user-t", now_s(), big, "9601"), false);
+  CHECK(oa.status == 413);
+  auto wecom = post_wecom_callback(f.port(), kCorpId, kWecomKeys,
+                                   wecom_text_xml(kCorpId, "user-t", now_s(), big, "9602"));
+  CHECK(wecom.status == 413);
+  const auto m = f.metrics();
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="wechat",status="413"})") == 1);
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="wecom",status="413"})") == 1);
+  CHECK_FALSE(metric_value(m, R"(botgate_http_requests_total{route="unknown",status="413"})"));
+  CHECK(metric_value(m, R"(botgate_events_rejected_total{reason="too_large"})") == 2);
+}
+
 TEST_CASE("wechat: a user message reaches the backend and its reply goes out through account A",
           "[integration][wechat]") {
   Fixture f;
