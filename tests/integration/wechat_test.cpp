@@ -399,6 +399,21 @@ TEST_CASE("wechat: a callback over max_body is counted under its route",
   CHECK(metric_value(m, R"(botgate_events_rejected_total{reason="too_large"})") == 2);
 }
 
+TEST_CASE("wechat: in safe mode the 256 KiB limit on the envelope leaves about 192 KiB",
+          "[integration][wechat]") {
+  Fixture f({}, [](GatewayOptions& o) { o.max_body = "1MiB"; });  // not the limit under test
+  const auto message = [](std::size_t kib, const std::string& id) {
+    return oa_text_xml("gh_account", "user-u", now_s(), std::string(kib << 10, 'x'), id);
+  };
+  CHECK(post_oa_callback(f.port(), "oa", kOaKeys, message(190, "9701"), true).status == 200);
+  // A message that fits 256 KiB in plaintext does not once encrypted and base64-encoded.
+  auto safe = post_oa_callback(f.port(), "oa", kOaKeys, message(194, "9702"), true);
+  CHECK(safe.status == 400);
+  CHECK(safe.body == R"({"error":"malformed"})");
+  CHECK(post_oa_callback(f.port(), "oa", kOaKeys, message(194, "9703"), false).status == 200);
+  CHECK(f.backend.wait_for_delivered(2));
+}
+
 TEST_CASE("wechat: a user message reaches the backend and its reply goes out through account A",
           "[integration][wechat]") {
   Fixture f;
