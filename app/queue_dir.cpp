@@ -168,6 +168,16 @@ bool record_layout(const fs::path& dir, int shards) {
   return true;
 }
 
+void log_segment_damage(std::size_t shard, std::string_view part, const storage::SegmentDamage& d) {
+  log::warn("damaged log segment truncated during recovery",
+            {{"shard", shard},
+             {"log", part},
+             {"reason", storage::to_string(d.reason)},
+             {"segment", d.segment.string()},
+             {"offset", d.offset},
+             {"bytes", d.bytes}});
+}
+
 void log_damage(std::size_t shard, std::string_view part, const storage::RecoveryReport& r) {
   if (r.records_skipped > 0) {
     log::warn("damaged log records skipped during recovery",
@@ -177,14 +187,14 @@ void log_damage(std::size_t shard, std::string_view part, const storage::Recover
                {"bytes", r.skipped_bytes},
                {"segment", r.skipped_segment.string()}});
   }
+  for (const auto& d : r.damaged) log_segment_damage(shard, part, d);
   if (!r.truncated()) return;
   log::warn("log tail truncated during recovery", {{"shard", shard},
                                                    {"log", part},
                                                    {"reason", storage::to_string(r.reason)},
                                                    {"segment", r.segment.string()},
                                                    {"truncated_at", r.truncated_at},
-                                                   {"truncated_bytes", r.truncated_bytes},
-                                                   {"segments_deleted", r.segments_deleted}});
+                                                   {"truncated_bytes", r.truncated_bytes}});
 }
 
 fs::path shard_dir(const fs::path& root, std::size_t i) {

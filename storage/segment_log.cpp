@@ -44,6 +44,42 @@ std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
   return io::parse_numbered_name(name, "", ".log");
 }
 
+// The files of a log directory: its segments, sorted.
+struct Listing {
+  std::vector<std::pair<std::uint64_t, fs::path>> segments;
+};
+
+Listing list_log(const fs::path& dir) {
+  Listing out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    if (auto base = parse_segment_name(entry.path().filename().string()))
+      out.segments.emplace_back(*base, entry.path());
+  }
+  std::sort(out.segments.begin(), out.segments.end());
+  return out;
+}
+
+// A segment mapped read-only for recovery (nothing mapped when it is empty).
+class Mapped {
+ public:
+  Mapped(int fd, std::uint64_t size, const fs::path& path) : size_(size) {
+    if (size == 0) return;
+    map_ = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map_ == MAP_FAILED) throw_errno(errno, "mmap", path);
+  }
+  Mapped(const Mapped&) = delete;
+  Mapped& operator=(const Mapped&) = delete;
+  ~Mapped() {
+    if (map_) ::munmap(map_, size_);
+  }
+  const unsigned char* data() const noexcept { return static_cast<const unsigned char*>(map_); }
+
+ private:
+  void* map_ = nullptr;
+  std::uint64_t size_;
+};
+
 }  // namespace
 
 namespace {
@@ -135,116 +171,111 @@ std::unique_ptr<SegmentLog> SegmentLog::open(fs::path dir, Options o, RecoveryRe
   return log;
 }
 
+struct SegmentLog::Scan {
+  std::uint64_t last_seq = 0;  // of the last good record
+  std::uint64_t expect = 0;    // the seq the log should hold next
+};
+
 void SegmentLog::recover(RecoveryReport& report) {
-  std::vector<std::pair<std::uint64_t, fs::path>> files;
-  for (const auto& entry : fs::directory_iterator(dir_)) {
-    if (!entry.is_regular_file()) continue;
-    if (auto base = parse_segment_name(entry.path().filename().string()))
-      files.emplace_back(*base, entry.path());
+  const Listing files = list_log(dir_);
+  Scan scan;
+  for (std::size_t i = 0; i < files.segments.size(); ++i) {
+    const auto& [base, path] = files.segments[i];
+    // A segment owes every seq up to the next segment's base.
+    std::optional<std::uint64_t> end;
+    if (i + 1 < files.segments.size()) end = files.segments[i + 1].first;
+    recover_segment(base, path, end, scan, report);
   }
-  std::sort(files.begin(), files.end());
-
-  std::uint64_t last_seq = 0;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const auto& [base, path] = files[i];
-    Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    if (fd.get() < 0) throw_errno(errno, "open", path);
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "stat", path);
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    ++report.segments_scanned;
-    Segment& seg = segments_[base];
-    seg.path = path;
-
-    const unsigned char* p = nullptr;
-    void* map = nullptr;
-    if (size > 0) {
-      map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-      if (map == MAP_FAILED) throw_errno(errno, "mmap", path);
-      p = static_cast<const unsigned char*>(map);
-    }
-    std::uint64_t off = 0;
-    // Sequence numbers are dense within a segment, from its base (every append takes the next
-    // one; a segment starts at the next one): the seq the record at `off` must carry.
-    std::uint64_t expect = base;
-    RecoveryReason bad = RecoveryReason::none;
-    while (off < size) {
-      RecordAt rec;
-      const RecoveryReason check = check_record(p, size, off, opts_.max_record_bytes, rec);
-      const std::uint32_t len = rec.len;
-      if (check == RecoveryReason::crc_mismatch) {
-        // A crash tears only the tail: nothing intact follows a torn record. A whole record
-        // followed by the intact record of the next seq (or ending a segment whose successor
-        // starts at the next seq) was damaged after it was written: only it is lost, and
-        // recovery goes on past it. A garbled length lands anywhere else, and is a cut.
-        const std::uint64_t next = off + kRecordHeaderBytes + len;
-        const bool damaged =
-            next == size ? i + 1 < files.size() && files[i + 1].first == expect + 1
-                         : intact_record_at(p, size, next, expect + 1, opts_.max_record_bytes);
-        if (damaged) {
-          if (report.records_skipped == 0) report.skipped_segment = path;
-          ++report.records_skipped;
-          report.skipped_bytes += kRecordHeaderBytes + len;
-          off = next;
-          ++expect;
-          continue;
-        }
-      }
-      if (check != RecoveryReason::none) {
-        bad = check;
-        break;
-      }
-      const std::uint64_t seq = rec.seq;
-      if (seq <= last_seq || seq < base) {
-        bad = RecoveryReason::bad_sequence;
-        break;
-      }
-      if (rec.type == RecordType::event) {
-        pending_[seq] = Location{base, off, len};
-        ++seg.live_events;
-      } else if (auto it = pending_.find(get_u64(p + off + kRecordHeaderBytes));
-                 it != pending_.end()) {
-        // A completion. Those of events in segments already deleted find nothing, as they should.
-        --segments_[it->second.segment].live_events;
-        if (it->second.segment != base) seg.refs.insert(it->second.segment);
-        pending_.erase(it);
-      }
-      last_seq = seq;
-      expect = seq + 1;
-      ++report.records_scanned;
-      off += kRecordHeaderBytes + len;
-    }
-    if (map) ::munmap(map, size);
-    seg.size = off;
-    // A bad record cuts the log there: this segment is truncated, every later one dropped.
-    if (bad != RecoveryReason::none && ::ftruncate(fd.get(), static_cast<off_t>(off)) != 0) {
-      throw_errno(errno, "truncate", path);
-    }
-    // After a kill -9 the records may still be only in the page cache. Once recovered they
-    // count as stored (a resent event is acked as a duplicate at once), so make them (and a
-    // cut) durable before anything relies on them.
-    if (size > 0 && ::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
-    if (bad == RecoveryReason::none) continue;
-
-    report.reason = bad;
-    report.segment = path;
-    report.truncated_at = off;
-    report.truncated_bytes = size - off;
-    for (std::size_t j = i + 1; j < files.size(); ++j) {
-      std::error_code ec;
-      const auto bytes = fs::file_size(files[j].second, ec);
-      if (::unlink(files[j].second.c_str()) != 0 && errno != ENOENT)
-        throw_errno(errno, "unlink", files[j].second);
-      ++report.segments_deleted;
-      if (!ec) report.deleted_bytes += bytes;
-    }
-    break;
-  }
-  // The directory too: the entries of segments created just before a crash, and the unlinks
-  // of a cut.
-  if (!files.empty() && ::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
-  next_seq_ = last_seq + 1;
+  // The directory too: the entries of segments created just before a crash.
+  if (!files.segments.empty() && ::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+  next_seq_ = scan.last_seq + 1;
   if (!segments_.empty()) next_seq_ = std::max(next_seq_, segments_.rbegin()->first);
+}
+
+void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
+                                 std::optional<std::uint64_t> end, Scan& scan,
+                                 RecoveryReport& report) {
+  Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno(errno, "open", path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "stat", path);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  ++report.segments_scanned;
+  segments_[base].path = path;
+  const Mapped map(fd.get(), size, path);
+  const unsigned char* p = map.data();
+
+  // Sequence numbers are dense within a segment, from its base (every append takes the next
+  // one; a segment starts at the next one).
+  scan.expect = std::max(base, scan.last_seq + 1);
+  std::uint64_t off = 0;
+  RecoveryReason torn = RecoveryReason::none;  // why the tail of the last segment was cut
+  while (off < size) {
+    RecordAt rec;
+    RecoveryReason check = check_record(p, size, off, opts_.max_record_bytes, rec);
+    const std::uint64_t next = off + kRecordHeaderBytes + rec.len;
+    if (check == RecoveryReason::crc_mismatch) {
+      // A crash tears only the tail: nothing intact follows a torn record. A whole record
+      // followed by the intact record of the next seq (or ending a segment whose range ends at
+      // the next seq) was damaged after it was written: only it is lost, and recovery goes on
+      // past it. A garbled length lands anywhere else.
+      const bool damaged =
+          next == size ? end == scan.expect + 1
+                       : intact_record_at(p, size, next, scan.expect + 1, opts_.max_record_bytes);
+      if (damaged) {
+        if (report.records_skipped == 0) report.skipped_segment = path;
+        ++report.records_skipped;
+        report.skipped_bytes += next - off;
+        off = next;
+        ++scan.expect;
+        continue;
+      }
+    }
+    if (check == RecoveryReason::none && (rec.seq <= scan.last_seq || rec.seq < base))
+      check = RecoveryReason::bad_sequence;
+    if (check != RecoveryReason::none) {
+      if (!end) {  // the last segment: a torn tail
+        torn = check;
+        break;
+      }
+      // A segment before the last was whole: damage, cut from this segment alone.
+      report.damaged.push_back(SegmentDamage{path, check, off, size - off});
+      break;
+    }
+    take_record(Location{base, off, rec.len}, rec.seq, rec.type, p + off + kRecordHeaderBytes);
+    scan.last_seq = rec.seq;
+    scan.expect = rec.seq + 1;
+    ++report.records_scanned;
+    off = next;
+  }
+  segments_[base].size = off;
+  // A segment is cut at the end of its last good record: the torn tail of the last one, or
+  // damage in another.
+  if (off < size && ::ftruncate(fd.get(), static_cast<off_t>(off)) != 0)
+    throw_errno(errno, "truncate", path);
+  // After a kill -9 the records may still be only in the page cache. Once recovered they
+  // count as stored (a resent event is acked as a duplicate at once), so make them (and a
+  // cut) durable before anything relies on them.
+  if (size > 0 && ::fdatasync(fd.get()) != 0) throw_errno(errno, "fdatasync", path);
+  if (torn == RecoveryReason::none) return;
+  report.reason = torn;
+  report.segment = path;
+  report.truncated_at = off;
+  report.truncated_bytes = size - off;
+}
+
+void SegmentLog::take_record(const Location& loc, std::uint64_t seq, RecordType type,
+                             const unsigned char* payload) {
+  Segment& seg = segments_[loc.segment];
+  if (type == RecordType::event) {
+    pending_[seq] = loc;
+    ++seg.live_events;
+  } else if (auto it = pending_.find(get_u64(payload)); it != pending_.end()) {
+    // A completion. Those of events in segments already deleted find nothing, as they should.
+    --segments_[it->second.segment].live_events;
+    if (it->second.segment != loc.segment) seg.refs.insert(it->second.segment);
+    pending_.erase(it);
+  }
 }
 
 void SegmentLog::open_current() {

@@ -12,13 +12,17 @@
 //   payload
 //
 // Recovery (open): segments are scanned in order. Sequence numbers are dense within a segment,
-// from its base. A whole record that fails its CRC while the intact record of the next seq
-// follows it (or while it ends its segment and the next segment starts at the next seq) was
-// damaged on disk after it was written: it alone is skipped, and the scan goes on. Otherwise the
-// first record that is torn (short), has a length over Options::max_record_bytes, fails its CRC,
-// has an unknown type or a sequence number that does not increase ends the log: a crash's torn
-// tail. Its segment is truncated at the last good record and every later segment is deleted.
-// Both are reported, never thrown.
+// from its base. What a bad record costs depends on where it is:
+//  - A whole record that fails its CRC while the intact record of the next seq follows it (or
+//    while it ends its segment and the next segment starts at the next seq) was damaged on disk
+//    after it was written: it alone is skipped, and the scan goes on.
+//  - Otherwise the first record that is torn (short), has a length over
+//    Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number that does
+//    not increase ends the last segment: a crash's torn tail, truncated at the last good record.
+//  - In any other segment, which was whole when the next one started, it is damage: the segment
+//    is truncated at its last good record, and the scan goes on with the next segment. Recovery
+//    never deletes a segment.
+// All of it is reported, never thrown.
 //
 // Durability: appends are buffered in memory. flush() hands them to the kernel with write(2);
 // sync() also fdatasync(2)s them. Only what sync() covered survives a power loss; what flush()
@@ -32,6 +36,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -69,22 +74,32 @@ enum class RecoveryReason {
 
 std::string_view to_string(RecoveryReason r) noexcept;
 
+// Damage in a segment that is not the last one (see the file comment): cut from `offset`.
+struct SegmentDamage {
+  std::filesystem::path segment;
+  RecoveryReason reason = RecoveryReason::none;
+  std::uint64_t offset = 0;  // where the damaged bytes start: the segment's new size
+  std::uint64_t bytes = 0;   // how many were cut
+
+  friend bool operator==(const SegmentDamage&, const SegmentDamage&) = default;
+};
+
 struct RecoveryReport {
   std::size_t segments_scanned = 0;
   std::uint64_t records_scanned = 0;  // good records, events and completions
   std::size_t events_pending = 0;     // events without a completion after recovery
-  // Set when recovery truncated the log:
+  // Set when recovery cut the last segment's torn tail:
   RecoveryReason reason = RecoveryReason::none;
-  std::filesystem::path segment;      // the segment that was truncated
+  std::filesystem::path segment;      // the last segment
   std::uint64_t truncated_at = 0;     // its new size: the end of its last good record
   std::uint64_t truncated_bytes = 0;  // bytes cut from it
-  std::size_t segments_deleted = 0;   // later segments removed with it
-  std::uint64_t deleted_bytes = 0;    // their total size
   // Records damaged on disk (bad CRC) with intact records after them: skipped, each alone.
   // They stay in their segment, so every recovery counts them again until it is deleted.
   std::uint64_t records_skipped = 0;
   std::uint64_t skipped_bytes = 0;
   std::filesystem::path skipped_segment;  // the segment of the first one
+  // Damage in segments before the last, each cut from its segment.
+  std::vector<SegmentDamage> damaged;
 
   bool truncated() const noexcept { return reason != RecoveryReason::none; }
 };
@@ -169,8 +184,16 @@ class SegmentLog {
     std::uint32_t length = 0;   // of the payload
   };
 
+  struct Scan;  // what recovery carries from one segment to the next
+
   SegmentLog(std::filesystem::path dir, Options o);
   void recover(RecoveryReport& report);
+  // Recovers segment `base`; `end` is the seq its range ends at, unless it is the last one.
+  void recover_segment(std::uint64_t base, const std::filesystem::path& path,
+                       std::optional<std::uint64_t> end, Scan& scan, RecoveryReport& report);
+  // Takes a good record found at `loc` (`payload`: its payload, mapped) into the recovered state.
+  void take_record(const Location& loc, std::uint64_t seq, RecordType type,
+                   const unsigned char* payload);
   void open_current();
   void create_segment(std::uint64_t base);
   void adopt_segment(std::uint64_t base, std::filesystem::path path);

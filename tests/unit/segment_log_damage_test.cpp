@@ -1,11 +1,13 @@
 // Recovery of a segment log damaged on disk: which damage is skipped record by record (an
-// intact record of the next sequence number follows it) and which is cut like a torn tail,
-// and that the log stays consistent (appends, read-back, collect, reopen) after either.
+// intact record of the next sequence number follows it), which is cut like a torn tail (in the
+// last segment), what damage in an older segment costs (never the segments after it), and that
+// the log stays consistent (appends, read-back, collect, reopen) after each.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -51,7 +53,35 @@ void zero_bytes(const fs::path& f, std::streamoff at, std::size_t n) {
   s.write(z.data(), static_cast<std::streamsize>(n));
 }
 
+void append_bytes(const fs::path& f, std::size_t n, char c) {
+  std::ofstream s(f, std::ios::binary | std::ios::app);
+  const std::string b(n, c);
+  s.write(b.data(), static_cast<std::streamsize>(n));
+}
+
+// Sequence numbers 1..n but the `count` from `first`: the records a damaged log keeps.
+std::vector<std::uint64_t> all_but(std::uint64_t n, std::uint64_t first, std::uint64_t count = 0) {
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t i = 1; i <= n; ++i)
+    if (i < first || i >= first + count) out.push_back(i);
+  return out;
+}
+
+std::vector<std::uint64_t> all(std::uint64_t n) {
+  return all_but(n, n + 1);
+}
+
 }  // namespace
+
+namespace Catch {
+template <>
+struct StringMaker<SegmentDamage> {
+  static std::string convert(const SegmentDamage& d) {
+    return "damage{" + d.segment.filename().string() + ", " + std::string(to_string(d.reason)) +
+           ", at " + std::to_string(d.offset) + ", " + std::to_string(d.bytes) + " bytes cut}";
+  }
+};
+}  // namespace Catch
 
 // A single bit flipped in a length field: the computed end lands on a later record boundary,
 // whose seq is not the next one. Skipping there would drop record 3 (whole, CRC good) without
@@ -114,7 +144,7 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
     CHECK(r.skipped_bytes == 4 * kRec);
     CHECK(r.reason == RecoveryReason::short_read);
     CHECK(r.truncated_at == 7 * kRec);
-    CHECK(r.segments_deleted == 0);
+    CHECK(r.damaged.empty());
     const auto p = log->pending();
     CHECK(seqs(p) == std::vector<std::uint64_t>{1, 2, 4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18,
                                                 20, 21, 22, 23});
@@ -139,6 +169,8 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
   }
 }
 
+// Damage at the start of a segment that is not the last: that segment is cut to nothing, the
+// one after it is kept.
 TEST_CASE("segment log damage: skip at a segment's end, then the next segment cut to nothing",
           "[storage]") {
   SmallSegments s(24);
@@ -149,30 +181,53 @@ TEST_CASE("segment log damage: skip at a segment's end, then the next segment cu
   {
     auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK(r.records_skipped == 1);
-    CHECK(r.reason == RecoveryReason::bad_length);
-    CHECK(r.segments_deleted == 1);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.damaged ==
+          std::vector<SegmentDamage>{{files[1], RecoveryReason::bad_length, 0, 8 * kRec}});
     CHECK(fs::file_size(files[1]) == 0);
-    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7});
-    CHECK(log->next_seq() == 9);  // 8 is not used again
-    CHECK(log->append_event("a") == 9);
+    CHECK(seqs(log->pending()) == all_but(24, 8, 9));
+    CHECK(log->next_seq() == 25);
+    CHECK(log->append_event("a") == 25);
     log->sync();
   }
   for (int k = 0; k < 2; ++k) {
     auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK_FALSE(r.truncated());
+    CHECK(r.damaged.empty());  // cut once
     CHECK(r.records_skipped == 1);
-    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 9});
+    CHECK(seqs(log->pending()) == all_but(25, 8, 9));
   }
 }
 
-// A cut in an older segment deletes the later ones.
-TEST_CASE("segment log damage: a cut in an older segment still deletes the later ones",
+// Bytes after the last record of a segment that is not the last: cut from that segment, every
+// record kept, in it and in the segments after it.
+TEST_CASE("segment log damage: junk after a middle segment's last record is cut from it alone",
           "[storage]") {
   SmallSegments s(40);
-  botgate::test::flip_byte(s.files[1], 3, 0x7F);
+  append_bytes(s.files[1], 4096, '\0');   // a zeroed block: length 0, the CRC does not match
+  append_bytes(s.files[2], 100, '\xA5');  // its length over the limit
   RecoveryReport r;
   auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
-  CHECK(r.reason == RecoveryReason::bad_length);
-  CHECK(r.segments_deleted == s.files.size() - 2);
-  CHECK(log->pending().size() == 8);
+  CHECK_FALSE(r.truncated());
+  CHECK(r.damaged ==
+        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::crc_mismatch, 8 * kRec, 4096},
+                                   {s.files[2], RecoveryReason::bad_length, 8 * kRec, 100}});
+  for (const auto& f : s.files) CHECK(fs::file_size(f) == 8 * kRec);
+  CHECK(seqs(log->pending()) == all(40));
+  CHECK(log->append_event("next") == 41);
+}
+
+TEST_CASE("segment log damage: a middle segment cut mid-record loses only its own tail",
+          "[storage]") {
+  SmallSegments s(40);
+  fs::resize_file(s.files[1], 5 * kRec + 50);  // 14 torn, 15 and 16 gone
+  RecoveryReport r;
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+  CHECK_FALSE(r.truncated());
+  CHECK(r.damaged ==
+        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::short_read, 5 * kRec, 50}});
+  CHECK(fs::file_size(s.files[1]) == 5 * kRec);
+  for (std::size_t i = 2; i < s.files.size(); ++i) CHECK(fs::file_size(s.files[i]) == 8 * kRec);
+  CHECK(seqs(log->pending()) == all_but(40, 14, 3));
+  CHECK(log->append_event("next") == 41);
 }
