@@ -169,7 +169,8 @@ bool record_layout(const fs::path& dir, int shards) {
 }
 
 void log_segment_damage(std::size_t shard, std::string_view part, const storage::SegmentDamage& d) {
-  log::warn("damaged log segment truncated during recovery",
+  log::warn(d.cut ? "damaged log segment truncated during recovery"
+                  : "damaged log bytes skipped during recovery",
             {{"shard", shard},
              {"log", part},
              {"reason", storage::to_string(d.reason)},

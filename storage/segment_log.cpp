@@ -121,6 +121,31 @@ bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t 
          rec.seq == seq;
 }
 
+// Where a scan resumes past damaged bytes in a segment that is not the last: the first offset
+// from `from` on where an intact record starts whose seq the segment still owes, in [lo, hi).
+// The seq is compared first, so the CRC is computed only where one could start.
+std::optional<std::uint64_t> resync(const unsigned char* p, std::uint64_t size, std::uint64_t from,
+                                    std::uint64_t lo, std::uint64_t hi, std::uint32_t max_len) {
+  for (std::uint64_t off = from; off + kRecordHeaderBytes <= size; ++off) {
+    const std::uint64_t seq = get_u64(p + off + 8);
+    if (seq < lo || seq >= hi) continue;
+    RecordAt rec;
+    if (check_record(p, size, off, max_len, rec) == RecoveryReason::none) return off;
+  }
+  return std::nullopt;
+}
+
+// Why the record at `off` was bad, once the scan found where the next intact record starts (if
+// it did). A record whose length was read and reaches past that start had a wrong length: it
+// claims bytes of an intact record. A torn read or CRC mismatch alone does not say so.
+RecoveryReason damage_reason(RecoveryReason check, std::uint64_t off, std::uint32_t len,
+                             std::optional<std::uint64_t> resume) {
+  const bool length_read =
+      check == RecoveryReason::short_read || check == RecoveryReason::crc_mismatch;
+  const bool overlaps = resume && off + kRecordHeaderBytes + len > *resume;
+  return length_read && overlaps ? RecoveryReason::bad_length : check;
+}
+
 }  // namespace
 
 std::string_view to_string(RecoveryReason r) noexcept {
@@ -238,9 +263,14 @@ void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
         torn = check;
         break;
       }
-      // A segment before the last was whole: damage, cut from this segment alone.
-      report.damaged.push_back(SegmentDamage{path, check, off, size - off});
-      break;
+      // A segment before the last was whole: skip to the next record it owes, if any.
+      const auto resume = resync(p, size, off + 1, scan.expect, *end, opts_.max_record_bytes);
+      const std::uint64_t stop = resume.value_or(size);
+      report.damaged.push_back(SegmentDamage{path, damage_reason(check, off, rec.len, resume), off,
+                                             stop - off, !resume});
+      if (!resume) break;
+      off = stop;
+      continue;
     }
     take_record(Location{base, off, rec.len}, rec.seq, rec.type, p + off + kRecordHeaderBytes);
     scan.last_seq = rec.seq;
@@ -250,7 +280,7 @@ void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
   }
   segments_[base].size = off;
   // A segment is cut at the end of its last good record: the torn tail of the last one, or
-  // damage in another.
+  // damage with nothing intact after it in another.
   if (off < size && ::ftruncate(fd.get(), static_cast<off_t>(off)) != 0)
     throw_errno(errno, "truncate", path);
   // After a kill -9 the records may still be only in the page cache. Once recovered they

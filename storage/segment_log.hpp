@@ -19,9 +19,10 @@
 //  - Otherwise the first record that is torn (short), has a length over
 //    Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number that does
 //    not increase ends the last segment: a crash's torn tail, truncated at the last good record.
-//  - In any other segment, which was whole when the next one started, it is damage: the segment
-//    is truncated at its last good record, and the scan goes on with the next segment. Recovery
-//    never deletes a segment.
+//  - In any other segment, which was whole when the next one started, it is damage: the scan
+//    resumes at the next intact record whose seq the segment still owes, skipping the bytes in
+//    between, or, with none, truncates the segment at its last good record. Then it goes on with
+//    the next segment: recovery never deletes a segment.
 // All of it is reported, never thrown.
 //
 // Durability: appends are buffered in memory. flush() hands them to the kernel with write(2);
@@ -66,7 +67,8 @@ struct Options {
 enum class RecoveryReason {
   none,          // the log was clean
   short_read,    // torn record: the file ends inside a header or payload
-  bad_length,    // the length field is over Options::max_record_bytes
+  bad_length,    // the length field is over Options::max_record_bytes, or (in a segment that
+                 // is not the last) an intact record starts inside the bytes it claims
   crc_mismatch,  // the record's CRC32C does not match
   bad_type,      // CRC is good but the type is unknown, or a completion's payload is not 8 bytes
   bad_sequence,  // sequence number does not increase, or is below the segment's first seq
@@ -74,12 +76,14 @@ enum class RecoveryReason {
 
 std::string_view to_string(RecoveryReason r) noexcept;
 
-// Damage in a segment that is not the last one (see the file comment): cut from `offset`.
+// Damage in a segment that is not the last one (see the file comment): its bytes from `offset`
+// were skipped up to the next intact record, or cut when none followed.
 struct SegmentDamage {
   std::filesystem::path segment;
   RecoveryReason reason = RecoveryReason::none;
-  std::uint64_t offset = 0;  // where the damaged bytes start: the segment's new size
-  std::uint64_t bytes = 0;   // how many were cut
+  std::uint64_t offset = 0;  // where the damaged bytes start
+  std::uint64_t bytes = 0;   // how many were skipped or cut
+  bool cut = false;          // truncated at `offset`, or skipped
 
   friend bool operator==(const SegmentDamage&, const SegmentDamage&) = default;
 };
@@ -98,7 +102,8 @@ struct RecoveryReport {
   std::uint64_t records_skipped = 0;
   std::uint64_t skipped_bytes = 0;
   std::filesystem::path skipped_segment;  // the segment of the first one
-  // Damage in segments before the last, each cut from its segment.
+  // Damage in segments before the last, skipped or cut there; skipped bytes stay on disk and are
+  // reported again by every recovery until their segment is deleted.
   std::vector<SegmentDamage> damaged;
 
   bool truncated() const noexcept { return reason != RecoveryReason::none; }

@@ -78,7 +78,8 @@ template <>
 struct StringMaker<SegmentDamage> {
   static std::string convert(const SegmentDamage& d) {
     return "damage{" + d.segment.filename().string() + ", " + std::string(to_string(d.reason)) +
-           ", at " + std::to_string(d.offset) + ", " + std::to_string(d.bytes) + " bytes cut}";
+           ", at " + std::to_string(d.offset) + ", " + std::to_string(d.bytes) +
+           (d.cut ? " bytes cut}" : " bytes skipped}");
   }
 };
 }  // namespace Catch
@@ -169,33 +170,33 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
   }
 }
 
-// Damage at the start of a segment that is not the last: that segment is cut to nothing, the
-// one after it is kept.
-TEST_CASE("segment log damage: skip at a segment's end, then the next segment cut to nothing",
+// A garbled length at the start of a segment that is not the last: the scan resumes at the
+// next record the segment owes, and only that one record is lost.
+TEST_CASE("segment log damage: skip at a segment's end, then a garbled length at the next one's",
           "[storage]") {
   SmallSegments s(24);
   const auto& files = s.files;
   botgate::test::flip_byte(files[0], record_byte(7, 30), 0x01);  // seq 8
   botgate::test::flip_byte(files[1], 3, 0x7F);                   // seq 9's length: over the limit
+  const std::vector<SegmentDamage> damage{{files[1], RecoveryReason::bad_length, 0, kRec, false}};
   RecoveryReport r;
   {
     auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK(r.records_skipped == 1);
     CHECK_FALSE(r.truncated());
-    CHECK(r.damaged ==
-          std::vector<SegmentDamage>{{files[1], RecoveryReason::bad_length, 0, 8 * kRec}});
-    CHECK(fs::file_size(files[1]) == 0);
-    CHECK(seqs(log->pending()) == all_but(24, 8, 9));
+    CHECK(r.damaged == damage);
+    CHECK(fs::file_size(files[1]) == 8 * kRec);  // skipped bytes stay
+    CHECK(seqs(log->pending()) == all_but(24, 8, 2));
     CHECK(log->next_seq() == 25);
     CHECK(log->append_event("a") == 25);
     log->sync();
   }
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < 2; ++k) {  // reported at every start, the records stay lost
     auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK_FALSE(r.truncated());
-    CHECK(r.damaged.empty());  // cut once
     CHECK(r.records_skipped == 1);
-    CHECK(seqs(log->pending()) == all_but(25, 8, 9));
+    CHECK(r.damaged == damage);
+    CHECK(seqs(log->pending()) == all_but(25, 8, 2));
   }
 }
 
@@ -210,8 +211,8 @@ TEST_CASE("segment log damage: junk after a middle segment's last record is cut 
   auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
   CHECK_FALSE(r.truncated());
   CHECK(r.damaged ==
-        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::crc_mismatch, 8 * kRec, 4096},
-                                   {s.files[2], RecoveryReason::bad_length, 8 * kRec, 100}});
+        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::crc_mismatch, 8 * kRec, 4096, true},
+                                   {s.files[2], RecoveryReason::bad_length, 8 * kRec, 100, true}});
   for (const auto& f : s.files) CHECK(fs::file_size(f) == 8 * kRec);
   CHECK(seqs(log->pending()) == all(40));
   CHECK(log->append_event("next") == 41);
@@ -225,9 +226,44 @@ TEST_CASE("segment log damage: a middle segment cut mid-record loses only its ow
   auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
   CHECK_FALSE(r.truncated());
   CHECK(r.damaged ==
-        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::short_read, 5 * kRec, 50}});
+        std::vector<SegmentDamage>{{s.files[1], RecoveryReason::short_read, 5 * kRec, 50, true}});
   CHECK(fs::file_size(s.files[1]) == 5 * kRec);
   for (std::size_t i = 2; i < s.files.size(); ++i) CHECK(fs::file_size(s.files[i]) == 8 * kRec);
   CHECK(seqs(log->pending()) == all_but(40, 14, 3));
   CHECK(log->append_event("next") == 41);
+}
+
+// A flipped bit in a length in a segment that is not the last: the record's claimed end lands
+// inside the next record (a CRC mismatch) or beyond the segment (a torn read); either way the
+// next intact record starts inside the bytes it claims, so the length was wrong. One record is
+// lost.
+TEST_CASE("segment log damage: a garbled length in a middle segment costs one record",
+          "[storage]") {
+  for (const unsigned char mask : {0x01, 0x10}) {  // length 100 -> 356, or -> 4196
+    CAPTURE(mask);
+    SmallSegments s(40);
+    botgate::test::flip_byte(s.files[2], record_byte(3, 1), mask);  // seq 20
+    RecoveryReport r;
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.damaged == std::vector<SegmentDamage>{
+                           {s.files[2], RecoveryReason::bad_length, 3 * kRec, kRec, false}});
+    CHECK(seqs(log->pending()) == all_but(40, 20, 1));
+    for (const auto& rec : log->pending()) CHECK(rec.payload == payload_for(rec.seq));
+    CHECK(log->append_event("next") == 41);
+  }
+}
+
+// Several damaged records in a row (a zeroed block) in a middle segment: the scan resumes at
+// the first intact record after them. The first one's length was right, as far as anyone can
+// tell: a CRC mismatch.
+TEST_CASE("segment log damage: a zeroed block in a middle segment costs the records it hit",
+          "[storage]") {
+  SmallSegments s(40);
+  zero_bytes(s.files[1], record_byte(2, 40), 2 * kRec);  // seqs 11, 12 and 13
+  RecoveryReport r;
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+  CHECK(r.damaged == std::vector<SegmentDamage>{
+                         {s.files[1], RecoveryReason::crc_mismatch, 2 * kRec, 3 * kRec, false}});
+  CHECK(seqs(log->pending()) == all_but(40, 11, 3));
 }
