@@ -179,6 +179,23 @@ void log_segment_damage(std::size_t shard, std::string_view part, const storage:
              {"bytes", d.bytes}});
 }
 
+void log_gap(std::size_t shard, std::string_view part, const storage::SequenceGap& g) {
+  // A gap in a log from an older botgate may be a segment it deleted once completed: not
+  // a loss for sure, so not a warning.
+  const auto level = g.assumed_deleted ? log::Level::info : log::Level::warn;
+  if (!log::enabled(level)) return;
+  log::write(level,
+             g.assumed_deleted ? "log sequence gap taken for a segment deleted by an older botgate"
+                               : "log records missing during recovery",
+             {{"shard", shard},
+              {"log", part},
+              {"segment", g.segment.string()},
+              {"next_segment", g.next.string()},
+              {"first_seq", g.first},
+              {"last_seq", g.first + g.count - 1},
+              {"missing", g.count}});
+}
+
 void log_damage(std::size_t shard, std::string_view part, const storage::RecoveryReport& r) {
   if (r.records_skipped > 0) {
     log::warn("damaged log records skipped during recovery",
@@ -189,6 +206,7 @@ void log_damage(std::size_t shard, std::string_view part, const storage::Recover
                {"segment", r.skipped_segment.string()}});
   }
   for (const auto& d : r.damaged) log_segment_damage(shard, part, d);
+  for (const auto& g : r.gaps) log_gap(shard, part, g);
   if (!r.truncated()) return;
   log::warn("log tail truncated during recovery", {{"shard", shard},
                                                    {"log", part},

@@ -35,29 +35,47 @@ using io::write_all;
 
 namespace {
 
+constexpr std::string_view kSegmentSuffix = ".log";
+constexpr std::string_view kDeletedSuffix = ".deleted";
+// Present once every deletion that opened a gap was recorded (see the header).
+constexpr const char* kDeletionsRecorded = "deletions-recorded";
+
 std::string segment_name(std::uint64_t base) {
-  return io::numbered_name("", base, ".log");
+  return io::numbered_name("", base, kSegmentSuffix);
 }
 
 // The first seq encoded in a segment file name, or nothing if it is not one.
 std::optional<std::uint64_t> parse_segment_name(const std::string& name) {
-  return io::parse_numbered_name(name, "", ".log");
+  return io::parse_numbered_name(name, "", kSegmentSuffix);
 }
 
-// The files of a log directory: its segments, sorted.
+// The files of a log directory: segments (sorted) and the records of deleted ones.
 struct Listing {
   std::vector<std::pair<std::uint64_t, fs::path>> segments;
+  std::set<std::uint64_t> deleted;
 };
 
 Listing list_log(const fs::path& dir) {
   Listing out;
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (!entry.is_regular_file()) continue;
-    if (auto base = parse_segment_name(entry.path().filename().string()))
+    const std::string name = entry.path().filename().string();
+    if (auto base = parse_segment_name(name)) {
       out.segments.emplace_back(*base, entry.path());
+    } else if (auto gone = io::parse_numbered_name(name, "", kDeletedSuffix)) {
+      out.deleted.insert(*gone);
+    }
   }
   std::sort(out.segments.begin(), out.segments.end());
   return out;
+}
+
+// Creates an empty file if it does not exist; false if it cannot.
+bool touch(const fs::path& path) noexcept {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
 }
 
 // A segment mapped read-only for recovery (nothing mapped when it is empty).
@@ -146,6 +164,11 @@ RecoveryReason damage_reason(RecoveryReason check, std::uint64_t off, std::uint3
   return length_read && overlaps ? RecoveryReason::bad_length : check;
 }
 
+void note_gap(RecoveryReport& report, const fs::path& segment, const fs::path& next,
+              std::uint64_t first, std::uint64_t end, bool assumed_deleted = false) {
+  report.gaps.push_back(SequenceGap{segment, next, first, end - first, assumed_deleted});
+}
+
 }  // namespace
 
 std::string_view to_string(RecoveryReason r) noexcept {
@@ -203,16 +226,34 @@ struct SegmentLog::Scan {
 
 void SegmentLog::recover(RecoveryReport& report) {
   const Listing files = list_log(dir_);
+  deleted_ = files.deleted;
+  const bool recorded = fs::exists(dir_ / kDeletionsRecorded);
+  bool all_recorded = true;  // every gap taken for a deletion was recorded as one
   Scan scan;
   for (std::size_t i = 0; i < files.segments.size(); ++i) {
     const auto& [base, path] = files.segments[i];
-    // A segment owes every seq up to the next segment's base.
+    const bool last = i + 1 == files.segments.size();
+    // A segment owes every seq up to the next segment, or to the first deleted one before that.
     std::optional<std::uint64_t> end;
-    if (i + 1 < files.segments.size()) end = files.segments[i + 1].first;
+    if (!last) {
+      const auto gone = deleted_.upper_bound(base);
+      end = std::min(files.segments[i + 1].first, gone == deleted_.end() ? UINT64_MAX : *gone);
+    }
+    const std::size_t damage_before = report.damaged.size();
     recover_segment(base, path, end, scan, report);
+    if (!end || scan.expect >= *end) continue;
+    // Nothing found wrong in an intact segment, in a log that did not record its deletions:
+    // the rest may be a segment collect() deleted. Otherwise they were lost.
+    const bool assumed_deleted =
+        !recorded && report.damaged.size() == damage_before && scan.expect > base;
+    note_gap(report, path, files.segments[i + 1].second, scan.expect, *end, assumed_deleted);
+    if (assumed_deleted) all_recorded = record_deletion(scan.expect) && all_recorded;
   }
-  // The directory too: the entries of segments created just before a crash.
-  if (!files.segments.empty() && ::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+  forget_deletions();
+  if (!recorded && all_recorded) touch(dir_ / kDeletionsRecorded);
+  // The directory too: the entries of segments created just before a crash, and what recovery
+  // created.
+  if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
   next_seq_ = scan.last_seq + 1;
   if (!segments_.empty()) next_seq_ = std::max(next_seq_, segments_.rbegin()->first);
 }
@@ -272,6 +313,7 @@ void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
       off = stop;
       continue;
     }
+    if (rec.seq > scan.expect) note_gap(report, path, path, scan.expect, rec.seq);
     take_record(Location{base, off, rec.len}, rec.seq, rec.type, p + off + kRecordHeaderBytes);
     scan.last_seq = rec.seq;
     scan.expect = rec.seq + 1;
@@ -306,6 +348,25 @@ void SegmentLog::take_record(const Location& loc, std::uint64_t seq, RecordType 
     if (it->second.segment != loc.segment) seg.refs.insert(it->second.segment);
     pending_.erase(it);
   }
+}
+
+bool SegmentLog::record_deletion(std::uint64_t base) {
+  if (!touch(dir_ / io::numbered_name("", base, kDeletedSuffix))) return false;
+  // On disk before the segment goes: a crash in between leaves both, and the segment wins.
+  if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+  deleted_.insert(base);
+  return true;
+}
+
+void SegmentLog::forget_deletions() {
+  std::erase_if(deleted_, [&](std::uint64_t base) {
+    const bool between = !segments_.empty() && base > segments_.begin()->first &&
+                         base < segments_.rbegin()->first && !segments_.contains(base);
+    if (between) return false;
+    // Left behind, it would only be removed again: no sync.
+    ::unlink((dir_ / io::numbered_name("", base, kDeletedSuffix)).c_str());
+    return true;
+  });
 }
 
 void SegmentLog::open_current() {
@@ -426,9 +487,9 @@ void SegmentLog::abandon() noexcept {
   if (abandoned_) return;
   abandoned_ = true;
   buf_.clear();
-  for (const auto& [base, seg] : segments_) {
-    if (base > mark_.segment) ::unlink(seg.path.c_str());
-  }
+  // Newest first: a crash part way leaves the log shorter, never with a gap.
+  for (auto it = segments_.rbegin(); it != segments_.rend() && it->first > mark_.segment; ++it)
+    ::unlink(it->second.path.c_str());
   if (const auto it = segments_.find(mark_.segment); it != segments_.end()) {
     if (::truncate(it->second.path.c_str(), static_cast<off_t>(mark_.size)) != 0) {
       // Deleted meanwhile (a completed segment): nothing of it to cut.
@@ -507,15 +568,22 @@ std::size_t SegmentLog::collect() {
   if (doomed.empty()) return 0;
   // The completions that justify the deletion must be on disk before anything goes.
   sync();
+  std::size_t deleted = 0;
   for (std::uint64_t base : doomed) {
+    // With an older segment left, the deletion opens a gap: recorded first, so recovery does not
+    // take it for damage. If that fails (a full disk), this segment and the later ones (which may
+    // hold its completions) wait for the next collect.
+    if (base != segments_.begin()->first && !record_deletion(base)) break;
     const fs::path path = segments_.at(base).path;
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(errno, "unlink", path);
     segments_.erase(base);
     // Each unlink is made durable before the next, so a crash can never keep an older segment
     // while losing the newer one that holds its completions.
     if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync", dir_);
+    ++deleted;
   }
-  return doomed.size();
+  forget_deletions();
+  return deleted;
 }
 
 std::vector<Record> SegmentLog::pending() {

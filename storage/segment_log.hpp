@@ -11,11 +11,12 @@
 //   u8  type     1 = event (opaque payload), 2 = completion (payload: u64 seq of the event)
 //   payload
 //
-// Recovery (open): segments are scanned in order. Sequence numbers are dense within a segment,
-// from its base. What a bad record costs depends on where it is:
+// Recovery (open): segments are scanned in order. Sequence numbers are dense: a segment holds
+// every seq from its base to the next segment's base (exclusive). What a bad record costs depends
+// on where it is:
 //  - A whole record that fails its CRC while the intact record of the next seq follows it (or
-//    while it ends its segment and the next segment starts at the next seq) was damaged on disk
-//    after it was written: it alone is skipped, and the scan goes on.
+//    while it ends its segment and the next seq starts the next segment or deleted range) was
+//    damaged on disk after it was written: it alone is skipped, and the scan goes on.
 //  - Otherwise the first record that is torn (short), has a length over
 //    Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number that does
 //    not increase ends the last segment: a crash's torn tail, truncated at the last good record.
@@ -23,7 +24,18 @@
 //    resumes at the next intact record whose seq the segment still owes, skipping the bytes in
 //    between, or, with none, truncates the segment at its last good record. Then it goes on with
 //    the next segment: recovery never deletes a segment.
+//  - Sequence numbers missing before a record or before the next segment (a segment truncated,
+//    emptied or deleted, bytes skipped as above) are a gap, unless their segment was deleted by
+//    collect() (see below).
 // All of it is reported, never thrown.
+//
+// Deletions: collect() deletes segments whose events are all completed, older ones still on disk
+// or not. Deleting one with an older one left opens a gap, so it first leaves an empty file named
+// like the segment with ".deleted" for ".log": the seqs from there to the next file's base are
+// gone on purpose. That file goes once no older segment is left. A log directory holding the file
+// "deletions-recorded" has recorded every such deletion. In one without it (written by an older
+// botgate) a gap after an intact segment may be such a deletion: recovery takes it for one,
+// reports and records it, and creates the file, so that later recoveries check every gap.
 //
 // Durability: appends are buffered in memory. flush() hands them to the kernel with write(2);
 // sync() also fdatasync(2)s them. Only what sync() covered survives a power loss; what flush()
@@ -88,6 +100,18 @@ struct SegmentDamage {
   friend bool operator==(const SegmentDamage&, const SegmentDamage&) = default;
 };
 
+// Sequence numbers missing from the log: records lost with no trace of their own.
+struct SequenceGap {
+  std::filesystem::path segment;  // the segment that should hold them
+  std::filesystem::path next;     // the one whose record or base shows they existed
+  std::uint64_t first = 0;        // the first missing seq
+  std::uint64_t count = 0;
+  // In a log from an older botgate, taken for a segment it deleted (see the file comment).
+  bool assumed_deleted = false;
+
+  friend bool operator==(const SequenceGap&, const SequenceGap&) = default;
+};
+
 struct RecoveryReport {
   std::size_t segments_scanned = 0;
   std::uint64_t records_scanned = 0;  // good records, events and completions
@@ -103,8 +127,9 @@ struct RecoveryReport {
   std::uint64_t skipped_bytes = 0;
   std::filesystem::path skipped_segment;  // the segment of the first one
   // Damage in segments before the last, skipped or cut there; skipped bytes stay on disk and are
-  // reported again by every recovery until their segment is deleted.
+  // reported again by every recovery, as is every gap, until their segment is deleted.
   std::vector<SegmentDamage> damaged;
+  std::vector<SequenceGap> gaps;
 
   bool truncated() const noexcept { return reason != RecoveryReason::none; }
 };
@@ -159,7 +184,8 @@ class SegmentLog {
   // many were deleted. The current segment goes too (a new, empty one becomes current first) when
   // it could be deleted by that rule and holds at least segment_bytes / 8. A segment that holds
   // completions for events of an older segment still on disk is kept until that one is gone, so a
-  // restart never resurrects a completed event.
+  // restart never resurrects a completed event. One deleted while an older segment stays is
+  // recorded first (see the file comment); when that fails, it and the later ones wait.
   std::size_t collect();
 
   // Every event not completed, in sequence order, read back from disk (flushes first).
@@ -199,6 +225,11 @@ class SegmentLog {
   // Takes a good record found at `loc` (`payload`: its payload, mapped) into the recovered state.
   void take_record(const Location& loc, std::uint64_t seq, RecordType type,
                    const unsigned char* payload);
+  // Leaves the file that tells recovery segment `base` was deleted on purpose (see the file
+  // comment); false if it could not be created.
+  bool record_deletion(std::uint64_t base);
+  // Removes the deletion files no longer between two segments.
+  void forget_deletions();
   void open_current();
   void create_segment(std::uint64_t base);
   void adopt_segment(std::uint64_t base, std::filesystem::path path);
@@ -231,6 +262,7 @@ class SegmentLog {
   std::string buf_;
   std::map<std::uint64_t, Segment> segments_;  // by first seq
   std::map<std::uint64_t, Location> pending_;  // by event seq
+  std::set<std::uint64_t> deleted_;            // segments deleted with an older one left
 };
 
 }  // namespace botgate::storage

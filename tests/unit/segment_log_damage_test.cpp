@@ -1,7 +1,8 @@
 // Recovery of a segment log damaged on disk: which damage is skipped record by record (an
 // intact record of the next sequence number follows it), which is cut like a torn tail (in the
-// last segment), what damage in an older segment costs (never the segments after it), and that
-// the log stays consistent (appends, read-back, collect, reopen) after each.
+// last segment), what damage in an older segment costs (never the segments after it), which
+// missing sequence numbers are reported, and that the log stays consistent (appends, read-back,
+// collect, reopen) after each.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -71,9 +72,26 @@ std::vector<std::uint64_t> all(std::uint64_t n) {
   return all_but(n, n + 1);
 }
 
+// What a log from an older botgate looks like: no record of the segments it deleted.
+void as_older_botgate(const fs::path& dir) {
+  REQUIRE(fs::remove(dir / "deletions-recorded"));
+}
+
+fs::path deleted_record(const fs::path& dir, const char* base) {
+  return dir / (std::string(base) + ".deleted");
+}
+
 }  // namespace
 
 namespace Catch {
+template <>
+struct StringMaker<SequenceGap> {
+  static std::string convert(const SequenceGap& g) {
+    return "gap{" + g.segment.filename().string() + " -> " + g.next.filename().string() +
+           ", first " + std::to_string(g.first) + ", count " + std::to_string(g.count) +
+           (g.assumed_deleted ? ", assumed deleted}" : "}");
+  }
+};
 template <>
 struct StringMaker<SegmentDamage> {
   static std::string convert(const SegmentDamage& d) {
@@ -146,6 +164,7 @@ TEST_CASE("segment log damage: several skips, a cut, collect and reopen stay con
     CHECK(r.reason == RecoveryReason::short_read);
     CHECK(r.truncated_at == 7 * kRec);
     CHECK(r.damaged.empty());
+    CHECK(r.gaps.empty());
     const auto p = log->pending();
     CHECK(seqs(p) == std::vector<std::uint64_t>{1, 2, 4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18,
                                                 20, 21, 22, 23});
@@ -179,12 +198,14 @@ TEST_CASE("segment log damage: skip at a segment's end, then a garbled length at
   botgate::test::flip_byte(files[0], record_byte(7, 30), 0x01);  // seq 8
   botgate::test::flip_byte(files[1], 3, 0x7F);                   // seq 9's length: over the limit
   const std::vector<SegmentDamage> damage{{files[1], RecoveryReason::bad_length, 0, kRec, false}};
+  const std::vector<SequenceGap> gap{{files[1], files[1], 9, 1}};
   RecoveryReport r;
   {
     auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
     CHECK(r.records_skipped == 1);
     CHECK_FALSE(r.truncated());
     CHECK(r.damaged == damage);
+    CHECK(r.gaps == gap);
     CHECK(fs::file_size(files[1]) == 8 * kRec);  // skipped bytes stay
     CHECK(seqs(log->pending()) == all_but(24, 8, 2));
     CHECK(log->next_seq() == 25);
@@ -196,8 +217,55 @@ TEST_CASE("segment log damage: skip at a segment's end, then a garbled length at
     CHECK_FALSE(r.truncated());
     CHECK(r.records_skipped == 1);
     CHECK(r.damaged == damage);
+    CHECK(r.gaps == gap);
     CHECK(seqs(log->pending()) == all_but(25, 8, 2));
   }
+}
+
+// A middle segment cut exactly at a record boundary holds nothing wrong: only the sequence
+// numbers between its last record and the next segment's base show the loss.
+TEST_CASE("segment log damage: a middle segment cut at a record boundary is a reported gap",
+          "[storage]") {
+  SmallSegments s(40);                    // segments from 1, 9, 17, 25, 33
+  fs::resize_file(s.files[1], 5 * kRec);  // 14, 15 and 16 lost
+  const std::vector<SequenceGap> gap{{s.files[1], s.files[2], 14, 3}};
+  RecoveryReport r;
+  {
+    auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.damaged.empty());
+    CHECK(r.gaps == gap);
+    CHECK(seqs(log->pending()) == all_but(40, 14, 3));
+    CHECK(log->append_event("next") == 41);
+    log->sync();
+  }
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+  CHECK(r.gaps == gap);  // until the segment is deleted
+  CHECK(seqs(log->pending()) == all_but(41, 14, 3));
+}
+
+TEST_CASE("segment log damage: an emptied middle segment is a reported gap", "[storage]") {
+  SmallSegments s(40);
+  fs::resize_file(s.files[2], 0);
+  RecoveryReport r;
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+  CHECK_FALSE(r.truncated());
+  CHECK(r.damaged.empty());
+  CHECK(r.gaps == std::vector<SequenceGap>{{s.files[2], s.files[3], 17, 8}});
+  CHECK(seqs(log->pending()) == all_but(40, 17, 8));
+  CHECK(log->append_event("next") == 41);
+}
+
+TEST_CASE("segment log damage: a deleted middle segment is a reported gap", "[storage]") {
+  SmallSegments s(40);
+  fs::remove(s.files[2]);
+  RecoveryReport r;
+  auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
+  CHECK_FALSE(r.truncated());
+  CHECK(r.damaged.empty());
+  CHECK(r.gaps == std::vector<SequenceGap>{{s.files[1], s.files[3], 17, 8}});
+  CHECK(seqs(log->pending()) == all_but(40, 17, 8));
+  CHECK(log->append_event("next") == 41);
 }
 
 // Bytes after the last record of a segment that is not the last: cut from that segment, every
@@ -213,6 +281,7 @@ TEST_CASE("segment log damage: junk after a middle segment's last record is cut 
   CHECK(r.damaged ==
         std::vector<SegmentDamage>{{s.files[1], RecoveryReason::crc_mismatch, 8 * kRec, 4096, true},
                                    {s.files[2], RecoveryReason::bad_length, 8 * kRec, 100, true}});
+  CHECK(r.gaps.empty());
   for (const auto& f : s.files) CHECK(fs::file_size(f) == 8 * kRec);
   CHECK(seqs(log->pending()) == all(40));
   CHECK(log->append_event("next") == 41);
@@ -227,6 +296,7 @@ TEST_CASE("segment log damage: a middle segment cut mid-record loses only its ow
   CHECK_FALSE(r.truncated());
   CHECK(r.damaged ==
         std::vector<SegmentDamage>{{s.files[1], RecoveryReason::short_read, 5 * kRec, 50, true}});
+  CHECK(r.gaps == std::vector<SequenceGap>{{s.files[1], s.files[2], 14, 3}});
   CHECK(fs::file_size(s.files[1]) == 5 * kRec);
   for (std::size_t i = 2; i < s.files.size(); ++i) CHECK(fs::file_size(s.files[i]) == 8 * kRec);
   CHECK(seqs(log->pending()) == all_but(40, 14, 3));
@@ -235,8 +305,7 @@ TEST_CASE("segment log damage: a middle segment cut mid-record loses only its ow
 
 // A flipped bit in a length in a segment that is not the last: the record's claimed end lands
 // inside the next record (a CRC mismatch) or beyond the segment (a torn read); either way the
-// next intact record starts inside the bytes it claims, so the length was wrong. One record is
-// lost.
+// next intact record starts elsewhere, so the length was wrong. One record is lost.
 TEST_CASE("segment log damage: a garbled length in a middle segment costs one record",
           "[storage]") {
   for (const unsigned char mask : {0x01, 0x10}) {  // length 100 -> 356, or -> 4196
@@ -248,6 +317,7 @@ TEST_CASE("segment log damage: a garbled length in a middle segment costs one re
     CHECK_FALSE(r.truncated());
     CHECK(r.damaged == std::vector<SegmentDamage>{
                            {s.files[2], RecoveryReason::bad_length, 3 * kRec, kRec, false}});
+    CHECK(r.gaps == std::vector<SequenceGap>{{s.files[2], s.files[2], 20, 1}});
     CHECK(seqs(log->pending()) == all_but(40, 20, 1));
     for (const auto& rec : log->pending()) CHECK(rec.payload == payload_for(rec.seq));
     CHECK(log->append_event("next") == 41);
@@ -255,8 +325,7 @@ TEST_CASE("segment log damage: a garbled length in a middle segment costs one re
 }
 
 // Several damaged records in a row (a zeroed block) in a middle segment: the scan resumes at
-// the first intact record after them. The first one's length was right, as far as anyone can
-// tell: a CRC mismatch.
+// the first intact record after them.
 TEST_CASE("segment log damage: a zeroed block in a middle segment costs the records it hit",
           "[storage]") {
   SmallSegments s(40);
@@ -265,5 +334,65 @@ TEST_CASE("segment log damage: a zeroed block in a middle segment costs the reco
   auto log = SegmentLog::open(s.tmp.shard(), s.o, r);
   CHECK(r.damaged == std::vector<SegmentDamage>{
                          {s.files[1], RecoveryReason::crc_mismatch, 2 * kRec, 3 * kRec, false}});
+  CHECK(r.gaps == std::vector<SequenceGap>{{s.files[1], s.files[1], 11, 3}});
   CHECK(seqs(log->pending()) == all_but(40, 11, 3));
+}
+
+// The gap collect() leaves by deleting a completed segment with an older one still on disk is
+// recorded, so it is no damage; the record goes once no older segment is left.
+TEST_CASE("segment log damage: a segment collect deleted is no gap, one lost is", "[storage]") {
+  SmallSegments s(24);  // segments from 1, 9, 17
+  const fs::path dir = s.tmp.shard();
+  {
+    auto log = botgate::test::open_clean(dir, s.o);
+    for (std::uint64_t seq = 9; seq <= 16; ++seq) log->append_completion(seq);
+    CHECK(log->collect() == 1);  // the middle segment: the others hold pending events
+    CHECK_FALSE(fs::exists(s.files[1]));
+    CHECK(fs::exists(deleted_record(dir, "00000000000000000009")));
+    log->sync();
+  }
+  botgate::test::open_clean(dir, s.o);
+  const fs::path record = deleted_record(dir, "00000000000000000009");
+  const fs::path kept = s.tmp.path / "record";
+  fs::copy_file(record, kept);
+  fs::remove(record);
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(dir, s.o, r);
+    CHECK(r.gaps == std::vector<SequenceGap>{{s.files[0], s.files[2], 9, 8}});
+  }
+  fs::copy_file(kept, record);
+  {
+    auto log = botgate::test::open_clean(dir, s.o);
+    CHECK(seqs(log->pending()) == all_but(24, 9, 8));
+    for (std::uint64_t seq = 1; seq <= 8; ++seq) log->append_completion(seq);
+    log->collect();  // the first segment: the gap after it is no gap any more
+    CHECK_FALSE(fs::exists(s.files[0]));
+    CHECK_FALSE(fs::exists(record));
+    log->sync();
+  }
+  auto log = botgate::test::open_clean(dir, s.o);
+  CHECK(seqs(log->pending()) == all_but(24, 1, 16));
+}
+
+// A log written before deletions were recorded: a gap after an intact segment may be one its
+// collect() left. It is taken for one, reported as such and recorded once; a gap that cannot be
+// one (an emptied segment) is damage whatever wrote the log.
+TEST_CASE("segment log damage: an older botgate's deletions are taken for what they were, once",
+          "[storage]") {
+  SmallSegments s(40);
+  const fs::path dir = s.tmp.shard();
+  as_older_botgate(dir);
+  fs::remove(s.files[2]);          // as its collect() left it, or lost: it cannot tell
+  fs::resize_file(s.files[3], 0);  // lost
+  const SequenceGap lost{s.files[3], s.files[4], 25, 8};
+  RecoveryReport r;
+  {
+    auto log = SegmentLog::open(dir, s.o, r);
+    CHECK(r.gaps == std::vector<SequenceGap>{{s.files[1], s.files[3], 17, 8, true}, lost});
+    CHECK(seqs(log->pending()) == all_but(40, 17, 16));
+  }
+  CHECK(fs::exists(dir / "deletions-recorded"));
+  auto log = SegmentLog::open(dir, s.o, r);
+  CHECK(r.gaps == std::vector<SequenceGap>{lost});
 }

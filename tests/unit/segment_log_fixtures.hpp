@@ -28,13 +28,14 @@ inline std::vector<std::uint64_t> seqs(const std::vector<storage::Record>& rs) {
   return out;
 }
 
-// Opens `dir`, which must recover without a cut or damage.
+// Opens `dir`, which must recover without a cut, damage or gap.
 inline std::unique_ptr<storage::SegmentLog> open_clean(const std::filesystem::path& dir,
                                                        storage::Options o = {}) {
   storage::RecoveryReport report;
   auto log = storage::SegmentLog::open(dir, o, report);
   REQUIRE_FALSE(report.truncated());
   REQUIRE(report.damaged.empty());
+  REQUIRE(report.gaps.empty());
   return log;
 }
 

@@ -285,6 +285,7 @@ TEST_CASE("segment log damage in an older segment costs only the damaged records
   CHECK(report.records_skipped == 2);
   CHECK(report.skipped_segment == second);
   CHECK(report.damaged.empty());
+  CHECK(report.gaps.empty());
   CHECK(segment_files(tmp.shard()).size() == files.size());
   const auto p = log->pending();
   CHECK(p.size() == 38);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -189,4 +190,34 @@ TEST_CASE("an abandoned shard store writes nothing more, not even when it closes
   REQUIRE(rec.window.size() == 1);
   CHECK(rec.window.front().seq == stored);
   CHECK(rec.window.front().ev->id == "stored");
+}
+
+// The dead-letter log is a segment log like the event log, recovered by the same rules: damage
+// in an older segment costs only what it hit, and what is missing is reported.
+TEST_CASE("a shard store's dead letters survive damage to an older dead-letter segment",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  storage::StoreOptions o;
+  o.segment_bytes = 1024;
+  {
+    auto store = open_store(dir.path / "s", o);
+    for (int i = 0; i < 40; ++i) {
+      store->dead().append_event(storage::encode_dead_letter(event("d" + std::to_string(i)), 1,
+                                                             storage::unix_now_ms(), "gone"));
+    }
+    store->sync_all();
+  }
+  const auto segments = botgate::test::log_files(dir.path / "s" / "dead");
+  REQUIRE(segments.size() >= 4);
+  const auto base = [&](std::size_t i) { return std::stoull(segments[i].stem().string()); };
+  fs::remove(segments[1]);
+  std::ofstream(segments[2], std::ios::binary | std::ios::app) << std::string(64, '\0');
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(dir.path / "s", o, rec);
+  CHECK(rec.dead_report.damaged.size() == 1);
+  REQUIRE(rec.dead_report.gaps.size() == 1);
+  CHECK(rec.dead_report.gaps[0].first == base(1));
+  CHECK(rec.dead_report.gaps[0].count == base(2) - base(1));
+  CHECK(rec.dead_letters.size() == 40 - (base(2) - base(1)));
+  CHECK(rec.dead_letters.back().id == "d39");
 }
