@@ -23,14 +23,14 @@ class ShardSet {
 
   // `ack` runs once, on an actor thread, when the shard has stored or refused it.
   void submit(EventPtr ev, AckFn ack) const {
-    const auto& target = shards_[shard_of(ev->conversation, shards_.size())];
+    const auto& target = owner(*ev);
     caf::anon_send(target, ingest_atom::value, std::move(ev), std::move(ack));
   }
 
   // submit() for an event its sender was already told is stored: the shard takes it even
   // when full or low on disk (only a failed log refuses it).
   void submit_owed(EventPtr ev, AckFn ack) const {
-    const auto& target = shards_[shard_of(ev->conversation, shards_.size())];
+    const auto& target = owner(*ev);
     caf::anon_send(target, ingest_atom::value, owed_atom::value, std::move(ev), std::move(ack));
   }
 
@@ -47,6 +47,10 @@ class ShardSet {
   const std::vector<shard_actor>& shards() const noexcept { return shards_; }
 
  private:
+  const shard_actor& owner(const Event& ev) const {
+    return shards_[shard_of(ev.conversation, shards_.size())];
+  }
+
   caf::actor_system& sys_;
   std::vector<shard_actor> shards_;
 };
