@@ -300,12 +300,16 @@ void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
     if (check == RecoveryReason::none && (rec.seq <= scan.last_seq || rec.seq < base))
       check = RecoveryReason::bad_sequence;
     if (check != RecoveryReason::none) {
-      if (!end) {  // the last segment: a torn tail
+      // Skip to the next intact record the segment owes, if any. A segment before the last was
+      // whole when the next one started, and owes every seq up to it. The last one owes at most
+      // as many more records as its remaining bytes could hold; an intact record among them
+      // means damage on disk, as a crash tears only the tail.
+      const std::uint64_t owed = end ? *end : scan.expect + (size - off) / kRecordHeaderBytes + 1;
+      const auto resume = resync(p, size, off + 1, scan.expect, owed, opts_.max_record_bytes);
+      if (!end && !resume) {  // the last segment: a torn tail
         torn = check;
         break;
       }
-      // A segment before the last was whole: skip to the next record it owes, if any.
-      const auto resume = resync(p, size, off + 1, scan.expect, *end, opts_.max_record_bytes);
       const std::uint64_t stop = resume.value_or(size);
       report.damaged.push_back(SegmentDamage{path, damage_reason(check, off, rec.len, resume), off,
                                              stop - off, !resume});

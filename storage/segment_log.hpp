@@ -17,13 +17,14 @@
 //  - A whole record that fails its CRC while the intact record of the next seq follows it (or
 //    while it ends its segment and the next seq starts the next segment or deleted range) was
 //    damaged on disk after it was written: it alone is skipped, and the scan goes on.
-//  - Otherwise the first record that is torn (short), has a length over
-//    Options::max_record_bytes, fails its CRC, has an unknown type or a sequence number that does
-//    not increase ends the last segment: a crash's torn tail, truncated at the last good record.
-//  - In any other segment, which was whole when the next one started, it is damage: the scan
-//    resumes at the next intact record whose seq the segment still owes, skipping the bytes in
-//    between, or, with none, truncates the segment at its last good record. Then it goes on with
-//    the next segment: recovery never deletes a segment.
+//  - Otherwise a record that is torn (short), has a length over Options::max_record_bytes, fails
+//    its CRC, has an unknown type or a sequence number that does not increase is damage when an
+//    intact record the segment still owes follows it (up to the next segment's base; in the last
+//    segment, as many as its remaining bytes could hold): a crash tears only the tail. The scan
+//    resumes there, skipping the bytes in between.
+//  - With none, the last segment ends in a crash's torn tail, truncated at the last good record;
+//    any other segment, which was whole when the next one started, is damaged, and truncated
+//    there too. Then recovery goes on with the next segment: it never deletes a segment.
 //  - Sequence numbers missing before a record or before the next segment (a segment truncated,
 //    emptied or deleted, bytes skipped as above) are a gap, unless their segment was deleted by
 //    collect() (see below).
@@ -88,8 +89,8 @@ enum class RecoveryReason {
 
 std::string_view to_string(RecoveryReason r) noexcept;
 
-// Damage in a segment that is not the last one (see the file comment): its bytes from `offset`
-// were skipped up to the next intact record, or cut when none followed.
+// Damage (see the file comment): a segment's bytes from `offset` were skipped up to the next
+// intact record, or, in a segment that is not the last one, cut when none followed.
 struct SegmentDamage {
   std::filesystem::path segment;
   RecoveryReason reason = RecoveryReason::none;
@@ -126,8 +127,8 @@ struct RecoveryReport {
   std::uint64_t records_skipped = 0;
   std::uint64_t skipped_bytes = 0;
   std::filesystem::path skipped_segment;  // the segment of the first one
-  // Damage in segments before the last, skipped or cut there; skipped bytes stay on disk and are
-  // reported again by every recovery, as is every gap, until their segment is deleted.
+  // Damage skipped in any segment, or cut in one before the last; skipped bytes stay on disk and
+  // are reported again by every recovery, as is every gap, until their segment is deleted.
   std::vector<SegmentDamage> damaged;
   std::vector<SequenceGap> gaps;
 

@@ -1,6 +1,6 @@
 // Recovery of a segment log damaged on disk: which damage is skipped record by record (an
-// intact record of the next sequence number follows it), which is cut like a torn tail (in the
-// last segment), what damage in an older segment costs (never the segments after it), which
+// intact record of the next sequence number follows it), what other damage costs (never the
+// intact records after it, in its segment or the later ones), which
 // missing sequence numbers are reported, and that the log stays consistent (appends, read-back,
 // collect, reopen) after each.
 #include <algorithm>
@@ -102,10 +102,13 @@ struct StringMaker<SegmentDamage> {
 };
 }  // namespace Catch
 
-// A single bit flipped in a length field: the computed end lands on a later record boundary,
-// whose seq is not the next one. Skipping there would drop record 3 (whole, CRC good) without
-// a word; it is a cut instead, reported as such.
-TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[storage]") {
+// A single bit flipped in a length field of the last segment: the computed end lands on a later
+// record boundary, whose seq is not the next one. Skipping there would drop record 3 (whole, CRC
+// good) without a word, and cutting there, as for a torn tail, every record after it. As a crash
+// tears only the tail, the intact record 3 after it shows damage on disk: record 2 alone is lost,
+// reported as damage and as a gap, and the scan goes on.
+TEST_CASE("segment log damage: a garbled length in the last segment costs one record",
+          "[storage]") {
   ScratchDir tmp("botgate-damage");
   {
     RecoveryReport r;
@@ -118,14 +121,26 @@ TEST_CASE("segment log damage: a garbled length is a cut, not a silent skip", "[
     log->sync();
   }
   const auto file = botgate::test::log_files(tmp.shard()).at(0);
+  const auto size = fs::file_size(file);
   botgate::test::flip_byte(file, 57, 0x80);  // record 2's length 64 -> 192: 57+17+192 = 266
-  RecoveryReport r;
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), {}, r);
+    CHECK_FALSE(r.truncated());
+    CHECK(r.records_skipped == 0);
+    CHECK(r.damaged ==
+          std::vector<SegmentDamage>{{file, RecoveryReason::bad_length, 57, 138 - 57, false}});
+    CHECK(r.gaps == std::vector<SequenceGap>{{file, file, 2, 1}});
+    CHECK(fs::file_size(file) == size);  // the damaged bytes stay: nothing after them is cut
+    CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 3, 4, 5});
+    CHECK(log->pending()[1].payload == payload_for(3, 111));
+    CHECK(log->append_event("next") == 6);
+    log->sync();
+  }
+  RecoveryReport r;  // the next recovery finds the same damage, and the record appended after it
   auto log = SegmentLog::open(tmp.shard(), {}, r);
-  CHECK(r.records_skipped == 0);
-  CHECK(r.reason == RecoveryReason::crc_mismatch);
-  CHECK(r.truncated_at == 57);
-  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1});
-  CHECK(log->append_event("next") == 2);
+  CHECK(r.damaged.size() == 1);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 3, 4, 5, 6});
 }
 
 // A power loss right after a rotation: the old segment's last record was written but not

@@ -249,20 +249,46 @@ TEST_CASE("segment log cuts a damaged last record: a torn tail", "[storage]") {
   CHECK(log->append_event("x") == 10);
 }
 
+TEST_CASE("segment log skips two adjacent damaged records and keeps the ones after them",
+          "[storage]") {
+  TempDir tmp;
+  const std::size_t rec = kRecordHeaderBytes + 100;
+  fill_log(tmp.shard(), 10);
+  const auto file = segment_files(tmp.shard()).at(0);
+  // Records 5 and 6 both damaged: nothing vouches for record 5's length, but the intact record 7
+  // after them shows damage on disk, not a torn tail: only 5 and 6 are lost.
+  botgate::test::flip_byte(file, payload_byte(4, 50), 0x20);
+  botgate::test::flip_byte(file, payload_byte(5, 50), 0x20);
+  RecoveryReport report;
+  auto log = open_log(tmp.shard(), report);
+  CHECK_FALSE(report.truncated());
+  REQUIRE(report.damaged.size() == 1);
+  CHECK(report.damaged[0].offset == 4 * rec);
+  CHECK(report.damaged[0].bytes == 2 * rec);
+  CHECK_FALSE(report.damaged[0].cut);
+  REQUIRE(report.gaps.size() == 1);
+  CHECK(report.gaps[0].first == 5);
+  CHECK(report.gaps[0].count == 2);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 7, 8, 9, 10});
+  CHECK(log->append_event("x") == 11);
+}
+
 TEST_CASE("segment log cuts at a damaged record followed by no intact one", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
   fill_log(tmp.shard(), 10);
   const auto file = segment_files(tmp.shard()).at(0);
-  // Records 5 and 6 both damaged: nothing vouches for record 5's length, so it is a cut.
-  botgate::test::flip_byte(file, payload_byte(4, 50), 0x20);
-  botgate::test::flip_byte(file, payload_byte(5, 50), 0x20);
+  // Records 9 and 10, the last two, both damaged: a torn tail as far as recovery can tell.
+  botgate::test::flip_byte(file, payload_byte(8, 50), 0x20);
+  botgate::test::flip_byte(file, payload_byte(9, 50), 0x20);
   RecoveryReport report;
   auto log = open_log(tmp.shard(), report);
   CHECK(report.reason == RecoveryReason::crc_mismatch);
   CHECK(report.records_skipped == 0);
-  CHECK(report.truncated_at == 4 * rec);
-  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4});
+  CHECK(report.damaged.empty());
+  CHECK(report.truncated_at == 8 * rec);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK(log->append_event("x") == 9);
 }
 
 TEST_CASE("segment log damage in an older segment costs only the damaged records", "[storage]") {

@@ -221,3 +221,37 @@ TEST_CASE("a shard store's dead letters survive damage to an older dead-letter s
   CHECK(rec.dead_letters.size() == 40 - (base(2) - base(1)));
   CHECK(rec.dead_letters.back().id == "d39");
 }
+
+// Most dead-letter logs have one segment, the last: a garbled length there costs the one dead
+// letter it hit, not every one written after it.
+TEST_CASE("a garbled length in the only dead-letter segment costs one dead letter",
+          "[storage][store]") {
+  botgate::test::ScratchDir dir("botgate-store");
+  {
+    auto store = open_store(dir.path / "s");
+    for (int i = 0; i < 10; ++i) {
+      store->dead().append_event(storage::encode_dead_letter(event("d" + std::to_string(i)), 1,
+                                                             storage::unix_now_ms(), "gone"));
+    }
+    store->sync_all();
+  }
+  const auto segments = botgate::test::log_files(dir.path / "s" / "dead");
+  REQUIRE(segments.size() == 1);
+  {  // the second record's length (at the end of the first record) gets its top bit set
+    std::fstream f(segments[0], std::ios::in | std::ios::out | std::ios::binary);
+    unsigned char len[4] = {};
+    f.read(reinterpret_cast<char*>(len), 4);
+    const std::streamoff second =
+        storage::kRecordHeaderBytes + (len[0] | len[1] << 8 | len[2] << 16 | len[3] << 24);
+    f.seekp(second + 3);
+    f.put(static_cast<char>(0x80));
+  }
+  storage::Recovered rec;
+  auto store = storage::ShardStore::open(dir.path / "s", {}, rec);
+  CHECK_FALSE(rec.dead_report.truncated());
+  CHECK(rec.dead_report.damaged.size() == 1);
+  REQUIRE(rec.dead_letters.size() == 9);
+  CHECK(rec.dead_letters[0].id == "d0");
+  CHECK(rec.dead_letters[1].id == "d2");
+  CHECK(rec.dead_letters.back().id == "d9");
+}
