@@ -90,7 +90,10 @@ std::string render(Format format, Level level, std::string_view msg,
       line.push_back(',');
       append_json_string(line, f.key);
       line.push_back(':');
-      append_json_string(line, f.value);
+      if (f.number)
+        line += f.value;
+      else
+        append_json_string(line, f.value);
     }
     line += "}\n";
   } else {

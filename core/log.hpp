@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <concepts>
 #include <initializer_list>
 #include <optional>
@@ -24,12 +25,13 @@ bool enabled(Level level);
 struct Field {
   std::string_view key;
   std::string value;
+  bool number = false;  // JSON writes it bare: a number (or true/false), not a string
   Field(std::string_view k, std::string_view v) : key(k), value(v) {}
   Field(std::string_view k, const char* v) : key(k), value(v) {}
   Field(std::string_view k, const std::string& v) : key(k), value(v) {}
   template <typename T>
   requires std::integral<T> || std::floating_point<T> Field(std::string_view k, T v)
-      : key(k), value(fmt::to_string(v)) {}
+      : key(k), value(fmt::to_string(v)), number(std::integral<T> || std::isfinite(v)) {}
 };
 
 // Formats the whole line first and emits it with a single write(2), so lines from

@@ -166,7 +166,7 @@ bool Process::wait_for_log(const std::string& substring, std::chrono::millisecon
 
 std::uint16_t Process::port(std::chrono::milliseconds timeout) {
   if (port_) return *port_;
-  // logfmt: `msg=listening ... port=NNNNN`; json: `"msg":"listening",... "port":"NNNNN"`.
+  // logfmt: `msg=listening ... port=NNNNN`; json: `"msg":"listening",... "port":NNNNN`.
   static const std::regex listening(
       R"((?:msg=\"?listening\"?\b|"msg":"listening").*(?:\bport=|"port":"?)(\d+))");
   const bool found = poll_log(timeout, [&](const std::string& text) {

@@ -66,7 +66,7 @@ class Process {
   bool wait_for_log(const std::string& substring, std::chrono::milliseconds timeout = 10s);
 
   // Port from the line `... msg=listening address=127.0.0.1 port=NNNNN` (or its
-  // log.format = "json" form `{... "msg":"listening",... "port":"NNNNN"}`). Waits
+  // log.format = "json" form `{... "msg":"listening",... "port":NNNNN}`). Waits
   // for it (up to `timeout`) the first time; throws if it never comes.
   std::uint16_t port(std::chrono::milliseconds timeout = 15s);
 

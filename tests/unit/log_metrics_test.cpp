@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -141,10 +142,39 @@ TEST_CASE("JSON log line is a valid object with ts, level, msg then fields in or
   CHECK(json_keys(obj) == std::vector<std::string>{"ts", "level", "msg", "port", "host"});
   CHECK(field(obj, "level") == "info");
   CHECK(field(obj, "msg") == "started");
-  CHECK(field(obj, "port") == "8080");  // values are strings
   CHECK(field(obj, "host") == "h");
+  std::int64_t port = 0;
+  CHECK(obj["port"].get_int64().get(port) == simdjson::SUCCESS);  // a number, not a string
+  CHECK(port == 8080);
   CHECK(std::regex_match(field(obj, "ts"),
                          std::regex(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)")));
+}
+
+TEST_CASE("JSON log line writes numbers and booleans bare, and a non-finite one as a string",
+          "[log]") {
+  const std::string line = blog::render(blog::Format::json, blog::Level::warn, "m",
+                                        {{"n", -3},
+                                         {"u", std::uint64_t{18446744073709551615u}},
+                                         {"ms", 2.5},
+                                         {"ok", true},
+                                         {"inf", std::numeric_limits<double>::infinity()},
+                                         {"s", "7"}});
+  simdjson::dom::parser parser;
+  auto obj = parse_json_line(parser, line);
+  std::int64_t n = 0;
+  std::uint64_t u = 0;
+  double ms = 0;
+  bool ok = false;
+  CHECK(obj["n"].get_int64().get(n) == simdjson::SUCCESS);
+  CHECK(n == -3);
+  CHECK(obj["u"].get_uint64().get(u) == simdjson::SUCCESS);
+  CHECK(u == 18446744073709551615u);
+  CHECK(obj["ms"].get_double().get(ms) == simdjson::SUCCESS);
+  CHECK(ms == 2.5);
+  CHECK(obj["ok"].get_bool().get(ok) == simdjson::SUCCESS);
+  CHECK(ok);
+  CHECK(field(obj, "inf") == "inf");
+  CHECK(field(obj, "s") == "7");  // a string stays one
 }
 
 TEST_CASE("JSON log line escapes quotes, backslashes and control characters", "[log]") {
