@@ -187,6 +187,10 @@ sigset_t block_stop_signals() {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  // A hang-up (the terminal botgate ran in closed, or a supervisor's "reload") stops it the same
+  // graceful way: botgate reads its config only at start, and the default action would kill it
+  // without a drain.
+  sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   return stop;
 }
@@ -418,7 +422,7 @@ int run_gateway(const Config& config) {
   std::mutex stop_mutex;
   std::condition_variable stop_cv;
   int stop_signal = 0;
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  net::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     std::lock_guard lock(stop_mutex);
@@ -448,7 +452,8 @@ int run_gateway(const Config& config) {
   // Graceful drain: stop accepting, let in-flight requests finish, then give the
   // shards until drain_timeout to deliver what they acknowledged. What is left stays
   // in the shard logs and resumes at the next start.
-  log::info("draining", {{"signal", stop_signal}});
+  log::info("draining",
+            {{"signal", stop_signal}, {"name", std::string("SIG") + sigabbrev_np(stop_signal)}});
   ready.store(false);
   server.stop_accepting();
   server.drain();

@@ -1,5 +1,5 @@
 // Builds the running gateway from a Config: Asio threads, the CAF actor system,
-// targets, routers, shards and the HTTP server; runs until SIGTERM/SIGINT, then
+// targets, routers, shards and the HTTP server; runs until SIGTERM/SIGINT/SIGHUP, then
 // drains. Returns the process exit code.
 #pragma once
 
@@ -11,10 +11,10 @@
 
 namespace botgate {
 
-// Blocks SIGTERM and SIGINT in the calling thread and returns them. Called before the config is
-// read, so a stop signal that comes while the gateway starts waits for its handler (a graceful
-// stop, exit 0) instead of killing the process; run_gateway lifts the block once the handler is
-// installed. Threads started after the call inherit the block.
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and returns them. Called before the
+// config is read, so a stop signal that comes while the gateway starts waits for its handler (a
+// graceful stop, exit 0) instead of killing the process; run_gateway lifts the block once the
+// handler is installed. Threads started after the call inherit the block.
 sigset_t block_stop_signals();
 
 int run_gateway(const Config& config);

@@ -1,4 +1,4 @@
-// Process lifecycle of the real botgate binary: graceful drain on SIGTERM and the
+// Process lifecycle of the real botgate binary: graceful drain on a stop signal and the
 // command-line interface (check-config, --version, --help).
 #include <signal.h>
 #include <sys/stat.h>
@@ -38,7 +38,9 @@ bool blocks_signal(pid_t pid, int sig) {
 
 }  // namespace
 
-TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifecycle]") {
+TEST_CASE("SIGTERM or SIGHUP drains acknowledged events and exits 0", "[integration][lifecycle]") {
+  const int sig = GENERATE(SIGTERM, SIGHUP);
+  CAPTURE(sig);
   TempDir dir;
   TestBackend backend;
   backend.set_slow(300ms);
@@ -69,7 +71,7 @@ TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifec
   REQUIRE(delivered_before < static_cast<std::size_t>(kEvents));
 
   auto t0 = std::chrono::steady_clock::now();
-  gw.process().signal(SIGTERM);
+  gw.process().signal(sig);
 
   // New connections are refused (or fail) while the process is still draining.
   bool refused_while_running = false;
@@ -87,14 +89,15 @@ TEST_CASE("SIGTERM drains acknowledged events and exits 0", "[integration][lifec
 
   auto code = gw.process().wait_exit(15s);
   auto took = std::chrono::steady_clock::now() - t0;
-  INFO("last answer to a new connection after SIGTERM: " << last);
-  INFO("delivered before SIGTERM: "
+  INFO("last answer to a new connection after the signal: " << last);
+  INFO("delivered before the signal: "
        << delivered_before << ", exit after "
        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
   CHECK(refused_while_running);
   REQUIRE(code.has_value());
   CHECK(*code == 0);
   CHECK(took < 12s);  // drain_timeout (10 s) plus slack
+  CHECK(gw.process().log().find("msg=draining signal=" + std::to_string(sig)) != std::string::npos);
 
   std::vector<std::string> lost;
   std::set<std::string> delivered;
@@ -152,6 +155,7 @@ TEST_CASE("SIGTERM during start-up (recovering a backlog) still stops gracefully
     std::this_thread::sleep_for(200us);
   }
   REQUIRE(holds_sigterm());
+  CHECK(blocks_signal(again.pid(), SIGHUP));
   again.signal(SIGTERM);
   const auto code = again.wait_exit(30s);
   INFO(again.log());
