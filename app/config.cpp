@@ -393,8 +393,6 @@ class Names {
     return true;
   }
 
-  bool contains(const std::string& name) const { return lines_.count(name) != 0; }
-
  private:
   std::string what_;
   std::map<std::string, std::uint32_t> lines_;
@@ -1243,8 +1241,7 @@ const SourceConfig* referenced_source(Errors& errors, const Reference& r,
   return s;
 }
 
-void check_references(Errors& errors, const Config& cfg, const References& refs,
-                      const Names& target_names) {
+void check_references(Errors& errors, const Config& cfg, const References& refs) {
   check_pool_references(errors, cfg, refs.pools, check_pool_families(errors, cfg, refs.members));
   for (const auto& r : refs.rule_sources) {
     const SourceConfig* s = referenced_source(errors, r, cfg.sources);
@@ -1258,7 +1255,8 @@ void check_references(Errors& errors, const Config& cfg, const References& refs,
   }
   for (const auto& list : refs.members) {
     for (const auto& m : list) {
-      if (!target_names.contains(m.name)) {
+      // A target whose name is invalid is reported there, not again where it is referenced.
+      if (find_named(cfg.targets, m.name) == nullptr) {
         errors.add(*m.node, m.path, "unknown target '" + m.name + "'");
       }
     }
@@ -1309,7 +1307,7 @@ void parse_document(Errors& errors, const toml::table& root, Config& cfg) {
   parse_routes(errors, root, cfg.routes, refs.pools, refs.rule_sources);
   parse_pools(errors, root, cfg.pools, pool_names, refs.members);
   parse_targets(errors, root, cfg.targets, target_names, refs.probe_sources);
-  check_references(errors, cfg, refs, target_names);
+  check_references(errors, cfg, refs);
 }
 
 // BOTGATE_ADMIN_TOKEN, when set and non-empty, replaces server.admin_token.

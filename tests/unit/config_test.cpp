@@ -642,6 +642,12 @@ TEST_CASE("target validation", "[config]") {
   auto url = [](const std::string& u) {
     return kSources + kPools + "[[targets]]\nname = \"b1\"\nurl = \"" + u + "\"\n";
   };
+  SECTION("a bad name is one error, not one more where a pool names it") {
+    expect_one(kSources +
+                   "[[pools]]\nname = \"backends\"\ntargets = [\"b 1\"]\n"
+                   "[[targets]]\nname = \"b 1\"\nurl = \"http://127.0.0.1:9001/\"\n",
+               "targets[0].name", "invalid target name 'b 1'");
+  }
   SECTION("url forms") {
     Config c = expect_ok(url("http://10.0.0.1"));
     CHECK(c.targets[0].host == "10.0.0.1");
