@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -169,6 +170,9 @@ class Table {
  public:
   Table(Errors& errors, const toml::table& table, std::string path,
         std::initializer_list<std::string_view> allowed)
+      : Table(errors, table, std::move(path), std::span(allowed.begin(), allowed.size())) {}
+  Table(Errors& errors, const toml::table& table, std::string path,
+        std::span<const std::string_view> allowed)
       : errors_(errors), table_(table), path_(std::move(path)) {
     for (auto&& [k, v] : table_) {
       if (std::find(allowed.begin(), allowed.end(), k.str()) == allowed.end()) {
@@ -953,11 +957,14 @@ void parse_url(Errors& errors, const toml::node& n, const std::string& key, Targ
   t.path = std::string(path);
 }
 
+// The keys of a [targets.probe] table: its kind, then the settings of a check.
+constexpr std::array<std::string_view, 9> kProbeKeys = {
+    "kind", "path", "interval", "timeout", "jitter", "rise", "fall", "peer", "source"};
+
 // Settings of a probe of kind none configure a check that never runs: the kind is missing.
 void require_probe_kind(Errors& errors, Table& t, ProbeKind kind) {
   if (kind != ProbeKind::none) return;
-  for (std::string_view key :
-       {"path", "interval", "timeout", "jitter", "rise", "fall", "peer", "source"}) {
+  for (std::string_view key : std::span(kProbeKeys).subspan(1)) {
     if (t.node(key) == nullptr) continue;
     const toml::node* n = t.node("kind");
     errors.add(n != nullptr ? line_of(*n) : t.line(), t.path("kind"),
@@ -969,8 +976,7 @@ void require_probe_kind(Errors& errors, Table& t, ProbeKind kind) {
 
 void parse_probe(Errors& errors, const toml::table& tbl, const std::string& prefix, ProbeOptions& p,
                  std::vector<Reference>& sources) {
-  Table t(errors, tbl, prefix,
-          {"kind", "path", "interval", "timeout", "jitter", "rise", "fall", "peer", "source"});
+  Table t(errors, tbl, prefix, kProbeKeys);
   std::string kind;
   if (const toml::node* n = t.string("kind", kind, false, false)) {
     if (auto k = parse_probe_kind(kind)) {
