@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,6 +46,16 @@ std::vector<fs::path> segment_files(const fs::path& dir) {
 
 std::unique_ptr<SegmentLog> open_log(const fs::path& dir, RecoveryReport& report, Options o = {}) {
   return SegmentLog::open(dir, o, report);
+}
+
+// A log of 10 records (100-byte payloads, one segment), a byte flipped in the payload of each
+// record in `damaged` (0-based), recovered.
+std::unique_ptr<SegmentLog> reopen_damaged(TempDir& tmp, std::initializer_list<std::size_t> damaged,
+                                           RecoveryReport& report) {
+  fill_log(tmp.shard(), 10);
+  const auto file = segment_files(tmp.shard()).at(0);
+  for (const std::size_t i : damaged) botgate::test::flip_byte(file, payload_byte(i, 50), 0x20);
+  return open_log(tmp.shard(), report);
 }
 
 std::uint32_t crc32c_bitwise(const std::string& s) {
@@ -235,11 +246,8 @@ TEST_CASE("segment log skips a record damaged on disk and keeps the ones after i
 TEST_CASE("segment log cuts a damaged last record: a torn tail", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  fill_log(tmp.shard(), 10);
-  const auto file = segment_files(tmp.shard()).at(0);
-  botgate::test::flip_byte(file, payload_byte(9, 50), 0x20);  // record 10, the last of the log
   RecoveryReport report;
-  auto log = open_log(tmp.shard(), report);
+  auto log = reopen_damaged(tmp, {9}, report);  // record 10, the last of the log
   CHECK(report.reason == RecoveryReason::crc_mismatch);
   CHECK(to_string(report.reason) == "crc mismatch");
   CHECK(report.records_skipped == 0);
@@ -253,14 +261,10 @@ TEST_CASE("segment log skips two adjacent damaged records and keeps the ones aft
           "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  fill_log(tmp.shard(), 10);
-  const auto file = segment_files(tmp.shard()).at(0);
   // Records 5 and 6 both damaged: nothing vouches for record 5's length, but the intact record 7
   // after them shows damage on disk, not a torn tail: only 5 and 6 are lost.
-  botgate::test::flip_byte(file, payload_byte(4, 50), 0x20);
-  botgate::test::flip_byte(file, payload_byte(5, 50), 0x20);
   RecoveryReport report;
-  auto log = open_log(tmp.shard(), report);
+  auto log = reopen_damaged(tmp, {4, 5}, report);
   CHECK_FALSE(report.truncated());
   REQUIRE(report.damaged.size() == 1);
   CHECK(report.damaged[0].offset == 4 * rec);
@@ -276,13 +280,9 @@ TEST_CASE("segment log skips two adjacent damaged records and keeps the ones aft
 TEST_CASE("segment log cuts at a damaged record followed by no intact one", "[storage]") {
   TempDir tmp;
   const std::size_t rec = kRecordHeaderBytes + 100;
-  fill_log(tmp.shard(), 10);
-  const auto file = segment_files(tmp.shard()).at(0);
   // Records 9 and 10, the last two, both damaged: a torn tail as far as recovery can tell.
-  botgate::test::flip_byte(file, payload_byte(8, 50), 0x20);
-  botgate::test::flip_byte(file, payload_byte(9, 50), 0x20);
   RecoveryReport report;
-  auto log = open_log(tmp.shard(), report);
+  auto log = reopen_damaged(tmp, {8, 9}, report);
   CHECK(report.reason == RecoveryReason::crc_mismatch);
   CHECK(report.records_skipped == 0);
   CHECK(report.damaged.empty());
