@@ -12,15 +12,33 @@ using Job = AccountTargetState::Job;
 
 void submit(Self self, Job job);
 
-void answer(Self self, Job& job, unsigned status, std::string error, DeliveryOutcome metric) {
+// Hands the job's outcome back to whoever sent it.
+void give_back(Self self, Job& job, Outcome out) {
   auto& st = self->state;
-  st.metrics->count(metric);
-  Outcome out;
   out.target = st.options.name;
-  out.status = status;
-  out.error = std::move(error);
   st.results.add(job.reply_to, Result{job.send.ticket, job.send.leg, std::move(out)});
   request_flush(self, st.flush_queued);
+}
+
+void answer(Self self, Job& job, unsigned status, std::string error, DeliveryOutcome metric) {
+  self->state.metrics->count(metric);
+  Outcome out;
+  out.status = status;
+  out.error = std::move(error);
+  give_back(self, job, std::move(out));
+}
+
+// No token to send with: a retry that made no send (unless the job's first send, refused for a
+// stale token, did), so neither an attempt nor a delivery; it waits for the token actor's next
+// fetch, when a token may be had again.
+void answer_no_token(Self self, Job& job, const AccessToken& t) {
+  if (job.refreshed) self->state.metrics->count(DeliveryOutcome::server_error);
+  Outcome out;
+  out.status = 503;
+  out.error = "no access token: " + t.error;
+  out.sends = job.refreshed ? 1 : 0;
+  out.retry_after = std::max(t.retry_at - Clock::now(), Duration::zero());
+  give_back(self, job, std::move(out));
 }
 
 void post(Self self, Job job) {
@@ -49,9 +67,7 @@ void on_token(Self self, AccessToken& t) {
   auto jobs = std::move(st.needs_token);
   st.needs_token.clear();
   if (!t.error.empty()) {
-    for (auto& job : jobs) {
-      answer(self, job, 503, "no access token: " + t.error, DeliveryOutcome::server_error);
-    }
+    for (auto& job : jobs) answer_no_token(self, job, t);
     return;
   }
   st.token = std::move(t.token);

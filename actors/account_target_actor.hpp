@@ -8,7 +8,8 @@
 //   40001 / 40014 / 42001  -> the token went stale: report it, get a fresh one, send once more
 //   -1 / 45009 / 45011     -> retry (status 503), so the router may pick another account
 //   anything else          -> dead-letter (status 400) with the platform's errcode and errmsg
-// No token to be had (credentials refused, platform down) is a retry.
+// No token to be had (credentials refused, platform down) is a retry that made no send (sends 0,
+// so no attempt), to be tried again once the token actor fetches next (retry_after).
 #pragma once
 
 #include <memory>

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/event.hpp"
+#include "core/units.hpp"
 #include "storage/dedup_journal.hpp"
 #include "storage/event_record.hpp"
 #include "transport/http_client.hpp"
@@ -35,9 +36,11 @@ struct Outcome {
   unsigned status = 0;  // HTTP status, 0 when no answer arrived
   std::string error;    // empty on success
   std::string body;     // a backend's 2xx answer body (may carry replies); else empty
-  std::chrono::seconds retry_after{0};  // a 429 or 503 answer's Retry-After (0: none)
+  // A 429 or 503 answer's Retry-After, or an account's wait for its next token fetch (0: none).
+  Duration retry_after{0};
   // Sends the router made for this attempt: more than 1 when it re-routed the attempt off a
-  // target that went down. Each send counts as an attempt (X-Botgate-Attempt counts up).
+  // target that went down. Each send counts as an attempt (X-Botgate-Attempt counts up). A
+  // target that could not send at all (an account without an access token) answers 0.
   std::uint32_t sends = 1;
 };
 
@@ -126,11 +129,13 @@ struct ProbeResult {
 };
 
 // An account's access token, from its token actor. `error` is set instead when none can be had
-// right now. The holder may use the token until `use_until`, then asks again.
+// right now, with `retry_at`: when the token actor fetches again (none: unknown). The holder may
+// use the token until `use_until`, then asks again.
 struct AccessToken {
   std::string token;
   std::string error;
   Clock::time_point use_until{};
+  Clock::time_point retry_at{};
 };
 
 // What GET /v1/targets shows of one target in one pool.

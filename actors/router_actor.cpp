@@ -69,10 +69,16 @@ void flush(Self self) {
   });
 }
 
+// The sends of attempt `a` that reached a target's other end (legs a target could not send
+// are not attempts).
+std::uint32_t sends_made(const RouterState::Attempt& a) {
+  return static_cast<std::uint32_t>(a.leg - a.unsent);
+}
+
 // The number the next send of attempt `a` carries (X-Botgate-Attempt): a re-routed attempt is
 // the next attempt, so its number counts on from the first send's.
 std::uint32_t next_number(const RouterState::Attempt& a) {
-  return a.number + static_cast<std::uint32_t>(a.leg);
+  return a.number + sends_made(a);
 }
 
 void send(Self self, std::uint64_t id, std::size_t target, Clock::time_point now) {
@@ -152,7 +158,7 @@ void expire_waiting(Self self, Clock::time_point now) {
     Outcome out;
     out.target = st.pool;
     out.error = why;
-    out.sends = static_cast<std::uint32_t>(a.leg);  // 0: never sent
+    out.sends = sends_made(a);  // 0: never sent
     st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
   }
   log::warn("deliveries given up waiting for a target",
@@ -242,7 +248,16 @@ void on_answer(Self self, std::uint64_t id, std::uint64_t leg, Outcome&& out,
       if (st.balancer->on_failure(i, now)) ejected(self, i, now);
     }
   }
-  out.sends = static_cast<std::uint32_t>(leg);
+  // The target could not send at all (an account without an access token): the first time,
+  // another target of the pool may take the attempt at once; after that the shard retries it
+  // when the answer says (its retry_after).
+  if (verdict == Verdict::retry && out.sends == 0 && a.unsent++ == 0 && st.targets.size() > 1) {
+    a.sent = false;
+    a.avoid = i;
+    st.attempts.emplace(id, std::move(a));
+    return place(self, id, now);
+  }
+  out.sends = sends_made(a);
   st.answers.add(a.reply_to, Answer{std::move(a.ev), std::move(out)});
   request_flush(self, self->state.flush_queued);
 }

@@ -72,6 +72,9 @@ struct RouterState {
     std::optional<std::size_t> avoid;
     std::size_t target = 0;
     std::uint64_t leg = 0;  // counts sends; an answer for an older leg is stale
+    // Of those, the ones whose target could not send at all (an account without an access
+    // token): they are no attempt.
+    std::uint64_t unsent = 0;
     bool sent = false;
     bool in_expiries = false;  // has an entry in `expiries`
   };

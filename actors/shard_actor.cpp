@@ -207,8 +207,8 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
   if (it == st.conversations.end() || !it->second.busy) return;
   auto& conv = it->second;
   const EventPtr ev = conv.events.front().ev;
-  // The router's re-routes were attempts too; an attempt that waited out max_age for a target
-  // made no send (0), and is not counted.
+  // The router's re-routes were attempts too; an attempt that waited out max_age for a target,
+  // or met only accounts without an access token, made no send (0), and is not counted.
   conv.attempts = conv.attempts - 1 + out.sends;
   switch (out.error.empty() ? Verdict::done : classify_answer(out.status)) {
     case Verdict::done: {
@@ -227,8 +227,10 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
     return dead_letter(self, it, ev, conv.attempts, out.target + ": " + out.error);
   }
   conv.last_target = out.target;
+  // The n-th retry backs off by n - 1 doublings; attempts stays 0 while no send was made (an
+  // account without a token), which must not wrap to the longest wait.
   const auto delay = st.options.backoff.honour_retry_after(
-      st.options.backoff.delay(conv.attempts - 1, st.rng), out.retry_after);
+      st.options.backoff.delay(std::max(conv.attempts, 1u) - 1, st.rng), out.retry_after);
   st.metrics->delivery_retries().inc();
   log::debug("delivery failed, will retry", {{"id", ev->id},
                                              {"target", out.target},

@@ -42,6 +42,7 @@ void answer_all(Self self) {
   AccessToken t;
   if (st.token.empty()) {
     t.error = st.error.empty() ? "no access token" : st.error;
+    t.retry_at = st.retry_at;
   } else {
     t.token = st.token;
     t.use_until = st.use_until;
@@ -136,7 +137,7 @@ token_actor::behavior_type token_cache(Self self, TokenOptions options,
           if (!st.token.empty() && now < st.expires_at) {
             return AccessToken{st.token, {}, st.retry_at};
           }
-          return AccessToken{{}, st.error, {}};
+          return AccessToken{{}, st.error, {}, st.retry_at};
         }
         if (!st.token.empty() && now < st.expires_at) {
           // Due for refresh but still alive: the sender need not wait for the refresh.

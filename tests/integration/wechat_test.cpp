@@ -57,6 +57,7 @@ struct Setup {
   std::string accts_extra;  // TOML after the accts pool's entry, e.g. its [pools.outlier]
   bool with_b = true;
   int io_threads = 1;
+  std::string backoff_cap = "50ms";  // [backoff] cap: how long the shard may wait to retry
 };
 
 template <typename F>
@@ -71,7 +72,7 @@ Setup setup(F change) {
 // and B (wechat-oa) in pool "accts", and a wecom-kf account in pool "kf".
 std::string wechat_config(GatewayOptions& o, const FakeWechat& fake, const Setup& s = {}) {
   o.backoff_base = "10ms";
-  o.backoff_cap = "50ms";
+  o.backoff_cap = s.backoff_cap;
   o.max_attempts = 6;
   std::string deadline =
       s.ack_deadline.empty() ? "" : "ack_deadline = \"" + s.ack_deadline + "\"\n";
@@ -612,6 +613,64 @@ TEST_CASE("wechat: a message no account can take is dead-lettered at max_age, sa
   CHECK(list.find("acct-a: credentials refused (errcode 40125: invalid appsecret)") !=
         std::string::npos);
   CHECK(f.fake.sent().empty());
+}
+
+TEST_CASE("wechat: a token outage costs no attempts: the message goes out once a token is had",
+          "[integration][wechat]") {
+  // The token endpoint answers -1 three times (the token actor retries after up to 1, 2, 4 s):
+  // the message makes no send meanwhile, so max_attempts (6) cannot dead-letter it, and it
+  // waits for each next fetch instead of asking again and again.
+  Fixture f(setup([](Setup& s) {
+    s.with_b = false;
+    s.backoff_cap = "30s";
+  }));
+  f.fake.script_token_errors("wxa", {-1, -1, -1});
+  auto r = admin(f.port(), "POST", "/v1/messages",
+                 R"({"pool":"accts","to":"u-out","text":"after the outage","id":"outage-1"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1, 20s));
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.fake.sent().size() == 1);
+  CHECK(f.fake.delivered()[0].content == "after the outage");
+  CHECK(f.fake.token_fetches("wxa") == 1);
+  CHECK(admin(f.port(), "GET", "/v1/dead-letters").body.find("outage-1") == std::string::npos);
+  const auto metrics = f.metrics();
+  INFO(metrics);
+  CHECK(metric_value(metrics, R"(botgate_token_fetches_total{target="acct-a",result="fail"})") ==
+        3);
+  CHECK(metric_value(metrics, R"(botgate_deliveries_total{target="acct-a",outcome="success"})") ==
+        1);
+  CHECK(metric_value(metrics,
+                     R"(botgate_deliveries_total{target="acct-a",outcome="server_error"})") == 0);
+  CHECK(metric_value(metrics, "botgate_events_dead_lettered_total") == 0);
+  // One retry per failed fetch (the message waited for the next one), not one per backoff.
+  CHECK(metric_value(metrics, "botgate_delivery_retries_total").value_or(99) <= 4);
+}
+
+TEST_CASE("wechat: a message goes through account B at once while A can get no token",
+          "[integration][wechat]") {
+  Fixture f(setup([](Setup& s) { s.backoff_cap = "30s"; }));
+  f.fake.script_token_errors("wxa", std::vector<int>(20, -1));
+  auto post = [&](const std::string& id) {
+    const auto r =
+        admin(f.port(), "POST", "/v1/messages",
+              fmt::format(R"({{"pool":"accts","to":"u-{}","text":"via b","id":"{}"}})", id, id));
+    REQUIRE(r.status == 200);
+  };
+  post("fo-1");
+  REQUIRE(f.fake.wait_for_delivered(1, 5s));
+  // A's token actor keeps failing, its next fetch seconds away: the next message does not
+  // wait for it.
+  REQUIRE(eventually(
+      [&] {
+        return f.metric(R"(botgate_token_fetches_total{target="acct-a",result="fail"})") >= 4;
+      },
+      20s));
+  const auto start = std::chrono::steady_clock::now();
+  post("fo-2");
+  REQUIRE(f.fake.wait_for_delivered(2, 5s));
+  CHECK(std::chrono::steady_clock::now() - start < 500ms);
+  for (const auto& m : f.fake.sent()) CHECK(m.account == "wxb");
 }
 
 TEST_CASE("wechat: a send answered without errcode is retried, not counted as delivered",
