@@ -41,6 +41,13 @@ void answer_no_token(Self self, Job& job, const AccessToken& t) {
   give_back(self, job, std::move(out));
 }
 
+// The platform refused `token` as stale: the token actor must not hand it out again.
+void report_stale(Self self, const std::string& token) {
+  auto& st = self->state;
+  self->send(st.tokens, invalid_atom::value, token);
+  if (st.token == token) st.token.clear();
+}
+
 void post(Self self, Job job) {
   auto& st = self->state;
   const auto& ev = *job.send.ev;
@@ -128,10 +135,10 @@ void on_done(Self self, std::uint64_t n, http::ClientResponse& r) {
     case PlatformVerdict::sent:
       return answer(self, job, 200, {}, DeliveryOutcome::success);
     case PlatformVerdict::refresh_token:
+      // Refused on the send once more too: the next attempt must not reuse that token either.
+      report_stale(self, job.token);
       if (!job.refreshed) {
         job.refreshed = true;
-        self->send(st.tokens, invalid_atom::value, job.token);
-        if (st.token == job.token) st.token.clear();
         return submit(self, std::move(job));
       }
       return answer(self, job, 503, wechat::describe(a), DeliveryOutcome::server_error);

@@ -6,6 +6,7 @@
 // The platform's errcode decides the outcome (policies/platform_errors.hpp):
 //   0                      -> delivered
 //   40001 / 40014 / 42001  -> the token went stale: report it, get a fresh one, send once more
+//                             (refused again: report that one too, and retry)
 //   -1 / 45009 / 45011     -> retry (status 503), so the router may pick another account
 //   anything else          -> dead-letter (status 400) with the platform's errcode and errmsg
 // No token to be had (credentials refused, platform down) is a retry that made no send (sends 0,

@@ -673,6 +673,27 @@ TEST_CASE("wechat: a message goes through account B at once while A can get no t
   for (const auto& m : f.fake.sent()) CHECK(m.account == "wxb");
 }
 
+TEST_CASE("wechat: a token refused again on the send once more is not used again",
+          "[integration][wechat]") {
+  // 40001 on the send, and again on the send once more with a fresh token: the retry after
+  // that goes out with yet another token, not the one just refused.
+  Fixture f(setup([](Setup& s) { s.with_b = false; }));
+  f.fake.script_errors("wxa", {40001, 40001});
+  auto r = admin(f.port(), "POST", "/v1/messages",
+                 R"({"pool":"accts","to":"u-stale","text":"third time","id":"stale-1"})");
+  REQUIRE(r.status == 200);
+  REQUIRE(f.fake.wait_for_delivered(1));
+  const auto sent = f.fake.sent();
+  REQUIRE(sent.size() == 3);
+  CHECK(sent[0].errcode == 40001);
+  CHECK(sent[1].errcode == 40001);
+  CHECK(sent[1].access_token != sent[0].access_token);
+  CHECK(sent[2].access_token != sent[1].access_token);
+  CHECK(sent[2].access_token != sent[0].access_token);
+  CHECK(f.fake.token_fetches("wxa") == 3);
+  CHECK(sent[2].access_token == f.fake.tokens("wxa").back());
+}
+
 TEST_CASE("wechat: a send answered without errcode is retried, not counted as delivered",
           "[integration][wechat]") {
   // Only errcode 0 says the platform took the message; {} or another service's error shape
