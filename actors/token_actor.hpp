@@ -14,8 +14,8 @@
 // is not taken: the fetch failed (with that reason). A fetch refused for
 // the credentials (any errcode but a transient one) reports the account's targets unhealthy to
 // their routers with the platform's errmsg; the next good fetch reports them healthy again.
-// Failed fetches are retried with truncated exponential backoff. The secret never leaves the
-// fetch's request target and is never logged.
+// Failed fetches are retried with truncated exponential backoff and full jitter. The secret never
+// leaves the fetch's request target and is never logged.
 #pragma once
 
 #include <memory>
