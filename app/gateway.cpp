@@ -296,6 +296,7 @@ int run_gateway(const Config& config) {
       targets.emplace(t.name, sys.spawn(http_target, t.name, t.path, client, tm));
       continue;
     }
+    tm->account = true;
     AccountOptions ao;
     ao.name = t.name;
     ao.api = t.kind == TargetKind::wechat_oa ? wechat::AccountApi::official_account

@@ -260,7 +260,12 @@ std::string Metrics::render() const {
       "# HELP botgate_token_fetches_total Fetches of the access token each account target sends "
       "with (a token shared by targets counts under each), by result.\n";
   out += "# TYPE botgate_token_fetches_total counter\n";
+  // Only account targets fetch tokens or get platform errcodes: an http target's would be 0.
+  std::vector<const TargetMetrics*> accounts;
   for (const auto& t : targets_) {
+    if (t->account) accounts.push_back(t.get());
+  }
+  for (const auto* t : accounts) {
     out += fmt::format("botgate_token_fetches_total{{target=\"{}\",result=\"ok\"}} {}\n", t->name,
                        t->token_fetches_ok.value());
     out += fmt::format("botgate_token_fetches_total{{target=\"{}\",result=\"fail\"}} {}\n", t->name,
@@ -268,7 +273,7 @@ std::string Metrics::render() const {
   }
   labelled(out, "botgate_platform_errors_total", "counter",
            "Sends an account target's platform answered with a non-zero errcode.", "target",
-           targets_, [](const TargetMetrics& t) { return t.platform_errors.value(); });
+           accounts, [](const TargetMetrics& t) { return t.platform_errors.value(); });
   scalar(out, "botgate_passive_replies_total", "counter",
          "WeChat/WeCom callbacks answered with a passive reply (route rule or heartbeat).",
          passive_replies_.value());

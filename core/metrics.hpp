@@ -94,7 +94,9 @@ struct TargetMetrics {
   Counter probes_failed;
   Counter became_healthy;
   Counter became_unhealthy;
-  // Account targets: access-token fetches (ok / failed) and platform error codes answered.
+  // Account targets (`account` set by the wiring; only theirs are exported): access-token
+  // fetches (ok / failed) and platform error codes answered.
+  bool account = false;
   Counter token_fetches_ok;
   Counter token_fetches_failed;
   Counter platform_errors;

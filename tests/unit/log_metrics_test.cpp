@@ -402,3 +402,19 @@ TEST_CASE("metrics render every target and outcome", "[metrics]") {
   CHECK(sample(text, R"(botgate_deliveries_total{target="beta",outcome="timeout"})") == "1");
   CHECK(sample(text, R"(botgate_deliveries_total{target="alpha",outcome="timeout"})") == "0");
 }
+
+TEST_CASE("metrics export token fetches and platform errors for account targets only",
+          "[metrics]") {
+  Metrics m(1, {"be", "acct"});
+  m.find_target("acct")->account = true;
+  m.find_target("acct")->token_fetches_failed.inc();
+  const std::string text = m.render();
+  CHECK(sample(text, R"(botgate_token_fetches_total{target="acct",result="ok"})") == "0");
+  CHECK(sample(text, R"(botgate_token_fetches_total{target="acct",result="fail"})") == "1");
+  CHECK(sample(text, R"(botgate_platform_errors_total{target="acct"})") == "0");
+  CHECK(sample(text, R"(botgate_token_fetches_total{target="be",result="ok"})") == "<absent>");
+  CHECK(sample(text, R"(botgate_token_fetches_total{target="be",result="fail"})") == "<absent>");
+  CHECK(sample(text, R"(botgate_platform_errors_total{target="be"})") == "<absent>");
+  // The http target's delivery series stay.
+  CHECK(sample(text, R"(botgate_deliveries_total{target="be",outcome="success"})") == "0");
+}
