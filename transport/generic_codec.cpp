@@ -182,7 +182,10 @@ class ContentFields {
     od::json_type type;
     od::object object;
     std::string_view raw;
-    if (value.type().get(type) || type != od::json_type::object) return Took::no;
+    if (value.type().get(type) || type != od::json_type::object) {
+      others_.push_back(key);  // not content, unless msgtype names it (then of the wrong type)
+      return Took::no;
+    }
     if (value.get_object().get(object) || object.raw_json().get(raw)) {
       detail = std::string(what) + " \"" + std::string(key) + "\" is not valid JSON";
       return Took::error;
@@ -223,6 +226,10 @@ class ContentFields {
       found = &raw;
     }
     if (found == nullptr) {
+      if (std::find(others_.begin(), others_.end(), msgtype_) != others_.end()) {
+        detail = "field \"" + type + "\" must be an object";
+        return CodecStatus::malformed;
+      }
       detail = "msgtype \"" + type + "\" without an object \"" + type + "\"";
       return CodecStatus::missing_field;
     }
@@ -235,6 +242,7 @@ class ContentFields {
   std::string_view text_, msgtype_;
   bool has_text_ = false, has_msgtype_ = false;
   std::vector<std::pair<std::string_view, std::string_view>> objects_;
+  std::vector<std::string_view> others_;  // the keys of the other members
 };
 
 // The key and value of one member of an object being walked (`field` as the iteration gives

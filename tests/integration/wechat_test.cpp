@@ -1166,6 +1166,15 @@ TEST_CASE("wechat: POST /v1/messages needs the admin token, an account pool and 
             .status == 400);
   CHECK(admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","text":"t"})").status == 400);
   CHECK(admin(f.port(), "POST", "/v1/messages", "{not json").status == 400);
+  // A msgtype's object given as a string is a field of the wrong type, not a missing one.
+  const auto wrong_type = admin(f.port(), "POST", "/v1/messages",
+                                R"({"pool":"accts","to":"u","msgtype":"image","image":"MID"})");
+  CHECK(wrong_type.status == 400);
+  CHECK(wrong_type.body == R"({"error":"malformed"})");
+  const auto missing =
+      admin(f.port(), "POST", "/v1/messages", R"({"pool":"accts","to":"u","msgtype":"image"})");
+  CHECK(missing.status == 400);
+  CHECK(missing.body == R"({"error":"missing_field"})");
   CHECK(admin(f.port(), "GET", "/v1/messages").status == 405);
   auto first = admin(f.port(), "POST", "/v1/messages", body);
   CHECK(first.status == 200);

@@ -776,6 +776,15 @@ TEST_CASE("parse_outbound_message takes a msgtype and its object instead of text
                                detail) == CodecStatus::malformed);
   CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"image"})", m, detail) ==
         CodecStatus::missing_field);
+  // Given, but not as an object: a field of the wrong type, not a missing one.
+  for (const char* body : {R"({"pool":"p","to":"u","msgtype":"image","image":"MID"})",
+                           R"({"pool":"p","to":"u","image":["MID"],"msgtype":"image"})",
+                           R"({"pool":"p","to":"u","msgtype":"image","image":null})"}) {
+    INFO(body);
+    detail.clear();
+    CHECK(parse_outbound_message(body, m, detail) == CodecStatus::malformed);
+    CHECK(detail == R"(field "image" must be an object)");
+  }
   CHECK(parse_outbound_message(R"({"pool":"p","to":"u","msgtype":"a b","a b":{}})", m, detail) ==
         CodecStatus::malformed);
 }
