@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
@@ -30,6 +31,14 @@ constexpr std::size_t kReadSize = 64u << 10;
 
 std::size_t read_buffer_limit(const ServerOptions& o) {
   return std::size_t{o.max_header} + kReadSize + kReadBufferReserve;
+}
+
+// How often a connection waiting for a request looks whether its first byte has come: a
+// request's read_timeout runs from the look that first sees it, so it gets between
+// read_timeout and read_timeout + this from its first byte.
+Duration look_step(const ServerOptions& o) {
+  return std::clamp<Duration>(o.read_timeout / 4, std::chrono::milliseconds(1),
+                              std::chrono::seconds(1));
 }
 
 // RFC 9112 3.2.2: a server must accept a request target in absolute form
@@ -152,13 +161,15 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
 
 // One connection. Reads with a Beast parser; writes a response serialized by hand
 // into one buffer (one send, no per-field buffer walking). Read and write
-// deadlines share one timer that is only re-armed when it fires.
+// deadlines share one timer that is only re-armed when it fires, at most a look step
+// ahead: never per request.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, std::shared_ptr<ServerState> state)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         buffer_(read_buffer_limit(state->options)),
+        look_step_(look_step(state->options)),
         state_(std::move(state)) {
     state_->open.fetch_add(1, std::memory_order_relaxed);
     // Room for a whole typical request (a WeChat callback is about 1.2 KB), so that
@@ -210,14 +221,17 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace(socket_);
     parser_->body_limit(state_->options.max_body);
     parser_->header_limit(state_->options.max_header);
+    // Until the timer sees a first byte, the deadline is the idle one: no request, a close.
     set_deadline(state_->options.read_timeout);
     reading_ = true;
+    awaiting_ = true;
     bhttp::async_read(socket_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t) {
     reading_ = false;
+    awaiting_ = false;
     if (timed_out_) return;  // answered 408 by on_timer
     // Closed (drain, read timeout) while the completion was queued: the client
     // never gets an answer, so the request must not be acted on.
@@ -348,17 +362,28 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void set_deadline(Duration d) {
-    deadline_ = std::chrono::steady_clock::now() + d;
-    arm();
+    const auto now = std::chrono::steady_clock::now();
+    deadline_ = now + d;
+    arm(now);
   }
 
-  void arm() {
-    timer_.ensure(*deadline_, [self = shared_from_this()] { self->on_timer(); });
+  // Wakes on_timer by the deadline, and a look step from `now` at the latest. The timer is
+  // lazy: a connection whose timer is armed (a step ahead at most) arms nothing per request.
+  void arm(std::chrono::steady_clock::time_point now) {
+    timer_.ensure(std::min(*deadline_, now + look_step_),
+                  [self = shared_from_this()] { self->on_timer(); });
   }
 
   void on_timer() {
     if (!socket_.is_open() || !deadline_) return;
-    if (std::chrono::steady_clock::now() < *deadline_) return arm();
+    const auto now = std::chrono::steady_clock::now();
+    // A request's read_timeout runs from its first byte, not from the wait before it (the
+    // kept-alive idle time): the first look that sees a byte gives it its whole deadline.
+    if (awaiting_ && parser_ && parser_->got_some()) {
+      awaiting_ = false;
+      deadline_ = now + state_->options.read_timeout;
+    }
+    if (now < *deadline_) return arm(now);
     // A request begun and not whole within read_timeout gets a 408 before the close; an idle
     // keep-alive connection, a write that timed out, or a linger is just closed.
     if (reading_ && !timed_out_ && parser_ && parser_->got_some()) {
@@ -381,6 +406,7 @@ class Session : public std::enable_shared_from_this<Session> {
   tcp::socket socket_;
   LazyTimer timer_;
   beast::flat_buffer buffer_;
+  const Duration look_step_;
   std::shared_ptr<ServerState> state_;
   std::optional<RequestParser> parser_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;  // none while the handler works
@@ -388,6 +414,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   bool keep_alive_ = true;
   bool reading_ = false;
+  // Reading, and no byte of the request seen at the timer's last look: the deadline is the
+  // idle one.
+  bool awaiting_ = false;
   bool timed_out_ = false;    // a request's read timed out: answered 408, then closed
   bool linger_ = false;       // refused: drop the rest of the request before closing
   bool lingering_ = false;    // dropping it now

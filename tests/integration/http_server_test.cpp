@@ -176,6 +176,82 @@ TEST_CASE("server answers 408 and drops a client that stalls or trickles a reque
   CHECK(ev.status == 200);
 }
 
+// docs/configuration.md: read_timeout is the time to read one whole request, and how long a
+// kept-alive connection may stay idle. The two are separate: idle time before a request does
+// not count against the request.
+TEST_CASE("server gives a request read_timeout from its first byte and not from the idle before it",
+          "[server]") {
+  OneBackendGateway rig([](GatewayOptions& o) { o.read_timeout = "2s"; });
+  Gateway& gw = *rig.gw;
+  constexpr auto kTimeout = 2000ms;
+  constexpr auto kIdle = 1600ms;  // most of read_timeout
+  constexpr auto kLook = 500ms;   // the server looks for a first byte every read_timeout / 4
+  const std::string request = get("/healthz");
+
+  // One request answered, the connection kept alive; the time it was sent.
+  auto ask = [&](RawConn& c) {
+    const auto sent = Clock::now();
+    REQUIRE(c.send(request));
+    const RawResponse r = c.read_response();
+    INFO(describe(r));
+    REQUIRE(r.status == 200);
+    return sent;
+  };
+  RawConn kept(gw.port());     // request, idle, then a request dribbled over a second
+  RawConn fresh(gw.port());    // idle, then a request dribbled over a second
+  RawConn stalled(gw.port());  // request, idle, then a fragment of a request and nothing
+  RawConn silent(gw.port());   // request, then nothing at all
+  ask(kept);
+  ask(stalled);
+  const auto silent_asked = ask(silent);
+  const auto idle_began = Clock::now();
+
+  auto dribble = [&](RawConn& c) {
+    std::this_thread::sleep_until(idle_began + kIdle);
+    const std::size_t piece = request.size() / 10 + 1;
+    for (std::size_t i = 0; i < request.size(); i += piece) {
+      if (!c.send(request.substr(i, piece))) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return c.read_response(3s);
+  };
+  auto kept_res = std::async(std::launch::async, [&] { return dribble(kept); });
+  auto fresh_res = std::async(std::launch::async, [&] { return dribble(fresh); });
+  auto stalled_first = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_until(idle_began + kIdle);
+    const auto first = Clock::now();
+    stalled.send(request.substr(0, 10));
+    return std::make_pair(first, stalled.wait_closed(kTimeout + 3s));
+  });
+  auto silent_closed =
+      std::async(std::launch::async, [&] { return silent.wait_closed(kTimeout + 3s); });
+
+  for (auto* f : {&kept_res, &fresh_res}) {
+    const RawResponse r = f->get();
+    INFO(describe(r));
+    CHECK(r.status == 200);  // was 408: the idle time had used up the request's deadline
+    CHECK(r.body == R"({"status":"ok"})");
+  }
+  CHECK(kept.leftover().empty());
+
+  // A request begun and stalled still gets its 408, read_timeout after its first byte.
+  const auto [first, stalled_closed] = stalled_first.get();
+  REQUIRE(stalled_closed.has_value());
+  INFO("stalled closed " << ms_between(first, *stalled_closed) << " ms after its first byte");
+  CHECK(ms_between(first, *stalled_closed) >= kTimeout.count());
+  CHECK(ms_between(first, *stalled_closed) < kTimeout.count() + kLook.count() + kSlack.count());
+  CHECK(stalled.leftover().rfind("HTTP/1.1 408 ", 0) == 0);
+
+  // An idle connection is closed after read_timeout of silence, without an answer.
+  const auto s = silent_closed.get();
+  REQUIRE(s.has_value());
+  INFO("silent closed " << ms_between(silent_asked, *s) << " ms after its request");
+  CHECK(ms_between(silent_asked, *s) >= kTimeout.count());
+  CHECK(ms_between(silent_asked, *s) < kTimeout.count() + kSlack.count());
+  CHECK(silent.leftover().empty());
+  CHECK(lines_with(gw.log(), "reason=read_timeout").size() == 1);
+}
+
 TEST_CASE("server frames responses by Content-Length and honours Connection: close", "[server]") {
   TempDir dir;
   TestBackend backend;
