@@ -48,6 +48,13 @@ HttpRoute route_of(std::string_view path) {
   return HttpRoute::unknown;
 }
 
+// The routes whose requests are inbound events: botgate_events_rejected_total counts their
+// refusals. (POST /v1/messages is counted only when its shard cannot store it, like an event's
+// 503: its bad input is the admin's, not a platform's.)
+bool takes_events(HttpRoute route) {
+  return route == HttpRoute::events || route == HttpRoute::wechat || route == HttpRoute::wecom;
+}
+
 void append_dead_letter(std::string& out, const DeadLetterInfo& d) {
   out += "{\"id\":";
   append_json_string(out, d.id);
@@ -455,9 +462,11 @@ void HttpApi::on_refusal(http::Refusal why, const std::string& peer,
                          std::string_view target) const {
   // Like every other answer on its path: a 413 on /wechat/oa counts under route "wechat".
   const HttpRoute route = route_of(path_of(target));
-  // `reason`: the event refusal it counts as; none for a request that was only too slow.
+  // `reason`: the event refusal it counts as, on a route that takes events (a generic event,
+  // a WeChat or WeCom callback); none for a request that was only too slow. Bytes that are not
+  // HTTP, or a refused /metrics or admin request, are no refused event.
   auto refused = [&](std::optional<RejectReason> reason, unsigned status, std::string_view what) {
-    if (reason) metrics_.count_rejected(*reason);
+    if (reason && takes_events(route)) metrics_.count_rejected(*reason);
     metrics_.count_request(route, status);
     log::warn("request refused", {{"reason", what}, {"status", status}, {"peer", peer}});
   };

@@ -610,3 +610,53 @@ TEST_CASE("server routes a request target in absolute form like its origin form"
   REQUIRE(rig.backend.wait_for_delivered(1, 10s));
   CHECK(rig.backend.requests()[0].idempotency_key() == "absolute");
 }
+
+// botgate_events_rejected_total counts refused events. A request the HTTP layer refuses on
+// another route (or bytes that are not HTTP at all) is no event: it counts only in
+// botgate_http_requests_total, by route and status.
+TEST_CASE("server counts a refusal as a rejected event only on a route that takes events",
+          "[server]") {
+  OneBackendGateway rig([](GatewayOptions& o) {
+    o.max_header = "2KiB";
+    o.max_body = "64KiB";
+  });
+  Gateway& gw = *rig.gw;
+  struct Case {
+    std::string what;
+    std::string bytes;
+    int status;
+  };
+  const Case cases[] = {
+      {"TLS bytes", std::string("\x16\x03\x01\x00\xa5hello\r\n\r\n"), 400},
+      {"an over-long /healthz target",
+       "GET /healthz?" + std::string(3000, 'a') + " HTTP/1.1\r\nHost: t\r\n\r\n", 413},
+      {"/metrics without Host", "GET /metrics HTTP/1.1\r\n\r\n", 400},
+      {"an oversize replay",
+       "POST /v1/dead-letters/x/replay HTTP/1.1\r\nHost: t\r\nContent-Length: 99999\r\n\r\n", 413},
+      {"a gzip-coded /readyz",
+       "GET /readyz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      // The one refused event.
+      {"an oversize event",
+       "POST /v1/events/" + rig.o.source + " HTTP/1.1\r\nHost: t\r\nContent-Length: 99999\r\n\r\n",
+       413},
+  };
+  for (const Case& c : cases) {
+    RawConn conn(gw.port());
+    REQUIRE(conn.send(c.bytes));
+    const RawResponse res = conn.read_response(3s);
+    INFO(c.what << " -> " << describe(res));
+    CHECK(res.status == c.status);
+  }
+  const std::string m = http_request(gw.port(), "GET", "/metrics").body;
+  INFO(m);
+  CHECK(metric_sum(m, "botgate_events_rejected_total") == 1);
+  CHECK(metric_value(m, R"(botgate_events_rejected_total{reason="too_large"})") == 1);
+  CHECK(metric_value(m, R"(botgate_events_rejected_total{reason="malformed"})") == 0);
+  // A head over max_header is refused before its request line is read: no route.
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="unknown",status="400"})") == 1);
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="unknown",status="413"})") == 1);
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="metrics",status="400"})") == 1);
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="admin",status="413"})") == 1);
+  CHECK(metric_value(m, R"(botgate_http_requests_total{route="events",status="413"})") == 1);
+  CHECK(lines_with(gw.log(), "request refused").size() == std::size(cases));
+}
