@@ -157,8 +157,10 @@ class Metrics {
   std::string render() const;
 
  private:
-  static constexpr std::array<unsigned, 12> kStatuses = {200, 202, 400, 401, 404, 405,
-                                                         408, 409, 413, 500, 503, 0};
+  // Every status botgate answers, each its own series; anything else counts as "other" (0).
+  // 501: a transfer coding other than chunked. (100 Continue is interim, never counted.)
+  static constexpr std::array<unsigned, 13> kStatuses = {200, 202, 400, 401, 404, 405, 408,
+                                                         409, 413, 500, 501, 503, 0};
   static std::size_t status_index(unsigned status) noexcept;
 
   std::array<std::array<Counter, kStatuses.size()>, static_cast<std::size_t>(HttpRoute::count_)>
