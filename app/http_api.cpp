@@ -48,6 +48,15 @@ HttpRoute route_of(std::string_view path) {
   return HttpRoute::unknown;
 }
 
+// The value of header `name`, empty when the request has none; nullopt when it has several.
+std::optional<std::string_view> sole_field(const http::Request& req, std::string_view name) {
+  auto [first, last] = req.equal_range(name);
+  if (first == last) return std::string_view{};
+  const std::string_view value{first->value().data(), first->value().size()};
+  if (++first != last) return std::nullopt;
+  return value;
+}
+
 // The routes whose requests are inbound events: botgate_events_rejected_total counts their
 // refusals. (POST /v1/messages is counted only when its shard cannot store it, like an event's
 // 503: its bad input is the admin's, not a platform's.)
@@ -191,9 +200,16 @@ void HttpApi::ingest(http::Request&& req, std::string_view source, http::Respond
     return reject(RejectReason::unknown_source, 404, source, "no such source", respond);
   }
   const SourceConfig& cfg = *it->second.config;
-  const auto verdict =
-      verify_generic(it->second.mac, req["X-Botgate-Timestamp"], req["X-Botgate-Signature"],
-                     req.body(), std::chrono::system_clock::now(), cfg.max_skew);
+  // A second copy of a signing header makes the request ambiguous (which one was signed, and
+  // which would a proxy on the way have read?): refused like the callbacks' repeated fields.
+  const auto timestamp = sole_field(req, "X-Botgate-Timestamp");
+  const auto signature = sole_field(req, "X-Botgate-Signature");
+  if (!timestamp || !signature) {
+    return reject(RejectReason::malformed, 400, source,
+                  "X-Botgate-Timestamp or X-Botgate-Signature given more than once", respond);
+  }
+  const auto verdict = verify_generic(it->second.mac, *timestamp, *signature, req.body(),
+                                      std::chrono::system_clock::now(), cfg.max_skew);
   if (verdict == CodecStatus::stale_timestamp) {
     return reject(RejectReason::stale_timestamp, 401, source, "timestamp outside the window",
                   respond);

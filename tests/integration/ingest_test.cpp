@@ -8,6 +8,7 @@
 #include "tests/support/client.hpp"
 #include "tests/support/events.hpp"
 #include "tests/support/gateway.hpp"
+#include "tests/support/raw_conn.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_backend.hpp"
 #include "transport/signature.hpp"
@@ -111,6 +112,36 @@ TEST_CASE("bad input gets its status code and nothing is delivered", "[integrati
     REQUIRE(gw.process().running());
   }
 
+  // A signing header given twice is ambiguous, whichever copy is the valid one: 400. (Raw
+  // bytes: the test client keeps one field per name.)
+  {
+    const Headers good = signed_with(body);
+    auto post = [&](const std::string& name, const std::string& value, bool before) {
+      std::string extra = name + ": " + value + "\r\n";
+      std::string req = "POST " + events +
+                        " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+                        "\r\n" + (before ? extra : "");
+      for (const auto& [field, v] : good) req += field + ": " + v + "\r\n";
+      RawConn conn(gw.port());
+      REQUIRE(conn.send(req + (before ? "" : extra) + "\r\n" + body));
+      return conn.read_response();
+    };
+    std::string timestamp;
+    for (const auto& [field, v] : good) {
+      if (field == "X-Botgate-Timestamp") timestamp = v;
+    }
+    for (const auto& [what, res] :
+         {std::pair{"valid signature, then a bogus copy",
+                    post("X-Botgate-Signature", "v1=00", false)},
+          std::pair{"bogus signature, then a valid copy",
+                    post("X-Botgate-Signature", "v1=00", true)},
+          std::pair{"the same timestamp twice", post("X-Botgate-Timestamp", timestamp, false)}}) {
+      INFO(what << " -> " << describe(res));
+      CHECK(res.status == 400);
+      CHECK(res.body == R"({"error":"malformed"})");
+    }
+  }
+
   // A good event still goes through, and it is the only thing the backend sees.
   auto good = event_json("good-1", "good-conv", 0);
   auto res = send_event(gw.port(), o.source, o.secret, good);
@@ -137,6 +168,8 @@ TEST_CASE("bad input gets its status code and nothing is delivered", "[integrati
   CHECK(metric_value(metrics.body, "botgate_events_rejected_total{reason=\"unknown_source\"}")
             .value_or(0) > 0);
   CHECK(metric_value(metrics.body, "botgate_events_accepted_total") == 1.0);
+  // One line for each ambiguous request.
+  CHECK(lines_with(gw.log(), "given more than once").size() == 3);
 }
 
 TEST_CASE("healthz, readyz and metrics answer", "[integration][ingest]") {
