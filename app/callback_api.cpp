@@ -142,7 +142,11 @@ void CallbackApi::handle(http::Request&& req, std::string_view path,
   const HttpRoute route = wecom ? HttpRoute::wecom : HttpRoute::wechat;
   const std::string_view key = path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size());
   const auto& table = wecom ? wecom_ : wechat_;
-  auto it = table.find(key);
+  const PathName name = path_name(key);
+  if (name.status == 400) {
+    return reject(route, RejectReason::malformed, 400, key, "broken %-escape in the path", respond);
+  }
+  auto it = name.status == 0 ? table.find(name.name) : table.end();
   if (it == table.end()) {
     return reject(route, RejectReason::unknown_source, 404, key,
                   wecom ? "no wecom source with this corp id" : "no wechat source", respond);
@@ -264,7 +268,12 @@ void CallbackApi::receive_decrypted(http::Request&& req, std::string_view corp_i
                                     http::Responder respond) const {
   const auto received_at = Clock::now();
   constexpr HttpRoute kRoute = HttpRoute::wecom;
-  auto it = wecom_.find(corp_id);
+  const PathName name = path_name(corp_id);
+  if (name.status == 400) {
+    return reject(kRoute, RejectReason::malformed, 400, corp_id, "broken %-escape in the path",
+                  respond);
+  }
+  auto it = name.status == 0 ? wecom_.find(name.name) : wecom_.end();
   if (it == wecom_.end() || !it->second.decrypted) {
     return reject(kRoute, RejectReason::unknown_source, 404, corp_id,
                   "no wecom source with this corp id takes decrypted notifications "

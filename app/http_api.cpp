@@ -150,11 +150,18 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
   const HttpRoute route = route_of(path);
 
   if (route == HttpRoute::events) {
-    const std::string_view source = path.substr(kEventsPrefix.size());
+    const std::string_view raw = path.substr(kEventsPrefix.size());
     if (req.method() != bhttp::verb::post) {
-      return reject(RejectReason::wrong_method, 405, source, "only POST is allowed", respond);
+      return reject(RejectReason::wrong_method, 405, raw, "only POST is allowed", respond);
     }
-    return ingest(std::move(req), source, std::move(respond));
+    const PathName source = path_name(raw);
+    if (source.status == 404) {
+      return reject(RejectReason::unknown_source, 404, raw, "no such source", respond);
+    }
+    if (source.status != 0) {
+      return reject(RejectReason::malformed, 400, raw, "broken %-escape in the source", respond);
+    }
+    return ingest(std::move(req), source.name, std::move(respond));
   }
   if (route == HttpRoute::wechat || route == HttpRoute::wecom) {
     return callbacks_.handle(std::move(req), path, std::move(respond));
@@ -294,12 +301,16 @@ void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder 
   if (req.method() != bhttp::verb::post) {
     return method_not_allowed(HttpRoute::admin, "POST", path, respond);
   }
-  auto id = percent_decode(rest.substr(0, rest.size() - kReplaySuffix.size()), false);
-  if (!id || id->empty()) {
+  PathName id = path_name(rest.substr(0, rest.size() - kReplaySuffix.size()));
+  if (id.status == 404) {
+    log::info("unknown route", {{"path", path}});
+    return send(HttpRoute::admin, 404, error_body("not_found"), respond);
+  }
+  if (id.status != 0) {
     log::info("bad dead-letter id", {{"path", path}});
     return send(HttpRoute::admin, 400, error_body("bad_id"), respond);
   }
-  replay_dead_letter(req, std::move(*id), std::move(respond));
+  replay_dead_letter(req, std::move(id.name), std::move(respond));
 }
 
 void HttpApi::list_dead_letters(const http::Request& req, http::Responder respond) const {
@@ -409,6 +420,7 @@ bool HttpApi::claim_probe_answer(const Event& ev, const http::Responder& respond
 
 void HttpApi::replay_dead_letter(const http::Request& req, std::string id,
                                  http::Responder respond) const {
+  // An empty ?source= names no source: like none, any source's copy.
   auto source = query_param(req.target(), "source").value_or("");
   Finish finish = [this, respond](unsigned status, std::string body) {
     send(HttpRoute::admin, status, std::move(body), respond);

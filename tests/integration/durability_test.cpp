@@ -534,13 +534,22 @@ TEST_CASE("dead letters are listed, survive restarts and are replayed through th
     CHECK(res.status == 200);
   }
   REQUIRE(wait_delivered(backend, {"dl-x"}, 10s).empty());
+  // The id is percent-decoded, as every name in a path is; an empty ?source= names no source.
+  CHECK(replay("dl%2D%zz").status == 400);
+  CHECK(replay("dl-2/x").status == 404);
+  {
+    auto res = replay("dl%2D2", "?source=");
+    INFO(res.describe());
+    CHECK(res.status == 200);
+  }
+  REQUIRE(wait_delivered(backend, {"dl-2"}, 10s).empty());
 
   auto after = get_dead_letters(gw->port(), o);
   INFO("dead letters after the replays: " << head(after.ids()));
-  CHECK(after.count == 3);
+  CHECK(after.count == 2);
   CHECK(after.find("dl-1", o.source) == nullptr);
   CHECK(after.find("dl-x", "other") == nullptr);
-  CHECK(after.find("dl-2", o.source) != nullptr);
+  CHECK(after.find("dl-2", o.source) == nullptr);
   CHECK(after.find("dl-3", o.source) != nullptr);
   CHECK(after.find("dl-x", o.source) != nullptr);
 
@@ -550,13 +559,14 @@ TEST_CASE("dead letters are listed, survive restarts and are replayed through th
   gw = gw->restart("botgate-4");
   auto restarted = get_dead_letters(gw->port(), o);
   INFO("dead letters after the last restart: " << head(restarted.ids()));
-  CHECK(restarted.count == 3);
+  CHECK(restarted.count == 2);
   CHECK(restarted.find("dl-1", o.source) == nullptr);
   std::this_thread::sleep_for(300ms);
   auto n = deliveries(backend);
   CHECK(n["dl-1"] == 1);
   CHECK(n["dl-x"] == 1);
-  CHECK(n.size() == 2);
+  CHECK(n["dl-2"] == 1);
+  CHECK(n.size() == 3);
 }
 
 namespace {

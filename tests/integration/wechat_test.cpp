@@ -252,6 +252,12 @@ TEST_CASE("wechat: URL verification answers echostr (WeCom's decrypted), and bad
   CHECK(other.status == 401);
   CHECK(verify_oa_url(f.port(), "nope", kOaKeys, "e").status == 404);
   CHECK(verify_wecom_url(f.port(), "wwnope", kWecomKeys, "e").status == 404);
+  // The name in the path is percent-decoded (after the path is split at '/'), as a client's
+  // URL encoder may have written it; a broken escape is 400.
+  CHECK(verify_oa_url(f.port(), "%6Fa", kOaKeys, "echo-6").body == "echo-6");
+  CHECK(verify_wecom_url(f.port(), "ww%63orp0001", kWecomKeys, "echo-7").body == "echo-7");
+  CHECK(verify_oa_url(f.port(), "o%zz", kOaKeys, "e").status == 400);
+  CHECK(verify_wecom_url(f.port(), "ww%6", kWecomKeys, "e").status == 400);
 }
 
 TEST_CASE("wecom: an echostr sealed for another corp is 401 bad_signature as a POST's is",
@@ -1116,8 +1122,15 @@ TEST_CASE("wecom: decrypted WXKF notifications need their bearer token and arriv
   CHECK(get.header("allow") == "POST");
   CHECK(http_request(f.port(), "POST", "/callback/decrypted/wwnosuchcorp", good, ok_body).status ==
         404);
+  CHECK(http_request(f.port(), "POST", "/callback/decrypted/ww%zz", good, ok_body).status == 400);
+  // The corp id in the path is percent-decoded.
+  const auto escaped = http_request(f.port(), "POST", "/callback/decrypted/ww%63orp0001", good,
+                                    R"({"token":"ENC-TOKEN-3","openKfId":"wkKF001"})");
+  INFO(escaped.describe());
+  CHECK(escaped.status == 200);
+  REQUIRE(f.backend.wait_for_delivered(3));
   std::this_thread::sleep_for(300ms);
-  CHECK(f.backend.requests().size() == 2);  // nothing refused was queued
+  CHECK(f.backend.requests().size() == 3);  // nothing refused was queued
   CHECK(f.metric("botgate_events_rejected_total{reason=\"bad_signature\"}") == 3);
   CHECK(f.metric("botgate_events_rejected_total{reason=\"missing_field\"}") == 2);
 }
