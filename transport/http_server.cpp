@@ -26,7 +26,8 @@ constexpr std::size_t kLingerBytes = 64u << 20;
 // Beast reads at most 64 KiB at a time, and its parser takes the body out of the read buffer as
 // it comes. The buffer holds at most a head (header_limit), one read, and a chunk header or
 // trailer that is still coming: capped, so that a chunk extension or a trailer without end,
-// which Beast does not count against the header limit, cannot grow it without bound.
+// which Beast only parses (and RequestParser only measures against max_header) once its end
+// has come, cannot grow it without bound.
 constexpr std::size_t kReadSize = 64u << 10;
 
 std::size_t read_buffer_limit(const ServerOptions& o) {
@@ -112,11 +113,33 @@ TransferCoding classify_transfer_encoding(const std::vector<std::string_view>& v
 // Beast's request parser, told when a head is complete. A client that sent `Expect:
 // 100-continue` (curl does for bodies over 1 KiB) waits for an interim answer, or a second,
 // before it sends the body; over max_body it gets its 413 at once instead, from the parser.
+// It also holds a chunk's extensions and the trailer to max_header, as the head is held:
+// Beast counts neither against its header limit.
 class RequestParser : public bhttp::request_parser<bhttp::string_body> {
  public:
-  explicit RequestParser(tcp::socket& socket) : fd_(socket.native_handle()) {}
+  RequestParser(tcp::socket& socket, std::uint32_t max_header)
+      : fd_(socket.native_handle()), max_header_(max_header) {}
 
  private:
+  void on_chunk_header_impl(std::uint64_t, beast::string_view extensions,
+                            beast::error_code& ec) override {
+    if (extensions.size() > max_header_) ec = bhttp::error::header_limit;
+  }
+
+  // Every field of the head and, once the head is done, of the trailer. (Beast's own keeps
+  // them in the message the same way.)
+  void on_field_impl(bhttp::field name, beast::string_view name_string, beast::string_view value,
+                     beast::error_code& ec) override {
+    if (is_header_done()) {
+      trailer_size_ += name_string.size() + value.size() + 4;  // "name: value\r\n"
+      if (trailer_size_ > max_header_) {
+        ec = bhttp::error::header_limit;
+        return;
+      }
+    }
+    get().insert(name, name_string, value);
+  }
+
   void on_header_impl(beast::error_code& ec) override {
     ec = {};
     // The cheap tests first: this runs for every request.
@@ -133,6 +156,8 @@ class RequestParser : public bhttp::request_parser<bhttp::string_body> {
   }
 
   int fd_;
+  const std::uint32_t max_header_;
+  std::size_t trailer_size_ = 0;
 };
 
 struct ServerState : std::enable_shared_from_this<ServerState> {
@@ -218,7 +243,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void do_read() {
     if (state_->draining.load(std::memory_order_relaxed)) return close();
-    parser_.emplace(socket_);
+    parser_.emplace(socket_, state_->options.max_header);
     parser_->body_limit(state_->options.max_body);
     parser_->header_limit(state_->options.max_header);
     // Until the timer sees a first byte, the deadline is the idle one: no request, a close.
@@ -238,8 +263,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!socket_.is_open()) return;
     if (ec) {
       if (ec == bhttp::error::body_limit) return refuse(Refusal::body_too_large, 413, "too_large");
-      // buffer_overflow: a chunk header or a trailer longer than the read buffer holds, which
-      // Beast does not count against the header limit.
+      // header_limit: the head, a chunk's extensions or the trailer over max_header;
+      // buffer_overflow: a chunk header or a trailer whose end has not come by the time the read
+      // buffer is full.
       if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
         return refuse(Refusal::header_too_large, 413, "headers_too_large");
       }
