@@ -102,6 +102,15 @@ void CallbackApi::reject_crypto(const Source& src, wechat::CryptoStatus st, std:
          respond);
 }
 
+bool CallbackApi::unambiguous_query(const Source& src, std::string_view repeated,
+                                    const http::Responder& respond) const {
+  if (repeated.empty()) return true;
+  // Which copy was signed is anyone's guess: one reading of the request, or none.
+  reject(src.route, RejectReason::malformed, 400, src.config->name,
+         fmt::format("query parameter {} given twice", repeated), respond);
+  return false;
+}
+
 bool CallbackApi::check_signing(const Source& src, std::string_view sig_name,
                                 const std::optional<std::string>& sig,
                                 const std::optional<std::string>& ts,
@@ -164,7 +173,7 @@ void CallbackApi::verify_url(const http::Request& req, const Source& src,
   const std::string_view sig_name = wecom ? "msg_signature" : "signature";
   const std::string_view names[] = {sig_name, "timestamp", "nonce", "echostr"};
   std::optional<std::string> values[std::size(names)];
-  query_params(req.target(), names, values);
+  if (!unambiguous_query(src, query_params(req.target(), names, values), respond)) return;
   const auto& [sig, ts, nonce, echo] = values;
   if (!check_signing(src, sig_name, sig, ts, nonce, respond)) return;
   if (!echo || echo->empty()) {
@@ -205,7 +214,7 @@ void CallbackApi::receive(http::Request&& req, const Source& src, http::Responde
   constexpr std::string_view kNames[] = {"encrypt_type", "signature", "msg_signature", "timestamp",
                                          "nonce"};
   std::optional<std::string> values[std::size(kNames)];
-  query_params(req.target(), kNames, values);
+  if (!unambiguous_query(src, query_params(req.target(), kNames, values), respond)) return;
   auto& [encrypt_type, plain_sig, encrypted_sig, ts, nonce] = values;
   call.encrypted = cfg.kind == SourceKind::wecom || encrypt_type.value_or("") == "aes";
   // A plaintext callback's signature does not cover its body, and WeChat puts that same

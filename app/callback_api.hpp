@@ -80,6 +80,10 @@ class CallbackApi {
   http::Response answer(const Call& call, const WechatMessage& msg, const std::string& reply) const;
   void reject(HttpRoute route, RejectReason why, unsigned status, std::string_view source,
               std::string_view detail, const http::Responder& respond) const;
+  // False (after a 400 malformed) when the query named the parameter `repeated` twice: a
+  // callback that could be read two ways is refused, not read the first way.
+  bool unambiguous_query(const Source& src, std::string_view repeated,
+                         const http::Responder& respond) const;
   // Checks the query parameters that sign a URL check or a callback, alike for GET and POST:
   // a missing signature (`sig_name`) is 401 bad_signature, a missing timestamp or nonce 400
   // missing_field, an overlong one 400 malformed, a stale timestamp 401. False once it has

@@ -70,32 +70,36 @@ PathName path_name(std::string_view segment) {
   return {std::move(*decoded), 0};
 }
 
-void query_params(std::string_view target, std::span<const std::string_view> names,
-                  std::span<std::optional<std::string>> out) {
+std::string_view query_params(std::string_view target, std::span<const std::string_view> names,
+                              std::span<std::optional<std::string>> out) {
   if (names.size() > 64 || out.size() != names.size()) {
     throw std::invalid_argument("query_params: at most 64 names, one output each");
   }
   for (auto& v : out) v.reset();
   const auto q = target.find('?');
-  if (q == std::string_view::npos) return;
+  if (q == std::string_view::npos) return {};
   std::string_view rest = target.substr(q + 1);
   std::uint64_t seen = 0;  // bit i: names[i] met
-  std::size_t left = names.size();
-  while (!rest.empty() && left > 0) {
+  std::string_view repeated;
+  while (!rest.empty()) {
     const auto amp = rest.find('&');
     const std::string_view pair = rest.substr(0, amp);
     rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
     const auto eq = pair.find('=');
     const std::string_view key = pair.substr(0, eq);
     for (std::size_t i = 0; i < names.size(); ++i) {
-      if ((seen >> i & 1) != 0 || key != names[i]) continue;
+      if (key != names[i]) continue;
+      if ((seen >> i & 1) != 0) {
+        if (repeated.empty()) repeated = names[i];
+        break;
+      }
       seen |= std::uint64_t{1} << i;
-      --left;
       out[i] =
           eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1), true);
       break;
     }
   }
+  return repeated;
 }
 
 std::optional<std::string> query_param(std::string_view target, std::string_view name) {

@@ -34,9 +34,10 @@ PathName path_name(std::string_view segment);
 
 // The decoded values of the query parameters `names` (at most 64) in a request target, in one
 // pass: out[i] for names[i], nullopt when absent or its escape is broken. The first occurrence
-// of a name counts.
-void query_params(std::string_view target, std::span<const std::string_view> names,
-                  std::span<std::optional<std::string>> out);
+// of a name counts; returns the first of `names` that occurs more than once (a request that
+// could be read two ways), or "".
+std::string_view query_params(std::string_view target, std::span<const std::string_view> names,
+                              std::span<std::optional<std::string>> out);
 
 // The decoded value of query parameter `name` in a request target, if present.
 std::optional<std::string> query_param(std::string_view target, std::string_view name);

@@ -285,8 +285,11 @@ TEST_CASE("wecom: an echostr that decrypts to nothing is refused 400 as an empty
   CHECK(oa_empty.body == empty.body);
 }
 
-TEST_CASE("wechat: a missing signature is 401 and a missing timestamp or nonce 400 on GET and POST",
-          "[integration][wechat][wecom]") {
+TEST_CASE(
+    "wechat: a missing signature is 401 and a missing timestamp or nonce 400 and a repeated one "
+    "400 "
+    "on GET and POST",
+    "[integration][wechat][wecom]") {
   Fixture f;
   const auto ts = unix_now();
   const auto nonce = wechat_nonce();
@@ -326,7 +329,18 @@ TEST_CASE("wechat: a missing signature is 401 and a missing timestamp or nonce 4
     auto res = send_callback(f.port(), bare);
     CHECK(res.status == 401);
     CHECK(res.body == R"({"error":"bad_signature"})");
+    // A signing parameter given twice, the good copy first, could be read two ways: refused.
+    for (const std::string& name : {s.signature, std::string("timestamp"), std::string("nonce")}) {
+      CallbackRequest twice = s.req;
+      twice.target += "&" + name + "=1";
+      INFO(twice.method << " " << twice.target);
+      auto again = send_callback(f.port(), twice);
+      CHECK(again.status == 400);
+      CHECK(again.body == R"({"error":"malformed"})");
+    }
   }
+  std::this_thread::sleep_for(300ms);
+  CHECK(f.backend.count() == 0);  // nothing refused was stored
   // Each request is whole and good as built.
   for (const Signed& s : requests) CHECK(send_callback(f.port(), s.req).status == 200);
 }

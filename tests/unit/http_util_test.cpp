@@ -55,8 +55,8 @@ TEST_CASE("query_params reads several parameters in one pass, each as query_para
   const std::string_view names[] = {"signature", "timestamp", "nonce",  "a",
                                     "bad",       "flag",      "echostr"};
   std::optional<std::string> values[std::size(names)];
-  values[6] = "left over";  // every output is set, found or not
-  botgate::query_params(target, names, values);
+  values[6] = "left over";                                     // every output is set, found or not
+  CHECK(botgate::query_params(target, names, values) == "a");  // the one given twice
   for (std::size_t i = 0; i < std::size(names); ++i) {
     INFO(names[i]);
     CHECK(values[i] == query_param(target, names[i]));
@@ -67,6 +67,10 @@ TEST_CASE("query_params reads several parameters in one pass, each as query_para
   CHECK(values[4] == std::nullopt);      // broken escape
   CHECK(values[5] == std::string());
   CHECK(values[6] == std::nullopt);
+  const std::string_view signing[] = {"signature", "timestamp", "nonce"};
+  std::optional<std::string> once[std::size(signing)];
+  CHECK(botgate::query_params(target, signing, once).empty());  // none of these twice
+  CHECK(botgate::query_params("/w?nonce=1&signature=a&nonce=1", signing, once) == "nonce");
   const std::string_view too_many[65] = {};
   std::optional<std::string> out[65];
   CHECK_THROWS(botgate::query_params(target, too_many, out));
