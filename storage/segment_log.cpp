@@ -303,9 +303,15 @@ void SegmentLog::recover_segment(std::uint64_t base, const fs::path& path,
       // Skip to the next intact record the segment owes, if any. A segment before the last was
       // whole when the next one started, and owes every seq up to it. The last one owes at most
       // as many more records as its remaining bytes could hold; an intact record among them
-      // means damage on disk, as a crash tears only the tail.
+      // means damage on disk, as a crash tears only the tail. But a record running past the end
+      // of the last segment is that torn tail: every byte after its header is its own payload,
+      // which a client chose, and may hold what looks like an intact record. Nothing is looked
+      // for there.
+      const bool torn_tail = !end && check == RecoveryReason::short_read;
       const std::uint64_t owed = end ? *end : scan.expect + (size - off) / kRecordHeaderBytes + 1;
-      const auto resume = resync(p, size, off + 1, scan.expect, owed, opts_.max_record_bytes);
+      const auto resume = torn_tail
+                              ? std::nullopt
+                              : resync(p, size, off + 1, scan.expect, owed, opts_.max_record_bytes);
       if (!end && !resume) {  // the last segment: a torn tail
         torn = check;
         break;

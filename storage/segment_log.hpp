@@ -21,7 +21,8 @@
 //    its CRC, has an unknown type or a sequence number that does not increase is damage when an
 //    intact record the segment still owes follows it (up to the next segment's base; in the last
 //    segment, as many as its remaining bytes could hold): a crash tears only the tail. The scan
-//    resumes there, skipping the bytes in between.
+//    resumes there, skipping the bytes in between. A record running past the end of the last
+//    segment is never looked into: that is the torn tail, and its bytes are its own payload.
 //  - With none, the last segment ends in a crash's torn tail, truncated at the last good record;
 //    any other segment, which was whole when the next one started, is damaged, and truncated
 //    there too. Then recovery goes on with the next segment: it never deletes a segment.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/crc32c.hpp"
 #include "storage/segment_log.hpp"
 #include "tests/unit/scratch_dir.hpp"
 #include "tests/unit/segment_log_fixtures.hpp"
@@ -141,6 +142,39 @@ TEST_CASE("segment log damage: a garbled length in the last segment costs one re
   auto log = SegmentLog::open(tmp.shard(), {}, r);
   CHECK(r.damaged.size() == 1);
   CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1, 3, 4, 5, 6});
+}
+
+// A crash tears the last record of the log; what is left of it is its payload, which a client
+// chose, and which here holds a whole record: the completion of event 1, with a good CRC and a
+// seq the log could owe. Taking it would drop event 1, acknowledged and synced, without a word.
+// A record that runs past the end of the last segment is a torn tail, looked into for nothing.
+TEST_CASE("segment log damage: a torn tail's payload is never taken for records", "[storage]") {
+  ScratchDir tmp("botgate-damage");
+  {
+    RecoveryReport r;
+    auto log = SegmentLog::open(tmp.shard(), {}, r);
+    REQUIRE(log->append_event(payload_for(1, 40)) == 1);
+    log->sync();
+    // A completion record of event 1 (seq 3, type 2), as a client could write it into its text.
+    std::string body(9, '\0');
+    for (int i = 0; i < 8; ++i) body[i] = static_cast<char>(3 >> (8 * i));
+    body[8] = 2;
+    body.append("\x01\0\0\0\0\0\0\0", 8);
+    const std::uint32_t crc = crc32c(body);
+    std::string forged{'\x08', '\0', '\0', '\0'};
+    for (int i = 0; i < 4; ++i) forged.push_back(static_cast<char>(crc >> (8 * i)));
+    forged += body;
+    REQUIRE(log->append_event(std::string(100, 'x') + forged + std::string(1000, 'y')) == 2);
+    log->sync();
+  }
+  const auto file = botgate::test::log_files(tmp.shard()).at(0);
+  fs::resize_file(file, fs::file_size(file) - 500);  // torn inside event 2, after the forgery
+  RecoveryReport r;
+  auto log = SegmentLog::open(tmp.shard(), {}, r);
+  CHECK(r.reason == RecoveryReason::short_read);
+  CHECK(r.damaged.empty());
+  CHECK(r.truncated_at == kRecordHeaderBytes + 40);
+  CHECK(seqs(log->pending()) == std::vector<std::uint64_t>{1});
 }
 
 // A power loss right after a rotation: the old segment's last record was written but not
