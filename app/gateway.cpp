@@ -182,15 +182,21 @@ sigset_t prepare_process() {
 
 }  // namespace
 
+std::vector<int> stop_signals() {
+  std::vector<int> out{SIGINT, SIGTERM};
+  // A hang-up (the terminal botgate ran in closed, or a supervisor's "reload") stops it the same
+  // graceful way: botgate reads its config only at start, and the default action would kill it
+  // without a drain. Unless whoever started it ignored hang-ups (nohup, `trap '' HUP`): then it
+  // keeps running, as it would without a handler.
+  struct sigaction hup {};
+  if (::sigaction(SIGHUP, nullptr, &hup) != 0 || hup.sa_handler != SIG_IGN) out.push_back(SIGHUP);
+  return out;
+}
+
 sigset_t block_stop_signals() {
   sigset_t stop;
   sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  // A hang-up (the terminal botgate ran in closed, or a supervisor's "reload") stops it the same
-  // graceful way: botgate reads its config only at start, and the default action would kill it
-  // without a drain.
-  sigaddset(&stop, SIGHUP);
+  for (const int sig : stop_signals()) sigaddset(&stop, sig);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   return stop;
 }
@@ -242,7 +248,7 @@ std::optional<std::size_t> inbound_connection_cap(const Config& config) {
 }  // namespace
 
 int run_gateway(const Config& config) {
-  const sigset_t stop_signals = prepare_process();
+  const sigset_t blocked = prepare_process();
   log::configure(config.log.level, config.log.format);
   const auto max_connections = inbound_connection_cap(config);
   if (!max_connections) return 1;
@@ -423,7 +429,8 @@ int run_gateway(const Config& config) {
   std::mutex stop_mutex;
   std::condition_variable stop_cv;
   int stop_signal = 0;
-  net::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
+  net::signal_set signals(ioc);
+  for (const int sig : stop_signals()) signals.add(sig);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     std::lock_guard lock(stop_mutex);
@@ -431,7 +438,7 @@ int run_gateway(const Config& config) {
     stop_cv.notify_all();
   });
   // Handled from here on; one that came during start-up is delivered now.
-  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  pthread_sigmask(SIG_UNBLOCK, &blocked, nullptr);
 
   std::vector<std::thread> io_threads;
   for (int i = 0; i < config.server.io_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });

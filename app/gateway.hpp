@@ -6,12 +6,16 @@
 #include <signal.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "app/config.hpp"
 
 namespace botgate {
 
-// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and returns them. Called before the
+// SIGINT, SIGTERM, and SIGHUP unless it was ignored when botgate started (nohup).
+std::vector<int> stop_signals();
+
+// Blocks the stop signals in the calling thread and returns them. Called before the
 // config is read, so a stop signal that comes while the gateway starts waits for its handler (a
 // graceful stop, exit 0) instead of killing the process; run_gateway lifts the block once the
 // handler is installed. Threads started after the call inherit the block.

@@ -189,6 +189,28 @@ TEST_CASE("SIGTERM while the config is being read still stops gracefully with 0"
   CHECK(gw.log().find("msg=stopped") != std::string::npos);
 }
 
+TEST_CASE("a gateway started with hang-ups ignored keeps running on SIGHUP",
+          "[integration][lifecycle]") {
+  TempDir dir;
+  GatewayOptions o;
+  o.backend_ports = {free_listen_port()};
+  o.listen_port = free_listen_port();
+  const auto config = dir.path() / "nohup.toml";
+  { std::ofstream(config) << make_config(o); }
+  // As nohup starts it: SIGHUP ignored before exec, which botgate must leave so.
+  Process gw(
+      {"/bin/sh", "-c", "trap '' HUP; exec " + botgate_binary() + " --config " + config.string()},
+      dir.path() / "nohup.log", dir.path() / "nohup.log");
+  REQUIRE(gw.wait_for_log("msg=listening"));
+  gw.signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  CHECK(gw.running());
+  CHECK(http_request(o.listen_port, "GET", "/healthz", {}, {}, 1s).status == 200);
+  gw.signal(SIGTERM);
+  CHECK(gw.wait_exit(15s) == std::optional<int>(0));
+  CHECK(gw.log().find("msg=draining signal=15") != std::string::npos);
+}
+
 TEST_CASE("a log reader that went away does not kill the gateway", "[integration][lifecycle]") {
   TempDir dir;
   TestBackend backend;
