@@ -77,6 +77,7 @@ bool complete_head(Self self, ConvIt it, Completion c) {
   conv.events.pop_front();
   conv.attempts = 0;
   conv.last_target.clear();
+  conv.last_error.clear();
   conv.busy = false;
   --st.pending;
   --st.in_memory;
@@ -227,6 +228,7 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
     return dead_letter(self, it, ev, conv.attempts, out.target + ": " + out.error);
   }
   conv.last_target = out.target;
+  conv.last_error = out.target + ": " + out.error;
   // The n-th retry backs off by n - 1 doublings; attempts stays 0 while no send was made (an
   // account without a token), which must not wrap to the longest wait.
   const auto delay = st.options.backoff.honour_retry_after(
@@ -269,6 +271,8 @@ void dispatch(Self self, ConvIt it) {
     const std::string* pool = nullptr;
     if (std::string why = unsendable(st, *ev, pool); !why.empty()) {
       gave_up = true;
+      // Given up between retries (max_age): what kept it from going says more than its age.
+      if (!conv.last_error.empty()) why += "; last failure: " + conv.last_error;
       if (!complete_head(self, it, dead_completion(self, ev, conv.attempts, std::move(why)))) {
         break;
       }

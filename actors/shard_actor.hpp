@@ -101,6 +101,7 @@ struct ConversationQueue {
   std::deque<QueuedEvent> events;  // front() is the head, in flight or waiting
   std::uint32_t attempts = 0;      // attempts made for the head event
   std::string last_target;         // where the head last failed, avoided on retry
+  std::string last_error;          // and why ("target: error"), for a dead letter's reason
   bool busy = false;               // head is in flight or waiting for its backoff
 };
 

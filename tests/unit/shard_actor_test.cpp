@@ -148,6 +148,15 @@ struct Harness {
   std::uint64_t retries() { return metrics.delivery_retries().value(); }
 };
 
+// The shard's dead letters, as GET /v1/dead-letters lists them.
+botgate::DeadLetterList dead_letters(Harness& h) {
+  botgate::DeadLetterList list;
+  caf::scoped_actor self{*h.sys};
+  self->request(h.shard, std::chrono::seconds(2), botgate::list_atom::value, std::uint64_t{10})
+      .receive([&](botgate::DeadLetterList& l) { list = std::move(l); }, [&](caf::error&) {});
+  return list;
+}
+
 // (id, attempt) pairs in the order the fakes saw them.
 std::vector<std::pair<std::string, std::uint32_t>> sequence(const std::vector<Attempt>& seen) {
   std::vector<std::pair<std::string, std::uint32_t>> out;
@@ -345,6 +354,14 @@ TEST_CASE("shard gives up events older than max_age when their turn comes, unsen
   CHECK(h.rec->seen_for("A2").empty());
   CHECK(h.rec->seen_for("A3").empty());
   CHECK(h.delivered() == 0);
+  // A1's reason says what kept it from going, not only its age; A2 and A3 never went.
+  const auto list = dead_letters(h);
+  REQUIRE(list.size() == 3);
+  for (const auto& d : list) {
+    INFO(d.id << ": " << d.error);
+    CHECK_THAT(d.error, Catch::Contains("older than max_age"));
+    CHECK((d.error.find("last failure: t") != std::string::npos) == (d.id == "A1"));
+  }
   REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
   // The conversation goes on with fresh events.
   h.ingest("A4", "conv-A");
@@ -813,10 +830,7 @@ TEST_CASE("an event no target took before max_age is dead-lettered with no attem
   h.ingest("W1", "conv-w");
   REQUIRE(eventually([&] { return h.dead_lettered() == 1; }, 5s));
   CHECK(h.rec->seen().empty());
-  botgate::DeadLetterList list;
-  caf::scoped_actor self{*h.sys};
-  self->request(h.shard, std::chrono::seconds(2), botgate::list_atom::value, std::uint64_t{10})
-      .receive([&](botgate::DeadLetterList& l) { list = std::move(l); }, [&](caf::error&) {});
+  const auto list = dead_letters(h);
   REQUIRE(list.size() == 1);
   CHECK(list[0].attempts == 0);
   CHECK_THAT(list[0].error, Catch::Contains("no target took it within max_age"));
