@@ -36,6 +36,15 @@ bool blocks_signal(pid_t pid, int sig) {
   return false;
 }
 
+// A gateway that listens on a port chosen here (it is started by hand, not by Gateway), with a
+// backend nothing listens on.
+GatewayOptions on_fixed_port() {
+  GatewayOptions o;
+  o.backend_ports = {free_listen_port()};
+  o.listen_port = free_listen_port();
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("SIGTERM or SIGHUP drains acknowledged events and exits 0", "[integration][lifecycle]") {
@@ -166,9 +175,7 @@ TEST_CASE("SIGTERM during start-up (recovering a backlog) still stops gracefully
 TEST_CASE("SIGTERM while the config is being read still stops gracefully with 0",
           "[integration][lifecycle]") {
   TempDir dir;
-  GatewayOptions o;
-  o.backend_ports = {free_listen_port()};
-  o.listen_port = free_listen_port();
+  const GatewayOptions o = on_fixed_port();
   // A FIFO holds the config read open until the test writes it: the signal comes mid-read.
   const auto config = dir.path() / "config.fifo";
   REQUIRE(::mkfifo(config.c_str(), 0600) == 0);
@@ -192,9 +199,7 @@ TEST_CASE("SIGTERM while the config is being read still stops gracefully with 0"
 TEST_CASE("a gateway started with hang-ups ignored keeps running on SIGHUP",
           "[integration][lifecycle]") {
   TempDir dir;
-  GatewayOptions o;
-  o.backend_ports = {free_listen_port()};
-  o.listen_port = free_listen_port();
+  const GatewayOptions o = on_fixed_port();
   const auto config = dir.path() / "nohup.toml";
   { std::ofstream(config) << make_config(o); }
   // As nohup starts it: SIGHUP ignored before exec, which botgate must leave so.
