@@ -81,10 +81,9 @@ target_actor::behavior_type http_target(target_actor::stateful_pointer<HttpTarge
           out.body = std::move(r.body);  // may carry replies for the shard
         }
         if (r.body_dropped) {
-          if (const auto left_out = st.body_dropped.admit_now()) {
-            log::warn("backend answer body over the limit: dropped, with any replies in it",
-                      {{"target", st.target_name}, {"status", r.status}, {"left_out", *left_out}});
-          }
+          log::warn_throttled(st.body_dropped,
+                              "backend answer body over the limit: dropped, with any replies in it",
+                              {{"target", st.target_name}, {"status", r.status}});
         }
         auto& w = it->second;
         st.results.add(w.reply_to, Result{w.ticket, w.leg, std::move(out)});

@@ -206,9 +206,9 @@ StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
     // A read leaves the log as it was: out of descriptors, the shard asks again on its tick.
     if (!storage::io::out_of_descriptors(e)) {
       fail(self, e);
-    } else if (auto left_out = st.read_put_off.admit_now()) {
-      log::warn("read back put off: out of file descriptors",
-                {{"shard", st.index}, {"left_out", *left_out}});
+    } else {
+      log::warn_throttled(st.read_put_off, "read back put off: out of file descriptors",
+                          {{"shard", st.index}});
     }
   }
   return out;

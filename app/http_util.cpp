@@ -144,10 +144,8 @@ void log_refusals_left_out() {
 void refuse_connection(Metrics& metrics, const std::string& peer) {
   // Met by every client while the cap lasts: one line a second.
   metrics.connections_refused().inc();
-  if (const auto left_out = connection_throttle().admit_now()) {
-    log::warn("connection refused",
-              {{"reason", "max_connections"}, {"peer", peer}, {"left_out", *left_out}});
-  }
+  log::warn_throttled(connection_throttle(), "connection refused",
+                      {{"reason", "max_connections"}, {"peer", peer}});
 }
 
 void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned status,
@@ -155,21 +153,14 @@ void refuse_event(Metrics& metrics, HttpRoute route, RejectReason why, unsigned 
                   const http::Responder& respond) {
   metrics.count_rejected(why);
   metrics.count_request(route, status);
+  const std::initializer_list<log::Field> fields = {
+      {"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}};
   if (log::Throttle* throttle = refusal_throttle(why)) {
     // Not bad input but the gateway's own state, which every request meets while it lasts:
     // one line a second per reason (the metric counts each refusal).
-    const auto left_out = throttle->admit_now();
-    if (left_out) {
-      log::warn("event rejected", {{"reason", to_string(why)},
-                                   {"status", status},
-                                   {"source", source},
-                                   {"detail", detail},
-                                   {"left_out", *left_out}});
-    }
+    log::warn_throttled(*throttle, "event rejected", fields);
   } else {
-    log::warn(
-        "event rejected",
-        {{"reason", to_string(why)}, {"status", status}, {"source", source}, {"detail", detail}});
+    log::warn("event rejected", fields);
   }
   auto res = make_response(status, error_body(to_string(why)));
   if (status == 405) res.set(bhttp::field::allow, allow);

@@ -76,7 +76,7 @@ bool enabled(Level level) {
 }
 
 std::string render(Format format, Level level, std::string_view msg,
-                   std::initializer_list<Field> fields) {
+                   std::span<const Field> fields) {
   std::string line;
   line.reserve(128);
   if (format == Format::json) {
@@ -114,7 +114,7 @@ std::string render(Format format, Level level, std::string_view msg,
   return line;
 }
 
-void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
+void write(Level level, std::string_view msg, std::span<const Field> fields) {
   auto line =
       render(static_cast<Format>(g_format.load(std::memory_order_relaxed)), level, msg, fields);
   const char* p = line.data();

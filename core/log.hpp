@@ -8,6 +8,7 @@
 #include <concepts>
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -36,7 +37,10 @@ struct Field {
 
 // Formats the whole line first and emits it with a single write(2), so lines from
 // different threads never interleave and no lock is taken.
-void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
+void write(Level level, std::string_view msg, std::span<const Field> fields);
+inline void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {}) {
+  write(level, msg, std::span(fields.begin(), fields.size()));
+}
 
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
   if (enabled(Level::debug)) write(Level::debug, m, f);
@@ -52,7 +56,10 @@ inline void error(std::string_view m, std::initializer_list<Field> f = {}) {
 }
 
 // Exposed for tests: renders a line without writing it.
-std::string render(Format format, Level level, std::string_view msg,
-                   std::initializer_list<Field> fields);
+std::string render(Format format, Level level, std::string_view msg, std::span<const Field> fields);
+inline std::string render(Format format, Level level, std::string_view msg,
+                          std::initializer_list<Field> fields) {
+  return render(format, level, msg, std::span(fields.begin(), fields.size()));
+}
 
 }  // namespace botgate::log

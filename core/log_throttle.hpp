@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <vector>
+
+#include "core/log.hpp"
 
 namespace botgate::log {
 
@@ -48,5 +51,17 @@ class Throttle {
   std::atomic<std::int64_t> next_ns_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<std::uint64_t> left_out_{0};
 };
+
+// A warning line for a condition that can repeat thousands of times a second: written when
+// `throttle` admits it now, with a last field left_out=N (the lines left out since the one
+// before); otherwise only counted.
+inline void warn_throttled(Throttle& throttle, std::string_view msg,
+                           std::initializer_list<Field> fields) {
+  const auto left_out = throttle.admit_now();
+  if (!left_out || !enabled(Level::warn)) return;
+  std::vector<Field> all(fields);
+  all.emplace_back("left_out", *left_out);
+  write(Level::warn, msg, all);
+}
 
 }  // namespace botgate::log

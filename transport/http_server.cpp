@@ -507,10 +507,8 @@ void HttpServer::do_accept() {
       if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
       // Out of descriptors and the like: retrying at once would spin, and a line per retry
       // would flood the log; one line a second says how many were left out.
-      if (const auto left_out = accept_failures_.admit_now()) {
-        log::warn("accept failed, retrying in 100ms",
-                  {{"error", ec.message()}, {"left_out", *left_out}});
-      }
+      log::warn_throttled(accept_failures_, "accept failed, retrying in 100ms",
+                          {{"error", ec.message()}});
       accept_retry_.expires_after(std::chrono::milliseconds(100));
       accept_retry_.async_wait([this](beast::error_code wait_ec) {
         if (!wait_ec && acceptor_.is_open()) do_accept();

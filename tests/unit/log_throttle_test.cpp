@@ -1,10 +1,14 @@
 #include "core/log_throttle.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#include "tests/unit/scratch_dir.hpp"
+#include "tests/unit/stderr_capture.hpp"
 
 using botgate::log::Throttle;
 
@@ -38,4 +42,19 @@ TEST_CASE("log::Throttle admits one line among threads racing in one interval", 
   CHECK(admitted.load() == 1);
   // Every other call was counted, and the next admitted line says so.
   CHECK(t.admit(2'000'000'000) == std::optional<std::uint64_t>(kThreads * kEach - 1));
+}
+
+TEST_CASE("log::warn_throttled writes the admitted line with left_out and counts the rest",
+          "[log]") {
+  botgate::test::ScratchDir dir("botgate-throttle");
+  botgate::log::Throttle throttle(std::int64_t{3600} * botgate::log::Throttle::kOneSecondNs);
+  const std::string out = botgate::test::stderr_of(dir.path, [&] {
+    for (int i = 0; i < 3; ++i) {
+      botgate::log::warn_throttled(throttle, "disk full", {{"shard", 2}, {"why", "no room"}});
+    }
+  });
+  CHECK(out.find(" level=warn msg=\"disk full\" shard=2 why=\"no room\" left_out=0\n") !=
+        std::string::npos);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  CHECK(throttle.take_left_out() == 2);
 }
