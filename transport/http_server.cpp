@@ -275,11 +275,20 @@ class Session : public std::enable_shared_from_this<Session> {
         return close();
       }
       if (ec.category() == bhttp::make_error_code(bhttp::error::end_of_stream).category()) {
+        // RFC 9112 2.2: empty lines before a request line are ignored (some clients end a POST
+        // body with one more CRLF). Only before a head, whose bytes the parser has not taken
+        // from the buffer, never inside a body; once a request, so that empty lines alone do
+        // not keep a connection.
+        if (!parser_->is_header_done() && !skipped_empty_lines_ && skip_empty_lines()) {
+          skipped_empty_lines_ = true;
+          return do_read();
+        }
         // Any other parse error: the peer sent something that is not HTTP.
         return refuse(Refusal::malformed, 400, "malformed");
       }
       return close();
     }
+    skipped_empty_lines_ = false;
     // A body framed by anything but Content-Length or a final chunked is refused: read as
     // having no body, its bytes would be taken for the next request (request smuggling).
     // So is one whose chunked Beast did not read as chunked, and any Transfer-Encoding in
@@ -387,6 +396,16 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
+  // Drops the CRLFs the read buffer starts with; false when it starts with none.
+  bool skip_empty_lines() {
+    const auto* p = static_cast<const char*>(buffer_.data().data());
+    const std::size_t size = buffer_.size();
+    std::size_t n = 0;
+    while (n + 1 < size && p[n] == '\r' && p[n + 1] == '\n') n += 2;
+    buffer_.consume(n);
+    return n > 0;
+  }
+
   void set_deadline(Duration d) {
     const auto now = std::chrono::steady_clock::now();
     deadline_ = now + d;
@@ -443,12 +462,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // Reading, and no byte of the request seen at the timer's last look: the deadline is the
   // idle one.
   bool awaiting_ = false;
-  bool timed_out_ = false;    // a request's read timed out: answered 408, then closed
-  bool linger_ = false;       // refused: drop the rest of the request before closing
-  bool lingering_ = false;    // dropping it now
-  std::size_t lingered_ = 0;  // bytes dropped so far
-  bool head_ = false;         // the request was HEAD: the answer has no body
-  bool http10_ = false;       // the request was HTTP/1.0
+  bool timed_out_ = false;            // a request's read timed out: answered 408, then closed
+  bool skipped_empty_lines_ = false;  // empty lines before this request's head were dropped
+  bool linger_ = false;               // refused: drop the rest of the request before closing
+  bool lingering_ = false;            // dropping it now
+  std::size_t lingered_ = 0;          // bytes dropped so far
+  bool head_ = false;                 // the request was HEAD: the answer has no body
+  bool http10_ = false;               // the request was HTTP/1.0
 };
 
 void Responder::operator()(Response&& res) const {

@@ -722,3 +722,30 @@ TEST_CASE("server percent-decodes a name in the path after splitting the path at
   REQUIRE(rig.backend.requests().size() == 1);
   CHECK(rig.backend.requests()[0].idempotency_key() == "escaped-source");
 }
+
+// RFC 9112 2.2: a server SHOULD ignore an empty line before a request line; some clients send
+// one more CRLF after a POST body, before the next request on the connection.
+TEST_CASE("server ignores empty lines before a request line but nowhere else", "[server]") {
+  OneBackendGateway rig([](GatewayOptions&) {});
+  const GatewayOptions& o = rig.o;
+  const std::string event = event_json("after-crlf", "crlf-conv", 0);
+  const std::string post =
+      raw_event_post(o, event, "Content-Length: " + std::to_string(event.size()) + "\r\n", event);
+  const std::string healthz = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+  RawConn conn(rig.port());
+  REQUIRE(conn.send("\r\n" + post + "\r\n" + healthz + "\r\n\r\n" + healthz));
+  for (int i = 0; i < 3; ++i) {
+    const RawResponse res = conn.read_response(3s);
+    INFO(i << ": " << describe(res));
+    CHECK(res.status == 200);
+  }
+  REQUIRE(rig.backend.wait_for_delivered(1, 10s));
+  std::this_thread::sleep_for(200ms);
+  CHECK(rig.backend.count() == 1);
+  // Anything else before a request line is still no HTTP.
+  RawConn bad(rig.port());
+  REQUIRE(bad.send(" \r\n" + healthz));
+  const RawResponse refused = bad.read_response(3s);
+  INFO(describe(refused));
+  CHECK(refused.status == 400);
+}
