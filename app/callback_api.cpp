@@ -151,11 +151,11 @@ void CallbackApi::handle(http::Request&& req, std::string_view path,
   const HttpRoute route = wecom ? HttpRoute::wecom : HttpRoute::wechat;
   const std::string_view key = path.substr(wecom ? kWecomPrefix.size() : kWechatPrefix.size());
   const auto& table = wecom ? wecom_ : wechat_;
-  const PathName name = path_name(key);
-  if (name.status == 400) {
+  const auto name = path_name(key);
+  if (!name) {
     return reject(route, RejectReason::malformed, 400, key, "broken %-escape in the path", respond);
   }
-  auto it = name.status == 0 ? table.find(name.name) : table.end();
+  auto it = table.find(*name);
   if (it == table.end()) {
     return reject(route, RejectReason::unknown_source, 404, key,
                   wecom ? "no wecom source with this corp id" : "no wechat source", respond);
@@ -277,12 +277,12 @@ void CallbackApi::receive_decrypted(http::Request&& req, std::string_view corp_i
                                     http::Responder respond) const {
   const auto received_at = Clock::now();
   constexpr HttpRoute kRoute = HttpRoute::wecom;
-  const PathName name = path_name(corp_id);
-  if (name.status == 400) {
+  const auto name = path_name(corp_id);
+  if (!name) {
     return reject(kRoute, RejectReason::malformed, 400, corp_id, "broken %-escape in the path",
                   respond);
   }
-  auto it = name.status == 0 ? wecom_.find(name.name) : wecom_.end();
+  auto it = wecom_.find(*name);
   if (it == wecom_.end() || !it->second.decrypted) {
     return reject(kRoute, RejectReason::unknown_source, 404, corp_id,
                   "no wecom source with this corp id takes decrypted notifications "

@@ -154,14 +154,11 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     if (req.method() != bhttp::verb::post) {
       return reject(RejectReason::wrong_method, 405, raw, "only POST is allowed", respond);
     }
-    const PathName source = path_name(raw);
-    if (source.status == 404) {
-      return reject(RejectReason::unknown_source, 404, raw, "no such source", respond);
-    }
-    if (source.status != 0) {
+    const auto source = path_name(raw);
+    if (!source) {
       return reject(RejectReason::malformed, 400, raw, "broken %-escape in the source", respond);
     }
-    return ingest(std::move(req), source.name, std::move(respond));
+    return ingest(std::move(req), *source, std::move(respond));
   }
   if (route == HttpRoute::wechat || route == HttpRoute::wecom) {
     return callbacks_.handle(std::move(req), path, std::move(respond));
@@ -301,16 +298,12 @@ void HttpApi::admin(http::Request&& req, std::string_view path, http::Responder 
   if (req.method() != bhttp::verb::post) {
     return method_not_allowed(HttpRoute::admin, "POST", path, respond);
   }
-  PathName id = path_name(rest.substr(0, rest.size() - kReplaySuffix.size()));
-  if (id.status == 404) {
-    log::info("unknown route", {{"path", path}});
-    return send(HttpRoute::admin, 404, error_body("not_found"), respond);
-  }
-  if (id.status != 0) {
+  auto id = path_name(rest.substr(0, rest.size() - kReplaySuffix.size()));
+  if (!id) {
     log::info("bad dead-letter id", {{"path", path}});
     return send(HttpRoute::admin, 400, error_body("bad_id"), respond);
   }
-  replay_dead_letter(req, std::move(id.name), std::move(respond));
+  replay_dead_letter(req, std::move(*id), std::move(respond));
 }
 
 void HttpApi::list_dead_letters(const http::Request& req, http::Responder respond) const {

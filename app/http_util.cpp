@@ -63,11 +63,9 @@ std::optional<std::string> percent_decode(std::string_view in, bool query) {
   return out;
 }
 
-PathName path_name(std::string_view segment) {
-  if (segment.find('/') != std::string_view::npos) return {std::string(segment), 404};
-  auto decoded = percent_decode(segment, false);
-  if (!decoded) return {std::string(segment), 400};
-  return {std::move(*decoded), 0};
+std::optional<std::string> path_name(std::string_view segment) {
+  if (segment.find('/') != std::string_view::npos) return std::string();
+  return percent_decode(segment, false);
 }
 
 std::string_view query_params(std::string_view target, std::span<const std::string_view> names,

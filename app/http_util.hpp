@@ -24,13 +24,10 @@ std::optional<std::string> percent_decode(std::string_view in, bool query);
 
 // A name that a request path carries in one segment (a source, a corp id, a dead letter's id).
 // RFC 3986 3.3: the path is split at '/' first, then each segment is percent-decoded, so "%65"
-// is an 'e' and "%2F" a '/' in the name. `status` is 0 when `name` holds it; 404 when `segment`
-// is more than one segment (holds a raw '/'), which names nothing; 400 when an escape is broken.
-struct PathName {
-  std::string name;
-  unsigned status = 0;
-};
-PathName path_name(std::string_view segment);
+// is an 'e' and "%2F" a '/' in the name. nullopt when an escape is broken (a 400). A `segment`
+// that is more than one segment (holds a raw '/') names nothing: "", which no table holds, so
+// the lookup answers it like any unknown name.
+std::optional<std::string> path_name(std::string_view segment);
 
 // The decoded values of the query parameters `names` (at most 64) in a request target, in one
 // pass: out[i] for names[i], nullopt when absent or its escape is broken. The first occurrence
