@@ -139,8 +139,8 @@ bool intact_record_at(const unsigned char* p, std::uint64_t size, std::uint64_t 
          rec.seq == seq;
 }
 
-// Where a scan resumes past damaged bytes in a segment that is not the last: the first offset
-// from `from` on where an intact record starts whose seq the segment still owes, in [lo, hi).
+// Where a scan resumes past damaged bytes: the first offset from `from` on where an intact
+// record starts whose seq the segment still owes, in [lo, hi).
 // The seq is compared first, so the CRC is computed only where one could start.
 std::optional<std::uint64_t> resync(const unsigned char* p, std::uint64_t size, std::uint64_t from,
                                     std::uint64_t lo, std::uint64_t hi, std::uint32_t max_len) {
