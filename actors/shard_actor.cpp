@@ -470,7 +470,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
   st.pools = std::move(pools);
   st.log = self->spawn<caf::linked + caf::detached>(
       shard_log, std::move(store), caf::actor_cast<shard_actor>(self), metrics, st.options.index,
-      ShardLogOptions{st.options.commit_interval, st.options.min_free},
+      ShardLogOptions{st.options.commit_interval, st.options.min_free, st.options.log_started},
       std::move(recovered->dead_letters));
   resume(self, *recovered);
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);

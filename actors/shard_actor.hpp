@@ -30,6 +30,7 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <deque>
+#include <functional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -60,8 +61,9 @@ struct ShardOptions {
   Backoff backoff{std::chrono::milliseconds(100), std::chrono::seconds(30)};
   std::uint64_t memory_window = 10000;
   std::chrono::milliseconds dedup_window{std::chrono::minutes(10)};
-  Duration commit_interval{};  // the log's shortest time between syncs (fsync = batch)
-  std::uint64_t min_free = 0;  // [queue] min_free: the log refuses new events below it
+  Duration commit_interval{};         // the log's shortest time between syncs (fsync = batch)
+  std::uint64_t min_free = 0;         // [queue] min_free: the log refuses new events below it
+  std::function<void()> log_started;  // see ShardLogOptions::started
 };
 
 struct QueuedEvent {

@@ -282,6 +282,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
     self->send(self, stop_atom::value);
   });
   self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
+  if (options.started) options.started();
   return {
       [self](append_atom, EventBatch& events) {
         for (const auto& a : events) append(self, a.ev, a.headroom);

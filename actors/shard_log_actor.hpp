@@ -19,6 +19,7 @@
 // the backlog's completions free the disk again (storage/disk_room.hpp).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -35,6 +36,9 @@ namespace botgate {
 struct ShardLogOptions {
   Duration commit_interval{};  // [queue] commit_interval; only batch mode holds (hold_commit)
   std::uint64_t min_free = 0;  // [queue] min_free: no new events below it (storage/disk_room.hpp)
+  // Called once, on the log's thread, when the log has probed the disk and published its state
+  // (botgate_queue_disk_full): /readyz waits for every shard's.
+  std::function<void()> started;
 };
 
 struct ShardLogState {

@@ -374,10 +374,17 @@ int run_gateway(const Config& config) {
   for (const auto& s : config.sources)
     source_routes.emplace(s.name, SourceRoutes{s.route, s.accounts});
 
+  // Ready once every shard's log has started and probed the disk, so that /readyz never says
+  // ready while a shard below min_free has not said so yet.
+  std::atomic<bool> ready{false};
+  std::atomic<int> logs_started{0};
   std::vector<shard_actor> shard_actors;
   for (int i = 0; i < config.queue.shards; ++i) {
     ShardOptions opts;
     opts.index = static_cast<std::size_t>(i);
+    opts.log_started = [&ready, &logs_started, shards = config.queue.shards] {
+      if (logs_started.fetch_add(1) + 1 == shards) ready.store(true);
+    };
     opts.sources = source_routes;
     opts.max_pending = config.queue.max_pending;
     opts.max_attempts = config.queue.max_attempts;
@@ -398,7 +405,6 @@ int run_gateway(const Config& config) {
   for (auto& [_, r] : routers) router_list.push_back(r);
   RouterSet router_set(sys, std::move(router_list));
 
-  std::atomic<bool> ready{false};
   HttpApi api(config, metrics, shards, router_set, dings.get(), ready, ioc);
   http::ServerOptions sopts;
   sopts.host = config.server.listen_host;
@@ -442,7 +448,6 @@ int run_gateway(const Config& config) {
 
   std::vector<std::thread> io_threads;
   for (int i = 0; i < config.server.io_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });
-  ready.store(true);
   log::info("listening", {{"address", config.server.listen_host}, {"port", port}});
   log::info("started", {{"version", BOTGATE_VERSION},
                         {"io_threads", config.server.io_threads},

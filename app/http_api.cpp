@@ -175,15 +175,17 @@ void HttpApi::handle(http::Request&& req, http::Responder respond) const {
     case HttpRoute::healthz:
       return send(route, 200, "{\"status\":\"ok\"}", respond);
     case HttpRoute::readyz:
+      // Before every shard's log has probed the disk (and after the drain began): not ready.
+      // Read first: once set, the logs' disk states below are published.
+      if (!ready_.load(std::memory_order_acquire))
+        return send(route, 503, "{\"status\":\"not_ready\"}", respond);
       // A shard whose log failed refuses every event until a restart: not ready.
       if (metrics_.log_errors().value() > 0)
         return send(route, 503, "{\"status\":\"storage_failed\"}", respond);
       // A shard below [queue] min_free refuses new events until space comes back.
       if (metrics_.shards_disk_full().value() > 0)
         return send(route, 503, "{\"status\":\"disk_full\"}", respond);
-      if (ready_.load(std::memory_order_relaxed))
-        return send(route, 200, "{\"status\":\"ready\"}", respond);
-      return send(route, 503, "{\"status\":\"not_ready\"}", respond);
+      return send(route, 200, "{\"status\":\"ready\"}", respond);
     case HttpRoute::metrics:
       return send(route, 200, metrics_.render(), respond,
                   "text/plain; version=0.0.4; charset=utf-8");

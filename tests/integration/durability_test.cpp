@@ -1012,18 +1012,20 @@ TEST_CASE("a gateway started below min_free says so at once and refuses events",
   o.min_free = "1024GiB";  // more than any test machine has free
   Gateway gw(botgate_binary(), dir, make_config(o));
 
-  // Not ready before any event was refused: the state comes from the disk, not a refusal.
-  // Each shard's log probes the disk as it starts, on its own thread, a moment after the
-  // listener opened.
+  // Never ready, not even in the moment after the listener opened, before each shard's log
+  // (on its own thread) has probed the disk; then disk_full before any event was refused: the
+  // state comes from the disk, not a refusal.
+  int ready_answers = 0;
   CHECK(eventually(
       [&] {
-        return metric_value(http_request(gw.port(), "GET", "/metrics").body,
-                            "botgate_queue_disk_full") == std::optional<double>(o.shards);
+        const auto ready = http_request(gw.port(), "GET", "/readyz");
+        if (ready.status != 503) ++ready_answers;
+        return ready.body.find("disk_full") != std::string::npos;
       },
-      2s));
-  auto ready = http_request(gw.port(), "GET", "/readyz");
-  CHECK(ready.status == 503);
-  CHECK(ready.body.find("disk_full") != std::string::npos);
+      2s, 1ms));
+  CHECK(ready_answers == 0);
+  CHECK(metric_value(http_request(gw.port(), "GET", "/metrics").body, "botgate_queue_disk_full") ==
+        std::optional<double>(o.shards));
 
   for (int i = 0; i < 3; ++i) {
     auto res = send_event(gw.port(), o.source, o.secret,
