@@ -211,13 +211,12 @@ void ejected(Self self, std::size_t i, Clock::time_point now) {
   const auto until = st.balancer->outlier().ejected_until(i, now).value_or(now);
   t.metrics->ejected.add(1);
   t.metrics->ejections.inc();
-  log::warn(
-      "target ejected",
-      {{"pool", st.pool},
-       {"target", t.name},
-       {"for", format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(until - now))},
-       {"ejections", st.balancer->outlier().ejections(i)},
-       {"error", t.last_error}});
+  log::warn("target ejected",
+            {{"pool", st.pool},
+             {"target", t.name},
+             {"for_ms", std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count()},
+             {"ejections", st.balancer->outlier().ejections(i)},
+             {"error", t.last_error}});
   reroute(self, i, now);
 }
 

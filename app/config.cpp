@@ -715,8 +715,10 @@ void parse_sources(Errors& errors, const toml::table& root, std::vector<SourceCo
           } else if (auto [it, fresh] = corp_ids.emplace(s.corp_id, line_of(*n)); !fresh) {
             errors.add(*n, t.path("corp_id"),
                        "duplicate corp id (first on line " + std::to_string(it->second) + ")");
+          } else if (name == nullptr) {
+            // Named by its corp id; a corp id refused above is not checked again as a name.
+            s.name = s.corp_id;
           }
-          if (name == nullptr) s.name = s.corp_id;
         }
         t.duration("ack_deadline", s.ack_deadline, kAckDeadlineLimits);
         if (const toml::node* n = t.string("decrypted_token", s.decrypted_token, false, true)) {
@@ -1149,7 +1151,7 @@ void parse_targets(Errors& errors, const toml::table& root, std::vector<TargetCo
     // More in flight than the connections carry would queue inside the HTTP client, where the
     // router's deadline runs while nothing is sent: at most max_connections * pipeline.
     const std::uint32_t carried = c.max_connections * c.pipeline;
-    t.integer("max_in_flight", c.max_in_flight, 0, 1000000);
+    t.integer("max_in_flight", c.max_in_flight, 0, std::numeric_limits<std::uint32_t>::max());
     if (c.max_in_flight > carried) {
       errors.add(*t.node("max_in_flight"), t.path("max_in_flight"),
                  "must not exceed max_connections * pipeline (" + std::to_string(carried) + ")");

@@ -32,6 +32,10 @@ bench_binaries() {
       exit 2
     fi
   done
+  # Absolute: botgate runs from a directory of its own (start_botgate).
+  BOTGATE=$(realpath "$BOTGATE")
+  LOADGEN=$(realpath "$LOADGEN")
+  SINK=$(realpath "$SINK")
 }
 
 # ---- temp dir, children, cleanup

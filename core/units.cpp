@@ -85,6 +85,10 @@ std::string format_duration(Duration d) {
   static constexpr Unit units[] = {
       {"h", 3600000000000}, {"m", 60000000000}, {"s", 1000000000}, {"ms", 1000000}, {"us", 1000}};
   if (ns == 0) return "0s";
+  // Whole days from a week on, as the config limits are written ("365d"); shorter spans stay in
+  // hours ("48h", as WeChat's reply window is spoken of).
+  constexpr std::int64_t kDay = 86400000000000;
+  if (ns % kDay == 0 && ns >= 7 * kDay) return std::to_string(ns / kDay) + "d";
   for (const auto& u : units) {
     if (ns % u.ns == 0) return std::to_string(ns / u.ns) + u.name;
   }

@@ -18,7 +18,8 @@ std::optional<Duration> parse_duration(std::string_view text);
 // Accepts <integer>[B|KiB|MiB|GiB|KB|MB|GB]. A bare integer is bytes.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
-// "250ms", "2s", "48h": the shortest exact spelling, for logs and docs.
+// "250ms", "2s", "48h", "365d": the shortest exact spelling (days only from a week on), for logs
+// and docs.
 std::string format_duration(Duration d);
 
 }  // namespace botgate

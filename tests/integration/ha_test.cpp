@@ -660,7 +660,12 @@ void check_passive_ejection(const std::function<void(TestBackend&)>& fault,
     auto lines = log_lines(gw.log(), "target ejected", {{"target", "bad"}});
     INFO(gw.log());
     REQUIRE_FALSE(lines.empty());
-    CHECK(has_key(lines.front(), "for"));
+    // How long, in milliseconds, a number (JSON logs write it bare).
+    const auto at = lines.front().find(" for_ms=");
+    REQUIRE(at != std::string::npos);
+    const long for_ms = std::stol(lines.front().substr(at + 8));
+    CHECK(for_ms > 0);
+    CHECK(for_ms <= 3000);
   }
   {
     auto m = get_metrics(gw.port());

@@ -433,7 +433,7 @@ TEST_CASE("durations", "[config]") {
   }
   SECTION("more than a year is rejected: deadlines added up from it must not overflow") {
     CHECK(expect_ok(read_timeout("365d")).server.read_timeout == Duration(24h * 365));
-    expect_one(read_timeout("366d"), "server.read_timeout", "must be at most");
+    expect_one(read_timeout("366d"), "server.read_timeout", "must be at most 365d");
     expect_one(read_timeout("60000d"), "server.read_timeout", "must be at most");
     expect_one(kMinimal + "timeout = \"60000d\"\n", "targets[0].timeout", "must be at most");
   }
@@ -949,6 +949,9 @@ TEST_CASE("bad probe, limit and outlier settings are errors with their key", "[c
   expect_one(
       kSources + kPools + kTargets + "max_connections = 2\npipeline = 2\nmax_in_flight = 5\n",
       "targets[0].max_in_flight", "must not exceed max_connections * pipeline (4)");
+  // Far over it: the same message, not a range of its own.
+  expect_one(kSources + kPools + kTargets + "max_in_flight = 2000000\n", "targets[0].max_in_flight",
+             "must not exceed max_connections * pipeline (32)");
   expect_one(kSources + kPools + kTargets + "rate_limit = \"fast\"\n", "targets[0].rate_limit",
              "expected a number");
   expect_one(kSources + kPools + kTargets + "rate_limit = -1\n", "targets[0].rate_limit",
@@ -1257,6 +1260,10 @@ TEST_CASE("a wecom source needs a key, a token and a corp_id", "[config][wechat]
                            "name = \"n\"\ntoken = \"t\"\ncorp_id = \"w w\"\nencoding_aes_key = \"" +
                                wxcfg::kAesKey + "\""),
              "sources[0].corp_id", "invalid corp id");
+  // Unnamed, the source is named by its corp id: one mistake, still one error.
+  expect_one(wxcfg::source("wecom", "token = \"t\"\ncorp_id = \"bad/corp\"\nencoding_aes_key = \"" +
+                                        wxcfg::kAesKey + "\""),
+             "sources[0].corp_id", "invalid corp id");
 }
 
 TEST_CASE("a wecom source's decrypted_token opens its decrypted door", "[config][wechat]") {
@@ -1288,6 +1295,9 @@ TEST_CASE("two wecom sources may not share a corp id", "[config][wechat]") {
       wxcfg::config("[[sources]]\nname = \"a\"\n" + wecom + "[[sources]]\nname = \"b\"\n" + wecom),
       "sources[1].corp_id", "duplicate corp id");
   CHECK_THAT(e.message, Catch::Contains("line 6"));
+  // Unnamed (named by the corp id), the same one error, not a second one for the name.
+  expect_one(wxcfg::config("[[sources]]\n" + wecom + "[[sources]]\n" + wecom), "sources[1].corp_id",
+             "duplicate corp id");
   // Different corp ids are fine.
   const std::string other = "kind = \"wecom\"\ntoken = \"t\"\nencoding_aes_key = \"" +
                             wxcfg::kAesKey + "\"\ncorp_id = \"ww2\"\n";

@@ -91,6 +91,9 @@ TEST_CASE("format_duration picks the shortest exact spelling", "[units]") {
   CHECK(format_duration(250ms) == "250ms");
   CHECK(format_duration(2s) == "2s");
   CHECK(format_duration(48h) == "48h");
+  CHECK(format_duration(24h * 7) == "7d");
+  CHECK(format_duration(24h * 365) == "365d");
+  CHECK(format_duration(24h * 8 + 1h) == "193h");
   CHECK(format_duration(90min) == "90m");
   CHECK(format_duration(1500ms) == "1500ms");
   CHECK(format_duration(7us) == "7us");
@@ -100,7 +103,7 @@ TEST_CASE("format_duration picks the shortest exact spelling", "[units]") {
 
 TEST_CASE("format_duration output parses back to the same value", "[units]") {
   for (Duration d : {Duration(1ns), Duration(250ms), Duration(2s), Duration(90min), Duration(48h),
-                     Duration(1500ms), Duration(123456789ns)}) {
+                     Duration(24h * 365), Duration(1500ms), Duration(123456789ns)}) {
     INFO(d.count());
     CHECK(parse_duration(format_duration(d)) == d);
   }
