@@ -511,6 +511,13 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       },
       [self](replay_atom, const std::string& source, const std::string& id) {
         auto promise = self->make_response_promise<std::string>();
+        // A copy of the event is queued already (a resend taken once the dedup window was over):
+        // a replay would deliver it twice. The dead letter stays.
+        if (auto known = self->state.ids.find(storage::hash_id(source, id));
+            known != self->state.ids.end() && known->second == 0) {
+          promise.deliver(std::string("queued"));
+          return promise;
+        }
         self->request(self->state.log, caf::infinite, take_atom::value, source, id)
             .then([self, promise](StoredEvent& taken) mutable { replay(self, promise, taken); },
                   [promise](caf::error& err) mutable {

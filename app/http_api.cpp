@@ -475,6 +475,7 @@ void HttpApi::replay_oldest(std::string id, std::string source, Finish finish,
                 return finish(404, error_body("not_found"));
               }
               if (result == "disk_full") return finish(503, error_body("disk_full"));
+              if (result == "queued") return finish(409, error_body("queued"));
               log::error("dead-letter replay failed", {{"id", id}, {"error", result}});
               finish(503, error_body("unavailable"));
             });

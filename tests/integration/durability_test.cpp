@@ -671,6 +671,43 @@ TEST_CASE("concurrent replays of an id dead-lettered in several shards each take
   d.check_all_replayed();
 }
 
+TEST_CASE("a dead letter whose event is queued again is not replayed as a second copy",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_status(400);
+  auto o = durable_options(backend);
+  o.dedup_window = "1s";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  const std::string path = "/v1/dead-letters/again/replay";
+
+  REQUIRE(send_event(gw.port(), o.source, o.secret, event_json("again", "again-conv", 0)).status ==
+          200);
+  REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == 1; }, 10s));
+  // Once the dedup window is over, the platform's resend is a new copy, queued while the
+  // backend fails.
+  backend.set_status(503);
+  REQUIRE(eventually(
+      [&] {
+        const auto res =
+            send_event(gw.port(), o.source, o.secret, event_json("again", "again-conv", 0));
+        return ack_status(res, "again") == "accepted";
+      },
+      5s, 200ms));
+  {
+    const auto res = http_request(gw.port(), "POST", path, admin(o));
+    INFO(res.describe());
+    CHECK(res.status == 409);
+    CHECK(res.body.find("\"queued\"") != std::string::npos);
+  }
+  CHECK(get_dead_letters(gw.port(), o).count == 1);  // kept, for a replay later if wanted
+
+  backend.set_ok();
+  REQUIRE(wait_delivered(backend, {"again"}, 10s).empty());
+  std::this_thread::sleep_for(500ms);
+  CHECK(deliveries(backend)["again"] == 1);
+}
+
 namespace {
 
 // Two shards logging under <dir>/queue while the backend is down, and 40 events over 8
