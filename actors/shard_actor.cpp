@@ -327,7 +327,13 @@ void on_stored(Self self, Commit& commit) {
     UnstoredEvent u = std::move(st.unstored.front());
     st.unstored.pop_front();
     if (failed || seq == 0) {
-      st.ids.erase(u.id);
+      // Not stored: the id is as it was. A dead letter's stays completed, so a resend within
+      // dedup_window is still a duplicate.
+      if (u.completed_before != 0) {
+        st.ids[u.id] = u.completed_before;
+      } else {
+        st.ids.erase(u.id);
+      }
       --st.pending;
       const auto status = failed ? IngestStatus::failed : IngestStatus::disk_full;
       u.ack(status);
@@ -349,14 +355,16 @@ void on_stored(Self self, Commit& commit) {
 // `headroom`: see Append.
 void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack, bool headroom) {
   auto& st = self->state;
-  st.ids[id] = 0;
+  std::int64_t& known = st.ids[id];
+  const std::int64_t completed_before = known;
+  known = 0;
   ++st.pending;
   update_depth(self);
   // Appends go to the log in one message per mailbox burst: the log thread is woken
   // once per batch, not once per event.
   st.outbox.push_back(Append{ev, headroom});
   request_flush(self, self->state.flush_queued);
-  st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}});
+  st.unstored.push_back(UnstoredEvent{std::move(ev), id, std::move(ack), {}, completed_before});
 }
 
 // `owed`: the sender was already told the event is stored, so neither max_pending nor the disk

@@ -113,6 +113,8 @@ struct UnstoredEvent {
   storage::IdHash id;
   AckFn ack;
   std::vector<AckFn> duplicates;  // the same id arrived again meanwhile
+  // The id's completion time before (a replayed dead letter's): restored if the store fails.
+  std::int64_t completed_before = 0;
 };
 
 inline constexpr std::size_t kMaxIdleConversations = 4096;

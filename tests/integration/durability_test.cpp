@@ -708,6 +708,36 @@ TEST_CASE("a dead letter whose event is queued again is not replayed as a second
   CHECK(deliveries(backend)["again"] == 1);
 }
 
+TEST_CASE("a replay refused for want of disk leaves its id known as a duplicate",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.set_status(400);
+  auto o = durable_options(backend);
+  const auto resend = [&](Gateway& gw) {
+    return ack_status(send_event(gw.port(), o.source, o.secret, event_json("low", "low-conv", 0)),
+                      "low");
+  };
+  {
+    Gateway gw(botgate_binary(), dir, make_config(o));
+    REQUIRE(resend(gw) == "accepted");
+    REQUIRE(eventually([&] { return get_dead_letters(gw.port(), o).count == 1; }, 10s));
+    gw.process().signal(SIGTERM);
+    REQUIRE(gw.process().wait_exit(15s) == 0);
+  }
+  o.min_free = "1024GiB";  // more than any test machine has free
+  Gateway gw(botgate_binary(), dir, make_config(o), "botgate-low");
+  CHECK(resend(gw) == "duplicate");  // dead-lettered within dedup_window
+  const auto res = http_request(gw.port(), "POST", "/v1/dead-letters/low/replay", admin(o));
+  INFO(res.describe());
+  CHECK(res.status == 503);
+  CHECK(res.body.find("disk_full") != std::string::npos);
+  // The refused replay changed nothing: the platform's resend is still a duplicate, and the
+  // dead letter is still there.
+  CHECK(resend(gw) == "duplicate");
+  CHECK(get_dead_letters(gw.port(), o).count == 1);
+}
+
 namespace {
 
 // Two shards logging under <dir>/queue while the backend is down, and 40 events over 8
