@@ -88,6 +88,10 @@ inline constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 using storage::DeadLetterInfo;
 using storage::StoredEvent;
 using StoredEvents = std::vector<StoredEvent>;
+// Sequence numbers of stored events to read back, in increasing order.
+struct SeqList {
+  std::vector<std::uint64_t> seqs;
+};
 // An event for a shard's log to append. `headroom`: it may be written into the disk's
 // [queue] min_free headroom (a backend's reply: the event it answers is completed along with
 // it, so refusing the reply would lose it for good).
@@ -198,6 +202,7 @@ CAF_ADD_TYPE_ID(botgate, (botgate::Outcome))
 CAF_ADD_TYPE_ID(botgate, (botgate::http::ClientResponse))
 CAF_ADD_TYPE_ID(botgate, (botgate::StoredEvent))
 CAF_ADD_TYPE_ID(botgate, (botgate::StoredEvents))
+CAF_ADD_TYPE_ID(botgate, (botgate::SeqList))
 CAF_ADD_TYPE_ID(botgate, (botgate::DeadLetterList))
 CAF_ADD_TYPE_ID(botgate, (botgate::Commit))
 CAF_ADD_TYPE_ID(botgate, (botgate::Completion))
@@ -219,6 +224,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Outcome)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::http::ClientResponse)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::StoredEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::StoredEvents)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::SeqList)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::DeadLetterList)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Commit)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(botgate::Completion)
@@ -277,20 +283,23 @@ using token_actor = caf::typed_actor<caf::replies_to<token_atom>::with<AccessTok
 // ingest is an event its sender was already told is stored (a callback acked at its deadline):
 // it is taken past max_pending and into the min_free headroom. `outcome` is its router's
 // answer to a deliver.
-// `stored` is its log's answer to a commit; `tick` its housekeeping timer. `list` and
+// `stored` is its log's answer to a commit; `tick` its housekeeping timer; `retry` the end of
+// a conversation's backoff (its queue key and the seq of the head that failed). `list` and
 // `replay` serve the dead-letter admin API (replay answers an empty string on success).
 using shard_actor = caf::typed_actor<
     caf::reacts_to<ingest_atom, EventPtr, AckFn>,
     caf::reacts_to<ingest_atom, owed_atom, EventPtr, AckFn>, caf::reacts_to<outcome_atom, Answers>,
-    caf::replies_to<pending_atom>::with<std::uint64_t>, caf::reacts_to<retry_atom, EventPtr>,
-    caf::reacts_to<stored_atom, Commit>, caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
+    caf::replies_to<pending_atom>::with<std::uint64_t>,
+    caf::reacts_to<retry_atom, std::string, std::uint64_t>, caf::reacts_to<stored_atom, Commit>,
+    caf::reacts_to<tick_atom>, caf::reacts_to<flush_atom>,
     caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>,
     caf::replies_to<replay_atom, std::string, std::string>::with<std::string>>;
 
 // A shard's log (a detached actor: it does the blocking disk I/O). Appends are answered in
 // batches with `stored` to the shard once a group commit made them durable. `read` returns
 // committed events not completed with a sequence number above the first argument, at most
-// the second. `take` reads dead letter (source, id) back for a replay (a null event: no such
+// the second; with a SeqList, those of the listed sequence numbers that are committed and not
+// completed. `take` reads dead letter (source, id) back for a replay (a null event: no such
 // dead letter); it leaves the dead-letter log once the shard's append of it is durable.
 // `stop` (to itself, on an exit signal) commits what the mailbox still held before it, then
 // quits.
@@ -299,6 +308,7 @@ using shard_log_actor =
                      caf::reacts_to<done_atom, Completions>, caf::reacts_to<commit_atom>,
                      caf::reacts_to<tick_atom>, caf::reacts_to<stop_atom>,
                      caf::replies_to<read_atom, std::uint64_t, std::uint64_t>::with<StoredEvents>,
+                     caf::replies_to<read_atom, SeqList>::with<StoredEvents>,
                      caf::replies_to<take_atom, std::string, std::string>::with<StoredEvent>,
                      caf::replies_to<list_atom, std::uint64_t>::with<DeadLetterList>>;
 

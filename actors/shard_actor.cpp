@@ -20,6 +20,8 @@ using ConvIt = decltype(ShardState::conversations)::iterator;
 
 void dispatch(Self self, ConvIt it);
 void maybe_read(Self self);
+void pull(Self self, ConvIt it);
+void serve_pulls(Self self);
 void enqueue(Self self, EventPtr ev, storage::IdHash id, AckFn ack, bool headroom = false);
 void queue_replies(Self self, const Event& ev, const std::string& body);
 
@@ -35,12 +37,19 @@ void update_depth(Self self) {
   st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
 }
 
-// A stored event enters memory if the window has room and nothing older waits on disk;
-// otherwise it stays on disk until read back. `force` (an event read back from the log, in
-// sequence order) always enters.
+// Window room not taken by events in memory or being read back.
+std::uint64_t room(const ShardState& st) {
+  const std::uint64_t used = st.in_memory + st.pull_reserved;
+  return used < st.options.memory_window ? st.options.memory_window - used : 0;
+}
+
+// A stored event waits unread on disk while events not read yet do (they may be older ones
+// of its conversation): `force` (an event read back from the log, in sequence order) is
+// placed. It enters memory if the window has room and its conversation has nothing on disk;
+// otherwise it waits on disk, spilled, behind its conversation's.
 void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false) {
   auto& st = self->state;
-  if (!force && (st.on_disk > 0 || st.in_memory >= st.options.memory_window)) {
+  if (!force && st.on_disk > 0) {
     ++st.on_disk;
     return;
   }
@@ -48,11 +57,16 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
   auto it = st.conversations.find(key);
   if (it == st.conversations.end()) {
     it = st.conversations.try_emplace(key.flat()).first;
-  } else if (it->second.events.empty()) {
+  } else if (it->second.idle()) {
     --st.idle_conversations;
   }
   auto& conv = it->second;
   st.loaded_upto = std::max(st.loaded_upto, stored.seq);
+  if (!conv.spilled.empty() || room(st) == 0) {
+    conv.spilled.push_back(stored.seq);
+    ++st.spilled;
+    return pull(self, it);
+  }
   ++st.in_memory;
   conv.events.push_back(QueuedEvent{std::move(stored.ev), stored.seq, id});
   if (!conv.busy) dispatch(self, it);
@@ -83,6 +97,8 @@ bool complete_head(Self self, ConvIt it, Completion c) {
   --st.in_memory;
   update_depth(self);
 
+  if (auto r = st.replays_queued.find(head.id); r != st.replays_queued.end() && --r->second == 0)
+    st.replays_queued.erase(r);
   c.seq = head.seq;
   c.id = head.id;
   c.at_ms = storage::unix_now_ms();
@@ -91,7 +107,7 @@ bool complete_head(Self self, ConvIt it, Completion c) {
   st.finished.push_back(std::move(c));
   request_flush(self, self->state.flush_queued);
 
-  if (!conv.events.empty()) return true;
+  if (!conv.idle()) return true;
   if (st.idle_conversations < kMaxIdleConversations) {
     ++st.idle_conversations;
     return true;
@@ -104,6 +120,18 @@ bool complete_head(Self self, ConvIt it, Completion c) {
 void finish(Self self, ConvIt it, Completion c) {
   if (complete_head(self, it, std::move(c))) dispatch(self, it);
   maybe_read(self);
+  serve_pulls(self);
+}
+
+// The head of `it` waits out a backoff: it and the events behind it go back to disk (they are
+// stored; only their seqs stay), and come back when the backoff is over.
+void evict(Self self, ConvIt it) {
+  auto& st = self->state;
+  auto& conv = it->second;
+  for (auto e = conv.events.rbegin(); e != conv.events.rend(); ++e) conv.spilled.push_front(e->seq);
+  st.in_memory -= conv.events.size();
+  st.spilled += conv.events.size();
+  conv.events.clear();
 }
 
 // The completion of an event given up, logged and counted.
@@ -239,7 +267,9 @@ void on_outcome(Self self, const EventPtr& answered, const Outcome& out) {
                                              {"attempt", conv.attempts},
                                              {"error", out.error},
                                              {"delay_ms", delay.count() / 1000000}});
-  self->delayed_send(self, delay, retry_atom::value, ev);
+  self->delayed_send(self, delay, retry_atom::value, it->first, conv.events.front().seq);
+  evict(self, it);
+  serve_pulls(self);
 }
 
 // Why the head `ev` cannot be sent now and is given up, or "" (`pool` then says where to).
@@ -265,6 +295,7 @@ std::string unsendable(const ShardState& st, const Event& ev, const std::string*
 void dispatch(Self self, ConvIt it) {
   auto& st = self->state;
   bool gave_up = false;
+  bool gone = false;  // the conversation emptied and was dropped
   while (!it->second.busy && !it->second.events.empty()) {
     auto& conv = it->second;
     const EventPtr ev = conv.events.front().ev;
@@ -274,6 +305,7 @@ void dispatch(Self self, ConvIt it) {
       // Given up between retries (max_age): what kept it from going says more than its age.
       if (!conv.last_error.empty()) why += "; last failure: " + conv.last_error;
       if (!complete_head(self, it, dead_completion(self, ev, conv.attempts, std::move(why)))) {
+        gone = true;
         break;
       }
       continue;
@@ -285,7 +317,73 @@ void dispatch(Self self, ConvIt it) {
     request_flush(self, self->state.flush_queued);
     break;
   }
+  if (!gone) pull(self, it);  // nothing left in memory: the next events from disk
   if (gave_up) maybe_read(self);
+}
+
+// A conversation with nothing in memory and not waiting out a backoff reads its next spilled
+// events back (as many as the window has room for, kPullBatch at most); without room it
+// waits its turn in `want_pull`, served as room comes (serve_pulls).
+void pull(Self self, ConvIt it) {
+  auto& st = self->state;
+  auto& conv = it->second;
+  if (conv.busy || conv.pulling || !conv.events.empty() || conv.spilled.empty()) return;
+  // A head that failed comes back alone: the events behind it wait until it went.
+  const std::uint64_t most = conv.attempts > 0 ? 1 : kPullBatch;
+  const std::uint64_t n = std::min<std::uint64_t>({conv.spilled.size(), room(st), most});
+  if (n == 0) {
+    if (!conv.waiting_room) {
+      conv.waiting_room = true;
+      st.want_pull.push_back(it->first);
+    }
+    return;
+  }
+  SeqList list;
+  list.seqs.assign(conv.spilled.begin(), conv.spilled.begin() + static_cast<std::ptrdiff_t>(n));
+  conv.pulling = true;
+  st.pull_reserved += n;
+  auto done = [self, key = it->first, n](StoredEvents events) {
+    auto& st = self->state;
+    st.pull_reserved -= n;
+    auto it = st.conversations.find(key);
+    if (it == st.conversations.end()) return;  // cannot be: not idle while pulling
+    auto& conv = it->second;
+    conv.pulling = false;
+    // In order, as listed. A read that failed returns less (or nothing): the rest stays on
+    // disk, and the conversation asks again when room is served (at the latest, the tick).
+    for (auto& e : events) {
+      if (conv.spilled.empty() || conv.spilled.front() != e.seq) break;
+      conv.spilled.pop_front();
+      --st.spilled;
+      ++st.in_memory;
+      const auto id = storage::hash_id(e.ev->source, e.ev->id);
+      conv.events.push_back(QueuedEvent{std::move(e.ev), e.seq, id});
+    }
+    if (conv.events.empty()) {
+      if (!conv.waiting_room) {
+        conv.waiting_room = true;
+        st.want_pull.push_back(key);
+      }
+      return;
+    }
+    dispatch(self, it);
+    serve_pulls(self);
+  };
+  self->request(st.log, caf::infinite, read_atom::value, std::move(list))
+      .then([done](StoredEvents& events) { done(std::move(events)); },
+            [done](caf::error&) { done(StoredEvents{}); });
+}
+
+// Lets the conversations waiting for room read their spilled events, oldest wait first.
+void serve_pulls(Self self) {
+  auto& st = self->state;
+  while (!st.want_pull.empty() && room(st) > 0) {
+    auto it = st.conversations.find(st.want_pull.front());
+    st.want_pull.pop_front();
+    if (it == st.conversations.end()) continue;
+    it->second.waiting_room = false;
+    pull(self, it);
+  }
 }
 
 // Places events read from the log, in sequence order: the recovered window at start-up, or a
@@ -306,10 +404,9 @@ void place_read_back(Self self, std::vector<StoredEvent>& events, bool counted) 
 // Reads stored events back from the log once the memory window has drained to half.
 void maybe_read(Self self) {
   auto& st = self->state;
-  if (st.on_disk == 0 || st.reading || st.in_memory > st.options.memory_window / 2) return;
+  if (st.on_disk == 0 || st.reading || room(st) < st.options.memory_window / 2) return;
   st.reading = true;
-  self->request(st.log, caf::infinite, read_atom::value, st.loaded_upto,
-                st.options.memory_window - st.in_memory)
+  self->request(st.log, caf::infinite, read_atom::value, st.loaded_upto, room(st))
       .then(
           [self](StoredEvents& events) {
             place_read_back(self, events, true);
@@ -389,7 +486,7 @@ void ingest(Self self, EventPtr& ev, AckFn& ack, bool owed) {
 void drop_idle_conversations(Self self) {
   auto& st = self->state;
   if (st.idle_conversations == 0) return;
-  std::erase_if(st.conversations, [](const auto& kv) { return kv.second.events.empty(); });
+  std::erase_if(st.conversations, [](const auto& kv) { return kv.second.idle(); });
   st.idle_conversations = 0;
 }
 
@@ -418,7 +515,12 @@ void replay(Self self, caf::typed_response_promise<std::string> promise, StoredE
   log::info("dead letter replayed",
             {{"source", taken.ev->source}, {"id", taken.ev->id}, {"shard", st.options.index}});
   st.metrics->dead_letters_replayed().inc();
-  enqueue(self, std::move(taken.ev), id, [promise](IngestStatus status) mutable {
+  ++st.replays_queued[id];
+  enqueue(self, std::move(taken.ev), id, [self, id, promise](IngestStatus status) mutable {
+    if (status != IngestStatus::accepted) {
+      auto& replays = self->state.replays_queued;
+      if (auto r = replays.find(id); r != replays.end() && --r->second == 0) replays.erase(r);
+    }
     promise.deliver(status == IngestStatus::accepted    ? std::string()
                     : status == IngestStatus::disk_full ? std::string("disk_full")
                                                         : std::string("storage_error"));
@@ -489,11 +591,16 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         for (const auto& a : answers) on_outcome(self, a.ev, a.outcome);
       },
       [self](pending_atom) -> std::uint64_t { return self->state.pending; },
-      [self](retry_atom, const EventPtr& head) {
-        // The head whose backoff ran out, if it still is the head.
-        auto it = find_head(self->state, head);
-        if (it == self->state.conversations.end()) return;
-        it->second.busy = false;
+      [self](retry_atom, const std::string& key, std::uint64_t head) {
+        // The head whose backoff ran out (on disk meanwhile), if it still is the head.
+        auto it = self->state.conversations.find(key);
+        if (it == self->state.conversations.end() || !it->second.busy) return;
+        auto& conv = it->second;
+        const bool still = conv.events.empty()
+                               ? !conv.spilled.empty() && conv.spilled.front() == head
+                               : conv.events.front().seq == head;
+        if (!still) return;
+        conv.busy = false;
         dispatch(self, it);
       },
       [self](stored_atom, Commit& commit) { on_stored(self, commit); },
@@ -512,6 +619,7 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
         drop_idle_conversations(self);
         expire_ids(self);
         maybe_read(self);
+        serve_pulls(self);
         self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },
       [self](list_atom, std::uint64_t limit) {
@@ -519,10 +627,13 @@ shard_actor::behavior_type shard(Self self, ShardOptions options, Metrics* metri
       },
       [self](replay_atom, const std::string& source, const std::string& id) {
         auto promise = self->make_response_promise<std::string>();
-        // A copy of the event is queued already (a resend taken once the dedup window was over):
-        // a replay would deliver it twice. The dead letter stays.
-        if (auto known = self->state.ids.find(storage::hash_id(source, id));
-            known != self->state.ids.end() && known->second == 0) {
+        // A platform's resend of the event is queued already (taken once the dedup window was
+        // over): a replay would deliver it twice. The dead letter stays. (Beside a replayed copy
+        // of the id, another dead letter of it is replayed: the operator asks for each.)
+        const auto hash = storage::hash_id(source, id);
+        if (auto known = self->state.ids.find(hash); known != self->state.ids.end() &&
+                                                     known->second == 0 &&
+                                                     !self->state.replays_queued.count(hash)) {
           promise.deliver(std::string("queued"));
           return promise;
         }

@@ -99,12 +99,21 @@ struct QueueKeyEqual {
   }
 };
 
+// A conversation's events in memory are a prefix of its queue; the rest wait on disk, `spilled`
+// (their seqs, in order), until the conversation has none left in memory. A head that failed
+// goes back to disk with the events behind it while it waits out its backoff, so the memory
+// window holds only events that can go: a conversation or pool that keeps failing does not fill
+// it and hold back the others.
 struct ConversationQueue {
-  std::deque<QueuedEvent> events;  // front() is the head, in flight or waiting
-  std::uint32_t attempts = 0;      // attempts made for the head event
-  std::string last_target;         // where the head last failed, avoided on retry
-  std::string last_error;          // and why ("target: error"), for a dead letter's reason
-  bool busy = false;               // head is in flight or waiting for its backoff
+  std::deque<QueuedEvent> events;     // front() is the head, in flight (or read back to retry)
+  std::deque<std::uint64_t> spilled;  // the events after `events`, on disk
+  std::uint32_t attempts = 0;         // attempts made for the head event
+  std::string last_target;            // where the head last failed, avoided on retry
+  std::string last_error;             // and why ("target: error"), for a dead letter's reason
+  bool busy = false;                  // head is in flight or waiting for its backoff
+  bool pulling = false;               // a read of spilled events is outstanding
+  bool waiting_room = false;          // in ShardState::want_pull
+  bool idle() const noexcept { return events.empty() && spilled.empty() && !pulling; }
 };
 
 // An event sent to the log and not yet reported stored, with whoever waits for its ack.
@@ -118,6 +127,8 @@ struct UnstoredEvent {
 };
 
 inline constexpr std::size_t kMaxIdleConversations = 4096;
+// Most spilled events of one conversation read back at once.
+inline constexpr std::uint64_t kPullBatch = 64;
 
 struct ShardState {
   static inline const char* name = "shard";
@@ -143,11 +154,18 @@ struct ShardState {
   // sustained high rate) costs no allocation of its own and half the memory of a node map.
   boost::unordered_flat_map<storage::IdHash, std::int64_t, storage::IdHashHasher> ids;
   std::deque<storage::DedupEntry> expiry;  // completions, oldest first
-  std::uint64_t pending = 0;      // accepted and not completed: unstored + in memory + on disk
-  std::uint64_t in_memory = 0;    // events in `conversations`
-  std::uint64_t on_disk = 0;      // stored events not in memory yet
-  std::uint64_t loaded_upto = 0;  // highest seq taken into memory
-  bool reading = false;           // a read-back from the log is outstanding
+  // Ids with a replayed dead letter queued, and how many: another copy of the id (one dead in
+  // another conversation, or again after dedup_window) may be replayed beside it, but a
+  // replay beside a platform's resend is refused. Forgotten at a restart (then refused too).
+  std::unordered_map<storage::IdHash, std::uint32_t, storage::IdHashHasher> replays_queued;
+  std::uint64_t pending = 0;          // accepted and not completed: unstored + in memory + on disk
+  std::uint64_t in_memory = 0;        // events in conversations' `events`
+  std::uint64_t spilled = 0;          // events in conversations' `spilled`
+  std::uint64_t pull_reserved = 0;    // window room held for spilled events being read back
+  std::deque<std::string> want_pull;  // conversations waiting for room to read spilled events
+  std::uint64_t on_disk = 0;          // stored events not read yet (their conversations unknown)
+  std::uint64_t loaded_upto = 0;      // highest seq placed (in memory or spilled)
+  bool reading = false;               // a read-back from the log is outstanding
   std::mt19937_64 rng{std::random_device{}()};
 };
 

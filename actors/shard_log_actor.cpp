@@ -188,14 +188,16 @@ void complete(Self self, const Completion& c) {
   request_commit(self);
 }
 
-StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
+// Reads committed events back with `read_records` (a SegmentLog read), decoded.
+template <typename ReadRecords>
+StoredEvents read_back(Self self, ReadRecords read_records) {
   auto& st = self->state;
   StoredEvents out;
   if (!st.failure.empty()) return out;
   try {
     const auto now_wall = std::chrono::system_clock::now();
     const auto now_steady = Clock::now();
-    for (auto& rec : st.store->events().read_pending(after, st.committed_seq, max)) {
+    for (auto& rec : read_records(st.store->events())) {
       if (auto ev = storage::decode_event(rec.payload, now_steady, now_wall)) {
         out.push_back(StoredEvent{std::make_shared<const Event>(std::move(*ev)), rec.seq});
       } else {
@@ -212,6 +214,25 @@ StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
     }
   }
   return out;
+}
+
+StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
+  const std::uint64_t upto = self->state.committed_seq;
+  return read_back(self,
+                   [&](storage::SegmentLog& log) { return log.read_pending(after, upto, max); });
+}
+
+// The listed events (a conversation's, in increasing order), committed and not completed.
+StoredEvents read(Self self, const SeqList& list) {
+  const std::uint64_t upto = self->state.committed_seq;
+  return read_back(self, [&](storage::SegmentLog& log) {
+    std::vector<storage::Record> out;
+    for (std::uint64_t seq : list.seqs) {
+      if (seq > upto) break;
+      for (auto& r : log.read_pending(seq - 1, seq, 1)) out.push_back(std::move(r));
+    }
+    return out;
+  });
 }
 
 // Reads dead letter (source, id) back for a replay. Nothing is written here: the shard
@@ -320,6 +341,7 @@ shard_log_actor::behavior_type shard_log(Self self, std::shared_ptr<storage::Sha
         self->delayed_send(self, kHousekeepingInterval, tick_atom::value);
       },
       [self](read_atom, std::uint64_t after, std::uint64_t max) { return read(self, after, max); },
+      [self](read_atom, const SeqList& seqs) { return read(self, seqs); },
       [self](take_atom, const std::string& source, const std::string& id) {
         return take(self, source, id);
       },

@@ -608,24 +608,78 @@ TEST_CASE("a backlog beyond the memory window is read back from the log in order
   CHECK(h.pending() == std::optional<std::uint64_t>{0});
 }
 
+namespace {
+
+// Events of the conversations `stuck` names fail (503) until `open`; the others go at once.
+// `stuck_events` of them are queued first, well past the memory window of 4, then one event
+// of each of 10 other conversations: those must be delivered while the stuck ones still fail.
+void stuck_hold_back_nothing(std::function<bool(const std::string&)> stuck, int stuck_events,
+                             std::function<std::string(int)> stuck_conv) {
+  auto opts = fast_options();
+  opts.memory_window = 4;
+  opts.max_attempts = 1000000;
+  std::atomic<bool> open{false};
+  Script script = [&](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    return !stuck(ev.conversation) || open.load() ? 200u : 503u;
+  };
+  Harness h(script, script, opts);
+  for (int i = 0; i < stuck_events; ++i) h.ingest("S" + std::to_string(i), stuck_conv(i));
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == std::size_t(stuck_events); }));
+  for (int i = 0; i < 10; ++i) h.ingest("G" + std::to_string(i), "good-" + std::to_string(i));
+  CHECK(eventually([&] { return h.delivered() == 10; }, 5000ms));
+  for (int i = 0; i < 10; ++i) CHECK(h.rec->seen_for("G" + std::to_string(i)).size() == 1);
+  open = true;
+  REQUIRE(eventually([&] { return h.delivered() == std::size_t(stuck_events) + 10; }, 20000ms));
+  // Each stuck conversation's events were first tried in their order, across the trips to disk.
+  std::map<std::string, int> last;
+  std::set<std::string> seen;
+  for (const auto& a : h.rec->seen()) {
+    if (a.id[0] != 'S' || !seen.insert(a.id).second) continue;
+    const int n = std::stoi(a.id.substr(1));
+    const std::string conv = stuck_conv(n);
+    if (last.count(conv)) CHECK(n > last[conv]);
+    last[conv] = n;
+  }
+  CHECK(seen.size() == std::size_t(stuck_events));
+  CHECK(h.pending() == std::optional<std::uint64_t>{0});
+}
+
+}  // namespace
+
+TEST_CASE("a conversation failing with more events than the memory window holds back no other",
+          "[actors][shard][durable]") {
+  stuck_hold_back_nothing([](const std::string& c) { return c == "bad"; }, 20,
+                          [](int) { return std::string("bad"); });
+}
+
+TEST_CASE("more failing conversations than the memory window hold back no other",
+          "[actors][shard][durable]") {
+  stuck_hold_back_nothing([](const std::string& c) { return c.starts_with("bad-"); }, 36,
+                          [](int i) { return "bad-" + std::to_string(i % 12); });
+}
+
 TEST_CASE("a dead letter replayed while a backlog waits on disk strands nothing",
           "[actors][shard][durable]") {
   auto opts = fast_options();
   opts.memory_window = 4;
   opts.max_attempts = 1000000;
   std::atomic<bool> open{false};
-  // D is refused for good (dead letter) until `open`; the others wait (503) until `open`.
-  Script script = [&open](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
-    if (open.load()) return 200u;
-    return ev.id == "D" ? 400u : 503u;
+  std::atomic<bool> replayed{false};
+  // D is refused for good (dead letter) until replayed; the others wait (503) until `open`.
+  Script script = [&](const Event& ev, std::uint32_t) -> std::optional<unsigned> {
+    if (ev.id == "D") return replayed.load() ? 200u : 400u;
+    return open.load() ? 200u : 503u;
   };
   Harness h(script, script, opts);
   h.ingest("D", "conv-D");
   REQUIRE(eventually([&] { return h.dead_lettered() == 1; }));
   for (int i = 0; i < 20; ++i) h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 2));
   REQUIRE(eventually([&] { return h.rec->all_acks().size() == 21; }));
+  replayed = true;
   CHECK(h.replay("D") == "");
-  CHECK(h.replay("D") == "queued");  // the replayed copy waits: not a second one
+  CHECK(h.replay("D") == "not_found");  // being replayed, or already gone
+  // The backlog stuck on its backoffs holds nothing back: D goes at once.
+  REQUIRE(eventually([&] { return h.delivered() == 1; }, 5000ms));
   open = true;
   REQUIRE(eventually([&] { return h.delivered() == 21; }, 20000ms));
   CHECK(h.rec->seen_for("D").size() >= 2);
