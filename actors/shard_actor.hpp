@@ -28,6 +28,7 @@
 // `dedup_window`, is kept; such an event is acknowledged as a duplicate and not queued again.
 #pragma once
 
+#include <boost/container/devector.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <deque>
 #include <functional>
@@ -105,14 +106,17 @@ struct QueueKeyEqual {
 // window holds only events that can go: a conversation or pool that keeps failing does not fill
 // it and hold back the others.
 struct ConversationQueue {
-  std::deque<QueuedEvent> events;     // front() is the head, in flight (or read back to retry)
-  std::deque<std::uint64_t> spilled;  // the events after `events`, on disk
-  std::uint32_t attempts = 0;         // attempts made for the head event
-  std::string last_target;            // where the head last failed, avoided on retry
-  std::string last_error;             // and why ("target: error"), for a dead letter's reason
-  bool busy = false;                  // head is in flight or waiting for its backoff
-  bool pulling = false;               // a read of spilled events is outstanding
-  bool waiting_room = false;          // in ShardState::want_pull
+  // devector: nothing allocated while empty (std::deque allocates about 600 bytes at once), as
+  // a conversation whose events are all on disk has no `events`, and most have no `spilled`.
+  boost::container::devector<QueuedEvent> events;     // front() is the head, in flight (or read
+                                                      // back to retry)
+  boost::container::devector<std::uint64_t> spilled;  // the events after `events`, on disk
+  std::uint32_t attempts = 0;                         // attempts made for the head event
+  std::string last_target;    // where the head last failed, avoided on retry
+  std::string last_error;     // and why ("target: error"), for a dead letter's reason
+  bool busy = false;          // head is in flight or waiting for its backoff
+  bool pulling = false;       // a read of spilled events is outstanding
+  bool waiting_room = false;  // in ShardState::want_pull
   bool idle() const noexcept { return events.empty() && spilled.empty() && !pulling; }
 };
 
