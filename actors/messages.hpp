@@ -302,7 +302,8 @@ using shard_actor = caf::typed_actor<
 // completed. `take` reads dead letter (source, id) back for a replay (a null event: no such
 // dead letter); it leaves the dead-letter log once the shard's append of it is durable.
 // `stop` (to itself, on an exit signal) commits what the mailbox still held before it, then
-// quits.
+// quits. A `read` answers an entry with a null event for each record found damaged on disk (or
+// not decoding): the log completed it, and the shard stops counting it.
 using shard_log_actor =
     caf::typed_actor<caf::reacts_to<append_atom, EventBatch>,
                      caf::reacts_to<done_atom, Completions>, caf::reacts_to<commit_atom>,

@@ -355,9 +355,18 @@ void pull(Self self, ConvIt it) {
       if (conv.spilled.empty() || conv.spilled.front() != e.seq) break;
       conv.spilled.pop_front();
       --st.spilled;
+      if (!e.ev) {  // damaged on disk, or not decoding: gone (see place_read_back)
+        --st.pending;
+        update_depth(self);
+        continue;
+      }
       ++st.in_memory;
       const auto id = storage::hash_id(e.ev->source, e.ev->id);
       conv.events.push_back(QueuedEvent{std::move(e.ev), e.seq, id});
+    }
+    if (conv.idle()) {  // all it had on disk was damaged
+      ++st.idle_conversations;
+      return;
     }
     if (conv.events.empty()) {
       if (!conv.waiting_room) {
@@ -395,6 +404,13 @@ void place_read_back(Self self, std::vector<StoredEvent>& events, bool counted) 
   st.reading = true;
   for (auto& e : events) {
     if (counted) --st.on_disk;
+    if (!e.ev) {
+      // Damaged on disk, or not decoding: the log completed it; it is gone, as at recovery. Its
+      // id, in the damaged bytes, stays known (a resend is a duplicate) until a restart.
+      --st.pending;
+      update_depth(self);
+      continue;
+    }
     const auto id = storage::hash_id(e.ev->source, e.ev->id);
     place(self, std::move(e), id, true);
   }

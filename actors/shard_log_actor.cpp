@@ -1,5 +1,6 @@
 #include "actors/shard_log_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <optional>
@@ -188,7 +189,26 @@ void complete(Self self, const Completion& c) {
   request_commit(self);
 }
 
-// Reads committed events back with `read_records` (a SegmentLog read), decoded.
+// A pending record of `log` found damaged on disk when read back: one line and a count each.
+void note_damaged(Self self, std::string_view which, const storage::DamagedRecord& d) {
+  auto& st = self->state;
+  st.metrics->log_records_damaged().inc();
+  log::error(
+      "damaged log record skipped",
+      {{"shard", st.index}, {"log", which}, {"seq", d.seq}, {"segment", d.segment.string()}});
+}
+
+// Event `seq` read back can never be delivered (damaged, or it does not decode): it is completed,
+// so it is not read again and its segment can go, and the shard gets it as an entry without an
+// event, so it stops counting it.
+void drop_read_back(Self self, std::uint64_t seq, StoredEvents& out) {
+  self->state.store->events().append_completion(seq);
+  out.push_back(StoredEvent{nullptr, seq});
+  request_commit(self);
+}
+
+// Reads committed events back with `read_records` (a SegmentLog read, reporting the records it
+// found damaged), decoded.
 template <typename ReadRecords>
 StoredEvents read_back(Self self, ReadRecords read_records) {
   auto& st = self->state;
@@ -197,12 +217,25 @@ StoredEvents read_back(Self self, ReadRecords read_records) {
   try {
     const auto now_wall = std::chrono::system_clock::now();
     const auto now_steady = Clock::now();
-    for (auto& rec : read_records(st.store->events())) {
+    std::vector<storage::DamagedRecord> damaged;
+    for (auto& rec : read_records(st.store->events(), damaged)) {
       if (auto ev = storage::decode_event(rec.payload, now_steady, now_wall)) {
         out.push_back(StoredEvent{std::make_shared<const Event>(std::move(*ev)), rec.seq});
       } else {
         log::error("undecodable event record skipped", {{"shard", st.index}, {"seq", rec.seq}});
+        drop_read_back(self, rec.seq, out);
       }
+    }
+    // Damage found at run time costs the record only, as at recovery: the log goes on.
+    for (const auto& d : damaged) {
+      note_damaged(self, "events", d);
+      drop_read_back(self, d.seq, out);
+    }
+    // In sequence order, the damaged among the others: the shard takes a conversation's
+    // events back in its order.
+    if (!damaged.empty()) {
+      std::sort(out.begin(), out.end(),
+                [](const StoredEvent& a, const StoredEvent& b) { return a.seq < b.seq; });
     }
   } catch (const std::exception& e) {
     // A read leaves the log as it was: out of descriptors, the shard asks again on its tick.
@@ -218,18 +251,19 @@ StoredEvents read_back(Self self, ReadRecords read_records) {
 
 StoredEvents read(Self self, std::uint64_t after, std::uint64_t max) {
   const std::uint64_t upto = self->state.committed_seq;
-  return read_back(self,
-                   [&](storage::SegmentLog& log) { return log.read_pending(after, upto, max); });
+  return read_back(self, [&](storage::SegmentLog& log, std::vector<storage::DamagedRecord>& bad) {
+    return log.read_pending(after, upto, max, bad);
+  });
 }
 
 // The listed events (a conversation's, in increasing order), committed and not completed.
 StoredEvents read(Self self, const SeqList& list) {
   const std::uint64_t upto = self->state.committed_seq;
-  return read_back(self, [&](storage::SegmentLog& log) {
+  return read_back(self, [&](storage::SegmentLog& log, std::vector<storage::DamagedRecord>& bad) {
     std::vector<storage::Record> out;
     for (std::uint64_t seq : list.seqs) {
       if (seq > upto) break;
-      for (auto& r : log.read_pending(seq - 1, seq, 1)) out.push_back(std::move(r));
+      for (auto& r : log.read_pending(seq - 1, seq, 1, bad)) out.push_back(std::move(r));
     }
     return out;
   });
@@ -250,7 +284,9 @@ caf::result<StoredEvent> take(Self self, const std::string& source, const std::s
   const std::uint64_t dseq = it->first;
   std::optional<storage::DeadLetter> dl;
   try {
-    auto recs = st.store->dead().read_pending(dseq - 1, dseq, 1);
+    std::vector<storage::DamagedRecord> damaged;  // then unreadable, like one that does not decode
+    auto recs = st.store->dead().read_pending(dseq - 1, dseq, 1, damaged);
+    for (const auto& d : damaged) note_damaged(self, "dead", d);
     if (!recs.empty()) {
       dl = storage::decode_dead_letter(recs.front().payload, Clock::now(),
                                        std::chrono::system_clock::now());

@@ -12,7 +12,9 @@
 //
 // Completions (delivered or dead-lettered events) ride along in the next commit; nobody waits
 // for them. After an I/O error the store is unusable: every later append is answered with the
-// error, so the shard refuses events instead of acking what it cannot store.
+// error, so the shard refuses events instead of acking what it cannot store. A record found
+// damaged when read back is not such an error: it is logged, counted
+// (botgate_log_records_damaged_total) and completed, and costs that event (or dead letter) only.
 //
 // Disk space: while the queue's filesystem has less than [queue] min_free left, new events are
 // refused (their seq in the commit is 0, with no error) and everything else is still written, so

@@ -208,6 +208,10 @@ std::string Metrics::render() const {
          committed_events_.value());
   scalar(out, "botgate_log_errors_total", "counter",
          "I/O errors of the shard logs (each makes a shard refuse events).", log_errors_.value());
+  scalar(out, "botgate_log_records_damaged_total", "counter",
+         "Pending log records found damaged on disk when read back: each one event or dead letter "
+         "lost.",
+         records_damaged_.value());
   scalar(out, "botgate_queue_disk_full", "gauge",
          "Shards refusing new events while the queue's disk has less than [queue] min_free free.",
          shards_disk_full_.value());

@@ -131,6 +131,8 @@ class Metrics {
   Counter& log_syncs() noexcept { return syncs_; }
   Counter& log_committed_events() noexcept { return committed_events_; }
   Counter& log_errors() noexcept { return log_errors_; }
+  // Pending records found damaged on disk when read back (each costs that record only).
+  Counter& log_records_damaged() noexcept { return records_damaged_; }
   // Shards refusing new events because the queue's disk is below [queue] min_free.
   Gauge& shards_disk_full() noexcept { return shards_disk_full_; }
   Histogram& log_commit_latency() noexcept { return commit_latency_; }
@@ -179,6 +181,7 @@ class Metrics {
   Counter syncs_;
   Counter committed_events_;
   Counter log_errors_;
+  Counter records_damaged_;
   Gauge shards_disk_full_;
   Histogram commit_latency_;
   std::unique_ptr<Gauge[]> depth_;

@@ -597,7 +597,8 @@ std::size_t SegmentLog::collect() {
 }
 
 std::vector<Record> SegmentLog::pending() {
-  return read_pending(0, UINT64_MAX, pending_.size());
+  std::vector<DamagedRecord> damaged;
+  return read_pending(0, UINT64_MAX, pending_.size(), damaged);
 }
 
 // Records lie in sequence order in their segment, so a run of pending records of one segment
@@ -605,8 +606,11 @@ std::vector<Record> SegmentLog::pending() {
 // (completions and completed events in between come along and are skipped). A run stops at
 // kReadSpan bytes unless one record alone is bigger: a backlog read back after a restart, or
 // past the memory window, costs a system call per run, not per event.
+// A record the read did not reach (the file shrank) is damaged like one whose bytes changed: its
+// bytes are gone all the same, and the records before it are good. A failing pread is not
+// damage of a record but of the disk, and is thrown.
 std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t upto,
-                                             std::size_t max) {
+                                             std::size_t max, std::vector<DamagedRecord>& damaged) {
   flush();
   std::vector<Record> out;
   // Runs come in sequence order, so segment by segment: one open file at a time.
@@ -646,10 +650,10 @@ std::vector<Record> SegmentLog::read_pending(std::uint64_t after, std::uint64_t 
       const auto& [seq, loc] = *it;
       const auto* r = reinterpret_cast<const unsigned char*>(buf.data()) + (loc.offset - start);
       if (end_of(loc) - start > got || get_u32(r) != loc.length || get_u64(r + 8) != seq ||
-          crc32c(r + 8, 9 + std::size_t{loc.length}) != get_u32(r + 4))
-        throw std::system_error(
-            EIO, std::generic_category(),
-            "record " + std::to_string(seq) + " changed on disk in " + seg.path.string());
+          crc32c(r + 8, 9 + std::size_t{loc.length}) != get_u32(r + 4)) {
+        damaged.push_back(DamagedRecord{seq, seg.path});
+        continue;
+      }
       out.push_back(Record{
           seq, std::string(reinterpret_cast<const char*>(r) + kRecordHeaderBytes, loc.length)});
     }

@@ -143,6 +143,15 @@ struct Record {
   friend bool operator==(const Record&, const Record&) = default;
 };
 
+// A pending record read_pending() found damaged: its bytes in `segment` no longer match what was
+// appended (flipped, or cut off by a file that shrank).
+struct DamagedRecord {
+  std::uint64_t seq = 0;
+  std::filesystem::path segment;
+
+  friend bool operator==(const DamagedRecord&, const DamagedRecord&) = default;
+};
+
 class SegmentLog {
  public:
   // Opens (creating if needed) the log in `dir` and recovers it; see the file comment.
@@ -190,12 +199,17 @@ class SegmentLog {
   // recorded first (see the file comment); when that fails, it and the later ones wait.
   std::size_t collect();
 
-  // Every event not completed, in sequence order, read back from disk (flushes first).
+  // Every event not completed and intact, in sequence order, read back from disk (flushes
+  // first).
   std::vector<Record> pending();
   // At most `max` events not completed with after < seq <= upto, in sequence order, read back
   // from disk (flushes first) with one pread per run of up to kReadSpan bytes of a segment.
-  // Throws std::system_error if a record changed on disk.
-  std::vector<Record> read_pending(std::uint64_t after, std::uint64_t upto, std::size_t max);
+  // A record that changed on disk since it was appended (its header or CRC no longer match, or
+  // the file shrank and cut it off) is left out and added to `damaged` instead, in sequence order:
+  // it costs that record only, as at recovery. It stays pending; the caller decides (a completion
+  // makes sure it is not read again). Throws std::system_error when a read itself fails.
+  std::vector<Record> read_pending(std::uint64_t after, std::uint64_t upto, std::size_t max,
+                                   std::vector<DamagedRecord>& damaged);
 
   std::size_t pending_count() const noexcept { return pending_.size(); }
   std::uint64_t next_seq() const noexcept { return next_seq_; }

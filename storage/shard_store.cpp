@@ -1,5 +1,6 @@
 #include "storage/shard_store.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -11,14 +12,18 @@ namespace {
 constexpr std::size_t kScanChunk = 4096;
 
 // Calls fn(record) for every pending record of `log`, reading it back in chunks so a large
-// backlog never sits in memory at once.
+// backlog never sits in memory at once. Records found damaged (recovery has just skipped those it
+// found: only damage since then) are added to `damaged`.
 template <typename Fn>
-void scan_pending(SegmentLog& log, Fn fn) {
+void scan_pending(SegmentLog& log, std::vector<std::uint64_t>& damaged, Fn fn) {
   std::uint64_t after = 0;
+  std::vector<DamagedRecord> bad;
   while (true) {
-    auto chunk = log.read_pending(after, UINT64_MAX, kScanChunk);
-    if (chunk.empty()) return;
-    after = chunk.back().seq;
+    bad.clear();
+    auto chunk = log.read_pending(after, UINT64_MAX, kScanChunk, bad);
+    if (chunk.empty() && bad.empty()) return;
+    for (const auto& b : bad) damaged.push_back(b.seq);
+    after = std::max(chunk.empty() ? 0 : chunk.back().seq, bad.empty() ? 0 : bad.back().seq);
     for (auto& rec : chunk) fn(rec);
   }
 }
@@ -42,7 +47,7 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
                                      out.completed, out.dedup_report);
 
   std::vector<std::uint64_t> undecodable;
-  scan_pending(*store->events_, [&](Record& rec) {
+  scan_pending(*store->events_, undecodable, [&](Record& rec) {
     auto ev = decode_event(rec.payload, now_steady, now_wall);
     if (!ev) {
       undecodable.push_back(rec.seq);
@@ -54,11 +59,13 @@ std::unique_ptr<ShardStore> ShardStore::open(const fs::path& dir, const StoreOpt
       out.window.push_back(StoredEvent{std::make_shared<const Event>(std::move(*ev)), rec.seq});
   });
   // A record that passed its CRC but does not decode comes from an incompatible version: it can
-  // never be delivered, so it is completed rather than left to pin its segment forever.
+  // never be delivered, so it is completed rather than left to pin its segment forever. So is one
+  // damaged since recovery.
   for (std::uint64_t seq : undecodable) store->events_->append_completion(seq);
   out.undecodable = undecodable.size();
 
-  scan_pending(*store->dead_, [&](Record& rec) {
+  std::vector<std::uint64_t> dead_damaged;  // left as they are, like those that do not decode
+  scan_pending(*store->dead_, dead_damaged, [&](Record& rec) {
     auto dl = decode_dead_letter(rec.payload, now_steady, now_wall);
     if (!dl) return;
     out.dead_letters.push_back(

@@ -54,7 +54,7 @@ struct Recovered {
   DedupRecovery dedup_report;
   std::vector<StoredEvent> window;    // the oldest pending events, in sequence order
   std::uint64_t pending = 0;          // every event not completed, including `window`
-  std::uint64_t undecodable = 0;      // pending records that do not decode (completed at open)
+  std::uint64_t undecodable = 0;      // pending records undecodable or damaged, completed at open
   std::vector<IdHash> pending_ids;    // of every pending event
   std::vector<DedupEntry> completed;  // within the dedup window, oldest first
   std::vector<DeadLetterInfo> dead_letters;  // in the order they were dead-lettered

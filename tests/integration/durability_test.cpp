@@ -771,6 +771,35 @@ struct LoggedEvents {
     out << bytes;
     REQUIRE(out.good());
   }
+  // Flips a bit of the last payload byte of record `index` (0-based) of `seg`, an event with
+  // an intact record after it: a bit flipped on disk. Returns the id of that event in `sent`.
+  static std::string damage_record(const std::filesystem::path& seg, int index,
+                                   const std::vector<Sent>& sent) {
+    // Records are u32 length, u32 crc, u64 seq, u8 type (1: event), payload
+    // (storage/segment_log.hpp).
+    std::string bytes = read_file(seg);
+    auto u32_at = [&](std::size_t at) {
+      std::uint32_t v = 0;
+      for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
+      return v;
+    };
+    constexpr std::size_t kHeader = 17;
+    std::size_t off = 0;
+    for (int r = 0; r < index; ++r) off += kHeader + u32_at(off);
+    const std::size_t len = u32_at(off);
+    REQUIRE(off + kHeader + len < bytes.size());  // an intact record follows it
+    REQUIRE(static_cast<unsigned char>(bytes[off + 16]) == 1);
+    const std::string payload = bytes.substr(off + kHeader, len);
+    std::string damaged;
+    for (const auto& s : sent) {
+      if (payload.find("\"" + s.id + "\"") != std::string::npos) damaged = s.id;
+    }
+    INFO("segment " << seg.string() << ", record at " << off);
+    REQUIRE(!damaged.empty());
+    bytes[off + kHeader + len - 1] ^= 0x01;
+    write_segment(seg, bytes, std::ios::trunc);
+    return damaged;
+  }
   // The backend back, botgate started again on the damaged log, and `line` seen in its log.
   void restart_expecting(const std::string& line) {
     backend.start();
@@ -849,31 +878,10 @@ TEST_CASE("a record damaged in the middle of the log costs that event only",
   gw->process().signal(SIGTERM);
   REQUIRE(gw->process().wait_exit(15s) == 0);
 
-  // The third record of a shard's first segment; records are u32 length, u32 crc, u64 seq,
-  // u8 type (1: event), payload (storage/segment_log.hpp).
+  // The third record of a shard's first segment.
   const std::filesystem::path seg = l.segment(false);
   REQUIRE(!seg.empty());
-  std::string bytes = read_file(seg);
-  auto u32_at = [&](std::size_t at) {
-    std::uint32_t v = 0;
-    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
-    return v;
-  };
-  constexpr std::size_t kHeader = 17;
-  std::size_t off = 0;
-  for (int r = 0; r < 2; ++r) off += kHeader + u32_at(off);
-  const std::size_t len = u32_at(off);
-  REQUIRE(off + kHeader + len < bytes.size());  // an intact record follows it
-  REQUIRE(static_cast<unsigned char>(bytes[off + 16]) == 1);
-  const std::string payload = bytes.substr(off + kHeader, len);
-  std::string damaged;
-  for (const auto& s : sent) {
-    if (payload.find("\"" + s.id + "\"") != std::string::npos) damaged = s.id;
-  }
-  INFO("segment " << seg.string() << ", record at " << off);
-  REQUIRE(!damaged.empty());
-  bytes[off + kHeader + len - 1] ^= 0x01;  // its last payload byte: a bit flipped on disk
-  LoggedEvents::write_segment(seg, bytes, std::ios::trunc);
+  const std::string damaged = LoggedEvents::damage_record(seg, 2, sent);
   l.restart_expecting("damaged log records skipped");
   CHECK(lines_with(gw->log(), "truncated").empty());  // nothing after it was cut
   std::vector<Sent> kept;
@@ -914,6 +922,49 @@ TEST_CASE("a backlog far beyond memory_window is delivered once each, in convers
   CHECK(twice.empty());
   CHECK(backend.delivered_count() == static_cast<std::size_t>(kEvents));
   check_delivered_in_order(backend, sent);
+}
+
+TEST_CASE("a backlog record damaged while botgate runs costs that event only",
+          "[integration][durability]") {
+  TempDir dir;
+  TestBackend backend;
+  backend.stop();
+  auto o = durable_options(backend);
+  o.shards = 1;
+  o.memory_window = 16;  // the 60th event waits on disk until it is read back
+  o.queue_dir = "queue";
+  Gateway gw(botgate_binary(), dir, make_config(o));
+  const auto sent = send_accepted(gw.port(), o, "rb", 100, 4);
+  const auto segs = segments(dir.path() / "queue" / "shard-0");
+  REQUIRE(segs.size() == 1);
+  const std::string damaged = LoggedEvents::damage_record(segs.front(), 59, sent);
+  backend.start();
+
+  std::vector<Sent> kept;
+  for (const auto& s : sent) {
+    if (s.id != damaged) kept.push_back(s);
+  }
+  auto missing = wait_delivered(backend, ids_of(kept), 30s);
+  INFO("botgate log:\n" << gw.log());
+  INFO("events other than the damaged one, never delivered: " << head(missing));
+  REQUIRE(missing.empty());
+  check_delivered_in_order(backend, kept);
+  CHECK(deliveries(backend).count(damaged) == 0);
+  // The shard goes on: it takes and delivers new events, and stays ready.
+  CHECK(send_event(gw.port(), o.source, o.secret, event_json("rb-new", "rb-conv-new", 0)).status ==
+        200);
+  CHECK(wait_delivered(backend, {"rb-new"}, 10s).empty());
+  CHECK(http_request(gw.port(), "GET", "/readyz").status == 200);
+  const auto metrics = http_request(gw.port(), "GET", "/metrics").body;
+  CHECK(metric_sum(metrics, "botgate_queue_depth") == 0);
+  CHECK(metric_sum(metrics, "botgate_log_records_damaged_total") == 1);
+  CHECK(metric_sum(metrics, "botgate_log_errors_total") == 0);
+  const auto lines = lines_with(gw.log(), "damaged log record skipped");
+  REQUIRE(lines.size() == 1);
+  CHECK(lines.front().find("level=error") != std::string::npos);
+  CHECK(lines.front().find("seq=60") != std::string::npos);
+  CHECK(lines.front().find("00000000000000000001.log") != std::string::npos);
+  CHECK(lines_with(gw.log(), "shard log failed").empty());
 }
 
 // A write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`) fails with EFBIG,

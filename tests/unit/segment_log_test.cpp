@@ -21,6 +21,7 @@
 namespace fs = std::filesystem;
 using botgate::storage::crc32c;
 using botgate::storage::crc32c_portable;
+using botgate::storage::DamagedRecord;
 using botgate::storage::kReadSpan;
 using botgate::storage::kRecordHeaderBytes;
 using botgate::storage::Options;
@@ -553,17 +554,19 @@ TEST_CASE("segment log reads pending events back in runs, skipping completed one
   }
   REQUIRE(log->segment_count() > 3);
 
-  const auto all = log->read_pending(0, UINT64_MAX, 1000);
+  std::vector<DamagedRecord> damaged;
+  const auto all = log->read_pending(0, UINT64_MAX, 1000, damaged);
   CHECK(seqs(all) == live);
   for (const auto& r : all) CHECK(r.payload == payload_for(r.seq, 40 + r.seq % 50));
 
   // after / upto / max bound the result exactly, wherever they fall in a run.
-  const auto some = log->read_pending(10, 120, 7);
+  const auto some = log->read_pending(10, 120, 7, damaged);
   CHECK(seqs(some) == std::vector<std::uint64_t>{11, 13, 14, 16, 17, 19, 20});
-  CHECK(seqs(log->read_pending(100, 110, 1000)) ==
+  CHECK(seqs(log->read_pending(100, 110, 1000, damaged)) ==
         std::vector<std::uint64_t>{101, 103, 104, 106, 107, 109, 110});
-  CHECK(log->read_pending(200, UINT64_MAX, 10).empty());
-  CHECK(log->read_pending(0, UINT64_MAX, 0).empty());
+  CHECK(log->read_pending(200, UINT64_MAX, 10, damaged).empty());
+  CHECK(log->read_pending(0, UINT64_MAX, 0, damaged).empty());
+  CHECK(damaged.empty());
 }
 
 TEST_CASE("segment log reads back records bigger than one read run", "[storage]") {
@@ -576,7 +579,9 @@ TEST_CASE("segment log reads back records bigger than one read run", "[storage]"
   const std::size_t bigger = kReadSpan * 3 / 2;
   const std::vector<std::size_t> sizes{big, bigger, 100, 200, big, 100};
   for (std::size_t i = 0; i < sizes.size(); ++i) log->append_event(payload_for(i + 1, sizes[i]));
-  const auto p = log->read_pending(0, UINT64_MAX, 100);
+  std::vector<DamagedRecord> damaged;
+  const auto p = log->read_pending(0, UINT64_MAX, 100, damaged);
+  CHECK(damaged.empty());
   REQUIRE(p.size() == sizes.size());
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     CHECK(p[i].seq == i + 1);
@@ -584,20 +589,40 @@ TEST_CASE("segment log reads back records bigger than one read run", "[storage]"
   }
 }
 
-TEST_CASE("segment log refuses to read back a record that changed on disk", "[storage]") {
+TEST_CASE("segment log skips and reports a record that changed on disk when read back",
+          "[storage]") {
   TempDir tmp;
   auto log = open_clean(tmp.shard());
   for (std::uint64_t i = 1; i <= 10; ++i) log->append_event(payload_for(i));
   log->sync();
-  // Flip one payload byte of event 6, in the middle of what is read as one run.
   const auto files = segment_files(tmp.shard());
   REQUIRE(files.size() == 1);
-  botgate::test::flip_byte(
-      files.front(),
-      static_cast<std::streamoff>(5 * (kRecordHeaderBytes + 100) + kRecordHeaderBytes + 10), 0x40);
-  CHECK(seqs(log->read_pending(0, 5, 100)) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
-  CHECK_THROWS_WITH(log->read_pending(0, UINT64_MAX, 100),
-                    Catch::Contains("record 6 changed on disk"));
+  const auto& seg = files.front();
+  // Flip one payload byte of event 6, in the middle of what is read as one run.
+  botgate::test::flip_byte(seg, payload_byte(5, 10), 0x40);
+  std::vector<DamagedRecord> damaged;
+  CHECK(seqs(log->read_pending(0, 5, 100, damaged)) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+  CHECK(damaged.empty());
+  // It costs that record only; `max` counts the records returned.
+  const auto rest = log->read_pending(0, UINT64_MAX, 8, damaged);
+  CHECK(seqs(rest) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 7, 8, 9});
+  for (const auto& r : rest) CHECK(r.payload == payload_for(r.seq));
+  CHECK(damaged == std::vector<DamagedRecord>{{6, seg}});
+  // It stays pending until the caller completes it, and is reported again meanwhile.
+  damaged.clear();
+  CHECK(seqs(log->read_pending(5, 7, 100, damaged)) == std::vector<std::uint64_t>{7});
+  CHECK(damaged == std::vector<DamagedRecord>{{6, seg}});
+  log->append_completion(6);
+  damaged.clear();
+  CHECK(seqs(log->read_pending(5, UINT64_MAX, 100, damaged)) ==
+        std::vector<std::uint64_t>{7, 8, 9, 10});
+  CHECK(damaged.empty());
+
+  // A file that shrank under the log: the records it cut off are damaged, those before it good.
+  fs::resize_file(seg, static_cast<std::uintmax_t>(payload_byte(8, 50)));
+  CHECK(seqs(log->read_pending(0, UINT64_MAX, 100, damaged)) ==
+        std::vector<std::uint64_t>{1, 2, 3, 4, 5, 7, 8});
+  CHECK(damaged == std::vector<DamagedRecord>{{9, seg}, {10, seg}});
 }
 
 TEST_CASE("segment log cuts what a failed write left, so refused events stay unstored",

@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -781,6 +783,90 @@ TEST_CASE("a dead letter while the recovered window is placed does not read it t
   h.ingest("NEW", "conv-new");  // the shard's count is right: it accepts again
   REQUIRE(eventually([&] { return h.rec->all_acks().size() == 1; }));
   CHECK(h.rec->all_acks()[0].second == IngestStatus::accepted);
+}
+
+namespace {
+
+// Flips a payload byte of the record of `seq` in the one segment under `log_dir` (records:
+// u32 length, u32 crc, u64 seq, u8 type, payload; storage/segment_log.hpp): damage on disk.
+void damage_record(const std::filesystem::path& log_dir, std::uint64_t seq) {
+  const auto files = log_files(log_dir);
+  REQUIRE(files.size() == 1);
+  std::ifstream in(files.front(), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto le = [&](std::size_t at, int n) {
+    std::uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
+    return v;
+  };
+  const std::size_t header = botgate::storage::kRecordHeaderBytes;
+  for (std::size_t off = 0; off + header <= bytes.size(); off += header + le(off, 4)) {
+    if (le(off + 8, 8) != seq) continue;
+    flip_byte(files.front(), static_cast<std::streamoff>(off + header + 5), 0xff);
+    return;
+  }
+  FAIL("no record " << seq << " in " << files.front());
+}
+
+}  // namespace
+
+TEST_CASE("a backlog record damaged on disk costs that event only: the read-back goes on",
+          "[actors][shard][durable]") {
+  auto opts = fast_options();
+  opts.memory_window = 16;
+  opts.max_pending = 10000;
+  opts.max_attempts = 1000000;
+  std::atomic<bool> open{false};
+  Script gate = [&open](const Event&, std::uint32_t) -> std::optional<unsigned> {
+    return open.load() ? 200u : 503u;
+  };
+  std::shared_ptr<ScratchDir> dir;
+  {
+    Harness h(gate, gate, opts);
+    dir = h.dir;
+    constexpr int kEvents = 100;
+    for (int i = 1; i <= kEvents; ++i)
+      h.ingest("E" + std::to_string(i), "conv-" + std::to_string(i % 3));
+    REQUIRE(eventually([&] { return h.rec->all_acks().size() == kEvents; }));
+    // Event 60 waits on disk, beyond the memory window, when a bit of it flips.
+    damage_record(dir->path / "events", 60);
+    open = true;
+    REQUIRE(eventually([&] { return h.delivered() == kEvents - 1; }, 20000ms));
+    REQUIRE(eventually([&] { return h.pending() == std::optional<std::uint64_t>{0}; }));
+    CHECK(h.metrics.queue_depth(0).value() == 0);
+    CHECK(h.metrics.log_records_damaged().value() == 1);
+    CHECK(h.metrics.log_errors().value() == 0);
+    CHECK(h.rec->seen_for("E60").empty());
+    // The shard still takes events, and delivers them.
+    h.ingest("NEW", "conv-new");
+    REQUIRE(eventually([&] { return h.rec->all_acks().size() == kEvents + 1; }));
+    CHECK(h.rec->all_acks().back() ==
+          std::pair<std::string, IngestStatus>{"NEW", IngestStatus::accepted});
+    REQUIRE(eventually([&] { return h.delivered() == kEvents; }));
+  }
+  // It was completed: a restart finds nothing left to deliver.
+  Harness h(always(200), always(200), opts, 200ms, dir);
+  CHECK(h.recovered_pending == 0);
+}
+
+TEST_CASE("a dead letter damaged on disk is not replayed, and the shard goes on",
+          "[actors][shard][durable]") {
+  Harness h(always(400), always(400), fast_options());
+  h.ingest("D", "conv-D");
+  REQUIRE(eventually([&] { return h.dead_lettered() == 1; }));
+  REQUIRE(eventually([&] {
+    const auto files = log_files(h.dir->path / "dead");
+    return files.size() == 1 && std::filesystem::file_size(files.front()) > 0;
+  }));
+  REQUIRE(dead_letters(h).size() == 1);
+  damage_record(h.dir->path / "dead", dead_letters(h).front().seq);
+  CHECK(h.replay("D") == "not_found");  // as for a dead letter that does not decode
+  CHECK(h.metrics.log_records_damaged().value() == 1);
+  CHECK(h.metrics.log_errors().value() == 0);
+  h.ingest("NEW", "conv-new");
+  REQUIRE(eventually([&] { return h.rec->all_acks().size() == 2; }));
+  CHECK(h.rec->all_acks().back() ==
+        std::pair<std::string, IngestStatus>{"NEW", IngestStatus::accepted});
 }
 
 TEST_CASE("router spreads first attempts round-robin over its targets", "[actors][router]") {

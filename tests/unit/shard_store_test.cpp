@@ -61,7 +61,8 @@ TEST_CASE("a dead letter's completion never reaches the disk before the dead let
   store->dead().append_event(storage::encode_dead_letter(ev, 3, 1700000000000, "b1: HTTP 400"));
   store->complete_dead_letter(seq);
   // ...and something flushes the event log before the next commit (here a read-back).
-  store->events().read_pending(0, UINT64_MAX, 10);
+  std::vector<storage::DamagedRecord> damaged;
+  store->events().read_pending(0, UINT64_MAX, 10, damaged);
   auto crashed = after_kill(live, dir.path / "copy");
   // Either still pending or dead-lettered: never neither.
   CHECK(crashed.pending + crashed.dead_letters.size() >= 1);
