@@ -106,10 +106,10 @@ struct QueueKeyEqual {
 // window holds only events that can go: a conversation or pool that keeps failing does not fill
 // it and hold back the others.
 struct ConversationQueue {
-  // devector: nothing allocated while empty (std::deque allocates about 600 bytes at once), as
-  // a conversation whose events are all on disk has no `events`, and most have no `spilled`.
-  boost::container::devector<QueuedEvent> events;     // front() is the head, in flight (or read
-                                                      // back to retry)
+  // A std::deque: a devector here, which allocates nothing while empty, cost 10-30% of the
+  // accepted rate in bench/run.sh (docs/benchmarks.md). `spilled` is rarely used: a devector,
+  // as most conversations never have one.
+  std::deque<QueuedEvent> events;  // front() is the head, in flight (or read back to retry)
   boost::container::devector<std::uint64_t> spilled;  // the events after `events`, on disk
   std::uint32_t attempts = 0;                         // attempts made for the head event
   std::string last_target;    // where the head last failed, avoided on retry
