@@ -37,6 +37,20 @@ void update_depth(Self self) {
   st.metrics->queue_depth(st.options.index).set(static_cast<std::int64_t>(st.pending));
 }
 
+// An event read back that the log found damaged (or undecodable) and completed: gone, as at
+// recovery. Its id, in the damaged bytes, stays known (a resend is a duplicate) until a restart.
+void drop_lost(Self self) {
+  --self->state.pending;
+  update_depth(self);
+}
+
+// One replayed copy of `id` less queued (delivered, given up, or not stored).
+void forget_replay(ShardState& st, const storage::IdHash& id) {
+  if (st.replays_queued.empty()) return;  // the usual case: no lookup per completion
+  if (auto r = st.replays_queued.find(id); r != st.replays_queued.end() && --r->second == 0)
+    st.replays_queued.erase(r);
+}
+
 // Window room not taken by events in memory or being read back.
 std::uint64_t room(const ShardState& st) {
   const std::uint64_t used = st.in_memory + st.pull_reserved;
@@ -64,7 +78,6 @@ void place(Self self, StoredEvent stored, storage::IdHash id, bool force = false
   st.loaded_upto = std::max(st.loaded_upto, stored.seq);
   if (!conv.spilled.empty() || room(st) == 0) {
     conv.spilled.push_back(stored.seq);
-    ++st.spilled;
     return pull(self, it);
   }
   ++st.in_memory;
@@ -97,8 +110,7 @@ bool complete_head(Self self, ConvIt it, Completion c) {
   --st.in_memory;
   update_depth(self);
 
-  if (auto r = st.replays_queued.find(head.id); r != st.replays_queued.end() && --r->second == 0)
-    st.replays_queued.erase(r);
+  forget_replay(st, head.id);
   c.seq = head.seq;
   c.id = head.id;
   c.at_ms = storage::unix_now_ms();
@@ -130,7 +142,6 @@ void evict(Self self, ConvIt it) {
   auto& conv = it->second;
   for (auto e = conv.events.rbegin(); e != conv.events.rend(); ++e) conv.spilled.push_front(e->seq);
   st.in_memory -= conv.events.size();
-  st.spilled += conv.events.size();
   conv.events.clear();
 }
 
@@ -321,6 +332,13 @@ void dispatch(Self self, ConvIt it) {
   if (gave_up) maybe_read(self);
 }
 
+// Queues `it` (once) to read its spilled events when the window has room: serve_pulls.
+void wait_for_room(ShardState& st, ConvIt it) {
+  if (it->second.waiting_room) return;
+  it->second.waiting_room = true;
+  st.want_pull.push_back(it->first);
+}
+
 // A conversation with nothing in memory and not waiting out a backoff reads its next spilled
 // events back (as many as the window has room for, kPullBatch at most); without room it
 // waits its turn in `want_pull`, served as room comes (serve_pulls).
@@ -331,13 +349,7 @@ void pull(Self self, ConvIt it) {
   // A head that failed comes back alone: the events behind it wait until it went.
   const std::uint64_t most = conv.attempts > 0 ? 1 : kPullBatch;
   const std::uint64_t n = std::min<std::uint64_t>({conv.spilled.size(), room(st), most});
-  if (n == 0) {
-    if (!conv.waiting_room) {
-      conv.waiting_room = true;
-      st.want_pull.push_back(it->first);
-    }
-    return;
-  }
+  if (n == 0) return wait_for_room(st, it);
   SeqList list;
   list.seqs.assign(conv.spilled.begin(), conv.spilled.begin() + static_cast<std::ptrdiff_t>(n));
   conv.pulling = true;
@@ -354,10 +366,8 @@ void pull(Self self, ConvIt it) {
     for (auto& e : events) {
       if (conv.spilled.empty() || conv.spilled.front() != e.seq) break;
       conv.spilled.pop_front();
-      --st.spilled;
-      if (!e.ev) {  // damaged on disk, or not decoding: gone (see place_read_back)
-        --st.pending;
-        update_depth(self);
+      if (!e.ev) {
+        drop_lost(self);
         continue;
       }
       ++st.in_memory;
@@ -368,13 +378,7 @@ void pull(Self self, ConvIt it) {
       ++st.idle_conversations;
       return;
     }
-    if (conv.events.empty()) {
-      if (!conv.waiting_room) {
-        conv.waiting_room = true;
-        st.want_pull.push_back(key);
-      }
-      return;
-    }
+    if (conv.events.empty()) return wait_for_room(st, it);
     dispatch(self, it);
     serve_pulls(self);
   };
@@ -405,10 +409,7 @@ void place_read_back(Self self, std::vector<StoredEvent>& events, bool counted) 
   for (auto& e : events) {
     if (counted) --st.on_disk;
     if (!e.ev) {
-      // Damaged on disk, or not decoding: the log completed it; it is gone, as at recovery. Its
-      // id, in the damaged bytes, stays known (a resend is a duplicate) until a restart.
-      --st.pending;
-      update_depth(self);
+      drop_lost(self);
       continue;
     }
     const auto id = storage::hash_id(e.ev->source, e.ev->id);
@@ -533,10 +534,7 @@ void replay(Self self, caf::typed_response_promise<std::string> promise, StoredE
   st.metrics->dead_letters_replayed().inc();
   ++st.replays_queued[id];
   enqueue(self, std::move(taken.ev), id, [self, id, promise](IngestStatus status) mutable {
-    if (status != IngestStatus::accepted) {
-      auto& replays = self->state.replays_queued;
-      if (auto r = replays.find(id); r != replays.end() && --r->second == 0) replays.erase(r);
-    }
+    if (status != IngestStatus::accepted) forget_replay(self->state, id);
     promise.deliver(status == IngestStatus::accepted    ? std::string()
                     : status == IngestStatus::disk_full ? std::string("disk_full")
                                                         : std::string("storage_error"));

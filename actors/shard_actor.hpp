@@ -164,7 +164,6 @@ struct ShardState {
   std::unordered_map<storage::IdHash, std::uint32_t, storage::IdHashHasher> replays_queued;
   std::uint64_t pending = 0;          // accepted and not completed: unstored + in memory + on disk
   std::uint64_t in_memory = 0;        // events in conversations' `events`
-  std::uint64_t spilled = 0;          // events in conversations' `spilled`
   std::uint64_t pull_reserved = 0;    // window room held for spilled events being read back
   std::deque<std::string> want_pull;  // conversations waiting for room to read spilled events
   std::uint64_t on_disk = 0;          // stored events not read yet (their conversations unknown)
